@@ -1,0 +1,4 @@
+//! rcd
+#![deny(unsafe_code)]
+
+pub mod unit;
