@@ -1,1 +1,54 @@
-fn main() {}
+//! rcd: the daemon. Parses flags into a `Config` and runs `daemon::run`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// rcd: a container daemon driven by TOML unit files.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Directory of unit files (*.toml).
+    #[arg(long, default_value = "/etc/rcd/units")]
+    units_dir: PathBuf,
+    /// State directory (records, container layers, runtime state, logs).
+    #[arg(long, default_value = "/var/lib/rcd")]
+    root: PathBuf,
+    /// API socket.
+    #[arg(long, default_value = "/run/rcd/rcd.sock")]
+    socket: PathBuf,
+    /// OCI runtime binary (default: the first of runc, crun, youki on PATH).
+    #[arg(long)]
+    runtime: Option<PathBuf>,
+    /// rcd-shim binary (default: beside rcd, else on PATH).
+    #[arg(long)]
+    shim: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RCD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = rcd::config::Config {
+        units_dir: args.units_dir,
+        root: args.root,
+        socket: args.socket,
+        runtime: args.runtime,
+        shim: args.shim,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = rcd::daemon::bind_socket(&config.socket)?;
+        rcd::daemon::run(config, listener, rcd::daemon::shutdown_signal()).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,132 @@
+//! The API client rctl uses: HTTP/1.1 over the daemon's Unix socket.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+
+use super::types::ErrorBody;
+
+/// A request that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The daemon is not listening.
+    #[error("cannot reach rcd at {}: {source} (is the daemon running? set --socket or RCD_SOCKET)", socket.display())]
+    Connect {
+        /// The socket path.
+        socket: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed.
+    #[error("request to rcd failed: {0}")]
+    Http(String),
+    /// The daemon answered with an error.
+    #[error("{message}")]
+    Status {
+        /// The HTTP status.
+        code: StatusCode,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The answer could not be decoded.
+    #[error("unexpected answer from rcd: {0}")]
+    Decode(String),
+}
+
+/// A client bound to a socket path.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    /// A client for the daemon at `socket`.
+    pub fn new(socket: &Path) -> Self {
+        Client {
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    async fn send(&self, method: Method, path: &str) -> Result<Response<Incoming>, Error> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| Error::Connect {
+                socket: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Error::Http(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "rcd")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| Error::Http(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| Error::Http(e.to_string()))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let code = resp.status();
+        let body = collect(resp).await?;
+        let message = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+        Err(Error::Status { code, message })
+    }
+
+    /// GET, decoding a JSON answer.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        let resp = self.send(Method::GET, path).await?;
+        decode(resp).await
+    }
+
+    /// POST with no body, decoding a JSON answer.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        let resp = self.send(Method::POST, path).await?;
+        decode(resp).await
+    }
+
+    /// GET, returning the body as text.
+    pub async fn get_text(&self, path: &str) -> Result<String, Error> {
+        let resp = self.send(Method::GET, path).await?;
+        let body = collect(resp).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// GET, handing each chunk of the body to `sink` as it arrives.
+    pub async fn stream(&self, path: &str, mut sink: impl FnMut(&[u8])) -> Result<(), Error> {
+        let mut resp = self.send(Method::GET, path).await?;
+        while let Some(frame) = resp.body_mut().frame().await {
+            let frame = frame.map_err(|e| Error::Http(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                sink(data);
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn collect(resp: Response<Incoming>) -> Result<Bytes, Error> {
+    resp.into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| Error::Http(e.to_string()))
+}
+
+async fn decode<T: DeserializeOwned>(resp: Response<Incoming>) -> Result<T, Error> {
+    let body = collect(resp).await?;
+    serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
+}

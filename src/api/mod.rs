@@ -1,0 +1,6 @@
+//! The API: HTTP/JSON over the daemon's Unix socket. `server` answers from the unit table and
+//! hands operator intents to the reconciler; `client` is what rctl uses.
+
+pub mod client;
+pub mod server;
+pub mod types;

@@ -1,0 +1,267 @@
+//! The API server: routes over the Unix socket, answered from the unit table; operator intents
+//! (start, stop, restart) are written to the record and applied through the reconciler.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::types::{ErrorBody, Inspect, Reloaded, UnitStatus};
+use crate::daemon::context::{Context, Entry};
+use crate::reconcile::Msg;
+use crate::store::{Record, State as RecState};
+use crate::unit::Policy;
+
+/// The API's routes.
+pub fn router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .route("/v1/units", get(list))
+        .route("/v1/units/{name}", get(status))
+        .route("/v1/units/{name}/inspect", get(inspect))
+        .route("/v1/units/{name}/logs", get(logs))
+        .route("/v1/units/{name}/{verb}", post(intent))
+        .route("/v1/reload", post(reload))
+        .with_state(ctx)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+fn unknown(name: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("unit {name:?} is not loaded"))
+}
+
+fn rfc3339(ms: Option<u64>) -> Option<String> {
+    ms.map(|ms| {
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    })
+}
+
+/// The status of one table entry.
+pub fn status_of(name: &str, e: &Entry) -> UnitStatus {
+    let r = e.record.as_ref();
+    let state = match (r, &e.unit) {
+        (Some(r), _) => r.state.as_str(),
+        (None, None) => "invalid",
+        (None, Some(_)) => RecState::Pending.as_str(),
+    };
+    let policy = e.unit.as_ref().map(|u| {
+        match u.restart.policy {
+            Policy::No => "no",
+            Policy::OnFailure { .. } => "on-failure",
+            Policy::Always => "always",
+            Policy::UnlessStopped => "unless-stopped",
+        }
+        .to_string()
+    });
+    UnitStatus {
+        name: name.to_string(),
+        state: state.to_string(),
+        pid: r.and_then(|r| if r.state == RecState::Running { r.pid } else { None }),
+        restarts: r.map_or(0, |r| r.restarts),
+        exit_code: r.and_then(|r| r.exit_code),
+        error: e.file_error.clone().or_else(|| r.and_then(|r| r.error.clone())),
+        spec_hash: r
+            .and_then(|r| r.spec_hash.clone())
+            .or_else(|| e.unit.as_ref().map(|u| u.spec_hash.clone())),
+        started_at: rfc3339(r.and_then(|r| r.started_at_ms)),
+        finished_at: rfc3339(r.and_then(|r| r.finished_at_ms)),
+        since: rfc3339(r.map(|r| r.since_ms)),
+        restart_at: rfc3339(r.and_then(|r| r.restart_at_ms)),
+        file: e.file.as_ref().map(|f| f.display().to_string()),
+        policy,
+        autostart: e.unit.as_ref().map(|u| u.autostart),
+        held: r.is_some_and(|r| r.hold),
+        description: e.unit.as_ref().and_then(|u| u.description.clone()),
+        container_id: r.and_then(|r| r.container_id.clone()),
+    }
+}
+
+async fn list(State(ctx): State<Arc<Context>>) -> Json<Vec<UnitStatus>> {
+    let table = ctx.table();
+    Json(table.iter().map(|(n, e)| status_of(n, e)).collect())
+}
+
+async fn status(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+) -> Result<Json<UnitStatus>, ApiError> {
+    let table = ctx.table();
+    let e = table.get(&name).ok_or_else(|| unknown(&name))?;
+    Ok(Json(status_of(&name, e)))
+}
+
+async fn inspect(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+) -> Result<Json<Inspect>, ApiError> {
+    let table = ctx.table();
+    let e = table.get(&name).ok_or_else(|| unknown(&name))?;
+    let record = e.record.as_ref();
+    Ok(Json(Inspect {
+        status: status_of(&name, e),
+        unit: e.unit.as_ref().and_then(|u| serde_json::to_value(&**u).ok()),
+        record: record.and_then(|r| serde_json::to_value(r).ok()),
+        bundle: record
+            .and_then(|r| r.container_id.as_ref())
+            .map(|id| ctx.paths.bundle(id).display().to_string()),
+        log: ctx.paths.log(&name).display().to_string(),
+    }))
+}
+
+/// Applies an operator intent to a record.
+fn apply_intent(r: &mut Record, verb: &str) {
+    match verb {
+        "stop" => {
+            r.hold = true;
+            r.start_requested = false;
+            r.restart_requested = false;
+        }
+        "start" | "restart" => {
+            r.hold = false;
+            r.restarts = 0;
+            r.backoff_step = 0;
+            r.restart_at_ms = None;
+            r.error = None;
+            if verb == "restart" && r.state == RecState::Running {
+                r.restart_requested = true;
+            } else if r.state != RecState::Running {
+                r.start_requested = true;
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn intent(
+    State(ctx): State<Arc<Context>>,
+    Path((name, verb)): Path<(String, String)>,
+) -> Result<Json<UnitStatus>, ApiError> {
+    if !matches!(verb.as_str(), "start" | "stop" | "restart") {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no such action {verb:?}")));
+    }
+    {
+        let mut table = ctx.table();
+        let e = table.get_mut(&name).ok_or_else(|| unknown(&name))?;
+        if e.unit.is_none() {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "unit {name:?} has no valid version: {}",
+                    e.file_error.clone().unwrap_or_default()
+                ),
+            ));
+        }
+        let now = crate::shim::now_ms();
+        let r = e.record.get_or_insert_with(|| Record::new(&name, now));
+        apply_intent(r, &verb);
+        let r = r.clone();
+        drop(table);
+        ctx.store.save(&r).map_err(|e| {
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        })?;
+    }
+    let (tx, rx) = oneshot::channel();
+    let _ = ctx.tx.send(Msg::ReconcileAndNotify(name.clone(), tx));
+    let _ = rx.await;
+    let table = ctx.table();
+    let e = table.get(&name).ok_or_else(|| unknown(&name))?;
+    let st = status_of(&name, e);
+    // A start that failed is the request's failure too.
+    if verb != "stop" && st.state != "running" {
+        if let Some(err) = &st.error {
+            return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("unit {name:?} is {}: {err}", st.state)));
+        }
+    }
+    Ok(Json(st))
+}
+
+async fn reload(State(ctx): State<Arc<Context>>) -> Json<Reloaded> {
+    let c = ctx.clone();
+    let changed = tokio::task::spawn_blocking(move || crate::desired::scan(&c))
+        .await
+        .unwrap_or_default();
+    for name in &changed {
+        ctx.poke(name);
+    }
+    Json(Reloaded {
+        changed: changed.into_iter().collect(),
+    })
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    tail: Option<usize>,
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn logs(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let path = ctx.paths.log(&name);
+    if !ctx.table().contains_key(&name) && !path.exists() {
+        return Err(unknown(&name));
+    }
+    let p = path.clone();
+    let tail = q.tail;
+    let (lines, offset) = tokio::task::spawn_blocking(move || crate::logs::tail(&p, tail))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{}: {e}", path.display())))?;
+    let mut head = lines.join("\n");
+    if !head.is_empty() {
+        head.push('\n');
+    }
+    if !q.follow {
+        return Ok(head.into_response());
+    }
+    let stream = futures_util::stream::unfold(
+        (Some(head), path, offset),
+        |(head, path, mut offset)| async move {
+            if let Some(h) = head {
+                return Some((Ok::<_, std::io::Error>(h.into_bytes()), (None, path, offset)));
+            }
+            loop {
+                // Following is the one place that polls: only while a client follows.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let len = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+                if len < offset {
+                    offset = 0; // truncated or replaced
+                }
+                if len > offset {
+                    let data = read_from(&path, offset, len).await.unwrap_or_default();
+                    // Only whole lines; the rest next time.
+                    if let Some(end) = data.iter().rposition(|&b| b == b'\n') {
+                        offset += end as u64 + 1;
+                        return Some((Ok(data[..=end].to_vec()), (None, path, offset)));
+                    }
+                }
+            }
+        },
+    );
+    Ok(Body::from_stream(stream).into_response())
+}
+
+async fn read_from(path: &std::path::Path, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::open(path).await?;
+    f.seek(std::io::SeekFrom::Start(from)).await?;
+    let mut buf = vec![0u8; (to - from) as usize];
+    f.read_exact(&mut buf).await?;
+    Ok(buf)
+}

@@ -1,0 +1,72 @@
+//! What the API sends: a unit's status, its inspection, errors.
+
+use serde::{Deserialize, Serialize};
+
+/// One unit as `rctl status --output json` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UnitStatus {
+    /// The unit's name.
+    pub name: String,
+    /// pending, starting, running, exited, restarting, stopped, failed, or invalid (a file that
+    /// never had a valid version).
+    pub state: String,
+    /// Host pid of the container's first process.
+    pub pid: Option<i32>,
+    /// Restarts by policy since the last operator start.
+    pub restarts: u32,
+    /// The last exit code.
+    pub exit_code: Option<i32>,
+    /// The file's current problem if any, else the last start or policy error.
+    pub error: Option<String>,
+    /// Spec hash of the running (or last) container; else of the loaded unit.
+    pub spec_hash: Option<String>,
+    /// When the container last started (RFC 3339).
+    pub started_at: Option<String>,
+    /// When it last ended (RFC 3339).
+    pub finished_at: Option<String>,
+    /// When the state last changed (RFC 3339).
+    pub since: Option<String>,
+    /// When a pending restart is due (RFC 3339).
+    pub restart_at: Option<String>,
+    /// The unit file.
+    pub file: Option<String>,
+    /// The restart policy.
+    pub policy: Option<String>,
+    /// `[install] autostart`.
+    pub autostart: Option<bool>,
+    /// Held stopped by `rctl stop`.
+    pub held: bool,
+    /// `[unit] description`.
+    pub description: Option<String>,
+    /// The runtime's container id.
+    pub container_id: Option<String>,
+}
+
+/// `rctl inspect`: the unit as loaded, its record and its bundle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Inspect {
+    /// The status summary.
+    pub status: UnitStatus,
+    /// The unit as loaded (its last valid version).
+    pub unit: Option<serde_json::Value>,
+    /// The persisted record.
+    pub record: Option<serde_json::Value>,
+    /// The OCI bundle directory of the current container.
+    pub bundle: Option<String>,
+    /// The log file.
+    pub log: String,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
+
+/// `rctl reload`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// Units whose desired state changed.
+    pub changed: Vec<String>,
+}

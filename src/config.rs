@@ -1,0 +1,95 @@
+//! Daemon configuration: paths and the runtime, from flags (defaults as in DESIGN.md).
+
+use std::path::{Path, PathBuf};
+
+/// Where the daemon reads, writes and listens.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The units directory.
+    pub units_dir: PathBuf,
+    /// The state root.
+    pub root: PathBuf,
+    /// The API socket.
+    pub socket: PathBuf,
+    /// The OCI runtime; None means the first of runc, crun, youki found on PATH.
+    pub runtime: Option<PathBuf>,
+    /// The shim binary; None means `rcd-shim` beside the daemon's own executable, else on PATH.
+    pub shim: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            units_dir: "/etc/rcd/units".into(),
+            root: "/var/lib/rcd".into(),
+            socket: "/run/rcd/rcd.sock".into(),
+            runtime: None,
+            shim: None,
+        }
+    }
+}
+
+/// Derived paths under the state root.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The state root.
+    pub root: PathBuf,
+    /// The runtime's state directory.
+    pub runtime_root: PathBuf,
+    /// One directory per container instance.
+    pub containers: PathBuf,
+    /// Unit records.
+    pub records: PathBuf,
+    /// Container logs, one file per unit (kept after the unit is removed).
+    pub logs: PathBuf,
+}
+
+impl Paths {
+    /// The layout under `root`.
+    pub fn new(root: &Path) -> Self {
+        Paths {
+            root: root.to_path_buf(),
+            runtime_root: root.join("runc"),
+            containers: root.join("containers"),
+            records: root.join("units"),
+            logs: root.join("logs"),
+        }
+    }
+
+    /// A container instance's directory.
+    pub fn container(&self, id: &str) -> PathBuf {
+        self.containers.join(id)
+    }
+
+    /// A container instance's bundle.
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.container(id).join("bundle")
+    }
+
+    /// A unit's log file.
+    pub fn log(&self, unit: &str) -> PathBuf {
+        self.logs.join(format!("{unit}.log"))
+    }
+}
+
+/// Finds the first of `names` that is an executable file on PATH.
+pub fn find_on_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    for name in names {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if is_executable(&candidate) {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// True for an existing regular file with an execute bit.
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}

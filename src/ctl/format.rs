@@ -1,0 +1,132 @@
+//! How rctl shows things to people.
+
+use std::time::SystemTime;
+
+use crate::api::types::UnitStatus;
+
+/// One log-file line as `rctl logs` prints it: the text, and with `timestamps` the time and
+/// stream; a partial record prints without its newline, so the line continues.
+pub fn log_line(line: &str, timestamps: bool) -> String {
+    match crate::logs::parse_line(line) {
+        Some(r) => {
+            let nl = if r.full { "\n" } else { "" };
+            if timestamps {
+                format!("{} {} {}{nl}", r.time, r.stream, r.text)
+            } else {
+                format!("{}{nl}", r.text)
+            }
+        }
+        None => format!("{line}\n"),
+    }
+}
+
+fn ago(ts: &str) -> String {
+    let Ok(t) = humantime::parse_rfc3339_weak(ts) else {
+        return String::new();
+    };
+    let secs = SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let d = std::time::Duration::from_secs(secs);
+    format!(" ({} ago)", humantime::format_duration(d))
+}
+
+/// The `rctl status` block for one unit, in the spirit of `systemctl status`.
+pub fn status(s: &UnitStatus, log: &str) -> String {
+    let mut out = String::new();
+    let dot = match s.state.as_str() {
+        "running" => "●",
+        "failed" | "invalid" => "×",
+        _ => "○",
+    };
+    match &s.description {
+        Some(d) => out.push_str(&format!("{dot} {} - {d}\n", s.name)),
+        None => out.push_str(&format!("{dot} {}\n", s.name)),
+    }
+    let since = s
+        .since
+        .as_deref()
+        .map(|t| format!(" since {t}{}", ago(t)))
+        .unwrap_or_default();
+    let held = if s.held { " (held by rctl stop)" } else { "" };
+    out.push_str(&format!("      State: {}{since}{held}\n", s.state));
+    if let Some(pid) = s.pid {
+        out.push_str(&format!("        Pid: {pid}\n"));
+    }
+    if let Some(at) = &s.restart_at {
+        out.push_str(&format!("    Restart: at {at}\n"));
+    }
+    let exit = s
+        .exit_code
+        .map_or_else(|| "-".to_string(), |c| c.to_string());
+    out.push_str(&format!("   Restarts: {}   Last exit: {exit}\n", s.restarts));
+    if let Some(p) = &s.policy {
+        let auto = match s.autostart {
+            Some(false) => ", autostart off",
+            _ => "",
+        };
+        out.push_str(&format!("     Policy: {p}{auto}\n"));
+    }
+    if let Some(f) = &s.file {
+        out.push_str(&format!("       File: {f}\n"));
+    }
+    if let Some(id) = &s.container_id {
+        out.push_str(&format!("  Container: {id}\n"));
+    }
+    if let Some(e) = &s.error {
+        for (i, line) in e.lines().enumerate() {
+            let label = if i == 0 { "      Error:" } else { "            " };
+            out.push_str(&format!("{label} {line}\n"));
+        }
+    }
+    if !log.trim().is_empty() {
+        out.push('\n');
+        for line in log.lines() {
+            out.push_str(&log_line(line, true));
+        }
+    }
+    out
+}
+
+/// The `rctl list` table.
+pub fn table(all: &[UnitStatus]) -> String {
+    let rows: Vec<[String; 6]> = all
+        .iter()
+        .map(|s| {
+            [
+                s.name.clone(),
+                s.state.clone(),
+                s.pid.map_or("-".into(), |p| p.to_string()),
+                s.restarts.to_string(),
+                s.exit_code.map_or("-".into(), |c| c.to_string()),
+                s.error
+                    .as_deref()
+                    .and_then(|e| e.lines().next())
+                    .unwrap_or("")
+                    .to_string(),
+            ]
+        })
+        .collect();
+    let header = ["UNIT", "STATE", "PID", "RESTARTS", "EXIT", "ERROR"].map(String::from);
+    let mut widths = [0usize; 6];
+    for row in std::iter::once(&header).chain(rows.iter()) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(rows.iter()) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i == row.len() - 1 {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,272 @@
+//! rctl: the command line in, requests to the daemon (or, for `check`, the unit parser) out,
+//! and what the operator reads.
+
+mod format;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::api::client::{Client, Error as ClientError};
+use crate::api::types::{Inspect, Reloaded, UnitStatus};
+
+/// Exit codes, as `rctl --help` documents them.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// The request failed, or `check` found problems.
+    pub const FAILED: i32 = 1;
+    /// Bad usage (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// The daemon could not be reached.
+    pub const NO_DAEMON: i32 = 3;
+    /// A named unit is not loaded.
+    pub const UNKNOWN_UNIT: i32 = 4;
+}
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  the request failed (a unit failed to start, `check` found problems, ...)
+  2  bad usage
+  3  the daemon could not be reached (is rcd running? see --socket / RCD_SOCKET)
+  4  a named unit is not loaded";
+
+/// rctl: control rcd, the file-driven container daemon.
+#[derive(Parser, Debug)]
+#[command(name = "rctl", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The daemon's socket.
+    #[arg(long, env = "RCD_SOCKET", default_value = "/run/rcd/rcd.sock", global = true)]
+    pub socket: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// For programs.
+    Json,
+}
+
+/// rctl's commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show units in detail: state, pid, restarts, last exit, error, recent log lines.
+    Status {
+        /// Units to show (default: all).
+        units: Vec<String>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// One line per unit.
+    #[command(alias = "ps")]
+    List {
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Start a unit (clears an `rctl stop` hold, resets the restart count).
+    Start {
+        /// The unit.
+        unit: String,
+    },
+    /// Stop a unit and hold it stopped.
+    Stop {
+        /// The unit.
+        unit: String,
+    },
+    /// Stop and start a unit (clears a hold, resets the restart count).
+    Restart {
+        /// The unit.
+        unit: String,
+    },
+    /// Rescan the units directory now.
+    Reload,
+    /// Show a unit's container output.
+    Logs {
+        /// The unit.
+        unit: String,
+        /// Only the last N lines.
+        #[arg(long, short = 'n')]
+        tail: Option<usize>,
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+        /// Prefix each line with its time and stream.
+        #[arg(long, short)]
+        timestamps: bool,
+    },
+    /// A unit as loaded, its container record and its bundle, as JSON.
+    Inspect {
+        /// The unit.
+        unit: String,
+    },
+    /// Validate unit files without a daemon (files or directories; default /etc/rcd/units).
+    Check {
+        /// Files or directories.
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// Runs a command; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let client = Client::new(&cli.socket);
+    let result = match cli.command {
+        Command::Check { paths } => return check(paths),
+        Command::Status { units, output } => status(&client, units, output).await,
+        Command::List { output } => list(&client, output).await,
+        Command::Start { unit } => intent(&client, &unit, "start").await,
+        Command::Stop { unit } => intent(&client, &unit, "stop").await,
+        Command::Restart { unit } => intent(&client, &unit, "restart").await,
+        Command::Reload => client
+            .post::<Reloaded>("/v1/reload")
+            .await
+            .map(|r| {
+                if r.changed.is_empty() {
+                    println!("no changes");
+                } else {
+                    println!("changed: {}", r.changed.join(", "));
+                }
+            }),
+        Command::Logs {
+            unit,
+            tail,
+            follow,
+            timestamps,
+        } => logs(&client, &unit, tail, follow, timestamps).await,
+        Command::Inspect { unit } => client
+            .get::<Inspect>(&format!("/v1/units/{}/inspect", enc(&unit)))
+            .await
+            .map(|i| {
+                println!("{}", serde_json::to_string_pretty(&i).unwrap_or_default());
+            }),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("rctl: {e}");
+            match e {
+                ClientError::Connect { .. } => exit::NO_DAEMON,
+                ClientError::Status { code, .. } if code == hyper::StatusCode::NOT_FOUND => {
+                    exit::UNKNOWN_UNIT
+                }
+                _ => exit::FAILED,
+            }
+        }
+    }
+}
+
+/// Percent-encodes a unit name for a URL path (names are [A-Za-z0-9_.-], but input is input).
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn check(paths: Vec<PathBuf>) -> i32 {
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from("/etc/rcd/units")]
+    } else {
+        paths
+    };
+    let problems = crate::unit::check_paths(&paths);
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        exit::OK
+    } else {
+        eprintln!("rctl: {} problem(s) found", problems.len());
+        exit::FAILED
+    }
+}
+
+async fn status(client: &Client, units: Vec<String>, output: Output) -> Result<(), ClientError> {
+    let all: Vec<UnitStatus> = if units.is_empty() {
+        client.get("/v1/units").await?
+    } else {
+        let mut v = Vec::new();
+        for u in &units {
+            v.push(client.get(&format!("/v1/units/{}", enc(u))).await?);
+        }
+        v
+    };
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for (i, s) in all.iter().enumerate() {
+        if i > 0 {
+            let _ = writeln!(out);
+        }
+        let lines = client
+            .get_text(&format!("/v1/units/{}/logs?tail=10", enc(&s.name)))
+            .await
+            .unwrap_or_default();
+        let _ = write!(out, "{}", format::status(s, &lines));
+    }
+    Ok(())
+}
+
+async fn list(client: &Client, output: Output) -> Result<(), ClientError> {
+    let all: Vec<UnitStatus> = client.get("/v1/units").await?;
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+    } else {
+        print!("{}", format::table(&all));
+    }
+    Ok(())
+}
+
+async fn intent(client: &Client, unit: &str, verb: &str) -> Result<(), ClientError> {
+    let s: UnitStatus = client
+        .post(&format!("/v1/units/{}/{verb}", enc(unit)))
+        .await?;
+    println!("{}: {}", s.name, s.state);
+    Ok(())
+}
+
+async fn logs(
+    client: &Client,
+    unit: &str,
+    tail: Option<usize>,
+    follow: bool,
+    timestamps: bool,
+) -> Result<(), ClientError> {
+    let mut path = format!("/v1/units/{}/logs?follow={follow}", enc(unit));
+    if let Some(n) = tail {
+        path.push_str(&format!("&tail={n}"));
+    }
+    let mut rest = Vec::new();
+    let mut out = std::io::stdout();
+    client
+        .stream(&path, |chunk| {
+            rest.extend_from_slice(chunk);
+            let Some(end) = rest.iter().rposition(|&b| b == b'\n') else {
+                return;
+            };
+            let text = String::from_utf8_lossy(&rest[..end]).into_owned();
+            rest.drain(..=end);
+            let mut lock = out.lock();
+            for line in text.lines() {
+                let _ = lock.write_all(format::log_line(line, timestamps).as_bytes());
+            }
+            let _ = lock.flush();
+        })
+        .await?;
+    let _ = out.flush();
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The daemon's shared state: configuration, the runtime, the store, and the unit table
+//! (desired state per unit beside its record).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::config::Paths;
+use crate::reconcile::Msg;
+use crate::runtime::Runtime;
+use crate::store::{Record, Store};
+use crate::unit::Unit;
+
+/// One unit as the daemon knows it.
+#[derive(Debug, Clone, Default)]
+pub struct Entry {
+    /// The last valid version of its file (the desired state); None once the file is gone.
+    pub unit: Option<Arc<Unit>>,
+    /// Its file path.
+    pub file: Option<PathBuf>,
+    /// Whether its file is in the units directory now.
+    pub present: bool,
+    /// What is wrong with the file as it is now (the last valid version still applies).
+    pub file_error: Option<String>,
+    /// Digest of the file bytes last read, to skip re-parsing an unchanged file.
+    pub digest: Option<[u8; 32]>,
+    /// Its persisted record.
+    pub record: Option<Record>,
+}
+
+/// Everything the daemon's tasks share.
+pub struct Context {
+    /// Paths under the state root.
+    pub paths: Paths,
+    /// The units directory.
+    pub units_dir: PathBuf,
+    /// The OCI runtime.
+    pub runtime: Runtime,
+    /// The shim binary.
+    pub shim: PathBuf,
+    /// Unit records on disk.
+    pub store: Store,
+    /// This boot's id.
+    pub boot_id: String,
+    /// Short digest of the root, in container ids and cgroup paths, so daemons never collide.
+    pub tag: String,
+    /// Bounds concurrent starts (start work in parallel, bounded by cores).
+    pub start_permits: Semaphore,
+    /// Wakes the reconciler.
+    pub tx: mpsc::UnboundedSender<Msg>,
+    /// The unit table.
+    table: Mutex<BTreeMap<String, Entry>>,
+    /// A problem with the units directory itself (untrusted, unreadable).
+    pub dir_error: Mutex<Option<String>>,
+}
+
+impl Context {
+    /// A context over the given parts.
+    pub fn new(
+        paths: Paths,
+        units_dir: PathBuf,
+        runtime: Runtime,
+        shim: PathBuf,
+        store: Store,
+        tx: mpsc::UnboundedSender<Msg>,
+    ) -> Self {
+        let digest = Sha256::digest(paths.root.to_string_lossy().as_bytes());
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Context {
+            tag: hex::encode(&digest[..3]),
+            paths,
+            units_dir,
+            runtime,
+            shim,
+            store,
+            boot_id: boot_id(),
+            start_permits: Semaphore::new((cores * 2).max(4)),
+            tx,
+            table: Mutex::new(BTreeMap::new()),
+            dir_error: Mutex::new(None),
+        }
+    }
+
+    /// Locks the unit table (held briefly, never across an await).
+    pub fn table(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The runtime id of a unit's container instance.
+    pub fn container_id(&self, unit: &str, generation: u64) -> String {
+        format!("rcd-{}-{unit}-{generation}", self.tag)
+    }
+
+    /// The cgroup path of a container instance.
+    pub fn cgroups_path(&self, id: &str) -> String {
+        format!("/rcd-{}/{id}", self.tag)
+    }
+
+    /// The prefix every container id of this daemon has.
+    pub fn id_prefix(&self) -> String {
+        format!("rcd-{}-", self.tag)
+    }
+
+    /// Asks the reconciler to look at `unit`.
+    pub fn poke(&self, unit: &str) {
+        let _ = self.tx.send(Msg::Reconcile(unit.to_string()));
+    }
+}
+
+/// This boot's id; a record from another boot describes containers that no longer exist.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,219 @@
+//! The daemon: recovers state, scans the units directory, re-adopts running shims, then runs the
+//! watcher, the reconciler and the API until shutdown. Containers outlive it (live restore).
+
+pub mod context;
+mod recover;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+
+use crate::config::{find_on_path, is_executable, Config, Paths};
+use crate::reconcile::{self, Msg};
+use crate::runtime::Runtime;
+use crate::store::Store;
+use context::Context;
+
+/// The daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No usable OCI runtime.
+    #[error("no OCI runtime: {0}")]
+    Runtime(String),
+    /// No shim binary.
+    #[error("no rcd-shim: {0}")]
+    Shim(String),
+    /// A state directory could not be prepared.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The state store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The watcher could not start.
+    #[error("cannot watch {}: {source}", path.display())]
+    Watch {
+        /// The units directory.
+        path: PathBuf,
+        /// The cause.
+        source: notify::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Picks the runtime: the configured one, else the first of runc, crun, youki on PATH.
+fn pick_runtime(config: &Config) -> Result<PathBuf, Error> {
+    match &config.runtime {
+        Some(p) if p.components().count() == 1 => {
+            find_on_path(&[&p.to_string_lossy()]).ok_or_else(|| Error::Runtime(format!("{} not found on PATH", p.display())))
+        }
+        Some(p) if is_executable(p) => Ok(p.clone()),
+        Some(p) => Err(Error::Runtime(format!("{} is not an executable file", p.display()))),
+        None => find_on_path(&["runc", "crun", "youki"])
+            .ok_or_else(|| Error::Runtime("none of runc, crun, youki found on PATH (apt-get install runc)".into())),
+    }
+}
+
+/// Picks the shim: the configured one, else `rcd-shim` beside this executable, else on PATH.
+fn pick_shim(config: &Config) -> Result<PathBuf, Error> {
+    if let Some(p) = &config.shim {
+        return if is_executable(p) {
+            Ok(p.clone())
+        } else {
+            Err(Error::Shim(format!("{} is not an executable file", p.display())))
+        };
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("rcd-shim")));
+    if let Some(p) = beside.filter(|p| is_executable(p)) {
+        return Ok(p);
+    }
+    find_on_path(&["rcd-shim"]).ok_or_else(|| Error::Shim("not beside rcd nor on PATH".into()))
+}
+
+/// Binds the API socket: root's, mode 0660, group `rcd` if that group exists.
+pub fn bind_socket(path: &Path) -> Result<UnixListener, Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    // A socket left by a killed daemon blocks bind; it is ours to replace.
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(path)(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(io(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io(path))?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("rcd") {
+        let _ = nix::unistd::chown(path, None, Some(group.gid));
+    }
+    Ok(listener)
+}
+
+/// Runs the daemon until `shutdown` resolves. Containers keep running afterwards.
+pub async fn run(
+    config: Config,
+    listener: UnixListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let runtime_bin = pick_runtime(&config)?;
+    let shim = pick_shim(&config)?;
+    let paths = Paths::new(&config.root);
+    for dir in [&paths.root, &paths.runtime_root, &paths.containers, &paths.logs] {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    // State holds container records and logs: root's alone.
+    std::fs::set_permissions(&paths.root, std::fs::Permissions::from_mode(0o711)).map_err(io(&paths.root))?;
+    let store = Store::open(&paths.records)?;
+    let runtime = Runtime::new(&runtime_bin, &paths.runtime_root);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(Context::new(
+        paths,
+        config.units_dir.clone(),
+        runtime,
+        shim,
+        store,
+        tx,
+    ));
+    tracing::info!(
+        runtime = %runtime_bin.display(),
+        root = %config.root.display(),
+        units = %config.units_dir.display(),
+        "rcd starting"
+    );
+
+    // Watch first, so nothing that changes during the scan is missed.
+    let (mut watcher, mut ticks) =
+        crate::watch::DirWatcher::start(&config.units_dir).map_err(|source| Error::Watch {
+            path: config.units_dir.clone(),
+            source,
+        })?;
+    // Nothing is reconciled before the records are read, the orphans swept, the directory
+    // scanned and the running shims re-adopted: that is what prevents a second copy.
+    let c = ctx.clone();
+    tokio::task::spawn_blocking(move || recover::recover(&c))
+        .await
+        .map_err(|e| Error::Runtime(format!("recovery task: {e}")))?;
+    let c = ctx.clone();
+    let _ = tokio::task::spawn_blocking(move || crate::desired::scan(&c)).await;
+    recover::adopt(&ctx);
+    let _ = ctx.tx.send(Msg::ReconcileAll);
+    let counts = ctx.table().len();
+    tracing::info!(units = counts, "rcd ready");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown_all = {
+        let mut r = stop_rx.clone();
+        async move {
+            let _ = r.wait_for(|v| *v).await;
+        }
+    };
+
+    // The watcher: any burst of events is a full rescan (cheap, and it cannot miss a change).
+    let wctx = ctx.clone();
+    let mut wstop = stop_rx.clone();
+    let watch_task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                more = crate::watch::next_burst(&mut ticks) => if !more { break },
+                _ = wstop.wait_for(|v| *v) => break,
+            }
+            watcher.rearm();
+            let c = wctx.clone();
+            let changed = tokio::task::spawn_blocking(move || crate::desired::scan(&c))
+                .await
+                .unwrap_or_default();
+            for name in changed {
+                wctx.poke(&name);
+            }
+        }
+    });
+
+    let api = {
+        let router = crate::api::server::router(ctx.clone());
+        let mut astop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = astop.wait_for(|v| *v).await;
+                })
+                .await;
+        })
+    };
+
+    let loop_task = tokio::spawn(reconcile::run(ctx.clone(), rx, shutdown_all));
+    shutdown.await;
+    tracing::info!("rcd stopping; containers keep running");
+    let _ = stop_tx.send(true);
+    let _ = loop_task.await;
+    let _ = watch_task.await;
+    // Followers of `rctl logs -f` would hold a graceful shutdown forever.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

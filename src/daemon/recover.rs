@@ -1,0 +1,114 @@
+//! Recovery at daemon start: read the records back, tell a reboot from a daemon restart, sweep
+//! what no record owns, and re-adopt the shims that still run.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::context::{Context, Entry};
+use crate::shim::launch;
+use crate::store::State;
+use crate::unit::Policy;
+
+/// Loads the records into the table, resets those from an earlier boot, and removes runtime
+/// containers and instance directories that no record owns. Blocking.
+pub fn recover(ctx: &Context) {
+    let (records, errors) = ctx.store.load_all();
+    for e in errors {
+        // An unreadable record is never trusted; moved aside so it can be looked at.
+        tracing::error!("{e}; moving it aside");
+        let _ = std::fs::rename(&e.path, e.path.with_extension("corrupt"));
+    }
+    let now = crate::shim::now_ms();
+    let mut owned = HashSet::new();
+    let mut table = ctx.table();
+    for mut r in records {
+        let rebooted = r.boot_id.as_deref().is_some_and(|b| b != ctx.boot_id);
+        if rebooted {
+            // The host restarted: no container of the record survived. Start afresh.
+            if let Some(id) = &r.container_id {
+                let _ = crate::pipeline::cleanup::instance_blocking(ctx, id, false);
+            }
+            r.pid = None;
+            r.shim_pid = None;
+            r.shim_start = None;
+            r.restart_at_ms = None;
+            let state = if r.hold { State::Stopped } else { State::Pending };
+            r.set_state(state, now);
+        }
+        if let Some(id) = &r.container_id {
+            owned.insert(id.clone());
+        }
+        let _ = ctx.store.save(&r);
+        table.insert(
+            r.unit.clone(),
+            Entry {
+                record: Some(r),
+                ..Entry::default()
+            },
+        );
+    }
+    drop(table);
+    sweep(ctx, &owned);
+}
+
+/// Kills and deletes runtime containers of this root that no record owns, and removes their
+/// directories: what a crash between steps can leave behind.
+fn sweep(ctx: &Context, owned: &HashSet<String>) {
+    let prefix = ctx.id_prefix();
+    match ctx.runtime.list() {
+        Ok(list) => {
+            for c in list {
+                if c.id.starts_with(&prefix) && !owned.contains(&c.id) {
+                    tracing::warn!(container = %c.id, "removing a container no unit owns");
+                    let _ = ctx.runtime.kill(&c.id, "SIGKILL", true);
+                    let _ = ctx.runtime.delete(&c.id);
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot list runtime containers: {e}"),
+    }
+    if let Ok(dirs) = std::fs::read_dir(&ctx.paths.containers) {
+        for d in dirs.flatten() {
+            let id = d.file_name().to_string_lossy().into_owned();
+            if !owned.contains(&id) {
+                tracing::warn!(container = %id, "removing an instance directory no unit owns");
+                let _ = crate::pipeline::cleanup::instance_blocking(ctx, &id, true);
+            }
+        }
+    }
+}
+
+/// After the first scan: applies daemon-start rules (an `always` hold ends at daemon start) and
+/// watches every shim that still runs, so its exit is seen.
+pub fn adopt(ctx: &Arc<Context>) {
+    let mut watch = Vec::new();
+    let mut save = Vec::new();
+    {
+        let mut table = ctx.table();
+        for (name, e) in table.iter_mut() {
+            let Some(r) = e.record.as_mut() else { continue };
+            if let Some(u) = &e.unit {
+                if u.restart.policy == Policy::Always && r.hold {
+                    r.hold = false;
+                    if r.state == State::Stopped {
+                        r.start_requested = true;
+                    }
+                    save.push(r.clone());
+                }
+            }
+            if let (Some(pid), Some(start)) = (r.shim_pid, r.shim_start) {
+                if launch::alive(pid, start) {
+                    tracing::info!(unit = %name, pid = ?r.pid, "re-adopted running container");
+                    watch.push((name.clone(), pid, start));
+                }
+            }
+        }
+    }
+    for r in save {
+        let _ = ctx.store.save(&r);
+    }
+    for (name, pid, start) in watch {
+        crate::reconcile::unit::watch_exit(ctx, &name, pid, start);
+    }
+}
+

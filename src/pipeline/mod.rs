@@ -1,0 +1,51 @@
+//! The start pipeline and its inverse: the only way a container starts (file drop, boot, restart
+//! policy, rctl start) and the only way one is stopped and taken apart.
+
+pub mod cleanup;
+pub mod start;
+pub mod stop;
+
+/// A pipeline step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The root filesystem could not be prepared.
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::Error),
+    /// The OCI spec could not be built.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::Error),
+    /// The bundle could not be written.
+    #[error("cannot write bundle {}: {source}", path.display())]
+    Bundle {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The shim or the runtime failed.
+    #[error(transparent)]
+    Shim(#[from] crate::shim::launch::Error),
+    /// The runtime failed outside the shim.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::Error),
+    /// A blocking task was lost (the daemon is shutting down).
+    #[error("internal: {0}")]
+    Join(String),
+    /// A step failed and so did its rollback.
+    #[error("{error}; rollback also failed: {rollback}")]
+    Rollback {
+        /// The step's error.
+        error: Box<Error>,
+        /// The rollback's error.
+        rollback: Box<Error>,
+    },
+}
+
+/// Runs blocking work (runtime calls, mounts) off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Join(e.to_string()))
+}

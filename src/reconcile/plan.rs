@@ -1,0 +1,213 @@
+//! The decision: desired state (the unit), observed state (its record and whether its shim
+//! lives) and operator intent in; the next action for that one unit out. Pure.
+
+use std::time::Duration;
+
+use crate::store::{Record, State};
+use crate::unit::Unit;
+
+/// The next step for one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The unit matches; come back after this long if Some.
+    Idle(Option<Duration>),
+    /// The container's shim is gone: read its exit status and apply the policy.
+    ObserveExit,
+    /// The file is gone: stop and remove the container, forget the unit.
+    Remove,
+    /// The spec changed: stop and remove the old container, make way for a new one.
+    Recreate,
+    /// Stop the running container; `hold` keeps it stopped.
+    Stop {
+        /// An operator hold (rctl stop) rather than a restart.
+        hold: bool,
+    },
+    /// Mark a container that is not running as held stopped.
+    Hold,
+    /// Run the start pipeline.
+    Start,
+}
+
+/// What `plan` looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The unit's last valid version; None once its file is gone.
+    pub unit: Option<&'a Unit>,
+    /// Its record; None if the daemon never saw it.
+    pub record: Option<&'a Record>,
+    /// Whether the record's shim is alive.
+    pub alive: bool,
+    /// Now, in ms since the epoch.
+    pub now_ms: u64,
+}
+
+/// Decides the next action for one unit.
+pub fn plan(input: Input<'_>) -> Action {
+    let Some(record) = input.record else {
+        return match input.unit {
+            Some(_) => Action::Start,
+            None => Action::Idle(None),
+        };
+    };
+    let active = matches!(record.state, State::Running | State::Starting);
+    if active && !input.alive {
+        return Action::ObserveExit;
+    }
+    let Some(unit) = input.unit else {
+        return Action::Remove;
+    };
+    if record
+        .spec_hash
+        .as_deref()
+        .is_some_and(|h| h != unit.spec_hash)
+    {
+        return Action::Recreate;
+    }
+    if record.hold {
+        return if input.alive {
+            Action::Stop { hold: true }
+        } else if record.state == State::Stopped {
+            Action::Idle(None)
+        } else {
+            Action::Hold
+        };
+    }
+    if input.alive {
+        return if record.restart_requested {
+            Action::Stop { hold: false }
+        } else {
+            Action::Idle(None)
+        };
+    }
+    match record.state {
+        State::Pending if unit.autostart || record.start_requested => Action::Start,
+        State::Restarting => match record.restart_at_ms {
+            Some(at) if at > input.now_ms => {
+                Action::Idle(Some(Duration::from_millis(at - input.now_ms)))
+            }
+            _ => Action::Start,
+        },
+        _ if record.start_requested || record.restart_requested => Action::Start,
+        _ => Action::Idle(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unit::{Container, NetworkMode, Policy, Resources, Restart, User};
+
+    fn unit(hash: &str, autostart: bool) -> Unit {
+        Unit {
+            name: "web".into(),
+            file: "/u/web.toml".into(),
+            description: None,
+            container: Container {
+                rootfs: "/r".into(),
+                command: vec!["sh".into()],
+                env: Default::default(),
+                workdir: "/".into(),
+                user: User { uid: 0, gid: 0 },
+                hostname: "web".into(),
+                stop_signal: "SIGTERM".into(),
+                stop_timeout: Duration::from_secs(10),
+            },
+            mounts: vec![],
+            network: NetworkMode::None,
+            resources: Resources::default(),
+            restart: Restart {
+                policy: Policy::No,
+                delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(60),
+                reset_after: Duration::from_secs(10),
+            },
+            autostart,
+            spec_hash: hash.into(),
+        }
+    }
+
+    fn rec(state: State, hash: Option<&str>, f: impl FnOnce(&mut Record)) -> Record {
+        let mut r = Record::new("web", 0);
+        r.state = state;
+        r.spec_hash = hash.map(String::from);
+        f(&mut r);
+        r
+    }
+
+    #[test]
+    fn table() {
+        let on = unit("h1", true);
+        let off = unit("h1", false);
+        let none = |_: &mut Record| {};
+        let cases: Vec<(&str, Option<&Unit>, Option<Record>, bool, Action)> = vec![
+            ("new unit", Some(&on), None, false, Action::Start),
+            ("nothing", None, None, false, Action::Idle(None)),
+            ("pending autostart", Some(&on), Some(rec(State::Pending, None, none)), false, Action::Start),
+            ("pending no autostart", Some(&off), Some(rec(State::Pending, None, none)), false, Action::Idle(None)),
+            (
+                "pending no autostart, rctl start",
+                Some(&off),
+                Some(rec(State::Pending, None, |r| r.start_requested = true)),
+                false,
+                Action::Start,
+            ),
+            ("running, same spec", Some(&on), Some(rec(State::Running, Some("h1"), none)), true, Action::Idle(None)),
+            ("running, shim gone", Some(&on), Some(rec(State::Running, Some("h1"), none)), false, Action::ObserveExit),
+            ("starting, crashed", Some(&on), Some(rec(State::Starting, Some("h1"), none)), false, Action::ObserveExit),
+            ("running, spec changed", Some(&on), Some(rec(State::Running, Some("h0"), none)), true, Action::Recreate),
+            ("exited, spec changed", Some(&on), Some(rec(State::Exited, Some("h0"), none)), false, Action::Recreate),
+            ("file gone, running", None, Some(rec(State::Running, Some("h1"), none)), true, Action::Remove),
+            ("file gone, exited", None, Some(rec(State::Exited, Some("h1"), none)), false, Action::Remove),
+            ("hold, running", Some(&on), Some(rec(State::Running, Some("h1"), |r| r.hold = true)), true, Action::Stop { hold: true }),
+            ("hold, restarting", Some(&on), Some(rec(State::Restarting, Some("h1"), |r| r.hold = true)), false, Action::Hold),
+            ("hold, stopped", Some(&on), Some(rec(State::Stopped, Some("h1"), |r| r.hold = true)), false, Action::Idle(None)),
+            ("hold, pending", Some(&on), Some(rec(State::Pending, None, |r| r.hold = true)), false, Action::Hold),
+            (
+                "restart requested, running",
+                Some(&on),
+                Some(rec(State::Running, Some("h1"), |r| r.restart_requested = true)),
+                true,
+                Action::Stop { hold: false },
+            ),
+            (
+                "restart requested, stopped",
+                Some(&on),
+                Some(rec(State::Stopped, Some("h1"), |r| r.restart_requested = true)),
+                false,
+                Action::Start,
+            ),
+            (
+                "restarting, not due",
+                Some(&on),
+                Some(rec(State::Restarting, Some("h1"), |r| r.restart_at_ms = Some(1500))),
+                false,
+                Action::Idle(Some(Duration::from_millis(500))),
+            ),
+            (
+                "restarting, due",
+                Some(&on),
+                Some(rec(State::Restarting, Some("h1"), |r| r.restart_at_ms = Some(900))),
+                false,
+                Action::Start,
+            ),
+            ("exited stays", Some(&on), Some(rec(State::Exited, Some("h1"), none)), false, Action::Idle(None)),
+            ("failed stays", Some(&on), Some(rec(State::Failed, Some("h1"), none)), false, Action::Idle(None)),
+            (
+                "failed, rctl start",
+                Some(&on),
+                Some(rec(State::Failed, Some("h1"), |r| r.start_requested = true)),
+                false,
+                Action::Start,
+            ),
+        ];
+        for (name, unit, record, alive, want) in cases {
+            let got = plan(Input {
+                unit,
+                record: record.as_ref(),
+                alive,
+                now_ms: 1000,
+            });
+            assert_eq!(got, want, "{name}");
+        }
+    }
+}

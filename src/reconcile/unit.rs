@@ -1,0 +1,377 @@
+//! Reconciling one unit: apply `plan`'s action, persist the record, and look again, until the
+//! unit matches or must wait. Effects live here and in the pipeline; decisions in `plan`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::daemon::context::Context;
+use crate::pipeline;
+use crate::restart::{self, Decision, Outcome};
+use crate::shim::launch;
+use crate::store::{Record, State};
+use crate::unit::Unit;
+
+use super::plan::{plan, Action, Input};
+
+/// After an unexpected error, look again after this long.
+const RETRY: Duration = Duration::from_secs(2);
+/// Bound on steps per reconcile, so a bug can never spin.
+const MAX_STEPS: usize = 16;
+
+/// Reconciles `name` until it matches its desired state; returns when to look again.
+pub async fn reconcile(ctx: &Arc<Context>, name: &str) -> Option<Duration> {
+    for _ in 0..MAX_STEPS {
+        let (unit, record) = {
+            let table = ctx.table();
+            match table.get(name) {
+                Some(e) => (e.unit.clone(), e.record.clone()),
+                None => return None,
+            }
+        };
+        let alive = record.as_ref().is_some_and(shim_alive);
+        let action = plan(Input {
+            unit: unit.as_deref(),
+            record: record.as_ref(),
+            alive,
+            now_ms: now_ms(),
+        });
+        if action != Action::Idle(None) {
+            tracing::debug!(?action, "reconcile step");
+        }
+        let step = match action {
+            Action::Idle(after) => {
+                if alive {
+                    clear_requests(ctx, name);
+                }
+                return after;
+            }
+            Action::ObserveExit => observe_exit(ctx, unit.as_deref(), record).await,
+            Action::Remove if dir_refused(ctx) => {
+                // An unreadable or untrusted directory says nothing about what should run.
+                return Some(RETRY);
+            }
+            Action::Remove => remove(ctx, name, record).await,
+            Action::Recreate => recreate(ctx, record, alive, unit.as_deref()).await,
+            Action::Stop { hold } => stop(ctx, unit.as_deref(), record, hold).await,
+            Action::Hold => {
+                let mut r = record.unwrap_or_else(|| Record::new(name, now_ms()));
+                r.set_state(State::Stopped, now_ms());
+                r.restart_at_ms = None;
+                save(ctx, r)
+            }
+            Action::Start => match unit {
+                Some(u) => start(ctx, &u, record).await,
+                None => Ok(()),
+            },
+        };
+        if let Err(e) = step {
+            tracing::error!("{e}");
+            set_error(ctx, name, e.to_string());
+            return Some(RETRY);
+        }
+    }
+    Some(RETRY)
+}
+
+fn dir_refused(ctx: &Context) -> bool {
+    ctx.dir_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some()
+}
+
+fn shim_alive(r: &Record) -> bool {
+    match (r.shim_pid, r.shim_start) {
+        (Some(pid), Some(start)) => launch::alive(pid, start),
+        _ => false,
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    crate::shim::now_ms()
+}
+
+fn save(ctx: &Context, record: Record) -> Result<(), pipeline::Error> {
+    let result = ctx.store.save(&record);
+    if let Some(e) = ctx.table().get_mut(&record.unit) {
+        e.record = Some(record);
+    }
+    result.map_err(|e| pipeline::Error::Bundle {
+        path: e.path,
+        source: e.source,
+    })
+}
+
+fn set_error(ctx: &Context, name: &str, error: String) {
+    if let Some(r) = ctx.table().get_mut(name).and_then(|e| e.record.as_mut()) {
+        r.error = Some(error);
+    }
+}
+
+fn clear_requests(ctx: &Context, name: &str) {
+    let record = {
+        let mut table = ctx.table();
+        let Some(r) = table.get_mut(name).and_then(|e| e.record.as_mut()) else {
+            return;
+        };
+        if !r.start_requested {
+            return;
+        }
+        r.start_requested = false;
+        r.clone()
+    };
+    let _ = ctx.store.save(&record);
+}
+
+/// The container's shim is gone: record how the container ended and apply its policy.
+async fn observe_exit(
+    ctx: &Arc<Context>,
+    unit: Option<&Unit>,
+    record: Option<Record>,
+) -> Result<(), pipeline::Error> {
+    let Some(mut r) = record else { return Ok(()) };
+    let now = now_ms();
+    let Some(id) = r.container_id.clone() else {
+        r.set_state(State::Pending, now);
+        return save(ctx, r);
+    };
+    let exit = pipeline::stop::read_exit(ctx, &id);
+    let was_starting = r.state == State::Starting;
+    if exit.is_none() && !was_starting {
+        // The shim died without recording an exit: the container must not run unsupervised.
+        tracing::warn!(container = %id, "shim is gone; killing its container");
+        let c = ctx.clone();
+        let i = id.clone();
+        pipeline::blocking(move || c.runtime.kill(&i, "SIGKILL", true)).await??;
+    }
+    pipeline::cleanup::instance(ctx, &id, false).await?;
+    r.pid = None;
+    r.shim_pid = None;
+    r.shim_start = None;
+    if was_starting && exit.is_none() {
+        // The daemon died mid-start: nothing ran, so nothing counts. Try again.
+        tracing::info!(container = %id, "cleaned up a start interrupted by a daemon crash");
+        r.set_state(State::Pending, now);
+        r.start_requested = true;
+        return save(ctx, r);
+    }
+    let code = exit.map_or(137, |e| e.code);
+    let at = exit.map_or(now, |e| e.at_ms);
+    r.exit_code = Some(code);
+    r.finished_at_ms = Some(at);
+    let ran_for = r
+        .started_at_ms
+        .map(|s| Duration::from_millis(at.saturating_sub(s)));
+    tracing::info!(container = %id, exit_code = code, "container exited");
+    let decision = match unit {
+        Some(u) => restart::decide(&u.restart, Outcome::Exited(code), r.restarts, r.backoff_step, ran_for),
+        None => Decision::Stay,
+    };
+    apply(&mut r, decision, at.max(now), now);
+    save(ctx, r)
+}
+
+/// Applies a policy decision to a record.
+fn apply(r: &mut Record, decision: Decision, from_ms: u64, now: u64) {
+    match decision {
+        Decision::Restart {
+            delay,
+            backoff_step,
+        } => {
+            r.restarts = r.restarts.saturating_add(1);
+            r.backoff_step = backoff_step;
+            r.restart_at_ms = Some(from_ms + delay.as_millis() as u64);
+            r.set_state(State::Restarting, now);
+            tracing::info!(restarts = r.restarts, "restarting in {delay:?}");
+        }
+        Decision::Stay => {
+            r.restart_at_ms = None;
+            r.set_state(State::Exited, now);
+        }
+        Decision::Fail(reason) => {
+            tracing::warn!("{reason}");
+            r.restart_at_ms = None;
+            r.error = Some(reason);
+            r.set_state(State::Failed, now);
+        }
+    }
+}
+
+/// Stops the running container; with `hold` it stays stopped (rctl stop), otherwise a restart
+/// request follows (rctl restart).
+async fn stop(
+    ctx: &Arc<Context>,
+    unit: Option<&Unit>,
+    record: Option<Record>,
+    hold: bool,
+) -> Result<(), pipeline::Error> {
+    let Some(mut r) = record else { return Ok(()) };
+    stop_container(ctx, unit, &mut r).await?;
+    r.set_state(State::Stopped, now_ms());
+    if hold {
+        r.restart_requested = false;
+        r.start_requested = false;
+    }
+    save(ctx, r)
+}
+
+/// Stops the record's container if its shim lives, records its exit, and cleans up the
+/// instance (keeping its directory).
+async fn stop_container(
+    ctx: &Arc<Context>,
+    unit: Option<&Unit>,
+    r: &mut Record,
+) -> Result<(), pipeline::Error> {
+    let Some(id) = r.container_id.clone() else {
+        return Ok(());
+    };
+    let (signal, timeout) = unit.map_or(("SIGTERM".to_string(), Duration::from_secs(10)), |u| {
+        (u.container.stop_signal.clone(), u.container.stop_timeout)
+    });
+    if let (Some(pid), Some(start)) = (r.shim_pid, r.shim_start) {
+        if launch::alive(pid, start) {
+            tracing::info!(container = %id, "stopping with {signal}, timeout {timeout:?}");
+            if let Some(exit) = pipeline::stop::stop(ctx, &id, pid, start, &signal, timeout).await? {
+                r.exit_code = Some(exit.code);
+                r.finished_at_ms = Some(exit.at_ms);
+            }
+        }
+    }
+    pipeline::cleanup::instance(ctx, &id, false).await?;
+    r.pid = None;
+    r.shim_pid = None;
+    r.shim_start = None;
+    r.restart_at_ms = None;
+    Ok(())
+}
+
+/// The file is gone: stop, remove the instance, forget the unit (its log stays).
+async fn remove(
+    ctx: &Arc<Context>,
+    name: &str,
+    record: Option<Record>,
+) -> Result<(), pipeline::Error> {
+    if let Some(mut r) = record {
+        stop_container(ctx, None, &mut r).await?;
+        if let Some(id) = &r.container_id {
+            pipeline::cleanup::instance(ctx, id, true).await?;
+        }
+        ctx.store.remove(name).map_err(|e| pipeline::Error::Bundle {
+            path: e.path,
+            source: e.source,
+        })?;
+        tracing::info!("unit removed");
+    }
+    let mut table = ctx.table();
+    if let Some(e) = table.get_mut(name) {
+        if e.unit.is_none() {
+            if e.present {
+                // An invalid file that never had a valid version: keep it listed with its error.
+                e.record = None;
+            } else {
+                table.remove(name);
+            }
+        } else {
+            e.record = None;
+        }
+    }
+    Ok(())
+}
+
+/// The spec changed: stop and retire the old instance; a new one starts if the old one was
+/// active or the unit autostarts.
+async fn recreate(
+    ctx: &Arc<Context>,
+    record: Option<Record>,
+    alive: bool,
+    unit: Option<&Unit>,
+) -> Result<(), pipeline::Error> {
+    let Some(mut r) = record else { return Ok(()) };
+    let was_active = alive || matches!(r.state, State::Running | State::Restarting | State::Starting);
+    tracing::info!("unit changed; recreating its container");
+    // The old container stops with the stop settings it was started with, which the new file
+    // may have changed; the new ones are the operator's latest word, so use them.
+    stop_container(ctx, unit, &mut r).await?;
+    if let Some(id) = r.container_id.take() {
+        pipeline::cleanup::instance(ctx, &id, true).await?;
+    }
+    r.spec_hash = None;
+    r.restarts = 0;
+    r.backoff_step = 0;
+    r.error = None;
+    r.start_requested = was_active;
+    r.restart_requested = false;
+    r.set_state(State::Pending, now_ms());
+    save(ctx, r)
+}
+
+/// Runs the start pipeline and records the result; a failure goes through the policy.
+async fn start(
+    ctx: &Arc<Context>,
+    unit: &Arc<Unit>,
+    record: Option<Record>,
+) -> Result<(), pipeline::Error> {
+    let now = now_ms();
+    let mut r = record.unwrap_or_else(|| Record::new(&unit.name, now));
+    // A restart reuses the instance (and its writable layer); a new spec gets a new one.
+    let id = match (&r.container_id, &r.spec_hash) {
+        (Some(id), Some(h)) if *h == unit.spec_hash => id.clone(),
+        _ => {
+            r.generation += 1;
+            ctx.container_id(&unit.name, r.generation)
+        }
+    };
+    r.container_id = Some(id.clone());
+    r.spec_hash = Some(unit.spec_hash.clone());
+    r.set_state(State::Starting, now);
+    r.shim_pid = None;
+    r.shim_start = None;
+    // Persisted before anything runs: a crash from here on is cleaned up at the next start.
+    save(ctx, r.clone())?;
+    let permit = ctx.start_permits.acquire().await;
+    let result = pipeline::start::start(ctx, unit, &id).await;
+    drop(permit);
+    let now = now_ms();
+    r.start_requested = false;
+    r.restart_requested = false;
+    match result {
+        Ok(l) => {
+            r.pid = Some(l.pid);
+            r.shim_pid = Some(l.shim_pid);
+            r.shim_start = Some(l.shim_start);
+            r.boot_id = Some(ctx.boot_id.clone());
+            r.started_at_ms = Some(now);
+            r.restart_at_ms = None;
+            r.error = None;
+            r.set_state(State::Running, now);
+            tracing::info!(container = %id, pid = l.pid, "container started");
+            save(ctx, r)?;
+            watch_exit(ctx, &unit.name, l.shim_pid, l.shim_start);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(container = %id, "start failed: {e}");
+            r.error = Some(e.to_string());
+            r.exit_code = None;
+            let decision =
+                restart::decide(&unit.restart, Outcome::StartFailed, r.restarts, r.backoff_step, None);
+            apply(&mut r, decision, now, now);
+            if r.state == State::Failed {
+                // Keep the start error visible rather than the policy's summary alone.
+                r.error = Some(e.to_string());
+            }
+            save(ctx, r)
+        }
+    }
+}
+
+/// Pokes the reconciler when the shim exits (its container has ended).
+pub fn watch_exit(ctx: &Arc<Context>, name: &str, shim_pid: i32, shim_start: u64) {
+    let ctx = ctx.clone();
+    let name = name.to_string();
+    tokio::spawn(async move {
+        launch::wait(shim_pid, shim_start).await;
+        ctx.poke(&name);
+    });
+}

@@ -1,0 +1,261 @@
+//! OCI runtime CLI (runc, crun, youki): typed operations in, argv out; errors keep the runtime's own words.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+
+/// A failed runtime operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The runtime binary could not be executed at all.
+    #[error("runtime {}: cannot execute for `{op}`: {source}", binary.display())]
+    Exec {
+        /// The binary.
+        binary: PathBuf,
+        /// The operation.
+        op: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The runtime ran and reported a failure.
+    #[error("runtime {op} {id}: {message}")]
+    Failed {
+        /// The operation.
+        op: &'static str,
+        /// The container id.
+        id: String,
+        /// The runtime's own message (its stderr or its log).
+        message: String,
+    },
+    /// The runtime's output could not be understood.
+    #[error("runtime {op}: unexpected output: {message}")]
+    Output {
+        /// The operation.
+        op: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// The subset of `runc state` we use.
+#[derive(Debug, Clone, Deserialize)]
+pub struct State {
+    /// Container id.
+    pub id: String,
+    /// Host pid of the container's init.
+    pub pid: i32,
+    /// "created", "running", "paused", "stopped".
+    pub status: String,
+}
+
+/// An OCI runtime CLI with its state directory.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// The runtime binary.
+    pub binary: PathBuf,
+    /// The runtime's `--root` (its state directory, under rcd's own root).
+    pub root: PathBuf,
+}
+
+impl Runtime {
+    /// A runtime binary with its state directory.
+    pub fn new(binary: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
+        Runtime {
+            binary: binary.into(),
+            root: root.into(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        // The runtime must never notify a service manager on our behalf.
+        cmd.env_remove("NOTIFY_SOCKET");
+        cmd.arg("--root").arg(&self.root);
+        cmd
+    }
+
+    /// `create`: the container's init waits for `start`. Its stdio are the given handles,
+    /// so the runtime's error goes to `log` (JSON lines) as well.
+    pub fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        log: &Path,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<(), Error> {
+        let mut cmd = self.command();
+        cmd.arg("--log")
+            .arg(log)
+            .arg("--log-format")
+            .arg("json")
+            .arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let status = cmd.status().map_err(|source| Error::Exec {
+            binary: self.binary.clone(),
+            op: "create",
+            source,
+        })?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(Error::Failed {
+            op: "create",
+            id: id.to_string(),
+            message: last_log_error(log).unwrap_or_else(|| format!("exited with {status}")),
+        })
+    }
+
+    /// `start`: lets a created container's init exec the user's process.
+    pub fn start(&self, id: &str) -> Result<(), Error> {
+        self.run("start", id, &["start", id]).map(drop)
+    }
+
+    /// `kill`: sends a signal to the container's init (or all its processes); a container
+    /// that is gone or already stopped is success.
+    pub fn kill(&self, id: &str, signal: &str, all: bool) -> Result<(), Error> {
+        let mut args = vec!["kill"];
+        if all {
+            args.push("--all");
+        }
+        args.extend([id, signal]);
+        match self.run("kill", id, &args) {
+            Err(Error::Failed { message, .. }) if is_gone(&message) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// `delete --force`: removes the container and its cgroup; "does not exist" is success.
+    pub fn delete(&self, id: &str) -> Result<(), Error> {
+        match self.run("delete", id, &["delete", "--force", id]) {
+            Err(Error::Failed { message, .. }) if is_gone(&message) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// `state`: None when the runtime does not know the container.
+    pub fn state(&self, id: &str) -> Result<Option<State>, Error> {
+        match self.run("state", id, &["state", id]) {
+            Ok(out) => serde_json::from_slice(&out)
+                .map(Some)
+                .map_err(|e| Error::Output {
+                    op: "state",
+                    message: e.to_string(),
+                }),
+            Err(Error::Failed { message, .. }) if is_gone(&message) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `list`: every container under this runtime root.
+    pub fn list(&self) -> Result<Vec<State>, Error> {
+        let out = self.run("list", "", &["list", "--format", "json"])?;
+        let text = String::from_utf8_lossy(&out);
+        if text.trim().is_empty() || text.trim() == "null" {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(&text).map_err(|e| Error::Output {
+            op: "list",
+            message: e.to_string(),
+        })
+    }
+
+    fn run(&self, op: &'static str, id: &str, args: &[&str]) -> Result<Vec<u8>, Error> {
+        let out = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::Exec {
+                binary: self.binary.clone(),
+                op,
+                source,
+            })?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        Err(Error::Failed {
+            op,
+            id: id.to_string(),
+            message: clean_message(&stderr)
+                .unwrap_or_else(|| format!("exited with {}", out.status)),
+        })
+    }
+}
+
+/// True when the runtime's message says the container is not there (or no longer running).
+fn is_gone(message: &str) -> bool {
+    message.contains("does not exist")
+        || message.contains("not found")
+        || message.contains("container not running")
+        || message.contains("process already finished")
+}
+
+/// The last error message of a runtime JSON log file.
+fn last_log_error(log: &Path) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Line {
+        level: String,
+        msg: String,
+    }
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Line>(l).ok())
+        .find(|l| l.level == "error" || l.level == "fatal")
+        .map(|l| l.msg)
+}
+
+/// The useful part of a runtime's stderr: logfmt `msg="..."` if present, else the last line.
+fn clean_message(stderr: &str) -> Option<String> {
+    let line = stderr.lines().rev().find(|l| !l.trim().is_empty())?;
+    if let Some(start) = line.find("msg=\"") {
+        let rest = &line[start + 5..];
+        let mut out = String::new();
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        out.push(n);
+                    }
+                }
+                '"' => break,
+                c => out.push(c),
+            }
+        }
+        return Some(out);
+    }
+    Some(line.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages() {
+        let cases = [
+            (
+                "time=\"2026\" level=error msg=\"container \\\"x\\\" does not exist\"\n",
+                "container \"x\" does not exist",
+            ),
+            ("plain failure\n\n", "plain failure"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(clean_message(input).as_deref(), Some(want));
+        }
+        assert!(is_gone("container \"x\" does not exist"));
+        assert!(!is_gone("permission denied"));
+    }
+}

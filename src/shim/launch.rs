@@ -1,0 +1,171 @@
+//! The daemon's side of a shim: spawn it, read its one report, watch it exit (pidfd), and
+//! tell a live shim from a reused pid after a daemon restart.
+#![allow(unsafe_code)]
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::{Options, Report, SYNC_FD};
+
+/// A shim that could not start its container.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The shim binary could not be run.
+    #[error("cannot run shim {}: {source}", binary.display())]
+    Spawn {
+        /// The shim binary.
+        binary: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The shim ended without a readable report.
+    #[error("shim for {id} exited without reporting: {detail}")]
+    NoReport {
+        /// The container id.
+        id: String,
+        /// What was read.
+        detail: String,
+    },
+    /// The container could not be started.
+    #[error("{0}")]
+    Start(String),
+}
+
+/// A running shim and its container, as the daemon records them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launched {
+    /// Host pid of the container's init.
+    pub pid: i32,
+    /// The shim's pid.
+    pub shim_pid: i32,
+    /// The shim's start time (clock ticks since boot), to tell it from a reused pid.
+    pub shim_start: u64,
+}
+
+/// Spawns a shim for `opts` and waits for its report. Blocking: call from a blocking thread.
+pub fn launch(binary: &Path, opts: &Options) -> Result<Launched, Error> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
+        Error::Spawn {
+            binary: binary.to_path_buf(),
+            source: e.into(),
+        }
+    })?;
+    let mut cmd = Command::new(binary);
+    cmd.args(opts.to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env_remove("NOTIFY_SOCKET");
+    let write_fd = write.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl) are made.
+    unsafe {
+        cmd.pre_exec(move || {
+            if write_fd == SYNC_FD {
+                // Same number: only the close-on-exec flag has to go.
+                if libc::fcntl(write_fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(write_fd, SYNC_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        binary: binary.to_path_buf(),
+        source,
+    })?;
+    drop(write);
+    // The first shim process exits as soon as it has detached.
+    let _ = child.wait();
+    let mut buf = Vec::new();
+    let mut read = std::fs::File::from(read);
+    let _ = read.read_to_end(&mut buf);
+    let report: Report = serde_json::from_slice(&buf).map_err(|_| Error::NoReport {
+        id: opts.id.clone(),
+        detail: String::from_utf8_lossy(&buf).trim().to_string(),
+    })?;
+    match report {
+        Report::Started { pid, shim_pid } => Ok(Launched {
+            pid,
+            shim_pid,
+            shim_start: start_time(shim_pid).unwrap_or(0),
+        }),
+        Report::Failed { error } => Err(Error::Start(error)),
+    }
+}
+
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// True if the process `pid` exists and started at `start` (so it is not a reused pid).
+pub fn alive(pid: i32, start: u64) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match start_time(pid) {
+        Some(s) => s == start && !is_zombie(pid),
+        None => false,
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// A pidfd on a live shim, to await its exit without polling; None if it is already gone.
+pub fn watch(pid: i32, start: u64) -> Option<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid)?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+    // Checked after opening: the fd now pins this exact process, so a match is final.
+    alive(pid.as_raw_nonzero().get(), start).then_some(fd)
+}
+
+/// Resolves when the process behind `pidfd` has exited; false if the pidfd could not be
+/// registered with the reactor (the caller then polls).
+pub async fn exited(pidfd: OwnedFd) -> bool {
+    // SAFETY: an OwnedFd stays open and returns the same fd until the AsyncFd drops it.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    };
+    match registered {
+        Ok(fd) => fd.readable().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Resolves when the shim `pid` (started at `start`) is gone.
+pub async fn wait(pid: i32, start: u64) {
+    if let Some(fd) = watch(pid, start) {
+        if exited(fd).await {
+            return;
+        }
+    }
+    // No usable pidfd: poll, rarely.
+    while alive(pid, start) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn start_time_of_self_is_stable() {
+        let me = std::process::id() as i32;
+        let t = super::start_time(me).unwrap();
+        assert!(super::alive(me, t));
+        assert!(!super::alive(me, t + 1));
+        assert!(!super::alive(0, 0));
+    }
+}

@@ -1,0 +1,203 @@
+//! The shim's own life: detach, become subreaper, create and start the container through the
+//! runtime, report, copy its output to the log, reap it, record its exit, delete it.
+#![allow(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, setsid, ForkResult, Pid};
+
+use super::{Exit, Options, Report, EXIT_FILE, PID_FILE, RUNTIME_LOG, SHIM_LOG, SYNC_FD};
+use crate::runtime::Runtime;
+use crate::{logs, store};
+
+/// Runs the shim. Must be called before any thread exists (it forks). Returns the process
+/// exit code of whichever process returns.
+pub fn run(opts: Options) -> i32 {
+    // SAFETY: the fd number is ours by contract with the daemon (dup'd there before exec);
+    // nothing else in this process owns it.
+    let sync = unsafe { OwnedFd::from_raw_fd(SYNC_FD) };
+    // Runtime children must not inherit the report channel, or the daemon never sees EOF.
+    let _ = nix::fcntl::fcntl(
+        &sync,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    if let Err(code) = detach() {
+        return code;
+    }
+    let mut sync = File::from(sync);
+    let shim_log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(opts.dir.join(SHIM_LOG))
+        .ok();
+    let mut log_shim = |msg: &str| {
+        if let Some(mut f) = shim_log.as_ref() {
+            let _ = writeln!(f, "{} {msg}", humantime::format_rfc3339_millis(std::time::SystemTime::now()));
+        }
+    };
+    // Orphaned container processes must be reparented to us, so that we can reap the init.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        log_shim(&format!("cannot become subreaper: {e}"));
+    }
+    let runtime = Runtime::new(&opts.runtime, &opts.runtime_root);
+    match start(&opts, &runtime) {
+        Ok((pid, copiers)) => {
+            let report = Report::Started {
+                pid: pid.as_raw(),
+                shim_pid: std::process::id() as i32,
+            };
+            send(&mut sync, &report);
+            drop(sync);
+            let exit = wait_exit(pid);
+            // The init is gone, so the kernel ended the rest of its pid namespace; the
+            // copiers end when the last writer closes. Bound the wait anyway.
+            for c in copiers {
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while !c.is_finished() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            if let Err(e) = store::atomic::write_json(&opts.dir.join(EXIT_FILE), &exit) {
+                log_shim(&format!("cannot record exit {exit:?}: {e}"));
+            }
+            if let Err(e) = runtime.delete(&opts.id) {
+                log_shim(&format!("{e}"));
+            }
+            reap_strays();
+            0
+        }
+        Err(error) => {
+            log_shim(&error);
+            let _ = runtime.delete(&opts.id);
+            send(&mut sync, &Report::Failed { error });
+            reap_strays();
+            1
+        }
+    }
+}
+
+/// Double fork and a new session: the shim survives its parent (the daemon) and has no
+/// controlling terminal. Err carries the exit code for the intermediate processes.
+fn detach() -> Result<(), i32> {
+    // SAFETY: no thread exists yet in this process (contract of `run`).
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => {
+            let _ = waitpid(child, None);
+            return Err(0);
+        }
+        Ok(ForkResult::Child) => {}
+        Err(_) => return Err(1),
+    }
+    let _ = setsid();
+    // SAFETY: still single-threaded.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => Err(0),
+        Ok(ForkResult::Child) => Ok(()),
+        Err(_) => Err(1),
+    }
+}
+
+type Copiers = Vec<std::thread::JoinHandle<()>>;
+
+fn start(opts: &Options, runtime: &Runtime) -> Result<(Pid, Copiers), String> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&opts.log)
+        .map_err(|e| format!("cannot open log {}: {e}", opts.log.display()))?;
+    let log = Arc::new(Mutex::new(log));
+    let (out_r, out_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let pid_file = opts.dir.join(PID_FILE);
+    let _ = std::fs::remove_file(&pid_file);
+    let runtime_log = opts.dir.join(RUNTIME_LOG);
+    let _ = std::fs::remove_file(&runtime_log);
+    let _ = std::fs::remove_file(opts.dir.join(EXIT_FILE));
+    runtime
+        .create(
+            &opts.id,
+            &opts.bundle,
+            &pid_file,
+            &runtime_log,
+            Stdio::from(out_w),
+            Stdio::from(err_w),
+        )
+        .map_err(|e| e.to_string())?;
+    // Our copies of the write ends are closed now (moved into the runtime's Command), so the
+    // readers end exactly when the container's last process closes its stdio.
+    let copiers = vec![
+        spawn_copier(out_r, "stdout", log.clone()),
+        spawn_copier(err_r, "stderr", log),
+    ];
+    let pid = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .ok_or_else(|| format!("runtime wrote no pid to {}", pid_file.display()))?;
+    runtime.start(&opts.id).map_err(|e| e.to_string())?;
+    Ok((Pid::from_raw(pid), copiers))
+}
+
+fn spawn_copier(
+    input: std::io::PipeReader,
+    stream: &'static str,
+    log: Arc<Mutex<File>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || logs::copy_stream(input, stream, log))
+}
+
+/// Waits for the exact init pid (never -1: that would steal the runtime's statuses).
+fn wait_exit(pid: Pid) -> Exit {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                return Exit {
+                    code,
+                    signal: None,
+                    at_ms: super::now_ms(),
+                }
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return Exit {
+                    code: 128 + sig as i32,
+                    signal: Some(sig as i32),
+                    at_ms: super::now_ms(),
+                }
+            }
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => {
+                // Not our child (should not happen as subreaper): poll until it is gone.
+                while nix::sys::signal::kill(pid, None).is_ok() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                return Exit {
+                    code: 255,
+                    signal: None,
+                    at_ms: super::now_ms(),
+                };
+            }
+        }
+    }
+}
+
+/// Reaps whatever else was reparented to us, once every runtime call is done.
+fn reap_strays() {
+    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+fn send(sync: &mut File, report: &Report) {
+    if let Ok(mut line) = serde_json::to_vec(report) {
+        line.push(b'\n');
+        let _ = sync.write_all(&line);
+    }
+}

@@ -1,0 +1,16 @@
+//! Integration tests: a real rcd daemon on temporary directories, a real rcd-shim, real runc
+//! containers on a busybox rootfs built from Debian's busybox-static. Needs root.
+
+#[path = "it/harness.rs"]
+mod harness;
+
+#[path = "it/check.rs"]
+mod check;
+#[path = "it/lifecycle.rs"]
+mod lifecycle;
+#[path = "it/policy.rs"]
+mod policy;
+#[path = "it/recovery.rs"]
+mod recovery;
+#[path = "it/watching.rs"]
+mod watching;

@@ -1,0 +1,288 @@
+//! The harness: a busybox rootfs, a daemon on its own temporary directories, rctl, and waiting.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The rcd binaries built for this test run.
+pub const RCD: &str = env!("CARGO_BIN_EXE_rcd");
+pub const RCTL: &str = env!("CARGO_BIN_EXE_rctl");
+pub const SHIM: &str = env!("CARGO_BIN_EXE_rcd-shim");
+
+/// A busybox root filesystem from Debian's busybox-static, built once per target directory.
+pub fn rootfs() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("busybox-rootfs");
+    if dir.join("bin/busybox").exists() {
+        return dir;
+    }
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("busybox-rootfs.tmp{}", std::process::id()));
+    let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mkrootfs.sh"))
+        .arg(&tmp)
+        .status()
+        .expect("run tests/fixtures/mkrootfs.sh");
+    assert!(status.success(), "mkrootfs.sh failed (is busybox-static installed?)");
+    // Another test process may have won the race; either copy is whole.
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    assert!(dir.join("bin/busybox").exists());
+    dir
+}
+
+/// A unit file body running `script` under `sh -c` on the busybox rootfs, plus `extra` TOML.
+pub fn unit(script: &str, extra: &str) -> String {
+    format!(
+        "[container]\nrootfs = {:?}\ncommand = [\"sh\", \"-c\", {:?}]\nstop_timeout = \"2s\"\n{extra}\n",
+        rootfs().display().to_string(),
+        script
+    )
+}
+
+/// A daemon on its own directories; stopped and cleaned (containers, mounts) on drop.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub units: PathBuf,
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    pub child: Option<Child>,
+    pub runtime: Option<PathBuf>,
+}
+
+impl Daemon {
+    /// Directories only; call `spawn` to run the daemon.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("rcd-it").tempdir().expect("tempdir");
+        let units = dir.path().join("units");
+        std::fs::create_dir(&units).unwrap();
+        Daemon {
+            units,
+            root: dir.path().join("root"),
+            socket: dir.path().join("rcd.sock"),
+            dir,
+            child: None,
+            runtime: None,
+        }
+    }
+
+    /// A running daemon with an empty units directory.
+    pub fn start() -> Self {
+        let mut d = Self::new();
+        d.spawn();
+        d
+    }
+
+    /// Starts the daemon process and waits until its API answers.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("rcd.log"))
+            .unwrap();
+        let mut cmd = Command::new(RCD);
+        cmd.arg("--units-dir")
+            .arg(&self.units)
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--shim")
+            .arg(SHIM)
+            .env("RCD_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(rt) = &self.runtime {
+            cmd.arg("--runtime").arg(rt);
+        }
+        self.child = Some(cmd.spawn().expect("spawn rcd"));
+        wait_until(Duration::from_secs(10), "daemon answers", || {
+            self.try_rctl(&["list"]).is_some_and(|o| o.status.success())
+        });
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and wait for it to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("rcd.log")).unwrap_or_default()
+    }
+
+    /// Writes a unit file (atomically, as editors that rename-over do).
+    pub fn write_unit(&self, name: &str, text: &str) {
+        let tmp = self.units.join(format!(".{name}.toml.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.units.join(format!("{name}.toml"))).unwrap();
+    }
+
+    /// Deletes a unit file.
+    pub fn remove_unit(&self, name: &str) {
+        std::fs::remove_file(self.units.join(format!("{name}.toml"))).unwrap();
+    }
+
+    fn try_rctl(&self, args: &[&str]) -> Option<Output> {
+        Command::new(RCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .ok()
+    }
+
+    /// Runs rctl against this daemon.
+    pub fn rctl(&self, args: &[&str]) -> Output {
+        self.try_rctl(args).expect("run rctl")
+    }
+
+    /// `rctl status --output json` of every unit.
+    pub fn statuses(&self) -> Vec<Value> {
+        let out = self.rctl(&["status", "--output", "json"]);
+        assert!(out.status.success(), "rctl status: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    /// The status of one unit, if loaded.
+    pub fn status(&self, name: &str) -> Option<Value> {
+        self.statuses().into_iter().find(|s| s["name"] == name)
+    }
+
+    /// Waits until `name` is in `state`; returns its status.
+    pub fn wait_state(&self, name: &str, state: &str, within: Duration) -> Value {
+        let mut last = None;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.status(name) {
+                if s["state"] == state {
+                    return s;
+                }
+                last = Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "unit {name} not {state} within {within:?}; last status: {last:#?}\n--- daemon log ---\n{}",
+            self.log()
+        );
+    }
+
+    /// Waits for `name` to be running with a pid different from `old`; returns the new pid.
+    pub fn wait_new_pid(&self, name: &str, old: i64, within: Duration) -> i64 {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.status(name) {
+                if s["state"] == "running" {
+                    if let Some(pid) = s["pid"].as_i64() {
+                        if pid != old {
+                            return pid;
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("unit {name} got no new pid within {within:?}\n{}", self.log());
+    }
+
+    /// Runtime containers under this daemon's root.
+    pub fn runtime_containers(&self) -> Vec<String> {
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.root.join("runc"))
+            .args(["list", "-q"])
+            .output()
+            .expect("runc list");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// Mount points under this daemon's root.
+    pub fn mounts(&self) -> Vec<String> {
+        mounts_under(&self.root)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        // Leave nothing behind: containers, shims, mounts.
+        for id in self.runtime_containers() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(self.root.join("runc"))
+                .args(["delete", "--force", &id])
+                .output();
+        }
+        for m in self.mounts() {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Mount points whose path starts with `root`.
+pub fn mounts_under(root: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = root.to_string_lossy().to_string();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after `within`.
+pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {within:?} waiting for: {what}");
+}
+
+/// True if a process with this pid exists (and is not a zombie).
+pub fn pid_alive(pid: i64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rfind(')').is_some_and(|i| !s[i + 2..].starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The command line of a process.
+pub fn cmdline(pid: i64) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// A status field as i64.
+pub fn pid_of(s: &Value) -> i64 {
+    s["pid"].as_i64().unwrap_or_else(|| panic!("no pid in {s:#}"))
+}

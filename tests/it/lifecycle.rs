@@ -1,0 +1,186 @@
+//! A unit's life: file dropped → running; edited → recreated; comment edit → untouched;
+//! deleted → gone; what the container sees; rctl start/stop/restart/logs/inspect.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[test]
+fn drop_edit_comment_delete() {
+    let d = Daemon::start();
+    d.write_unit("web", &unit("echo started; exec sleep 1000", ""));
+    let s = d.wait_state("web", "running", 10 * SEC);
+    let pid = pid_of(&s);
+    assert!(pid_alive(pid));
+    assert!(cmdline(pid).contains("sleep 1000"), "pid {pid} is {}", cmdline(pid));
+    assert_eq!(d.runtime_containers().len(), 1);
+
+    // A comment and key order change: same spec hash, same process.
+    let hash = s["spec_hash"].clone();
+    d.write_unit(
+        "web",
+        &format!("# a comment\n{}", unit("echo started; exec sleep 1000", "")),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let s = d.status("web").unwrap();
+    assert_eq!(s["pid"].as_i64(), Some(pid), "comment edit must not restart");
+    assert_eq!(s["spec_hash"], hash);
+
+    // A real change: new container, new pid, old one gone.
+    d.write_unit("web", &unit("echo v2; exec sleep 1001", ""));
+    let new = d.wait_new_pid("web", pid, 10 * SEC);
+    assert!(cmdline(new).contains("sleep 1001"));
+    wait_until(5 * SEC, "old process gone", || !pid_alive(pid));
+    assert_eq!(d.runtime_containers().len(), 1, "no duplicate container");
+
+    // Delete: process, runtime container and mounts gone; the unit is no longer listed.
+    d.remove_unit("web");
+    wait_until(10 * SEC, "unit gone", || d.status("web").is_none());
+    assert!(!pid_alive(new));
+    assert!(d.runtime_containers().is_empty(), "{:?}", d.runtime_containers());
+    assert!(d.mounts().is_empty(), "{:?}", d.mounts());
+    assert!(std::fs::read_dir(d.root.join("containers")).unwrap().next().is_none());
+    // Its logs are kept.
+    let log = std::fs::read_to_string(d.root.join("logs/web.log")).unwrap();
+    assert!(log.contains("started") && log.contains("v2"), "{log}");
+}
+
+#[test]
+fn container_sees_safe_defaults_and_its_own_layer() {
+    let d = Daemon::start();
+    let data = d.dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("hello"), "from host").unwrap();
+    let script = "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
+                  cat /proc/kcore 2>&1 | wc -c; \
+                  echo x > /proc/sys/kernel/hostname 2>&1 || echo proc-sys-ro; \
+                  hostname; echo GREETING=$GREETING; id; pwd; cat /data/hello; echo; \
+                  touch /data/nope 2>/dev/null || echo data-ro; \
+                  echo layer > /etc/written; ls /dev; exec sleep 1000";
+    let extra = format!(
+        "env = {{ GREETING = \"hi\" }}\nhostname = \"box\"\nworkdir = \"/tmp\"\nuser = \"0:0\"\n\
+         [[mount]]\nsource = {:?}\ntarget = \"/data\"\nreadonly = true\n\
+         [resources]\nmemory = \"64M\"\ncpus = 0.5\npids = 64\n",
+        data.display().to_string()
+    );
+    d.write_unit("probe", &unit(script, &extra));
+    let s = d.wait_state("probe", "running", 10 * SEC);
+    wait_until(5 * SEC, "probe output", || {
+        String::from_utf8_lossy(&d.rctl(&["logs", "probe"]).stdout).contains("fd")
+    });
+    let out = String::from_utf8_lossy(&d.rctl(&["logs", "probe"]).stdout).to_string();
+    // Docker's default capability set: 0x00000000a80425fb.
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("\n0\n"), "/proc/kcore must be masked: {out}");
+    assert!(out.contains("proc-sys-ro"), "{out}");
+    assert!(out.contains("box\n") && out.contains("GREETING=hi"), "{out}");
+    assert!(out.contains("uid=0(root) gid=0(root)") && out.contains("/tmp\n"), "{out}");
+    assert!(out.contains("from host") && out.contains("data-ro"), "{out}");
+    // The rootfs is the read-only lower layer: the write went to the container's upper layer.
+    assert!(!rootfs().join("etc/written").exists());
+    let id = s["container_id"].as_str().unwrap();
+    assert!(d.root.join("containers").join(id).join("upper/etc/written").exists());
+    // cgroup limits applied (cgroup v1 or v2 paths).
+    let pid = pid_of(&s);
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cg.contains(id), "cgroup path names the container: {cg}");
+    assert!(std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap().contains("NSpid"));
+}
+
+#[test]
+fn two_units_share_a_rootfs() {
+    let d = Daemon::start();
+    d.write_unit("a", &unit("echo a > /shared; exec sleep 1000", ""));
+    d.write_unit("b", &unit("sleep 0.3; cat /shared 2>&1; exec sleep 1000", ""));
+    let a = d.wait_state("a", "running", 10 * SEC);
+    let b = d.wait_state("b", "running", 10 * SEC);
+    assert_ne!(a["pid"], b["pid"]);
+    wait_until(5 * SEC, "b's output", || {
+        String::from_utf8_lossy(&d.rctl(&["logs", "b"]).stdout).contains("No such file")
+    });
+}
+
+#[test]
+fn autostart_false_then_operator_verbs() {
+    let d = Daemon::start();
+    d.write_unit(
+        "lazy",
+        &unit("echo up; exec sleep 1000", "[install]\nautostart = false\n"),
+    );
+    let s = d.wait_state("lazy", "pending", 5 * SEC);
+    assert!(s["pid"].is_null());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.status("lazy").unwrap()["state"], "pending");
+
+    let out = d.rctl(&["start", "lazy"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid = pid_of(&d.wait_state("lazy", "running", 5 * SEC));
+
+    let out = d.rctl(&["restart", "lazy"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid2 = d.wait_new_pid("lazy", pid, 10 * SEC);
+    assert!(!pid_alive(pid));
+
+    let out = d.rctl(&["stop", "lazy"]);
+    assert!(out.status.success());
+    let s = d.wait_state("lazy", "stopped", 5 * SEC);
+    assert_eq!(s["held"], true);
+    assert!(!pid_alive(pid2));
+    assert!(d.runtime_containers().is_empty());
+    assert!(d.mounts().is_empty());
+
+    // Logs of both runs, with --tail.
+    let out = d.rctl(&["logs", "lazy"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "up\nup\n");
+    let out = d.rctl(&["logs", "lazy", "--tail", "1", "--timestamps"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.ends_with(" stdout up\n") && text.lines().count() == 1, "{text}");
+
+    // inspect shows the unit, the record and the bundle.
+    let out = d.rctl(&["inspect", "lazy"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["unit"]["name"], "lazy");
+    assert!(v["bundle"].as_str().unwrap().ends_with("/bundle"));
+    assert_eq!(v["record"]["hold"], true);
+}
+
+#[test]
+fn rctl_errors_have_documented_exit_codes() {
+    let d = Daemon::start();
+    let out = d.rctl(&["status", "nope"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not loaded"));
+    let out = d.rctl(&["start", "nope"]);
+    assert_eq!(out.status.code(), Some(4));
+    let out = std::process::Command::new(RCTL)
+        .args(["--socket", "/nonexistent/rcd.sock", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the daemon running"));
+    let out = std::process::Command::new(RCTL).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes:"));
+}
+
+#[test]
+fn follow_logs_across_a_restart() {
+    let d = Daemon::start();
+    d.write_unit(
+        "ticker",
+        &unit("echo tick-$$; sleep 0.5; exit 1", "[restart]\npolicy = \"always\"\ndelay = \"0s\"\n"),
+    );
+    d.wait_state("ticker", "running", 10 * SEC);
+    let mut child = std::process::Command::new(RCTL)
+        .args(["--socket", d.socket.to_str().unwrap(), "logs", "-f", "ticker"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches("tick-").count() >= 3, "follow saw: {text}");
+}

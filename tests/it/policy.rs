@@ -1,0 +1,136 @@
+//! Restart policies against exit 0 and exit 1, max_retries, growing backoff, start failures.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn policy(p: &str, extra: &str) -> String {
+    format!("[restart]\npolicy = \"{p}\"\ndelay = \"50ms\"\n{extra}")
+}
+
+/// Waits until the unit has settled in `state` with at least `restarts`.
+fn settled(d: &Daemon, name: &str, state: &str, restarts: u64) -> serde_json::Value {
+    let deadline = Instant::now() + 15 * SEC;
+    loop {
+        let s = d.status(name).unwrap();
+        if s["state"] == state && s["restarts"].as_u64().unwrap() >= restarts {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{name}: {s:#}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn no_policy_never_restarts() {
+    let d = Daemon::start();
+    d.write_unit("zero", &unit("exit 0", ""));
+    d.write_unit("one", &unit("exit 1", &policy("no", "")));
+    let s = settled(&d, "zero", "exited", 0);
+    assert_eq!(s["exit_code"], 0);
+    assert_eq!(s["policy"], "no");
+    let s = settled(&d, "one", "exited", 0);
+    assert_eq!(s["exit_code"], 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.status("one").unwrap()["restarts"], 0);
+    assert!(d.runtime_containers().is_empty());
+}
+
+#[test]
+fn on_failure_restarts_failures_until_max_retries() {
+    let d = Daemon::start();
+    d.write_unit("ok", &unit("exit 0", &policy("on-failure", "")));
+    d.write_unit(
+        "bad",
+        &unit("echo run; exit 3", &policy("on-failure", "max_retries = 3\n")),
+    );
+    let s = settled(&d, "ok", "exited", 0);
+    assert_eq!(s["exit_code"], 0);
+    let s = settled(&d, "bad", "failed", 3);
+    assert_eq!(s["restarts"], 3);
+    assert_eq!(s["exit_code"], 3);
+    assert!(s["error"].as_str().unwrap().contains("max_retries"), "{s:#}");
+    // Exactly 1 + 3 runs.
+    let out = d.rctl(&["logs", "bad"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("run").count(), 4);
+    // rctl start resets the count and runs it again.
+    let out = d.rctl(&["start", "bad"]);
+    assert!(!out.status.success(), "a start that fails again is reported");
+    let s = settled(&d, "bad", "failed", 3);
+    assert_eq!(s["restarts"], 3);
+    let out = d.rctl(&["logs", "bad"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("run").count(), 8);
+}
+
+#[test]
+fn always_and_unless_stopped_restart_on_any_exit_with_growing_backoff() {
+    let d = Daemon::start();
+    d.write_unit("a", &unit("date +%s.%N; exit 0", &policy("always", "")));
+    d.write_unit("u", &unit("exit 1", &policy("unless-stopped", "")));
+    settled(&d, "a", "restarting", 5);
+    settled(&d, "u", "restarting", 3);
+    // The gaps between runs of `a` grow: 50, 100, 200, 400 ms ...
+    let out = d.rctl(&["logs", "a"]);
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(times.len() >= 5, "{times:?}");
+    let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps[3] > gaps[0] * 2.0 && gaps[3] >= 0.35,
+        "backoff must grow: gaps {gaps:?}"
+    );
+    let s = d.status("a").unwrap();
+    assert!(s["restart_at"].is_string() || s["state"] == "running");
+}
+
+#[test]
+fn start_failure_counts_as_failure() {
+    let d = Daemon::start();
+    // A command that does not exist: the runtime fails at start.
+    let text = unit("x", &policy("on-failure", "max_retries = 2\n"))
+        .replace("command = [\"sh\", \"-c\", \"x\"]", "command = [\"/no/such/binary\"]");
+    d.write_unit("broken", &text);
+    let s = settled(&d, "broken", "failed", 2);
+    let err = s["error"].as_str().unwrap();
+    assert!(err.contains("/no/such/binary"), "{err}");
+    assert!(d.runtime_containers().is_empty());
+    assert!(d.mounts().is_empty(), "{:?}", d.mounts());
+
+    // Under `no`, a start failure is failed at once.
+    let text = unit("x", "").replace(
+        "command = [\"sh\", \"-c\", \"x\"]",
+        "command = [\"/no/such/binary\"]",
+    );
+    d.write_unit("once", &text);
+    let s = settled(&d, "once", "failed", 0);
+    assert_eq!(s["restarts"], 0);
+
+    // A missing rootfs is a start failure too.
+    let text = unit("sleep 1", &policy("always", "delay = \"10ms\"\n"))
+        .replace(&rootfs().display().to_string(), "/no/such/rootfs");
+    d.write_unit("norootfs", &text);
+    let s = settled(&d, "norootfs", "restarting", 2);
+    assert!(s["error"].as_str().unwrap().contains("/no/such/rootfs"), "{s:#}");
+}
+
+#[test]
+fn a_long_run_resets_the_backoff() {
+    let d = Daemon::start();
+    // Runs 1.2 s (longer than reset_after) then fails: every restart comes after the first delay.
+    d.write_unit(
+        "slow",
+        &unit(
+            "sleep 1.2; exit 1",
+            &policy("always", "reset_after = \"1s\"\nmax_delay = \"10s\"\n"),
+        ),
+    );
+    let s = settled(&d, "slow", "running", 3);
+    let rec = d.rctl(&["inspect", "slow"]);
+    let v: serde_json::Value = serde_json::from_slice(&rec.stdout).unwrap();
+    assert_eq!(v["record"]["backoff_step"], 1, "{v:#}");
+    assert!(s["restarts"].as_u64().unwrap() >= 3);
+}

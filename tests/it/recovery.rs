@@ -1,0 +1,146 @@
+//! Daemon restarts: SIGKILL with containers running (adopted, never duplicated, not counted),
+//! containers exiting while it is down, and operator holds across restarts per policy.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[test]
+fn sigkill_leaves_containers_running_and_restart_adopts_them() {
+    let mut d = Daemon::start();
+    for i in 0..3 {
+        d.write_unit(
+            &format!("svc{i}"),
+            &unit("exec sleep 1000", "[restart]\npolicy = \"always\"\n"),
+        );
+    }
+    let pids: Vec<i64> = (0..3)
+        .map(|i| pid_of(&d.wait_state(&format!("svc{i}"), "running", 10 * SEC)))
+        .collect();
+    d.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    for &p in &pids {
+        assert!(pid_alive(p), "container {p} must survive the daemon's SIGKILL");
+    }
+    d.spawn();
+    for (i, &p) in pids.iter().enumerate() {
+        let s = d.wait_state(&format!("svc{i}"), "running", 5 * SEC);
+        assert_eq!(pid_of(&s), p, "adopted, same pid");
+        assert_eq!(s["restarts"], 0, "adoption is not a restart");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.runtime_containers().len(), 3, "no second copy");
+    let sleeps = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|p| cmdline(*p).starts_with("sleep 1000") && pids.contains(p))
+        .count();
+    assert_eq!(sleeps, 3);
+    // The adopted containers are still supervised: an exit is seen and the policy applied.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let new = d.wait_new_pid("svc0", pids[0], 10 * SEC);
+    assert_ne!(new, pids[0]);
+    let s = d.status("svc0").unwrap();
+    assert_eq!(s["restarts"], 1);
+    assert_eq!(s["exit_code"], 137);
+}
+
+#[test]
+fn exits_while_the_daemon_is_down_are_recorded_and_policies_applied() {
+    let mut d = Daemon::start();
+    let flag = d.dir.path().join("go");
+    std::fs::create_dir(&flag).unwrap();
+    // Each waits for a file the test creates while the daemon is down, then exits 7.
+    let script = "while [ ! -e /flag/go ]; do sleep 0.05; done; exit 7";
+    let extra = |p: &str| {
+        format!(
+            "[[mount]]\nsource = {:?}\ntarget = \"/flag\"\n[restart]\npolicy = \"{p}\"\ndelay = \"10ms\"\n",
+            flag.display().to_string()
+        )
+    };
+    d.write_unit("stay", &unit(script, &extra("no")));
+    d.write_unit("again", &unit(script, &extra("on-failure")));
+    d.wait_state("stay", "running", 10 * SEC);
+    let again = pid_of(&d.wait_state("again", "running", 10 * SEC));
+    d.kill();
+    std::fs::write(flag.join("go"), "").unwrap();
+    wait_until(5 * SEC, "containers exited", || !pid_alive(again));
+    std::fs::remove_file(flag.join("go")).unwrap();
+    d.spawn();
+    let s = d.wait_state("stay", "exited", 5 * SEC);
+    assert_eq!(s["exit_code"], 7);
+    let s = d.wait_state("again", "running", 5 * SEC);
+    assert_eq!(s["exit_code"], 7);
+    assert_eq!(s["restarts"], 1);
+}
+
+#[test]
+fn rctl_stop_holds_across_daemon_restarts_per_policy() {
+    let mut d = Daemon::start();
+    for p in ["no", "on-failure", "always", "unless-stopped"] {
+        d.write_unit(
+            p,
+            &unit("exec sleep 1000", &format!("[restart]\npolicy = \"{p}\"\n")),
+        );
+    }
+    for p in ["no", "on-failure", "always", "unless-stopped"] {
+        d.wait_state(p, "running", 10 * SEC);
+        let out = d.rctl(&["stop", p]);
+        assert!(out.status.success());
+        d.wait_state(p, "stopped", 5 * SEC);
+    }
+    d.terminate();
+    d.spawn();
+    // `always` is held only until the next daemon start; the others stay held.
+    d.wait_state("always", "running", 10 * SEC);
+    std::thread::sleep(Duration::from_millis(500));
+    for p in ["no", "on-failure", "unless-stopped"] {
+        let s = d.status(p).unwrap();
+        assert_eq!(s["state"], "stopped", "{p}: {s:#}");
+        assert_eq!(s["held"], true);
+    }
+    // And a second restart keeps them held.
+    d.kill();
+    d.spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.status("unless-stopped").unwrap()["state"], "stopped");
+    let out = d.rctl(&["start", "unless-stopped"]);
+    assert!(out.status.success());
+    d.wait_state("unless-stopped", "running", 5 * SEC);
+}
+
+#[test]
+fn unit_removed_while_daemon_down_is_removed_at_start() {
+    let mut d = Daemon::start();
+    d.write_unit("gone", &unit("exec sleep 1000", ""));
+    let pid = pid_of(&d.wait_state("gone", "running", 10 * SEC));
+    d.kill();
+    d.remove_unit("gone");
+    d.spawn();
+    wait_until(10 * SEC, "container removed", || !pid_alive(pid));
+    assert!(d.status("gone").is_none());
+    assert!(d.runtime_containers().is_empty());
+    assert!(d.mounts().is_empty());
+}
+
+#[test]
+fn a_killed_shim_does_not_leave_its_container_unsupervised() {
+    let d = Daemon::start();
+    d.write_unit(
+        "orphan",
+        &unit("exec sleep 1000", "[restart]\npolicy = \"always\"\ndelay = \"10ms\"\n"),
+    );
+    let s = d.wait_state("orphan", "running", 10 * SEC);
+    let pid = pid_of(&s);
+    let v: serde_json::Value =
+        serde_json::from_slice(&d.rctl(&["inspect", "orphan"]).stdout).unwrap();
+    let shim = v["record"]["shim_pid"].as_i64().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let new = d.wait_new_pid("orphan", pid, 10 * SEC);
+    assert!(!pid_alive(pid), "the old container was killed");
+    assert!(pid_alive(new));
+    assert_eq!(d.runtime_containers().len(), 1);
+}

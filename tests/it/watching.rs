@@ -1,0 +1,123 @@
+//! The units directory: rename-over saves, editor droppings, a directory created after start, a
+//! symlinked directory, typos saved over a running unit, and a flood of malformed files.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[test]
+fn typo_keeps_the_running_container_and_the_fix_applies() {
+    let d = Daemon::start();
+    d.write_unit("web", &unit("exec sleep 1000", ""));
+    let pid = pid_of(&d.wait_state("web", "running", 10 * SEC));
+    // Saved with a typo (an unknown key).
+    std::fs::write(
+        d.units.join("web.toml"),
+        unit("exec sleep 1000", "comand = 1\n"),
+    )
+    .unwrap();
+    wait_until(5 * SEC, "error shown", || {
+        d.status("web").unwrap()["error"].is_string()
+    });
+    let s = d.status("web").unwrap();
+    assert_eq!(s["state"], "running");
+    assert_eq!(pid_of(&s), pid);
+    let err = s["error"].as_str().unwrap();
+    assert!(err.contains("web.toml:") && err.contains("comand"), "{err}");
+    let out = d.rctl(&["status", "web"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("comand"));
+    // The fix, with a real change, applies.
+    d.write_unit("web", &unit("exec sleep 1002", ""));
+    let new = d.wait_new_pid("web", pid, 10 * SEC);
+    assert!(cmdline(new).contains("sleep 1002"));
+    assert!(d.status("web").unwrap()["error"].is_null());
+}
+
+#[test]
+fn only_toml_files_count() {
+    let d = Daemon::start();
+    let body = unit("exec sleep 1000", "");
+    for name in [".web.toml.swp", "web.toml~", "web.toml.bak", ".hidden.toml", "README"] {
+        std::fs::write(d.units.join(name), &body).unwrap();
+    }
+    d.write_unit("real", &body);
+    d.wait_state("real", "running", 10 * SEC);
+    std::thread::sleep(Duration::from_millis(300));
+    let names: Vec<String> = d
+        .statuses()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["real"]);
+}
+
+#[test]
+fn directory_created_after_start_and_symlinked_directory() {
+    let mut d = Daemon::new();
+    std::fs::remove_dir(&d.units).unwrap();
+    d.spawn();
+    // The directory appears later.
+    std::fs::create_dir(&d.units).unwrap();
+    d.write_unit("late", &unit("exec sleep 1000", ""));
+    d.wait_state("late", "running", 10 * SEC);
+
+    // Replace the directory with a symlink to another one holding a different unit.
+    let other = d.dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("linked.toml"), unit("exec sleep 1000", "")).unwrap();
+    let moved = d.dir.path().join("units.old");
+    std::fs::rename(&d.units, &moved).unwrap();
+    std::os::unix::fs::symlink(&other, &d.units).unwrap();
+    d.wait_state("linked", "running", 10 * SEC);
+    wait_until(10 * SEC, "late removed", || d.status("late").is_none());
+    // And a file added in the symlink's target is seen.
+    std::fs::write(other.join("more.toml"), unit("exec sleep 1000", "")).unwrap();
+    d.wait_state("more", "running", 10 * SEC);
+}
+
+#[test]
+fn a_hundred_malformed_files_are_each_reported_and_the_daemon_is_unharmed() {
+    let d = Daemon::start();
+    d.write_unit("good", &unit("exec sleep 1000", ""));
+    let pid = pid_of(&d.wait_state("good", "running", 10 * SEC));
+    let rootfs = rootfs().display().to_string();
+    let bad: Vec<String> = (0..100)
+        .map(|i| match i % 10 {
+            0 => "[container\n".to_string(),
+            1 => format!("[container]\nrootfs = {rootfs:?}\ncommand = []\n"),
+            2 => format!("[container]\nrootfs = {rootfs:?}\ncommand = [\"sh\"]\nstop_timeout = \"soon\"\n"),
+            3 => "[container]\nrootfs = \"relative/path\"\ncommand = [\"sh\"]\n".to_string(),
+            4 => format!("[container]\nrootfs = {rootfs:?}\ncommand = [\"sh\"]\n[resources]\nmemory = \"lots\"\n"),
+            5 => format!("[container]\nrootfs = {rootfs:?}\ncommand = [\"sh\"]\n[restart]\npolicy = \"sometimes\"\n"),
+            6 => format!("[container]\nrootfs = {rootfs:?}\ncommand = \"sh\"\n"),
+            7 => "\u{0}\u{1}binary garbage\u{ff}".to_string(),
+            8 => format!("[container]\nrootfs = {rootfs:?}\ncommand = [\"sh\"]\n[bogus]\nx = 1\n"),
+            _ => String::new(),
+        })
+        .collect();
+    for (i, text) in bad.iter().enumerate() {
+        std::fs::write(d.units.join(format!("bad{i:03}.toml")), text).unwrap();
+    }
+    wait_until(10 * SEC, "all 101 listed", || d.statuses().len() == 101);
+    let all = d.statuses();
+    for s in &all {
+        if s["name"] == "good" {
+            continue;
+        }
+        assert_eq!(s["state"], "invalid", "{s:#}");
+        let err = s["error"].as_str().unwrap_or_else(|| panic!("no error: {s:#}"));
+        assert!(err.contains(".toml:"), "error names file:line:col: {err}");
+    }
+    let s = d.status("good").unwrap();
+    assert_eq!(pid_of(&s), pid);
+    assert!(d.runtime_containers().len() == 1);
+    // rctl check reports each file with file:line:col and exits 1.
+    let out = d.rctl(&["check", d.units.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for i in 0..100 {
+        assert!(text.contains(&format!("bad{i:03}.toml:")), "bad{i:03} missing from:\n{text}");
+    }
+}
