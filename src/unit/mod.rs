@@ -6,6 +6,16 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+mod hash;
+mod load;
+mod raw;
+pub mod trust;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
 /// A validated unit: defaults applied, cannot be invalid.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Unit {
@@ -193,18 +203,126 @@ pub enum Error {
 /// The unit name for a path in the units directory, or None if it is not a unit file
 /// (not `*.toml`, a dotfile, an editor backup).
 pub fn unit_name(path: &Path) -> Option<String> {
-    let _ = path;
-    todo!()
+    let file_name = path.file_name()?.to_str()?;
+    // Dotfiles cover vim's `.x.toml.swp` and emacs' `.#x.toml`; the suffix rule covers
+    // `x.toml~`, `x.toml.bak`, `#x.toml#` and vim's `4913` probe.
+    if file_name.starts_with('.') {
+        return None;
+    }
+    let stem = file_name.strip_suffix(".toml")?;
+    (!stem.is_empty()).then(|| stem.to_owned())
+}
+
+/// Whether `name` is a valid unit name: `^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`.
+pub fn valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.len() <= 63
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Parses and validates a unit file's text.
 pub fn parse(name: &str, file: &Path, text: &str) -> Result<Unit, Vec<Diagnostic>> {
-    let _ = (name, file, text);
-    todo!()
+    let mut problems = Vec::new();
+    if !valid_name(name) {
+        problems.push(raw::Problem::new(
+            0..0,
+            format!(
+                "invalid unit name {name:?}: use 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit"
+            ),
+        ));
+    }
+    let unit = match raw::parse(text) {
+        Err(syntax) => {
+            problems.extend(syntax);
+            None
+        }
+        Ok((raw_file, typing)) => {
+            problems.extend(typing);
+            match validate::validate(name, file, raw_file) {
+                Ok(unit) => Some(unit),
+                Err(semantic) => {
+                    problems.extend(semantic);
+                    None
+                }
+            }
+        }
+    };
+    match unit {
+        Some(unit) if problems.is_empty() => Ok(unit),
+        _ => {
+            if problems.is_empty() {
+                // Every rejection says why; this is a safety net, not a path taken.
+                problems.push(raw::Problem::new(0..0, "invalid unit"));
+            }
+            let mut diagnostics: Vec<Diagnostic> = problems
+                .into_iter()
+                .map(|p| {
+                    let (line, column) = line_col(text, p.span.start);
+                    Diagnostic {
+                        file: file.to_path_buf(),
+                        line,
+                        column,
+                        message: p.message,
+                    }
+                })
+                .collect();
+            // Stable: problems at one place keep the order they were found in.
+            diagnostics.sort_by_key(|d| (d.line, d.column));
+            Err(diagnostics)
+        }
+    }
 }
 
 /// Reads, trust-checks and parses one unit file.
 pub fn load_file(path: &Path) -> Result<Unit, Error> {
-    let _ = path;
-    todo!()
+    load::load_file(path)
+}
+
+/// Checks unit files for `rctl check`: each path is a unit file or a directory of
+/// them (its `*.toml` files, as `unit_name` selects). Every problem comes back as a
+/// diagnostic, read errors and trust refusals at line 1, column 1; none means all good.
+pub fn check_paths(paths: &[PathBuf]) -> Vec<Diagnostic> {
+    load::check_paths(paths)
+}
+
+/// The unit files in `dir` (as `unit_name` selects them), sorted by path.
+pub fn unit_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    load::unit_files(dir)
+}
+
+impl Error {
+    /// This error as diagnostics, as `rctl check` and `rctl status` show them:
+    /// read errors and refusals at line 1, column 1 of the path concerned.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        let at_top = |path: &Path, message: String| Diagnostic {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message,
+        };
+        match self {
+            Error::Read { path, source } => vec![at_top(path, format!("cannot read: {source}"))],
+            Error::Untrusted { path, reason } => vec![at_top(path, format!("refused: {reason}"))],
+            Error::Invalid { diagnostics } => diagnostics.clone(),
+        }
+    }
+}
+
+/// The 1-based line and column (in characters) of a byte offset in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = text.get(..end).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    (line, column)
 }

@@ -1,0 +1,595 @@
+//! Tests of the unit module as a whole: fixture files, the spec hash, names, loading.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+fn fixtures(kind: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/units")
+        .join(kind)
+}
+
+fn read(path: &Path) -> String {
+    match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
+}
+
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Parses a text as unit "test"; diagnostics as `line:col: message` lines.
+fn check_text(text: &str) -> Result<Unit, String> {
+    parse("test", Path::new("test.toml"), text).map_err(|ds| render(&ds))
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(|d| format!("{}:{}: {}", d.line, d.column, d.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn good_fixtures_parse() {
+    let files = files_with(&fixtures("good"), "toml");
+    assert!(files.len() >= 5, "good fixtures missing");
+    for file in files {
+        let Some(name) = unit_name(&file) else {
+            panic!("{}: not a unit name", file.display());
+        };
+        if let Err(ds) = parse(&name, &file, &read(&file)) {
+            panic!("{}:\n{}", file.display(), render(&ds));
+        }
+    }
+}
+
+/// Each `bad/NAME.toml` fails with exactly the diagnostics in `bad/NAME.err`.
+/// `RCD_BLESS=1` rewrites the `.err` files from the current output, for review.
+#[test]
+fn bad_fixtures_fail_as_expected() {
+    let dir = fixtures("bad");
+    let bless = std::env::var_os("RCD_BLESS").is_some();
+    let units = files_with(&dir, "toml");
+    assert!(units.len() >= 25, "bad fixtures missing");
+    let mut failures = Vec::new();
+    for file in &units {
+        let name = unit_name(file).unwrap_or_default();
+        let got = match parse(&name, file, &read(file)) {
+            Ok(_) => "(no error)".to_owned(),
+            Err(ds) => {
+                assert!(ds.iter().all(|d| d.file == *file));
+                render(&ds)
+            }
+        };
+        let err_file = file.with_extension("err");
+        if bless {
+            assert!(fs::write(&err_file, format!("{got}\n")).is_ok());
+            continue;
+        }
+        let want = fs::read_to_string(&err_file).unwrap_or_default();
+        if want.trim_end() != got {
+            failures.push(format!(
+                "{}\n  want: {}\n  got:  {}",
+                file.display(),
+                want.trim_end().replace('\n', "\n        "),
+                got.replace('\n', "\n        ")
+            ));
+        }
+    }
+    // An .err without its unit would be a test that silently stopped running.
+    for err in files_with(&dir, "err") {
+        if !err.with_extension("toml").exists() {
+            failures.push(format!("{}: no .toml beside it", err.display()));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Every unit that ships (`units/`) or is documented (`examples/*/`) is valid.
+#[test]
+fn shipped_units_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.join("units")];
+    if let Ok(entries) = fs::read_dir(root.join("examples")) {
+        dirs.extend(
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir()),
+        );
+    }
+    for dir in dirs {
+        for file in unit_files(&dir).unwrap_or_default() {
+            let name = unit_name(&file).unwrap_or_default();
+            if let Err(ds) = parse(&name, &file, &read(&file)) {
+                panic!("{}:\n{}", file.display(), render(&ds));
+            }
+        }
+    }
+}
+
+#[test]
+fn defaults() {
+    let Ok(unit) = check_text("[container]\nrootfs = \"/r\"\ncommand = [\"x\"]\n") else {
+        panic!("minimal unit rejected");
+    };
+    assert_eq!(unit.name, "test");
+    assert_eq!(unit.description, None);
+    assert_eq!(unit.container.workdir, "/");
+    assert_eq!(unit.container.user, User { uid: 0, gid: 0 });
+    assert_eq!(unit.container.hostname, "test");
+    assert_eq!(unit.container.stop_signal, "SIGTERM");
+    assert_eq!(unit.container.stop_timeout, Duration::from_secs(10));
+    assert!(unit.container.env.is_empty());
+    assert!(unit.mounts.is_empty());
+    assert_eq!(unit.network, NetworkMode::None);
+    assert_eq!(unit.resources, Resources::default());
+    assert_eq!(
+        unit.restart,
+        Restart {
+            policy: Policy::No,
+            delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(60),
+            reset_after: Duration::from_secs(10),
+        }
+    );
+    assert!(unit.autostart);
+    assert_eq!(unit.spec_hash.len(), 64);
+}
+
+#[test]
+fn every_key_is_read() {
+    let file = fixtures("good").join("everything.toml");
+    let unit = match parse("everything", &file, &read(&file)) {
+        Ok(unit) => unit,
+        Err(ds) => panic!("{}", render(&ds)),
+    };
+    let c = &unit.container;
+    assert_eq!(
+        unit.description.as_deref(),
+        Some("Every key, for the reference")
+    );
+    assert_eq!(c.rootfs, PathBuf::from("/srv/rootfs/busybox"));
+    assert_eq!(c.command, ["sh", "-c", "echo $GREETING; sleep 1000"]);
+    assert_eq!(
+        c.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+        [("EMPTY", ""), ("GREETING", "hi")]
+    );
+    assert_eq!(c.workdir, "/tmp");
+    assert_eq!(
+        c.user,
+        User {
+            uid: 1000,
+            gid: 1000
+        }
+    );
+    assert_eq!(c.hostname, "every-key.example");
+    assert_eq!(c.stop_signal, "SIGQUIT");
+    assert_eq!(c.stop_timeout, Duration::from_secs(30));
+    assert_eq!(
+        unit.mounts,
+        [
+            Mount {
+                source: "/srv/data".into(),
+                target: "/data".into(),
+                readonly: true
+            },
+            Mount {
+                source: "/srv/cache".into(),
+                target: "/var/cache/app".into(),
+                readonly: false
+            },
+        ]
+    );
+    assert_eq!(unit.network, NetworkMode::Host);
+    assert_eq!(
+        unit.resources,
+        Resources {
+            memory: Some(64 << 20),
+            cpus: Some(0.5),
+            pids: Some(128)
+        }
+    );
+    assert_eq!(
+        unit.restart,
+        Restart {
+            policy: Policy::OnFailure {
+                max_retries: Some(3)
+            },
+            delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
+        }
+    );
+    assert!(!unit.autostart);
+}
+
+#[test]
+fn normalized_values() {
+    let base = "[container]\nrootfs = \"/r\"\ncommand = [\"x\"]\n";
+    let cases: &[(&str, &str, &str)] = &[
+        ("stop_signal = \"term\"", "signal", "SIGTERM"),
+        ("stop_signal = \"15\"", "signal", "SIGTERM"),
+        ("stop_signal = 9", "signal", "SIGKILL"),
+        ("stop_signal = \"SIGKILL\"", "signal", "SIGKILL"),
+        ("user = \"1000\"", "user", "1000:0"),
+        ("user = \"5:6\"", "user", "5:6"),
+        ("user = 7", "user", "7:0"),
+        ("stop_timeout = \"0s\"", "timeout", "0s"),
+        ("stop_timeout = \"1m 30s\"", "timeout", "1m 30s"),
+    ];
+    for (line, what, want) in cases {
+        let text = format!("{base}{line}\n");
+        let unit = match check_text(&text) {
+            Ok(unit) => unit,
+            Err(e) => panic!("{line}: {e}"),
+        };
+        let c = &unit.container;
+        let got = match *what {
+            "signal" => c.stop_signal.clone(),
+            "user" => format!("{}:{}", c.user.uid, c.user.gid),
+            _ => humantime::format_duration(c.stop_timeout).to_string(),
+        };
+        assert_eq!(got, *want, "{line}");
+    }
+}
+
+#[test]
+fn default_hostname_follows_the_name() {
+    let text = "[container]\nrootfs = \"/r\"\ncommand = [\"x\"]\n";
+    let cases: &[(&str, &str)] = &[
+        ("web", "web"),
+        ("Cache_Server.v2", "cache-server-v2"),
+        ("db_", "db"),
+    ];
+    for (name, want) in cases {
+        let got = parse(name, Path::new("x.toml"), text).map(|u| u.container.hostname);
+        assert_eq!(got.as_deref().ok(), Some(*want), "{name}");
+    }
+}
+
+#[test]
+fn bad_unit_names() {
+    let text = "[container]\nrootfs = \"/r\"\ncommand = [\"x\"]\n";
+    let long = "a".repeat(64);
+    let max = "a".repeat(63);
+    let cases: &[(&str, bool)] = &[
+        ("web", true),
+        ("Web_1.v2-x", true),
+        ("9lives", true),
+        (&max, true),
+        ("bad name!", false),
+        ("_web", false),
+        ("-web", false),
+        (".web", false),
+        ("", false),
+        ("wéb", false),
+        (&long, false),
+    ];
+    for (name, ok) in cases {
+        assert_eq!(valid_name(name), *ok, "{name:?}");
+        let result = parse(name, Path::new("x.toml"), text);
+        match (ok, result) {
+            (true, Ok(_)) => {}
+            (false, Err(ds)) => {
+                assert_eq!(ds.len(), 1);
+                assert_eq!((ds[0].line, ds[0].column), (1, 1));
+                assert!(
+                    ds[0].message.starts_with("invalid unit name"),
+                    "{}",
+                    ds[0].message
+                );
+            }
+            (_, other) => panic!("{name:?}: {other:?}"),
+        }
+    }
+    // The name is reported alongside problems in the text, and first.
+    let Err(ds) = parse(
+        "bad name!",
+        Path::new("bad name!.toml"),
+        "[container]\nrootfs = \"r\"\n",
+    ) else {
+        panic!("accepted");
+    };
+    assert_eq!(
+        render(&ds),
+        "1:1: invalid unit name \"bad name!\": use 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit\n\
+         1:1: missing required key `command` in [container]\n\
+         2:10: rootfs must be an absolute path"
+    );
+}
+
+#[test]
+fn unit_names() {
+    let cases: &[(&str, Option<&str>)] = &[
+        ("web.toml", Some("web")),
+        ("/etc/rcd/units/web.toml", Some("web")),
+        ("api.v2.toml", Some("api.v2")),
+        ("bad name!.toml", Some("bad name!")),
+        ("web", None),
+        ("web.yaml", None),
+        ("web.TOML", None),
+        ("web.toml~", None),
+        ("web.toml.bak", None),
+        ("web.toml.swp", None),
+        (".web.toml.swp", None),
+        (".web.toml", None),
+        (".#web.toml", None),
+        ("#web.toml#", None),
+        ("4913", None),
+        (".toml", None),
+        ("/etc/rcd/units/", None),
+        ("", None),
+    ];
+    for (path, want) in cases {
+        assert_eq!(unit_name(Path::new(path)).as_deref(), *want, "{path:?}");
+    }
+}
+
+/// A minimal valid body, with `extra` appended to `[container]`.
+fn unit_with(extra: &str, tail: &str) -> String {
+    format!("[container]\nrootfs = \"/srv/r\"\ncommand = [\"sh\", \"-c\", \"x\"]\n{extra}\n{tail}")
+}
+
+#[test]
+fn spec_hash_table() {
+    let base = unit_with(
+        "env = { A = \"1\", B = \"2\" }",
+        "[resources]\ncpus = 1\nmemory = \"64M\"\n",
+    );
+    let same: &[(&str, String)] = &[
+        ("identical", base.clone()),
+        (
+            "comments and blank lines",
+            format!("# a comment\n\n{}", base.replace("cpus = 1", "cpus = 1 # one CPU\n")),
+        ),
+        (
+            "key order",
+            "[resources]\nmemory = \"64M\"\ncpus = 1\n[container]\ncommand = [\"sh\", \"-c\", \"x\"]\nenv = { B = \"2\", A = \"1\" }\nrootfs = \"/srv/r\"\n".into(),
+        ),
+        ("cpus 1.0", base.replace("cpus = 1", "cpus = 1.0")),
+        ("memory in bytes", base.replace("\"64M\"", "\"67108864\"")),
+        ("memory as an integer", base.replace("\"64M\"", "67108864")),
+        ("memory as 64mb", base.replace("\"64M\"", "\"64mb\"")),
+        ("env as a table", base.replace("env = { A = \"1\", B = \"2\" }", "[container.env]\nA = \"1\"\nB = \"2\"")),
+        ("description", format!("[unit]\ndescription = \"d\"\n{base}")),
+        ("restart policy", format!("{base}[restart]\npolicy = \"always\"\ndelay = \"1s\"\n")),
+        ("autostart", format!("{base}[install]\nautostart = false\n")),
+        ("explicit defaults", base.replace("env =", "workdir = \"/\"\nuser = \"0:0\"\nstop_signal = \"TERM\"\nstop_timeout = \"10s\"\nhostname = \"test\"\nenv =")),
+        ("network none", format!("{base}[network]\nmode = \"none\"\n")),
+    ];
+    let differ: &[(&str, String)] = &[
+        ("command", base.replace("\"x\"", "\"y\"")),
+        ("env value", base.replace("\"2\"", "\"3\"")),
+        (
+            "env key added",
+            base.replace("B = \"2\"", "B = \"2\", C = \"\""),
+        ),
+        ("rootfs", base.replace("/srv/r", "/srv/s")),
+        (
+            "workdir",
+            base.replace("env =", "workdir = \"/tmp\"\nenv ="),
+        ),
+        ("user", base.replace("env =", "user = \"1\"\nenv =")),
+        (
+            "hostname",
+            base.replace("env =", "hostname = \"other\"\nenv ="),
+        ),
+        (
+            "stop signal",
+            base.replace("env =", "stop_signal = \"QUIT\"\nenv ="),
+        ),
+        (
+            "stop timeout",
+            base.replace("env =", "stop_timeout = \"11s\"\nenv ="),
+        ),
+        (
+            "a mount",
+            format!("{base}[[mount]]\nsource = \"/a\"\ntarget = \"/b\"\n"),
+        ),
+        (
+            "network host",
+            format!("{base}[network]\nmode = \"host\"\n"),
+        ),
+        ("cpus", base.replace("cpus = 1", "cpus = 2")),
+        ("memory", base.replace("\"64M\"", "\"65M\"")),
+        ("pids", base.replace("cpus = 1", "cpus = 1\npids = 10")),
+        ("no memory limit", base.replace("memory = \"64M\"", "")),
+    ];
+    let hash = |label: &str, text: &str| match check_text(text) {
+        Ok(unit) => unit.spec_hash,
+        Err(e) => panic!("{label}: {e}\n{text}"),
+    };
+    let base_hash = hash("base", &base);
+    for (label, text) in same {
+        assert_eq!(hash(label, text), base_hash, "{label} changed the hash");
+    }
+    for (label, text) in differ {
+        assert_ne!(hash(label, text), base_hash, "{label} kept the hash");
+    }
+    // Mount order is significant: a later mount can cover an earlier one.
+    let m = |a: &str, b: &str| {
+        format!("{base}[[mount]]\nsource = \"/s\"\ntarget = \"{a}\"\n[[mount]]\nsource = \"/s\"\ntarget = \"{b}\"\n")
+    };
+    assert_ne!(hash("ab", &m("/a", "/b")), hash("ba", &m("/b", "/a")));
+}
+
+/// A root-owned 0755 directory holding `files` (name, text) at mode 0644.
+fn unit_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let Ok(dir) = tempfile::tempdir() else {
+        panic!("tempdir");
+    };
+    assert!(fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).is_ok());
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        assert!(fs::write(&path, text).is_ok());
+        assert!(fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).is_ok());
+    }
+    dir
+}
+
+#[test]
+fn load_file_checks_trust_then_parses() {
+    let good = unit_with("", "");
+    let dir = unit_dir(&[("web.toml", &good), ("bad.toml", "[container]\n")]);
+    let web = dir.path().join("web.toml");
+    let loaded = load_file(&web);
+    assert!(
+        matches!(&loaded, Ok(u) if u.name == "web" && u.file == web),
+        "{loaded:?}"
+    );
+
+    let bad = load_file(&dir.path().join("bad.toml"));
+    assert!(
+        matches!(&bad, Err(Error::Invalid { diagnostics }) if diagnostics.len() == 2),
+        "{bad:?}"
+    );
+
+    assert!(fs::set_permissions(&web, fs::Permissions::from_mode(0o666)).is_ok());
+    let refused = load_file(&web);
+    assert!(
+        matches!(&refused, Err(Error::Untrusted { reason, .. }) if reason == "writable by group or others (mode 0666)"),
+        "{refused:?}"
+    );
+
+    let backup = dir.path().join("web.toml~");
+    assert!(fs::write(&backup, &good).is_ok());
+    assert!(matches!(load_file(&backup), Err(Error::Invalid { .. })));
+
+    assert!(matches!(
+        load_file(&dir.path().join("gone.toml")),
+        Err(Error::Read { .. })
+    ));
+}
+
+#[test]
+fn check_paths_reports_everything() {
+    let good = unit_with("", "");
+    let dir = unit_dir(&[
+        ("a_good.toml", &good),
+        (
+            "b_bad.toml",
+            "[container]\nrootfs = \"rel\"\ncommand = []\n",
+        ),
+        ("c_loose.toml", &good),
+        ("web.toml~", "garbage"),
+        (".hidden.toml", "garbage"),
+        ("notes.txt", "garbage"),
+    ]);
+    let loose = dir.path().join("c_loose.toml");
+    assert!(fs::set_permissions(&loose, fs::Permissions::from_mode(0o664)).is_ok());
+    let missing = dir.path().join("missing.toml");
+
+    let got = check_paths(&[
+        dir.path().to_path_buf(),
+        missing.clone(),
+        dir.path().join("a_good.toml"),
+    ]);
+    let want = [
+        (
+            dir.path().join("b_bad.toml"),
+            2,
+            10,
+            "rootfs must be an absolute path".to_owned(),
+        ),
+        (
+            dir.path().join("b_bad.toml"),
+            3,
+            11,
+            "command must not be empty".to_owned(),
+        ),
+        (
+            loose,
+            1,
+            1,
+            "refused: writable by group or others (mode 0664)".to_owned(),
+        ),
+        (
+            missing,
+            1,
+            1,
+            "cannot read: No such file or directory (os error 2)".to_owned(),
+        ),
+    ];
+    let got: Vec<_> = got
+        .into_iter()
+        .map(|d| (d.file, d.line, d.column, d.message))
+        .collect();
+    assert_eq!(got, want);
+
+    // A directory others can write is refused once, not once per file.
+    assert!(fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).is_ok());
+    let got = check_paths(&[dir.path().to_path_buf()]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        got[0].message,
+        "refused: writable by group or others (mode 0777)"
+    );
+
+    let clean = unit_dir(&[("a.toml", &good), ("b.toml", &good)]);
+    assert_eq!(check_paths(&[clean.path().to_path_buf()]), []);
+}
+
+#[test]
+fn unit_files_lists_units_only() {
+    let dir = unit_dir(&[
+        ("b.toml", ""),
+        ("a.toml", ""),
+        ("a.toml.bak", ""),
+        (".a.toml.swp", ""),
+        ("4913", ""),
+    ]);
+    let names: Vec<_> = unit_files(dir.path())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| unit_name(p))
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+}
+
+#[test]
+fn columns_count_characters() {
+    // "é" is two bytes; the column is where an editor puts the cursor.
+    let text =
+        "[container]\nrootfs = \"/r\"\ncommand = [\"x\"]\nenv = { \"é\" = \"1\", \"=\" = \"2\" }\n";
+    assert_eq!(
+        check_text(text).err().as_deref(),
+        Some("4:20: env key \"=\" must not contain '='")
+    );
+    assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    assert_eq!(line_col("ab", 99), (1, 3));
+    assert_eq!(line_col("é", 1), (1, 1));
+}
+
+#[test]
+fn error_diagnostics() {
+    let e = Error::Untrusted {
+        path: "/etc/rcd/units".into(),
+        reason: "owned by uid 1000, not root".into(),
+    };
+    assert_eq!(
+        e.diagnostics()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["/etc/rcd/units:1:1: refused: owned by uid 1000, not root"]
+    );
+}

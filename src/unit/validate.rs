@@ -1,0 +1,746 @@
+//! Validation: a raw unit file in, a `Unit` with defaults applied out, or every problem found.
+//!
+//! Each check records its problem and carries on, so one pass tells the operator
+//! everything that is wrong, not the first thing.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde_spanned::Spanned;
+
+use super::raw::{
+    ContainerSection, MountSection, NetworkSection, Problem, ResourcesSection, RestartSection,
+    Scalar, UnitFile,
+};
+use super::units::{self, format_duration, format_size};
+use super::{hash, Container, Mount, NetworkMode, Policy, Resources, Restart, Unit, User};
+
+/// Docker's smallest memory limit: below it a container cannot even start.
+pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+/// The largest `cpus`.
+pub const MAX_CPUS: f64 = 1024.0;
+/// The smallest `cpus`: the kernel's CFS quota floor (1ms) over its default 100ms period.
+pub const MIN_CPUS: f64 = 0.01;
+/// The largest uid or gid; u32::MAX is the kernel's "no id" (-1).
+const MAX_ID: u32 = u32::MAX - 1;
+
+/// Default `stop_timeout`.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default first restart delay (Docker's).
+pub const DEFAULT_DELAY: Duration = Duration::from_millis(100);
+/// Default restart delay cap (Docker's).
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(60);
+/// Default run time that resets the backoff (Docker's).
+pub const DEFAULT_RESET_AFTER: Duration = Duration::from_secs(10);
+
+/// Where a problem without a better place is reported: line 1, column 1.
+const TOP: Range<usize> = 0..0;
+
+/// Validates a raw unit named `name` loaded from `file`. The name itself is checked
+/// by the caller, which also reports it when the text does not parse. `Err` may be
+/// empty when a table is missing only because the raw stage could not read it.
+pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Problem>> {
+    let mut c = Checker::default();
+    let description = raw.unit.and_then(|u| u.into_inner().description);
+    let container = match raw.container {
+        Some(section) => c.container(section, name),
+        None => {
+            if !raw.broken.contains(&"container") {
+                c.err(TOP, "missing required table [container]");
+            }
+            None
+        }
+    };
+    let mounts = c.mounts(raw.mounts);
+    let network = match raw.network {
+        Some(section) => c.network(section.into_inner()),
+        None => Some(NetworkMode::None),
+    };
+    let resources = match raw.resources {
+        Some(section) => c.resources(section.into_inner()),
+        None => Some(Resources::default()),
+    };
+    let restart = match raw.restart {
+        Some(section) => c.restart(section.into_inner()),
+        None => Some(Restart {
+            policy: Policy::No,
+            delay: DEFAULT_DELAY,
+            max_delay: DEFAULT_MAX_DELAY,
+            reset_after: DEFAULT_RESET_AFTER,
+        }),
+    };
+    let autostart = raw
+        .install
+        .and_then(|i| i.into_inner().autostart)
+        .unwrap_or(true);
+
+    match (container, mounts, network, resources, restart) {
+        (Some(container), Some(mounts), Some(network), Some(resources), Some(restart))
+            if c.problems.is_empty() =>
+        {
+            let spec_hash = hash::spec_hash(&container, &mounts, network, &resources);
+            Ok(Unit {
+                name: name.to_owned(),
+                file: file.to_path_buf(),
+                description,
+                container,
+                mounts,
+                network,
+                resources,
+                restart,
+                autostart,
+                spec_hash,
+            })
+        }
+        // Possibly empty: a table the raw stage could not read is already reported there.
+        _ => Err(c.problems),
+    }
+}
+
+/// The hostname a unit gets when it sets none: its name as an RFC 1123 label.
+pub fn default_hostname(name: &str) -> String {
+    let label: String = name
+        .chars()
+        .map(|ch| match ch {
+            '_' | '.' => '-',
+            other => other.to_ascii_lowercase(),
+        })
+        .collect();
+    // A trailing '-' is not allowed in a label; the name's first character is
+    // alphanumeric, so something is always left.
+    label.trim_end_matches('-').to_owned()
+}
+
+/// Why `host` is not a valid RFC 1123 hostname, if it is not.
+pub fn check_hostname(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if host.len() > 253 {
+        return Err(format!("longer than 253 characters ({})", host.len()));
+    }
+    for label in host.split('.') {
+        if label.is_empty() {
+            return Err("empty label (two dots in a row, or a leading or trailing dot)".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("label longer than 63 characters ({})", label.len()));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err("labels may contain only letters, digits and '-'".into());
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("labels must not start or end with '-'".into());
+        }
+    }
+    Ok(())
+}
+
+/// Parses "uid", "uid:gid" or a bare integer uid; gid defaults to 0.
+pub fn parse_user(value: &Scalar) -> Result<User, String> {
+    let shape =
+        || format!("invalid user {value}: expected uid or uid:gid, numeric (e.g. \"1000:1000\")");
+    let range = || format!("invalid user {value}: ids must be at most {MAX_ID}");
+    let text = match value {
+        Scalar::Int(n) => {
+            let uid = u32::try_from(*n).map_err(|_| if *n < 0 { shape() } else { range() })?;
+            return if uid > MAX_ID {
+                Err(range())
+            } else {
+                Ok(User { uid, gid: 0 })
+            };
+        }
+        Scalar::Text(text) => text,
+    };
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() > 2 {
+        return Err(shape());
+    }
+    let mut ids = Vec::with_capacity(2);
+    for part in &parts {
+        if part.is_empty() {
+            return Err(shape());
+        }
+        if !part.bytes().all(|b| b.is_ascii_digit()) {
+            let looks_like_name = part
+                .chars()
+                .next()
+                .is_some_and(|ch| ch.is_alphabetic() || ch == '_');
+            return Err(if looks_like_name {
+                format!("user {value}: user names are not supported yet; use uid[:gid]")
+            } else {
+                shape()
+            });
+        }
+        let id: u32 = part.parse().map_err(|_| range())?;
+        if id > MAX_ID {
+            return Err(range());
+        }
+        ids.push(id);
+    }
+    match ids[..] {
+        [uid] => Ok(User { uid, gid: 0 }),
+        [uid, gid] => Ok(User { uid, gid }),
+        _ => Err(shape()),
+    }
+}
+
+/// Collects problems while building the validated values.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.problems.push(Problem::new(span, message));
+    }
+
+    /// Records a problem for a required key that is absent.
+    fn missing<T>(
+        &mut self,
+        value: Option<T>,
+        key: &str,
+        table: &str,
+        at: &Range<usize>,
+    ) -> Option<T> {
+        if value.is_none() {
+            self.err(
+                at.clone(),
+                format!("missing required key `{key}` in {table}"),
+            );
+        }
+        value
+    }
+
+    /// An absolute path without NUL bytes; `what` names it in messages.
+    fn absolute(&mut self, value: &Spanned<String>, what: &str) -> bool {
+        let path = value.get_ref();
+        if path.contains('\0') {
+            self.err(value.span(), format!("{what} must not contain a NUL byte"));
+            false
+        } else if !path.starts_with('/') {
+            self.err(value.span(), format!("{what} must be an absolute path"));
+            false
+        } else {
+            true
+        }
+    }
+
+    fn container(&mut self, section: Spanned<ContainerSection>, name: &str) -> Option<Container> {
+        let header = section.span();
+        let s = section.into_inner();
+        const T: &str = "[container]";
+
+        let rootfs = self.missing(s.rootfs, "rootfs", T, &header).and_then(|r| {
+            if !self.absolute(&r, "rootfs") {
+                return None;
+            }
+            if r.get_ref().contains([',', ':']) {
+                self.err(
+                    r.span(),
+                    "rootfs must not contain ',' or ':' (it becomes an overlay lowerdir)",
+                );
+                return None;
+            }
+            Some(PathBuf::from(r.into_inner()))
+        });
+
+        let command = self
+            .missing(s.command, "command", T, &header)
+            .and_then(|c| self.command(c));
+
+        let env = self.env(s.env.unwrap_or_default());
+
+        let workdir = match s.workdir {
+            Some(w) => self.absolute(&w, "workdir").then(|| w.into_inner()),
+            None => Some("/".to_owned()),
+        };
+
+        let user = match s.user {
+            Some(u) => parse_user(u.get_ref())
+                .map_err(|e| self.err(u.span(), e))
+                .ok(),
+            None => Some(User { uid: 0, gid: 0 }),
+        };
+
+        let hostname = match s.hostname {
+            Some(h) => match check_hostname(h.get_ref()) {
+                Ok(()) => Some(h.into_inner()),
+                Err(reason) => {
+                    self.err(
+                        h.span(),
+                        format!("invalid hostname {:?}: {reason}", h.get_ref()),
+                    );
+                    None
+                }
+            },
+            None => Some(default_hostname(name)),
+        };
+
+        let stop_signal = match s.stop_signal {
+            Some(sig) => {
+                let parsed = match sig.get_ref() {
+                    Scalar::Text(t) => units::parse_signal(t),
+                    Scalar::Int(n) => i32::try_from(*n)
+                        .ok()
+                        .and_then(units::signal_from_number)
+                        .ok_or_else(|| units::SIGNAL_SHAPE.to_owned()),
+                };
+                match parsed {
+                    Ok(signal) => Some(signal.as_str().to_owned()),
+                    Err(reason) => {
+                        self.err(
+                            sig.span(),
+                            format!("invalid signal {}: {reason}", sig.get_ref()),
+                        );
+                        None
+                    }
+                }
+            }
+            None => Some("SIGTERM".to_owned()),
+        };
+
+        let stop_timeout = self.duration(s.stop_timeout.as_ref(), DEFAULT_STOP_TIMEOUT);
+
+        Some(Container {
+            rootfs: rootfs?,
+            command: command?,
+            env: env?,
+            workdir: workdir?,
+            user: user?,
+            hostname: hostname?,
+            stop_signal: stop_signal?,
+            stop_timeout: stop_timeout?,
+        })
+    }
+
+    fn command(&mut self, command: Spanned<Vec<Spanned<String>>>) -> Option<Vec<String>> {
+        let span = command.span();
+        let args = command.into_inner();
+        let mut ok = true;
+        match args.first() {
+            None => {
+                self.err(span, "command must not be empty");
+                ok = false;
+            }
+            Some(first) if first.get_ref().is_empty() => {
+                self.err(first.span(), "command[0] must not be empty");
+                ok = false;
+            }
+            Some(_) => {}
+        }
+        for (i, arg) in args.iter().enumerate() {
+            if arg.get_ref().contains('\0') {
+                self.err(
+                    arg.span(),
+                    format!("command[{i}] must not contain a NUL byte"),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| args.into_iter().map(Spanned::into_inner).collect())
+    }
+
+    fn env(
+        &mut self,
+        env: BTreeMap<Spanned<String>, Spanned<String>>,
+    ) -> Option<BTreeMap<String, String>> {
+        let mut ok = true;
+        let mut out = BTreeMap::new();
+        for (key, value) in env {
+            let k = key.get_ref();
+            let problem = if k.is_empty() {
+                Some("env key must not be empty".to_owned())
+            } else if k.contains('=') {
+                Some(format!("env key {k:?} must not contain '='"))
+            } else if k.contains('\0') {
+                Some(format!("env key {k:?} must not contain a NUL byte"))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                self.err(key.span(), message);
+                ok = false;
+            }
+            if value.get_ref().contains('\0') {
+                self.err(
+                    value.span(),
+                    format!("env value of {k:?} must not contain a NUL byte"),
+                );
+                ok = false;
+            }
+            out.insert(key.into_inner(), value.into_inner());
+        }
+        ok.then_some(out)
+    }
+
+    fn mounts(&mut self, mounts: Vec<Spanned<MountSection>>) -> Option<Vec<Mount>> {
+        let mut ok = true;
+        let mut out = Vec::with_capacity(mounts.len());
+        // Normalized targets seen so far: two mounts on one target shadow each other.
+        let mut targets: Vec<PathBuf> = Vec::new();
+        for section in mounts {
+            let header = section.span();
+            let m = section.into_inner();
+            const T: &str = "[[mount]]";
+            let source = self.missing(m.source, "source", T, &header).and_then(|s| {
+                self.absolute(&s, "mount source")
+                    .then(|| PathBuf::from(s.into_inner()))
+            });
+            let target = self
+                .missing(m.target, "target", T, &header)
+                .and_then(|t| self.mount_target(t, &mut targets));
+            match (source, target) {
+                (Some(source), Some(target)) => out.push(Mount {
+                    source,
+                    target,
+                    readonly: m.readonly.unwrap_or(false),
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn mount_target(&mut self, target: Spanned<String>, seen: &mut Vec<PathBuf>) -> Option<String> {
+        if !self.absolute(&target, "mount target") {
+            return None;
+        }
+        let path = Path::new(target.get_ref());
+        if path.components().any(|c| c == Component::ParentDir) {
+            self.err(
+                target.span(),
+                "mount target must not contain a \"..\" component",
+            );
+            return None;
+        }
+        // Drops "." and repeated or trailing slashes, so "/data/" and "/data" compare equal.
+        let normal: PathBuf = path
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .collect();
+        if normal == Path::new("/") {
+            self.err(target.span(), "mount target must not be \"/\"");
+            return None;
+        }
+        if seen.contains(&normal) {
+            self.err(
+                target.span(),
+                format!(
+                    "mount target {:?} is already used by an earlier [[mount]]",
+                    target.get_ref()
+                ),
+            );
+            return None;
+        }
+        seen.push(normal);
+        Some(target.into_inner())
+    }
+
+    fn network(&mut self, section: NetworkSection) -> Option<NetworkMode> {
+        let Some(mode) = section.mode else {
+            return Some(NetworkMode::None);
+        };
+        match mode.get_ref().as_str() {
+            "none" => Some(NetworkMode::None),
+            "host" => Some(NetworkMode::Host),
+            other => {
+                let message = if other == "bridge" || other.starts_with("container:") {
+                    format!("network mode {other:?} is not supported yet; use \"none\" or \"host\"")
+                } else {
+                    format!("unknown network mode {other:?}, expected \"none\" or \"host\"")
+                };
+                self.err(mode.span(), message);
+                None
+            }
+        }
+    }
+
+    fn resources(&mut self, section: ResourcesSection) -> Option<Resources> {
+        let mut ok = true;
+        let memory = section.memory.and_then(|m| {
+            let bytes = match m.get_ref() {
+                Scalar::Text(t) => units::parse_size(t),
+                Scalar::Int(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_owned()),
+            };
+            match bytes {
+                Err(reason) => {
+                    self.err(m.span(), format!("invalid size {}: {reason}", m.get_ref()))
+                }
+                Ok(b) if b < MIN_MEMORY => self.err(
+                    m.span(),
+                    format!(
+                        "memory {} is below the minimum of {}",
+                        m.get_ref(),
+                        format_size(MIN_MEMORY)
+                    ),
+                ),
+                Ok(b) => return Some(b),
+            }
+            ok = false;
+            None
+        });
+        let cpus = section.cpus.and_then(|c| {
+            let v = c.get_ref().0;
+            // Written so that NaN (TOML's `nan`) fails too.
+            if (MIN_CPUS..=MAX_CPUS).contains(&v) {
+                Some(v)
+            } else {
+                self.err(
+                    c.span(),
+                    format!("cpus must be between {MIN_CPUS} and {MAX_CPUS} (got {v})"),
+                );
+                ok = false;
+                None
+            }
+        });
+        let pids = section.pids.and_then(|p| {
+            let v = p.get_ref().0;
+            if v >= 1 {
+                Some(v)
+            } else {
+                self.err(p.span(), format!("pids must be at least 1 (got {v})"));
+                ok = false;
+                None
+            }
+        });
+        ok.then_some(Resources { memory, cpus, pids })
+    }
+
+    fn restart(&mut self, section: RestartSection) -> Option<Restart> {
+        let mut ok = true;
+        let name = section
+            .policy
+            .as_ref()
+            .map_or("no", |p| p.get_ref().as_str());
+        let known = matches!(name, "no" | "on-failure" | "always" | "unless-stopped");
+        if !known {
+            if let Some(p) = &section.policy {
+                self.err(
+                    p.span(),
+                    format!(
+                        "unknown restart policy {name:?}, expected one of \"no\", \"on-failure\", \"always\", \"unless-stopped\""
+                    ),
+                );
+            }
+            ok = false;
+        }
+        let mut max_retries = None;
+        if let Some(m) = &section.max_retries {
+            let v = m.get_ref().0;
+            if known && name != "on-failure" {
+                self.err(
+                    m.span(),
+                    "max_retries is only allowed with policy \"on-failure\"",
+                );
+                ok = false;
+            } else if v < 0 {
+                self.err(
+                    m.span(),
+                    format!("max_retries must be at least 0 (got {v})"),
+                );
+                ok = false;
+            } else {
+                match u32::try_from(v) {
+                    Ok(n) => max_retries = Some(n),
+                    Err(_) => {
+                        self.err(
+                            m.span(),
+                            format!("max_retries must be at most {} (got {v})", u32::MAX),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        let policy = match name {
+            "on-failure" => Policy::OnFailure { max_retries },
+            "always" => Policy::Always,
+            "unless-stopped" => Policy::UnlessStopped,
+            _ => Policy::No,
+        };
+
+        let delay = self.duration(section.delay.as_ref(), DEFAULT_DELAY);
+        let max_delay = self.duration(section.max_delay.as_ref(), DEFAULT_MAX_DELAY);
+        let reset_after = self.duration(section.reset_after.as_ref(), DEFAULT_RESET_AFTER);
+        if let (Some(d), Some(m)) = (delay, max_delay) {
+            if m < d {
+                // Point at what the operator wrote: max_delay if set, else the delay above the default cap.
+                let (at, message) = match (&section.max_delay, &section.delay) {
+                    (Some(set), _) => (
+                        set.span(),
+                        format!(
+                            "max_delay ({}) must not be less than delay ({})",
+                            format_duration(m),
+                            format_duration(d)
+                        ),
+                    ),
+                    (None, delay) => (
+                        delay.as_ref().map_or(TOP, |s| s.span()),
+                        format!(
+                            "delay ({}) must not be more than max_delay (default {}); set max_delay too",
+                            format_duration(d),
+                            format_duration(m)
+                        ),
+                    ),
+                };
+                self.err(at, message);
+                ok = false;
+            }
+        }
+        if !ok {
+            return None;
+        }
+        Some(Restart {
+            policy,
+            delay: delay?,
+            max_delay: max_delay?,
+            reset_after: reset_after?,
+        })
+    }
+
+    /// A duration key, or its default when absent.
+    fn duration(&mut self, value: Option<&Spanned<Scalar>>, default: Duration) -> Option<Duration> {
+        let Some(value) = value else {
+            return Some(default);
+        };
+        let parsed = match value.get_ref() {
+            Scalar::Text(t) => units::parse_duration(t),
+            Scalar::Int(_) => Err("a duration needs a unit, e.g. \"10s\"".to_owned()),
+        };
+        parsed
+            .map_err(|reason| {
+                self.err(
+                    value.span(),
+                    format!("invalid duration {}: {reason}", value.get_ref()),
+                )
+            })
+            .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Input, and the (uid, gid) or message it gives.
+    type UserCase = (Scalar, Result<(u32, u32), &'static str>);
+
+    #[test]
+    fn users() {
+        let cases: &[UserCase] = &[
+            (Scalar::Text("0".into()), Ok((0, 0))),
+            (Scalar::Text("1000".into()), Ok((1000, 0))),
+            (Scalar::Text("1000:100".into()), Ok((1000, 100))),
+            (Scalar::Text("0:0".into()), Ok((0, 0))),
+            (Scalar::Int(1000), Ok((1000, 0))),
+            (Scalar::Text("4294967294".into()), Ok((u32::MAX - 1, 0))),
+            (
+                Scalar::Text("nobody".into()),
+                Err("user \"nobody\": user names are not supported yet; use uid[:gid]"),
+            ),
+            (
+                Scalar::Text("1000:users".into()),
+                Err("user \"1000:users\": user names are not supported yet; use uid[:gid]"),
+            ),
+            (
+                Scalar::Text("".into()),
+                Err("invalid user \"\": expected uid or uid:gid, numeric (e.g. \"1000:1000\")"),
+            ),
+            (
+                Scalar::Text("1000:".into()),
+                Err(
+                    "invalid user \"1000:\": expected uid or uid:gid, numeric (e.g. \"1000:1000\")",
+                ),
+            ),
+            (
+                Scalar::Text("1:2:3".into()),
+                Err(
+                    "invalid user \"1:2:3\": expected uid or uid:gid, numeric (e.g. \"1000:1000\")",
+                ),
+            ),
+            (
+                Scalar::Text("-1".into()),
+                Err("invalid user \"-1\": expected uid or uid:gid, numeric (e.g. \"1000:1000\")"),
+            ),
+            (
+                Scalar::Int(-1),
+                Err("invalid user -1: expected uid or uid:gid, numeric (e.g. \"1000:1000\")"),
+            ),
+            (
+                Scalar::Text("4294967295".into()),
+                Err("invalid user \"4294967295\": ids must be at most 4294967294"),
+            ),
+            (
+                Scalar::Text("99999999999".into()),
+                Err("invalid user \"99999999999\": ids must be at most 4294967294"),
+            ),
+            (
+                Scalar::Int(5_000_000_000),
+                Err("invalid user 5000000000: ids must be at most 4294967294"),
+            ),
+        ];
+        for (input, want) in cases {
+            let got = parse_user(input).map(|u| (u.uid, u.gid));
+            assert_eq!(
+                got.as_ref().map_err(|e| e.as_str()),
+                want.as_ref().map_err(|e| *e),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostnames() {
+        let long_label = "a".repeat(64);
+        let long_name = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(63),
+        ]
+        .join(".");
+        let cases: &[(&str, bool)] = &[
+            ("box", true),
+            ("web-1", true),
+            ("Web1", true),
+            ("1box", true),
+            ("a.b.c", true),
+            (&"a".repeat(63), true),
+            ("", false),
+            ("-box", false),
+            ("box-", false),
+            ("my_box", false),
+            ("a..b", false),
+            ("box.", false),
+            ("bo x", false),
+            ("bóx", false),
+            (&long_label, false),
+            (&long_name, false),
+        ];
+        for (host, ok) in cases {
+            assert_eq!(check_hostname(host).is_ok(), *ok, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn default_hostnames() {
+        let cases: &[(&str, &str)] = &[
+            ("web", "web"),
+            ("Web_Server", "web-server"),
+            ("api.v2", "api-v2"),
+            ("db-", "db"),
+            ("x_.", "x"),
+        ];
+        for (name, want) in cases {
+            assert_eq!(default_hostname(name), *want);
+            assert!(check_hostname(&default_hostname(name)).is_ok());
+        }
+    }
+}
