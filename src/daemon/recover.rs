@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::context::{Context, Entry};
+use crate::pipeline::cleanup::Depth;
 use crate::shim::launch;
 use crate::store::State;
 use crate::unit::Policy;
@@ -26,7 +27,7 @@ pub fn recover(ctx: &Context) {
         if rebooted {
             // The host restarted: no container of the record survived. Start afresh.
             if let Some(id) = &r.container_id {
-                let _ = crate::pipeline::cleanup::instance_blocking(ctx, id, false);
+                let _ = crate::pipeline::cleanup::instance_blocking(ctx, id, Depth::Unmount);
             }
             r.pid = None;
             r.shim_pid = None;
@@ -72,7 +73,7 @@ fn sweep(ctx: &Context, owned: &HashSet<String>) {
             let id = d.file_name().to_string_lossy().into_owned();
             if !owned.contains(&id) {
                 tracing::warn!(container = %id, "removing an instance directory no unit owns");
-                let _ = crate::pipeline::cleanup::instance_blocking(ctx, &id, true);
+                let _ = crate::pipeline::cleanup::instance_blocking(ctx, &id, Depth::Retire);
             }
         }
     }

@@ -8,19 +8,45 @@ use crate::rootfs;
 
 use super::{blocking, Error};
 
-/// Deletes instance `id` from the runtime and unmounts its rootfs; with `retire`, also removes
-/// its directory (its writable layer). The unit's log is kept.
-pub async fn instance(ctx: &Arc<Context>, id: &str, retire: bool) -> Result<(), Error> {
-    let ctx = ctx.clone();
-    let id = id.to_string();
-    blocking(move || instance_blocking(&ctx, &id, retire)).await?
+/// How far to take an instance apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Only the runtime's record: the rootfs stays mounted for a restart of the same instance
+    /// (unmounting syncs the upper layer's filesystem, which costs up to a second here).
+    Runtime,
+    /// Also unmount the rootfs (stopped, failed, exited for good); the writable layer stays.
+    Unmount,
+    /// Also remove the instance's directory. The unmount and removal finish in the background;
+    /// a daemon that dies meanwhile removes the leftover at its next start.
+    Retire,
 }
 
-/// The blocking body of `instance`, for callers already off the async threads.
-pub fn instance_blocking(ctx: &Context, id: &str, retire: bool) -> Result<(), Error> {
+/// Takes instance `id` apart to `depth`. The unit's log is kept.
+pub async fn instance(ctx: &Arc<Context>, id: &str, depth: Depth) -> Result<(), Error> {
+    let c = ctx.clone();
+    let i = id.to_string();
+    let first = if depth == Depth::Retire { Depth::Runtime } else { depth };
+    blocking(move || instance_blocking(&c, &i, first)).await??;
+    if depth == Depth::Retire {
+        let c = ctx.clone();
+        let i = id.to_string();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = instance_blocking(&c, &i, Depth::Retire) {
+                tracing::warn!(container = %i, "cleanup: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The blocking body of `instance`, all steps in the calling thread.
+pub fn instance_blocking(ctx: &Context, id: &str, depth: Depth) -> Result<(), Error> {
     ctx.runtime.delete(id)?;
+    if depth == Depth::Runtime {
+        return Ok(());
+    }
     rootfs::unmount(&ctx.paths.bundle(id).join("rootfs"))?;
-    if retire {
+    if depth == Depth::Retire {
         let dir = ctx.paths.container(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}

@@ -22,7 +22,7 @@ pub async fn start(ctx: &Arc<Context>, unit: &Arc<Unit>, id: &str) -> Result<Lau
     };
     match result {
         Ok(launched) => Ok(launched),
-        Err(error) => match cleanup::instance(ctx, id, false).await {
+        Err(error) => match cleanup::instance(ctx, id, cleanup::Depth::Unmount).await {
             Ok(()) => Err(error),
             Err(rollback) => Err(Error::Rollback {
                 error: Box::new(error),

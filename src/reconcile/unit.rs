@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::daemon::context::Context;
 use crate::pipeline;
+use crate::pipeline::cleanup::Depth;
 use crate::restart::{self, Decision, Outcome};
 use crate::shim::launch;
 use crate::store::{Record, State};
@@ -53,12 +54,7 @@ pub async fn reconcile(ctx: &Arc<Context>, name: &str) -> Option<Duration> {
             Action::Remove => remove(ctx, name, record).await,
             Action::Recreate => recreate(ctx, record, alive, unit.as_deref()).await,
             Action::Stop { hold } => stop(ctx, unit.as_deref(), record, hold).await,
-            Action::Hold => {
-                let mut r = record.unwrap_or_else(|| Record::new(name, now_ms()));
-                r.set_state(State::Stopped, now_ms());
-                r.restart_at_ms = None;
-                save(ctx, r)
-            }
+            Action::Hold => hold(ctx, name, record).await,
             Action::Start => match unit {
                 Some(u) => start(ctx, &u, record).await,
                 None => Ok(()),
@@ -145,11 +141,11 @@ async fn observe_exit(
         let i = id.clone();
         pipeline::blocking(move || c.runtime.kill(&i, "SIGKILL", true)).await??;
     }
-    pipeline::cleanup::instance(ctx, &id, false).await?;
     r.pid = None;
     r.shim_pid = None;
     r.shim_start = None;
     if was_starting && exit.is_none() {
+        pipeline::cleanup::instance(ctx, &id, Depth::Unmount).await?;
         // The daemon died mid-start: nothing ran, so nothing counts. Try again.
         tracing::info!(container = %id, "cleaned up a start interrupted by a daemon crash");
         r.set_state(State::Pending, now);
@@ -168,6 +164,12 @@ async fn observe_exit(
         Some(u) => restart::decide(&u.restart, Outcome::Exited(code), r.restarts, r.backoff_step, ran_for),
         None => Decision::Stay,
     };
+    // A restart reuses the mounted rootfs; anything else unmounts it.
+    let depth = match decision {
+        Decision::Restart { .. } => Depth::Runtime,
+        _ => Depth::Unmount,
+    };
+    pipeline::cleanup::instance(ctx, &id, depth).await?;
     apply(&mut r, decision, at.max(now), now);
     save(ctx, r)
 }
@@ -207,7 +209,7 @@ async fn stop(
     hold: bool,
 ) -> Result<(), pipeline::Error> {
     let Some(mut r) = record else { return Ok(()) };
-    stop_container(ctx, unit, &mut r).await?;
+    stop_container(ctx, unit, &mut r, Depth::Unmount).await?;
     r.set_state(State::Stopped, now_ms());
     if hold {
         r.restart_requested = false;
@@ -216,19 +218,40 @@ async fn stop(
     save(ctx, r)
 }
 
-/// Stops the record's container if its shim lives, records its exit, and cleans up the
-/// instance (keeping its directory).
+/// Holds a unit whose container is not running (pending, or waiting to restart) stopped.
+async fn hold(ctx: &Arc<Context>, name: &str, record: Option<Record>) -> Result<(), pipeline::Error> {
+    let mut r = record.unwrap_or_else(|| Record::new(name, now_ms()));
+    if let Some(id) = &r.container_id {
+        // A container waiting to restart still has its rootfs mounted.
+        pipeline::cleanup::instance(ctx, id, Depth::Unmount).await?;
+    }
+    r.set_state(State::Stopped, now_ms());
+    r.restart_at_ms = None;
+    save(ctx, r)
+}
+
+/// Stops the record's container if its shim lives, records its exit, and takes the instance
+/// apart to `depth`.
 async fn stop_container(
     ctx: &Arc<Context>,
     unit: Option<&Unit>,
     r: &mut Record,
+    depth: Depth,
 ) -> Result<(), pipeline::Error> {
     let Some(id) = r.container_id.clone() else {
         return Ok(());
     };
-    let (signal, timeout) = unit.map_or(("SIGTERM".to_string(), Duration::from_secs(10)), |u| {
-        (u.container.stop_signal.clone(), u.container.stop_timeout)
-    });
+    // The container stops the way it was started to stop, whatever the file says now.
+    let signal = r
+        .stop_signal
+        .clone()
+        .or_else(|| unit.map(|u| u.container.stop_signal.clone()))
+        .unwrap_or_else(|| "SIGTERM".to_string());
+    let timeout = r
+        .stop_timeout_ms
+        .map(Duration::from_millis)
+        .or_else(|| unit.map(|u| u.container.stop_timeout))
+        .unwrap_or(Duration::from_secs(10));
     if let (Some(pid), Some(start)) = (r.shim_pid, r.shim_start) {
         if launch::alive(pid, start) {
             tracing::info!(container = %id, "stopping with {signal}, timeout {timeout:?}");
@@ -238,7 +261,7 @@ async fn stop_container(
             }
         }
     }
-    pipeline::cleanup::instance(ctx, &id, false).await?;
+    pipeline::cleanup::instance(ctx, &id, depth).await?;
     r.pid = None;
     r.shim_pid = None;
     r.shim_start = None;
@@ -253,10 +276,7 @@ async fn remove(
     record: Option<Record>,
 ) -> Result<(), pipeline::Error> {
     if let Some(mut r) = record {
-        stop_container(ctx, None, &mut r).await?;
-        if let Some(id) = &r.container_id {
-            pipeline::cleanup::instance(ctx, id, true).await?;
-        }
+        stop_container(ctx, None, &mut r, Depth::Retire).await?;
         ctx.store.remove(name).map_err(|e| pipeline::Error::Bundle {
             path: e.path,
             source: e.source,
@@ -290,12 +310,8 @@ async fn recreate(
     let Some(mut r) = record else { return Ok(()) };
     let was_active = alive || matches!(r.state, State::Running | State::Restarting | State::Starting);
     tracing::info!("unit changed; recreating its container");
-    // The old container stops with the stop settings it was started with, which the new file
-    // may have changed; the new ones are the operator's latest word, so use them.
-    stop_container(ctx, unit, &mut r).await?;
-    if let Some(id) = r.container_id.take() {
-        pipeline::cleanup::instance(ctx, &id, true).await?;
-    }
+    stop_container(ctx, unit, &mut r, Depth::Retire).await?;
+    r.container_id = None;
     r.spec_hash = None;
     r.restarts = 0;
     r.backoff_step = 0;
@@ -343,6 +359,8 @@ async fn start(
             r.boot_id = Some(ctx.boot_id.clone());
             r.started_at_ms = Some(now);
             r.restart_at_ms = None;
+            r.stop_signal = Some(unit.container.stop_signal.clone());
+            r.stop_timeout_ms = Some(unit.container.stop_timeout.as_millis() as u64);
             r.error = None;
             r.set_state(State::Running, now);
             tracing::info!(container = %id, pid = l.pid, "container started");

@@ -36,7 +36,7 @@ pub fn run(opts: Options) -> i32 {
         .append(true)
         .open(opts.dir.join(SHIM_LOG))
         .ok();
-    let mut log_shim = |msg: &str| {
+    let log_shim = |msg: &str| {
         if let Some(mut f) = shim_log.as_ref() {
             let _ = writeln!(f, "{} {msg}", humantime::format_rfc3339_millis(std::time::SystemTime::now()));
         }
@@ -55,6 +55,7 @@ pub fn run(opts: Options) -> i32 {
             send(&mut sync, &report);
             drop(sync);
             let exit = wait_exit(pid);
+            log_shim(&format!("container exited: {exit:?}"));
             // The init is gone, so the kernel ended the rest of its pid namespace; the
             // copiers end when the last writer closes. Bound the wait anyway.
             for c in copiers {
@@ -63,6 +64,7 @@ pub fn run(opts: Options) -> i32 {
                     std::thread::sleep(Duration::from_millis(5));
                 }
             }
+            log_shim("output copied");
             if let Err(e) = store::atomic::write_json(&opts.dir.join(EXIT_FILE), &exit) {
                 log_shim(&format!("cannot record exit {exit:?}: {e}"));
             }

@@ -95,6 +95,12 @@ pub struct Record {
     pub restart_requested: bool,
     /// The last error (a start failure, a policy that gave up).
     pub error: Option<String>,
+    /// The stop signal the current container was started with.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// The stop timeout the current container was started with (ms).
+    #[serde(default)]
+    pub stop_timeout_ms: Option<u64>,
 }
 
 impl Record {
@@ -121,6 +127,8 @@ impl Record {
             start_requested: false,
             restart_requested: false,
             error: None,
+            stop_signal: None,
+            stop_timeout_ms: None,
         }
     }
 

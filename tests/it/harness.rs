@@ -93,7 +93,7 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--shim")
             .arg(SHIM)
-            .env("RCD_LOG", "debug")
+            .env("RCD_LOG", "rcd=debug,info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -230,6 +230,9 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- rcd log ({}) ---\n{}", self.dir.path().display(), self.log());
+        }
         // Leave nothing behind: containers, shims, mounts.
         for id in self.runtime_containers() {
             let _ = Command::new("runc")

@@ -40,8 +40,11 @@ fn drop_edit_comment_delete() {
     wait_until(10 * SEC, "unit gone", || d.status("web").is_none());
     assert!(!pid_alive(new));
     assert!(d.runtime_containers().is_empty(), "{:?}", d.runtime_containers());
-    assert!(d.mounts().is_empty(), "{:?}", d.mounts());
-    assert!(std::fs::read_dir(d.root.join("containers")).unwrap().next().is_none());
+    // The writable layer is unmounted and removed in the background.
+    wait_until(5 * SEC, "mounts and instance directories gone", || {
+        d.mounts().is_empty()
+            && std::fs::read_dir(d.root.join("containers")).unwrap().next().is_none()
+    });
     // Its logs are kept.
     let log = std::fs::read_to_string(d.root.join("logs/web.log")).unwrap();
     assert!(log.contains("started") && log.contains("v2"), "{log}");

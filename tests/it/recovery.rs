@@ -123,7 +123,7 @@ fn unit_removed_while_daemon_down_is_removed_at_start() {
     wait_until(10 * SEC, "container removed", || !pid_alive(pid));
     assert!(d.status("gone").is_none());
     assert!(d.runtime_containers().is_empty());
-    assert!(d.mounts().is_empty());
+    wait_until(5 * SEC, "mounts gone", || d.mounts().is_empty());
 }
 
 #[test]
