@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::daemon::context::{Context, Entry};
+use crate::daemon::context::Context;
 use crate::unit;
 
 /// Reads the whole units directory and updates the table. Returns the units to reconcile.
@@ -42,7 +42,7 @@ pub fn scan(ctx: &Context) -> BTreeSet<String> {
     let mut present = BTreeSet::new();
     for (name, path, read) in seen {
         present.insert(name.clone());
-        let entry = table.entry(name.clone()).or_insert_with(Entry::default);
+        let entry = table.entry(name.clone()).or_default();
         let bytes = match read {
             Ok(b) => b,
             Err(e) => {
@@ -68,7 +68,8 @@ pub fn scan(ctx: &Context) -> BTreeSet<String> {
                     message: "file is not valid UTF-8".into(),
                 }],
             })?;
-            unit::parse(&name, &path, &text).map_err(|diagnostics| unit::Error::Invalid { diagnostics })
+            unit::parse(&name, &path, &text)
+                .map_err(|diagnostics| unit::Error::Invalid { diagnostics })
         });
         match parsed {
             Ok(u) => {
@@ -121,7 +122,10 @@ fn list(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, Listing> {
             continue;
         };
         // Follow symlinks: a unit may be a link to a file kept elsewhere.
-        if std::fs::metadata(&path).map(|m| m.is_file()).unwrap_or(false) {
+        if std::fs::metadata(&path)
+            .map(|m| m.is_file())
+            .unwrap_or(false)
+        {
             out.push((name, path));
         }
     }

@@ -162,7 +162,11 @@ mod tests {
         let (lines, _) = tail(&path, Some(3)).unwrap();
         assert_eq!(
             lines,
-            ["t stdout F line 9997", "t stdout F line 9998", "t stdout F line 9999"]
+            [
+                "t stdout F line 9997",
+                "t stdout F line 9998",
+                "t stdout F line 9999"
+            ]
         );
         assert_eq!(tail(&path, None).unwrap().0.len(), 10_000);
         assert_eq!(tail(&dir.path().join("none"), Some(3)).unwrap().0.len(), 0);

@@ -132,7 +132,14 @@ mod tests {
                 short,
                 Decision::Fail("gave up after 2 restarts (max_retries = 2)".into()),
             ),
-            (on_failure, Outcome::StartFailed, 0, 0, None, restart(100, 1)),
+            (
+                on_failure,
+                Outcome::StartFailed,
+                0,
+                0,
+                None,
+                restart(100, 1),
+            ),
             (
                 Policy::OnFailure { max_retries: None },
                 Outcome::Exited(1),
@@ -141,13 +148,45 @@ mod tests {
                 short,
                 restart(800, 4),
             ),
-            (Policy::Always, Outcome::Exited(0), 5, 5, short, restart(3200, 6)),
-            (Policy::Always, Outcome::Exited(0), 5, 5, Some(Duration::from_secs(10)), restart(100, 1)),
-            (Policy::UnlessStopped, Outcome::Exited(1), 0, 20, short, restart(60_000, 21)),
-            (Policy::UnlessStopped, Outcome::StartFailed, 0, 0, None, restart(100, 1)),
+            (
+                Policy::Always,
+                Outcome::Exited(0),
+                5,
+                5,
+                short,
+                restart(3200, 6),
+            ),
+            (
+                Policy::Always,
+                Outcome::Exited(0),
+                5,
+                5,
+                Some(Duration::from_secs(10)),
+                restart(100, 1),
+            ),
+            (
+                Policy::UnlessStopped,
+                Outcome::Exited(1),
+                0,
+                20,
+                short,
+                restart(60_000, 21),
+            ),
+            (
+                Policy::UnlessStopped,
+                Outcome::StartFailed,
+                0,
+                0,
+                None,
+                restart(100, 1),
+            ),
         ];
         for (i, (policy, outcome, restarts, step, ran, want)) in cases.into_iter().enumerate() {
-            assert_eq!(decide(&r(policy), outcome, restarts, step, ran), want, "case {i}");
+            assert_eq!(
+                decide(&r(policy), outcome, restarts, step, ran),
+                want,
+                "case {i}"
+            );
         }
     }
 
@@ -156,7 +195,10 @@ mod tests {
         let d = Duration::from_millis(100);
         let max = Duration::from_secs(60);
         let got: Vec<u128> = (0..12).map(|s| backoff(d, max, s).as_millis()).collect();
-        assert_eq!(got, [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200, 60000, 60000]);
+        assert_eq!(
+            got,
+            [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200, 60000, 60000]
+        );
         assert_eq!(backoff(d, max, 1000), max);
         assert_eq!(backoff(Duration::ZERO, max, 5), Duration::ZERO);
     }

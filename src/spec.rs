@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDeviceCgroupBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
-    Spec, SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 
 use crate::unit::{NetworkMode, Unit};
@@ -94,7 +94,12 @@ fn build_inner(
         .args(c.command.clone())
         .env(env)
         .cwd(c.workdir.clone())
-        .user(UserBuilder::default().uid(c.user.uid).gid(c.user.gid).build()?)
+        .user(
+            UserBuilder::default()
+                .uid(c.user.uid)
+                .gid(c.user.gid)
+                .build()?,
+        )
         .capabilities(
             LinuxCapabilitiesBuilder::default()
                 .bounding(caps.clone())
@@ -169,11 +174,20 @@ fn build_inner(
 
     SpecBuilder::default()
         .version("1.0.2")
-        .root(RootBuilder::default().path(rootfs).readonly(false).build()?)
+        .root(
+            RootBuilder::default()
+                .path(rootfs)
+                .readonly(false)
+                .build()?,
+        )
         .hostname(c.hostname.clone())
         .process(process)
         .mounts(mounts)
-        .annotations([("rcd.unit".to_string(), unit.name.clone())].into_iter().collect::<std::collections::HashMap<_, _>>())
+        .annotations(
+            [("rcd.unit".to_string(), unit.name.clone())]
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
         .linux(linux)
         .build()
 }
@@ -191,16 +205,33 @@ fn default_mounts() -> Result<Vec<Mount>, oci_spec::OciSpecError> {
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         ),
-        ("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        (
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
         (
             "/sys/fs/cgroup",
             "cgroup",
             "cgroup",
             &["nosuid", "noexec", "nodev", "relatime", "ro"],
         ),
-        ("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+        (
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
         (
             "/dev/shm",
             "tmpfs",

@@ -32,7 +32,11 @@ impl DirWatcher {
         // Any relevant event, and any overflow (need_rescan), only means "look again".
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let relevant = match &event {
-                Ok(e) => e.paths.is_empty() || e.need_rescan() || e.paths.iter().any(|p| concerns(&target, p)),
+                Ok(e) => {
+                    e.paths.is_empty()
+                        || e.need_rescan()
+                        || e.paths.iter().any(|p| concerns(&target, p))
+                }
                 Err(_) => true,
             };
             if relevant {

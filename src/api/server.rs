@@ -40,7 +40,10 @@ impl IntoResponse for ApiError {
 }
 
 fn unknown(name: &str) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, format!("unit {name:?} is not loaded"))
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("unit {name:?} is not loaded"),
+    )
 }
 
 fn rfc3339(ms: Option<u64>) -> Option<String> {
@@ -69,10 +72,19 @@ pub fn status_of(name: &str, e: &Entry) -> UnitStatus {
     UnitStatus {
         name: name.to_string(),
         state: state.to_string(),
-        pid: r.and_then(|r| if r.state == RecState::Running { r.pid } else { None }),
+        pid: r.and_then(|r| {
+            if r.state == RecState::Running {
+                r.pid
+            } else {
+                None
+            }
+        }),
         restarts: r.map_or(0, |r| r.restarts),
         exit_code: r.and_then(|r| r.exit_code),
-        error: e.file_error.clone().or_else(|| r.and_then(|r| r.error.clone())),
+        error: e
+            .file_error
+            .clone()
+            .or_else(|| r.and_then(|r| r.error.clone())),
         spec_hash: r
             .and_then(|r| r.spec_hash.clone())
             .or_else(|| e.unit.as_ref().map(|u| u.spec_hash.clone())),
@@ -112,7 +124,10 @@ async fn inspect(
     let record = e.record.as_ref();
     Ok(Json(Inspect {
         status: status_of(&name, e),
-        unit: e.unit.as_ref().and_then(|u| serde_json::to_value(&**u).ok()),
+        unit: e
+            .unit
+            .as_ref()
+            .and_then(|u| serde_json::to_value(&**u).ok()),
         record: record.and_then(|r| serde_json::to_value(r).ok()),
         bundle: record
             .and_then(|r| r.container_id.as_ref())
@@ -150,7 +165,10 @@ async fn intent(
     Path((name, verb)): Path<(String, String)>,
 ) -> Result<Json<UnitStatus>, ApiError> {
     if !matches!(verb.as_str(), "start" | "stop" | "restart") {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no such action {verb:?}")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no such action {verb:?}"),
+        ));
     }
     {
         let mut table = ctx.table();
@@ -169,9 +187,9 @@ async fn intent(
         apply_intent(r, &verb);
         let r = r.clone();
         drop(table);
-        ctx.store.save(&r).map_err(|e| {
-            ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        })?;
+        ctx.store
+            .save(&r)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     }
     let (tx, rx) = oneshot::channel();
     let _ = ctx.tx.send(Msg::ReconcileAndNotify(name.clone(), tx));
@@ -182,7 +200,10 @@ async fn intent(
     // A start that failed is the request's failure too.
     if verb != "stop" && st.state != "running" {
         if let Some(err) = &st.error {
-            return Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("unit {name:?} is {}: {err}", st.state)));
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("unit {name:?} is {}: {err}", st.state),
+            ));
         }
     }
     Ok(Json(st))
@@ -222,7 +243,12 @@ async fn logs(
     let (lines, offset) = tokio::task::spawn_blocking(move || crate::logs::tail(&p, tail))
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{}: {e}", path.display())))?;
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
     let mut head = lines.join("\n");
     if !head.is_empty() {
         head.push('\n');
@@ -234,12 +260,18 @@ async fn logs(
         (Some(head), path, offset),
         |(head, path, mut offset)| async move {
             if let Some(h) = head {
-                return Some((Ok::<_, std::io::Error>(h.into_bytes()), (None, path, offset)));
+                return Some((
+                    Ok::<_, std::io::Error>(h.into_bytes()),
+                    (None, path, offset),
+                ));
             }
             loop {
                 // Following is the one place that polls: only while a client follows.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let len = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+                let len = tokio::fs::metadata(&path)
+                    .await
+                    .map(|m| m.len())
+                    .unwrap_or(0);
                 if len < offset {
                     offset = 0; // truncated or replaced
                 }

@@ -60,7 +60,10 @@ pub fn status(s: &UnitStatus, log: &str) -> String {
     let exit = s
         .exit_code
         .map_or_else(|| "-".to_string(), |c| c.to_string());
-    out.push_str(&format!("   Restarts: {}   Last exit: {exit}\n", s.restarts));
+    out.push_str(&format!(
+        "   Restarts: {}   Last exit: {exit}\n",
+        s.restarts
+    ));
     if let Some(p) = &s.policy {
         let auto = match s.autostart {
             Some(false) => ", autostart off",
@@ -76,7 +79,11 @@ pub fn status(s: &UnitStatus, log: &str) -> String {
     }
     if let Some(e) = &s.error {
         for (i, line) in e.lines().enumerate() {
-            let label = if i == 0 { "      Error:" } else { "            " };
+            let label = if i == 0 {
+                "      Error:"
+            } else {
+                "            "
+            };
             out.push_str(&format!("{label} {line}\n"));
         }
     }

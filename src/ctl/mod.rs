@@ -37,7 +37,12 @@ const EXIT_CODES: &str = "Exit codes:
 #[command(name = "rctl", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The daemon's socket.
-    #[arg(long, env = "RCD_SOCKET", default_value = "/run/rcd/rcd.sock", global = true)]
+    #[arg(
+        long,
+        env = "RCD_SOCKET",
+        default_value = "/run/rcd/rcd.sock",
+        global = true
+    )]
     pub socket: PathBuf,
     /// What to do.
     #[command(subcommand)]
@@ -124,16 +129,13 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Start { unit } => intent(&client, &unit, "start").await,
         Command::Stop { unit } => intent(&client, &unit, "stop").await,
         Command::Restart { unit } => intent(&client, &unit, "restart").await,
-        Command::Reload => client
-            .post::<Reloaded>("/v1/reload")
-            .await
-            .map(|r| {
-                if r.changed.is_empty() {
-                    println!("no changes");
-                } else {
-                    println!("changed: {}", r.changed.join(", "));
-                }
-            }),
+        Command::Reload => client.post::<Reloaded>("/v1/reload").await.map(|r| {
+            if r.changed.is_empty() {
+                println!("no changes");
+            } else {
+                println!("changed: {}", r.changed.join(", "));
+            }
+        }),
         Command::Logs {
             unit,
             tail,

@@ -57,13 +57,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// Picks the runtime: the configured one, else the first of runc, crun, youki on PATH.
 fn pick_runtime(config: &Config) -> Result<PathBuf, Error> {
     match &config.runtime {
-        Some(p) if p.components().count() == 1 => {
-            find_on_path(&[&p.to_string_lossy()]).ok_or_else(|| Error::Runtime(format!("{} not found on PATH", p.display())))
-        }
+        Some(p) if p.components().count() == 1 => find_on_path(&[&p.to_string_lossy()])
+            .ok_or_else(|| Error::Runtime(format!("{} not found on PATH", p.display()))),
         Some(p) if is_executable(p) => Ok(p.clone()),
-        Some(p) => Err(Error::Runtime(format!("{} is not an executable file", p.display()))),
-        None => find_on_path(&["runc", "crun", "youki"])
-            .ok_or_else(|| Error::Runtime("none of runc, crun, youki found on PATH (apt-get install runc)".into())),
+        Some(p) => Err(Error::Runtime(format!(
+            "{} is not an executable file",
+            p.display()
+        ))),
+        None => find_on_path(&["runc", "crun", "youki"]).ok_or_else(|| {
+            Error::Runtime("none of runc, crun, youki found on PATH (apt-get install runc)".into())
+        }),
     }
 }
 
@@ -73,7 +76,10 @@ fn pick_shim(config: &Config) -> Result<PathBuf, Error> {
         return if is_executable(p) {
             Ok(p.clone())
         } else {
-            Err(Error::Shim(format!("{} is not an executable file", p.display())))
+            Err(Error::Shim(format!(
+                "{} is not an executable file",
+                p.display()
+            )))
         };
     }
     let beside = std::env::current_exe()
@@ -113,11 +119,17 @@ pub async fn run(
     let runtime_bin = pick_runtime(&config)?;
     let shim = pick_shim(&config)?;
     let paths = Paths::new(&config.root);
-    for dir in [&paths.root, &paths.runtime_root, &paths.containers, &paths.logs] {
+    for dir in [
+        &paths.root,
+        &paths.runtime_root,
+        &paths.containers,
+        &paths.logs,
+    ] {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
     // State holds container records and logs: root's alone.
-    std::fs::set_permissions(&paths.root, std::fs::Permissions::from_mode(0o711)).map_err(io(&paths.root))?;
+    std::fs::set_permissions(&paths.root, std::fs::Permissions::from_mode(0o711))
+        .map_err(io(&paths.root))?;
     let store = Store::open(&paths.records)?;
     let runtime = Runtime::new(&runtime_bin, &paths.runtime_root);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -209,7 +221,10 @@ pub async fn run(
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -33,7 +33,11 @@ pub fn recover(ctx: &Context) {
             r.shim_pid = None;
             r.shim_start = None;
             r.restart_at_ms = None;
-            let state = if r.hold { State::Stopped } else { State::Pending };
+            let state = if r.hold {
+                State::Stopped
+            } else {
+                State::Pending
+            };
             r.set_state(state, now);
         }
         if let Some(id) = &r.container_id {
@@ -112,4 +116,3 @@ pub fn adopt(ctx: &Arc<Context>) {
         crate::reconcile::unit::watch_exit(ctx, &name, pid, start);
     }
 }
-

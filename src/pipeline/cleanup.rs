@@ -25,7 +25,11 @@ pub enum Depth {
 pub async fn instance(ctx: &Arc<Context>, id: &str, depth: Depth) -> Result<(), Error> {
     let c = ctx.clone();
     let i = id.to_string();
-    let first = if depth == Depth::Retire { Depth::Runtime } else { depth };
+    let first = if depth == Depth::Retire {
+        Depth::Runtime
+    } else {
+        depth
+    };
     blocking(move || instance_blocking(&c, &i, first)).await??;
     if depth == Depth::Retire {
         let c = ctx.clone();

@@ -29,11 +29,18 @@ pub async fn stop(
     tokio::pin!(exited);
     kill(ctx, id, signal, false).await?;
     if tokio::time::timeout(timeout, &mut exited).await.is_err() {
-        tracing::info!(container = id, "stop timeout of {timeout:?} passed, sending SIGKILL");
+        tracing::info!(
+            container = id,
+            "stop timeout of {timeout:?} passed, sending SIGKILL"
+        );
         kill(ctx, id, "SIGKILL", true).await?;
         if tokio::time::timeout(KILL_GRACE, &mut exited).await.is_err() {
             // A shim that cannot finish must not keep us: end it and the container with it.
-            tracing::warn!(container = id, shim_pid, "shim did not exit after SIGKILL; killing it");
+            tracing::warn!(
+                container = id,
+                shim_pid,
+                "shim did not exit after SIGKILL; killing it"
+            );
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(shim_pid),
                 nix::sys::signal::Signal::SIGKILL,

@@ -45,8 +45,8 @@ pub struct Input<'a> {
 pub fn plan(input: Input<'_>) -> Action {
     let Some(record) = input.record else {
         return match input.unit {
-            Some(_) => Action::Start,
-            None => Action::Idle(None),
+            Some(u) if u.autostart => Action::Start,
+            _ => Action::Idle(None),
         };
     };
     let active = matches!(record.state, State::Running | State::Starting);
@@ -139,11 +139,31 @@ mod tests {
         let on = unit("h1", true);
         let off = unit("h1", false);
         let none = |_: &mut Record| {};
-        let cases: Vec<(&str, Option<&Unit>, Option<Record>, bool, Action)> = vec![
+        type Case<'a> = (&'a str, Option<&'a Unit>, Option<Record>, bool, Action);
+        let cases: Vec<Case> = vec![
             ("new unit", Some(&on), None, false, Action::Start),
+            (
+                "new unit, no autostart",
+                Some(&off),
+                None,
+                false,
+                Action::Idle(None),
+            ),
             ("nothing", None, None, false, Action::Idle(None)),
-            ("pending autostart", Some(&on), Some(rec(State::Pending, None, none)), false, Action::Start),
-            ("pending no autostart", Some(&off), Some(rec(State::Pending, None, none)), false, Action::Idle(None)),
+            (
+                "pending autostart",
+                Some(&on),
+                Some(rec(State::Pending, None, none)),
+                false,
+                Action::Start,
+            ),
+            (
+                "pending no autostart",
+                Some(&off),
+                Some(rec(State::Pending, None, none)),
+                false,
+                Action::Idle(None),
+            ),
             (
                 "pending no autostart, rctl start",
                 Some(&off),
@@ -151,47 +171,133 @@ mod tests {
                 false,
                 Action::Start,
             ),
-            ("running, same spec", Some(&on), Some(rec(State::Running, Some("h1"), none)), true, Action::Idle(None)),
-            ("running, shim gone", Some(&on), Some(rec(State::Running, Some("h1"), none)), false, Action::ObserveExit),
-            ("starting, crashed", Some(&on), Some(rec(State::Starting, Some("h1"), none)), false, Action::ObserveExit),
-            ("running, spec changed", Some(&on), Some(rec(State::Running, Some("h0"), none)), true, Action::Recreate),
-            ("exited, spec changed", Some(&on), Some(rec(State::Exited, Some("h0"), none)), false, Action::Recreate),
-            ("file gone, running", None, Some(rec(State::Running, Some("h1"), none)), true, Action::Remove),
-            ("file gone, exited", None, Some(rec(State::Exited, Some("h1"), none)), false, Action::Remove),
-            ("hold, running", Some(&on), Some(rec(State::Running, Some("h1"), |r| r.hold = true)), true, Action::Stop { hold: true }),
-            ("hold, restarting", Some(&on), Some(rec(State::Restarting, Some("h1"), |r| r.hold = true)), false, Action::Hold),
-            ("hold, stopped", Some(&on), Some(rec(State::Stopped, Some("h1"), |r| r.hold = true)), false, Action::Idle(None)),
-            ("hold, pending", Some(&on), Some(rec(State::Pending, None, |r| r.hold = true)), false, Action::Hold),
+            (
+                "running, same spec",
+                Some(&on),
+                Some(rec(State::Running, Some("h1"), none)),
+                true,
+                Action::Idle(None),
+            ),
+            (
+                "running, shim gone",
+                Some(&on),
+                Some(rec(State::Running, Some("h1"), none)),
+                false,
+                Action::ObserveExit,
+            ),
+            (
+                "starting, crashed",
+                Some(&on),
+                Some(rec(State::Starting, Some("h1"), none)),
+                false,
+                Action::ObserveExit,
+            ),
+            (
+                "running, spec changed",
+                Some(&on),
+                Some(rec(State::Running, Some("h0"), none)),
+                true,
+                Action::Recreate,
+            ),
+            (
+                "exited, spec changed",
+                Some(&on),
+                Some(rec(State::Exited, Some("h0"), none)),
+                false,
+                Action::Recreate,
+            ),
+            (
+                "file gone, running",
+                None,
+                Some(rec(State::Running, Some("h1"), none)),
+                true,
+                Action::Remove,
+            ),
+            (
+                "file gone, exited",
+                None,
+                Some(rec(State::Exited, Some("h1"), none)),
+                false,
+                Action::Remove,
+            ),
+            (
+                "hold, running",
+                Some(&on),
+                Some(rec(State::Running, Some("h1"), |r| r.hold = true)),
+                true,
+                Action::Stop { hold: true },
+            ),
+            (
+                "hold, restarting",
+                Some(&on),
+                Some(rec(State::Restarting, Some("h1"), |r| r.hold = true)),
+                false,
+                Action::Hold,
+            ),
+            (
+                "hold, stopped",
+                Some(&on),
+                Some(rec(State::Stopped, Some("h1"), |r| r.hold = true)),
+                false,
+                Action::Idle(None),
+            ),
+            (
+                "hold, pending",
+                Some(&on),
+                Some(rec(State::Pending, None, |r| r.hold = true)),
+                false,
+                Action::Hold,
+            ),
             (
                 "restart requested, running",
                 Some(&on),
-                Some(rec(State::Running, Some("h1"), |r| r.restart_requested = true)),
+                Some(rec(State::Running, Some("h1"), |r| {
+                    r.restart_requested = true
+                })),
                 true,
                 Action::Stop { hold: false },
             ),
             (
                 "restart requested, stopped",
                 Some(&on),
-                Some(rec(State::Stopped, Some("h1"), |r| r.restart_requested = true)),
+                Some(rec(State::Stopped, Some("h1"), |r| {
+                    r.restart_requested = true
+                })),
                 false,
                 Action::Start,
             ),
             (
                 "restarting, not due",
                 Some(&on),
-                Some(rec(State::Restarting, Some("h1"), |r| r.restart_at_ms = Some(1500))),
+                Some(rec(State::Restarting, Some("h1"), |r| {
+                    r.restart_at_ms = Some(1500)
+                })),
                 false,
                 Action::Idle(Some(Duration::from_millis(500))),
             ),
             (
                 "restarting, due",
                 Some(&on),
-                Some(rec(State::Restarting, Some("h1"), |r| r.restart_at_ms = Some(900))),
+                Some(rec(State::Restarting, Some("h1"), |r| {
+                    r.restart_at_ms = Some(900)
+                })),
                 false,
                 Action::Start,
             ),
-            ("exited stays", Some(&on), Some(rec(State::Exited, Some("h1"), none)), false, Action::Idle(None)),
-            ("failed stays", Some(&on), Some(rec(State::Failed, Some("h1"), none)), false, Action::Idle(None)),
+            (
+                "exited stays",
+                Some(&on),
+                Some(rec(State::Exited, Some("h1"), none)),
+                false,
+                Action::Idle(None),
+            ),
+            (
+                "failed stays",
+                Some(&on),
+                Some(rec(State::Failed, Some("h1"), none)),
+                false,
+                Action::Idle(None),
+            ),
             (
                 "failed, rctl start",
                 Some(&on),

@@ -161,7 +161,13 @@ async fn observe_exit(
         .map(|s| Duration::from_millis(at.saturating_sub(s)));
     tracing::info!(container = %id, exit_code = code, "container exited");
     let decision = match unit {
-        Some(u) => restart::decide(&u.restart, Outcome::Exited(code), r.restarts, r.backoff_step, ran_for),
+        Some(u) => restart::decide(
+            &u.restart,
+            Outcome::Exited(code),
+            r.restarts,
+            r.backoff_step,
+            ran_for,
+        ),
         None => Decision::Stay,
     };
     // A restart reuses the mounted rootfs; anything else unmounts it.
@@ -219,7 +225,11 @@ async fn stop(
 }
 
 /// Holds a unit whose container is not running (pending, or waiting to restart) stopped.
-async fn hold(ctx: &Arc<Context>, name: &str, record: Option<Record>) -> Result<(), pipeline::Error> {
+async fn hold(
+    ctx: &Arc<Context>,
+    name: &str,
+    record: Option<Record>,
+) -> Result<(), pipeline::Error> {
     let mut r = record.unwrap_or_else(|| Record::new(name, now_ms()));
     if let Some(id) = &r.container_id {
         // A container waiting to restart still has its rootfs mounted.
@@ -255,7 +265,8 @@ async fn stop_container(
     if let (Some(pid), Some(start)) = (r.shim_pid, r.shim_start) {
         if launch::alive(pid, start) {
             tracing::info!(container = %id, "stopping with {signal}, timeout {timeout:?}");
-            if let Some(exit) = pipeline::stop::stop(ctx, &id, pid, start, &signal, timeout).await? {
+            if let Some(exit) = pipeline::stop::stop(ctx, &id, pid, start, &signal, timeout).await?
+            {
                 r.exit_code = Some(exit.code);
                 r.finished_at_ms = Some(exit.at_ms);
             }
@@ -277,10 +288,12 @@ async fn remove(
 ) -> Result<(), pipeline::Error> {
     if let Some(mut r) = record {
         stop_container(ctx, None, &mut r, Depth::Retire).await?;
-        ctx.store.remove(name).map_err(|e| pipeline::Error::Bundle {
-            path: e.path,
-            source: e.source,
-        })?;
+        ctx.store
+            .remove(name)
+            .map_err(|e| pipeline::Error::Bundle {
+                path: e.path,
+                source: e.source,
+            })?;
         tracing::info!("unit removed");
     }
     let mut table = ctx.table();
@@ -308,7 +321,11 @@ async fn recreate(
     unit: Option<&Unit>,
 ) -> Result<(), pipeline::Error> {
     let Some(mut r) = record else { return Ok(()) };
-    let was_active = alive || matches!(r.state, State::Running | State::Restarting | State::Starting);
+    let was_active = alive
+        || matches!(
+            r.state,
+            State::Running | State::Restarting | State::Starting
+        );
     tracing::info!("unit changed; recreating its container");
     stop_container(ctx, unit, &mut r, Depth::Retire).await?;
     r.container_id = None;
@@ -372,8 +389,13 @@ async fn start(
             tracing::error!(container = %id, "start failed: {e}");
             r.error = Some(e.to_string());
             r.exit_code = None;
-            let decision =
-                restart::decide(&unit.restart, Outcome::StartFailed, r.restarts, r.backoff_step, None);
+            let decision = restart::decide(
+                &unit.restart,
+                Outcome::StartFailed,
+                r.restarts,
+                r.backoff_step,
+                None,
+            );
             apply(&mut r, decision, now, now);
             if r.state == State::Failed {
                 // Keep the start error visible rather than the policy's summary alone.

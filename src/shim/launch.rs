@@ -47,12 +47,11 @@ pub struct Launched {
 
 /// Spawns a shim for `opts` and waits for its report. Blocking: call from a blocking thread.
 pub fn launch(binary: &Path, opts: &Options) -> Result<Launched, Error> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| {
-        Error::Spawn {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Spawn {
             binary: binary.to_path_buf(),
             source: e.into(),
-        }
-    })?;
+        })?;
     let mut cmd = Command::new(binary);
     cmd.args(opts.to_args())
         .stdin(Stdio::null())

@@ -38,7 +38,11 @@ pub fn run(opts: Options) -> i32 {
         .ok();
     let log_shim = |msg: &str| {
         if let Some(mut f) = shim_log.as_ref() {
-            let _ = writeln!(f, "{} {msg}", humantime::format_rfc3339_millis(std::time::SystemTime::now()));
+            let _ = writeln!(
+                f,
+                "{} {msg}",
+                humantime::format_rfc3339_millis(std::time::SystemTime::now())
+            );
         }
     };
     // Orphaned container processes must be reparented to us, so that we can reap the init.

@@ -72,7 +72,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub fn format_size(bytes: u64) -> String {
     for (suffix, power) in [("T", 4u32), ("G", 3), ("M", 2), ("K", 1)] {
         let unit = 1024u64.pow(power);
-        if bytes >= unit && bytes % unit == 0 {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }

@@ -21,11 +21,17 @@ pub fn rootfs() -> PathBuf {
     }
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("busybox-rootfs.tmp{}", std::process::id()));
-    let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mkrootfs.sh"))
-        .arg(&tmp)
-        .status()
-        .expect("run tests/fixtures/mkrootfs.sh");
-    assert!(status.success(), "mkrootfs.sh failed (is busybox-static installed?)");
+    let status = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/mkrootfs.sh"
+    ))
+    .arg(&tmp)
+    .status()
+    .expect("run tests/fixtures/mkrootfs.sh");
+    assert!(
+        status.success(),
+        "mkrootfs.sh failed (is busybox-static installed?)"
+    );
     // Another test process may have won the race; either copy is whole.
     if std::fs::rename(&tmp, &dir).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -56,7 +62,10 @@ pub struct Daemon {
 impl Daemon {
     /// Directories only; call `spawn` to run the daemon.
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("rcd-it").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("rcd-it")
+            .tempdir()
+            .expect("tempdir");
         let units = dir.path().join("units");
         std::fs::create_dir(&units).unwrap();
         Daemon {
@@ -160,7 +169,11 @@ impl Daemon {
     /// `rctl status --output json` of every unit.
     pub fn statuses(&self) -> Vec<Value> {
         let out = self.rctl(&["status", "--output", "json"]);
-        assert!(out.status.success(), "rctl status: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "rctl status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("status json")
     }
 
@@ -203,7 +216,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("unit {name} got no new pid within {within:?}\n{}", self.log());
+        panic!(
+            "unit {name} got no new pid within {within:?}\n{}",
+            self.log()
+        );
     }
 
     /// Runtime containers under this daemon's root.
@@ -231,7 +247,11 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("--- rcd log ({}) ---\n{}", self.dir.path().display(), self.log());
+            eprintln!(
+                "--- rcd log ({}) ---\n{}",
+                self.dir.path().display(),
+                self.log()
+            );
         }
         // Leave nothing behind: containers, shims, mounts.
         for id in self.runtime_containers() {
@@ -287,5 +307,7 @@ pub fn cmdline(pid: i64) -> String {
 
 /// A status field as i64.
 pub fn pid_of(s: &Value) -> i64 {
-    s["pid"].as_i64().unwrap_or_else(|| panic!("no pid in {s:#}"))
+    s["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid in {s:#}"))
 }

@@ -14,7 +14,11 @@ fn drop_edit_comment_delete() {
     let s = d.wait_state("web", "running", 10 * SEC);
     let pid = pid_of(&s);
     assert!(pid_alive(pid));
-    assert!(cmdline(pid).contains("sleep 1000"), "pid {pid} is {}", cmdline(pid));
+    assert!(
+        cmdline(pid).contains("sleep 1000"),
+        "pid {pid} is {}",
+        cmdline(pid)
+    );
     assert_eq!(d.runtime_containers().len(), 1);
 
     // A comment and key order change: same spec hash, same process.
@@ -25,7 +29,11 @@ fn drop_edit_comment_delete() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let s = d.status("web").unwrap();
-    assert_eq!(s["pid"].as_i64(), Some(pid), "comment edit must not restart");
+    assert_eq!(
+        s["pid"].as_i64(),
+        Some(pid),
+        "comment edit must not restart"
+    );
     assert_eq!(s["spec_hash"], hash);
 
     // A real change: new container, new pid, old one gone.
@@ -39,11 +47,18 @@ fn drop_edit_comment_delete() {
     d.remove_unit("web");
     wait_until(10 * SEC, "unit gone", || d.status("web").is_none());
     assert!(!pid_alive(new));
-    assert!(d.runtime_containers().is_empty(), "{:?}", d.runtime_containers());
+    assert!(
+        d.runtime_containers().is_empty(),
+        "{:?}",
+        d.runtime_containers()
+    );
     // The writable layer is unmounted and removed in the background.
     wait_until(5 * SEC, "mounts and instance directories gone", || {
         d.mounts().is_empty()
-            && std::fs::read_dir(d.root.join("containers")).unwrap().next().is_none()
+            && std::fs::read_dir(d.root.join("containers"))
+                .unwrap()
+                .next()
+                .is_none()
     });
     // Its logs are kept.
     let log = std::fs::read_to_string(d.root.join("logs/web.log")).unwrap();
@@ -57,7 +72,8 @@ fn container_sees_safe_defaults_and_its_own_layer() {
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("hello"), "from host").unwrap();
     let script = "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; \
-                  cat /proc/kcore 2>&1 | wc -c; \
+                  grep -c ' /proc/keys ' /proc/self/mountinfo; cat /proc/keys | wc -c; \
+                  echo x > /dev/null && echo devnull-ok; \
                   echo x > /proc/sys/kernel/hostname 2>&1 || echo proc-sys-ro; \
                   hostname; echo GREETING=$GREETING; id; pwd; cat /data/hello; echo; \
                   touch /data/nope 2>/dev/null || echo data-ro; \
@@ -77,27 +93,50 @@ fn container_sees_safe_defaults_and_its_own_layer() {
     // Docker's default capability set: 0x00000000a80425fb.
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
-    assert!(out.contains("\n0\n"), "/proc/kcore must be masked: {out}");
+    assert!(
+        out.contains("NoNewPrivs:\t1\n1\n0\n"),
+        "/proc/keys must be masked: {out}"
+    );
+    assert!(out.contains("devnull-ok"), "{out}");
     assert!(out.contains("proc-sys-ro"), "{out}");
-    assert!(out.contains("box\n") && out.contains("GREETING=hi"), "{out}");
-    assert!(out.contains("uid=0(root) gid=0(root)") && out.contains("/tmp\n"), "{out}");
-    assert!(out.contains("from host") && out.contains("data-ro"), "{out}");
+    assert!(
+        out.contains("box\n") && out.contains("GREETING=hi"),
+        "{out}"
+    );
+    assert!(
+        out.contains("uid=0(root) gid=0(root)") && out.contains("/tmp\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("from host") && out.contains("data-ro"),
+        "{out}"
+    );
     // The rootfs is the read-only lower layer: the write went to the container's upper layer.
     assert!(!rootfs().join("etc/written").exists());
     let id = s["container_id"].as_str().unwrap();
-    assert!(d.root.join("containers").join(id).join("upper/etc/written").exists());
+    assert!(d
+        .root
+        .join("containers")
+        .join(id)
+        .join("upper/etc/written")
+        .exists());
     // cgroup limits applied (cgroup v1 or v2 paths).
     let pid = pid_of(&s);
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(cg.contains(id), "cgroup path names the container: {cg}");
-    assert!(std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap().contains("NSpid"));
+    assert!(std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .contains("NSpid"));
 }
 
 #[test]
 fn two_units_share_a_rootfs() {
     let d = Daemon::start();
     d.write_unit("a", &unit("echo a > /shared; exec sleep 1000", ""));
-    d.write_unit("b", &unit("sleep 0.3; cat /shared 2>&1; exec sleep 1000", ""));
+    d.write_unit(
+        "b",
+        &unit("sleep 0.3; cat /shared 2>&1; exec sleep 1000", ""),
+    );
     let a = d.wait_state("a", "running", 10 * SEC);
     let b = d.wait_state("b", "running", 10 * SEC);
     assert_ne!(a["pid"], b["pid"]);
@@ -119,11 +158,19 @@ fn autostart_false_then_operator_verbs() {
     assert_eq!(d.status("lazy").unwrap()["state"], "pending");
 
     let out = d.rctl(&["start", "lazy"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pid = pid_of(&d.wait_state("lazy", "running", 5 * SEC));
 
     let out = d.rctl(&["restart", "lazy"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pid2 = d.wait_new_pid("lazy", pid, 10 * SEC);
     assert!(!pid_alive(pid));
 
@@ -140,7 +187,10 @@ fn autostart_false_then_operator_verbs() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "up\nup\n");
     let out = d.rctl(&["logs", "lazy", "--tail", "1", "--timestamps"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(text.ends_with(" stdout up\n") && text.lines().count() == 1, "{text}");
+    assert!(
+        text.ends_with(" stdout up\n") && text.lines().count() == 1,
+        "{text}"
+    );
 
     // inspect shows the unit, the record and the bundle.
     let out = d.rctl(&["inspect", "lazy"]);
@@ -164,7 +214,10 @@ fn rctl_errors_have_documented_exit_codes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is the daemon running"));
-    let out = std::process::Command::new(RCTL).arg("--help").output().unwrap();
+    let out = std::process::Command::new(RCTL)
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes:"));
 }
 
@@ -173,11 +226,20 @@ fn follow_logs_across_a_restart() {
     let d = Daemon::start();
     d.write_unit(
         "ticker",
-        &unit("echo tick-$$; sleep 0.5; exit 1", "[restart]\npolicy = \"always\"\ndelay = \"0s\"\n"),
+        &unit(
+            "echo tick-$$; sleep 0.5; exit 1",
+            "[restart]\npolicy = \"always\"\ndelay = \"0s\"\n",
+        ),
     );
     d.wait_state("ticker", "running", 10 * SEC);
     let mut child = std::process::Command::new(RCTL)
-        .args(["--socket", d.socket.to_str().unwrap(), "logs", "-f", "ticker"])
+        .args([
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "logs",
+            "-f",
+            "ticker",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

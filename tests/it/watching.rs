@@ -39,7 +39,13 @@ fn typo_keeps_the_running_container_and_the_fix_applies() {
 fn only_toml_files_count() {
     let d = Daemon::start();
     let body = unit("exec sleep 1000", "");
-    for name in [".web.toml.swp", "web.toml~", "web.toml.bak", ".hidden.toml", "README"] {
+    for name in [
+        ".web.toml.swp",
+        "web.toml~",
+        "web.toml.bak",
+        ".hidden.toml",
+        "README",
+    ] {
         std::fs::write(d.units.join(name), &body).unwrap();
     }
     d.write_unit("real", &body);
@@ -107,7 +113,9 @@ fn a_hundred_malformed_files_are_each_reported_and_the_daemon_is_unharmed() {
             continue;
         }
         assert_eq!(s["state"], "invalid", "{s:#}");
-        let err = s["error"].as_str().unwrap_or_else(|| panic!("no error: {s:#}"));
+        let err = s["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error: {s:#}"));
         assert!(err.contains(".toml:"), "error names file:line:col: {err}");
     }
     let s = d.status("good").unwrap();
@@ -118,6 +126,9 @@ fn a_hundred_malformed_files_are_each_reported_and_the_daemon_is_unharmed() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     for i in 0..100 {
-        assert!(text.contains(&format!("bad{i:03}.toml:")), "bad{i:03} missing from:\n{text}");
+        assert!(
+            text.contains(&format!("bad{i:03}.toml:")),
+            "bad{i:03} missing from:\n{text}"
+        );
     }
 }
