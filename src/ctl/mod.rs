@@ -209,15 +209,21 @@ async fn status(client: &Client, units: Vec<String>, output: Output) -> Result<(
         println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
         return Ok(());
     }
+    // Log lines cost a request per unit: shown for named units or a handful.
+    let with_logs = !units.is_empty() || all.len() <= 10;
     let mut out = std::io::stdout().lock();
     for (i, s) in all.iter().enumerate() {
         if i > 0 {
             let _ = writeln!(out);
         }
-        let lines = client
-            .get_text(&format!("/v1/units/{}/logs?tail=10", enc(&s.name)))
-            .await
-            .unwrap_or_default();
+        let lines = if with_logs {
+            client
+                .get_text(&format!("/v1/units/{}/logs?tail=10", enc(&s.name)))
+                .await
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
         let _ = write!(out, "{}", format::status(s, &lines));
     }
     Ok(())

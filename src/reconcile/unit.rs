@@ -145,9 +145,17 @@ async fn observe_exit(
     r.shim_pid = None;
     r.shim_start = None;
     if was_starting && exit.is_none() {
-        pipeline::cleanup::instance(ctx, &id, Depth::Unmount).await?;
-        // The daemon died mid-start: nothing ran, so nothing counts. Try again.
+        // The daemon died mid-start: nothing was recorded as running, so nothing counts. The
+        // instance is retired (a shim of it may still be finishing and would delete a
+        // container of the same id) and a fresh one starts.
+        for pid in launch::find(&id) {
+            tracing::warn!(container = %id, shim_pid = pid, "killing the shim of an interrupted start");
+            launch::kill_group(pid);
+        }
+        pipeline::cleanup::instance(ctx, &id, Depth::Retire).await?;
         tracing::info!(container = %id, "cleaned up a start interrupted by a daemon crash");
+        r.container_id = None;
+        r.spec_hash = None;
         r.set_state(State::Pending, now);
         r.start_requested = true;
         return save(ctx, r);

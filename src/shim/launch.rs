@@ -157,6 +157,34 @@ pub async fn wait(pid: i32, start: u64) {
     }
 }
 
+/// Pids of shims running container `id` (from /proc), for a start the daemon did not see end.
+pub fn find(id: &str) -> Vec<i32> {
+    let needle = format!("\0--id\0{id}\0");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("rcd-shim") && c.contains(&needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Kills a shim and its process group (the runtime calls it is making).
+pub fn kill_group(pid: i32) {
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::Pid;
+    // The shim leads its own session and group (it called setsid).
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -249,3 +249,145 @@ fn follow_logs_across_a_restart() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.matches("tick-").count() >= 3, "follow saw: {text}");
 }
+
+#[test]
+fn stop_signal_then_sigkill_after_the_timeout() {
+    let d = Daemon::start();
+    // Handles its stop signal (SIGUSR1 here) and exits 0 at once.
+    d.write_unit(
+        "polite",
+        &unit(
+            "trap 'echo got-usr1; exit 0' USR1; while true; do sleep 0.05; done",
+            "stop_signal = \"SIGUSR1\"\n",
+        )
+        .replace("stop_timeout = \"2s\"", "stop_timeout = \"30s\""),
+    );
+    // Ignores SIGTERM: killed after its 1 s stop timeout.
+    d.write_unit(
+        "stubborn",
+        &unit("trap '' TERM; while true; do sleep 0.05; done", "")
+            .replace("stop_timeout = \"2s\"", "stop_timeout = \"1s\""),
+    );
+    d.wait_state("polite", "running", 10 * SEC);
+    d.wait_state("stubborn", "running", 10 * SEC);
+
+    let t = std::time::Instant::now();
+    assert!(d.rctl(&["stop", "polite"]).status.success());
+    assert!(
+        t.elapsed() < 5 * SEC,
+        "the stop signal ended it: {:?}",
+        t.elapsed()
+    );
+    let s = d.status("polite").unwrap();
+    assert_eq!(s["state"], "stopped");
+    assert_eq!(s["exit_code"], 0);
+    assert!(String::from_utf8_lossy(&d.rctl(&["logs", "polite"]).stdout).contains("got-usr1"));
+
+    let t = std::time::Instant::now();
+    assert!(d.rctl(&["stop", "stubborn"]).status.success());
+    let took = t.elapsed();
+    assert!(took >= SEC && took < 5 * SEC, "SIGKILL after 1 s: {took:?}");
+    assert_eq!(d.status("stubborn").unwrap()["exit_code"], 137);
+}
+
+#[test]
+fn resource_limits_reach_the_cgroup() {
+    let d = Daemon::start();
+    d.write_unit(
+        "limited",
+        &unit(
+            "exec sleep 1000",
+            "[resources]\nmemory = \"64M\"\ncpus = 0.5\npids = 64\n",
+        ),
+    );
+    let pid = pid_of(&d.wait_state("limited", "running", 10 * SEC));
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path_of = |ctrl: &str| -> Option<String> {
+        cgroups.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls
+                .split(',')
+                .any(|c| c == ctrl)
+                .then(|| path.to_string())
+        })
+    };
+    let read = |p: String| std::fs::read_to_string(p).unwrap().trim().to_string();
+    if let Some(p) = path_of("memory") {
+        // cgroup v1 (these machines): one hierarchy per controller.
+        assert_eq!(
+            read(format!("/sys/fs/cgroup/memory{p}/memory.limit_in_bytes")),
+            "67108864"
+        );
+        let cpu = path_of("cpu").unwrap();
+        let quota = ["cpu", "cpu,cpuacct"]
+            .iter()
+            .map(|h| format!("/sys/fs/cgroup/{h}{cpu}/cpu.cfs_quota_us"))
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap();
+        assert_eq!(read(quota), "50000");
+        let pids = path_of("pids").unwrap();
+        assert_eq!(read(format!("/sys/fs/cgroup/pids{pids}/pids.max")), "64");
+    } else {
+        // cgroup v2.
+        let p = path_of("").unwrap();
+        assert_eq!(read(format!("/sys/fs/cgroup{p}/memory.max")), "67108864");
+        assert_eq!(read(format!("/sys/fs/cgroup{p}/cpu.max")), "50000 100000");
+        assert_eq!(read(format!("/sys/fs/cgroup{p}/pids.max")), "64");
+    }
+}
+
+#[test]
+fn reload_rescans_and_status_reads_like_systemctl() {
+    let d = Daemon::start();
+    d.write_unit(
+        "shown",
+        &unit(
+            "echo hello-status; exec sleep 1000",
+            "[restart]\npolicy = \"always\"\n",
+        )
+        .replace(
+            "[container]",
+            "[unit]\ndescription = \"Shown in status\"\n[container]",
+        ),
+    );
+    let s = d.wait_state("shown", "running", 10 * SEC);
+    let out = d.rctl(&["reload"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no changes\n");
+    wait_until(5 * SEC, "log line", || {
+        String::from_utf8_lossy(&d.rctl(&["logs", "shown"]).stdout).contains("hello-status")
+    });
+    let text = String::from_utf8_lossy(&d.rctl(&["status", "shown"]).stdout).to_string();
+    for want in [
+        "● shown - Shown in status",
+        "State: running since",
+        &format!("Pid: {}", pid_of(&s)),
+        "Restarts: 0",
+        "Policy: always",
+        "File: ",
+        "stdout hello-status",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    let list = String::from_utf8_lossy(&d.rctl(&["list"]).stdout).to_string();
+    assert!(
+        list.starts_with("UNIT") && list.contains("shown") && list.contains("running"),
+        "{list}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&d.rctl(&["list", "--output", "json"]).stdout).unwrap();
+    for key in [
+        "name",
+        "state",
+        "pid",
+        "restarts",
+        "exit_code",
+        "error",
+        "spec_hash",
+        "started_at",
+        "file",
+    ] {
+        assert!(json[0].get(key).is_some(), "{key} missing from {json:#}");
+    }
+}

@@ -158,3 +158,45 @@ fn a_killed_shim_does_not_leave_its_container_unsupervised() {
     assert!(pid_alive(new));
     assert_eq!(d.runtime_containers().len(), 1);
 }
+
+#[test]
+fn a_daemon_killed_mid_start_leaves_no_orphan_and_starts_once() {
+    let mut d = Daemon::new();
+    // A runtime that dawdles in `create`, so the daemon can be killed mid-start.
+    let slow = d.dir.path().join("slow-runc");
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = create ] && sleep 1.5; done\nexec runc \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    d.runtime = Some(slow);
+    d.spawn();
+    d.write_unit("mid", &unit("exec sleep 1000", ""));
+    d.wait_state("mid", "starting", 10 * SEC);
+    d.kill();
+    d.runtime = None;
+    d.spawn();
+    let s = d.wait_state("mid", "running", 10 * SEC);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        d.status("mid").unwrap()["pid"],
+        s["pid"],
+        "started once, not disturbed"
+    );
+    assert_eq!(
+        d.runtime_containers(),
+        [s["container_id"].as_str().unwrap()]
+    );
+    let sleeps = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|p| cmdline(*p).starts_with("sleep 1000"))
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains("-mid-"))
+        })
+        .count();
+    assert_eq!(sleeps, 1, "exactly one container process");
+    assert_eq!(d.mounts().len(), 1, "{:?}", d.mounts());
+}
