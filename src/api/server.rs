@@ -15,8 +15,9 @@ use tokio::sync::oneshot;
 
 use super::types::{ErrorBody, Inspect, Reloaded, UnitStatus};
 use crate::daemon::context::{Context, Entry};
+use crate::reconcile::intent::Intent;
 use crate::reconcile::Msg;
-use crate::store::{Record, State as RecState};
+use crate::store::State as RecState;
 use crate::unit::Policy;
 
 /// The API's routes.
@@ -136,43 +137,19 @@ async fn inspect(
     }))
 }
 
-/// Applies an operator intent to a record.
-fn apply_intent(r: &mut Record, verb: &str) {
-    match verb {
-        "stop" => {
-            r.hold = true;
-            r.start_requested = false;
-            r.restart_requested = false;
-        }
-        "start" | "restart" => {
-            r.hold = false;
-            r.restarts = 0;
-            r.backoff_step = 0;
-            r.restart_at_ms = None;
-            r.error = None;
-            if verb == "restart" && r.state == RecState::Running {
-                r.restart_requested = true;
-            } else if r.state != RecState::Running {
-                r.start_requested = true;
-            }
-        }
-        _ => {}
-    }
-}
-
 async fn intent(
     State(ctx): State<Arc<Context>>,
     Path((name, verb)): Path<(String, String)>,
 ) -> Result<Json<UnitStatus>, ApiError> {
-    if !matches!(verb.as_str(), "start" | "stop" | "restart") {
+    let Some(intent) = Intent::from_verb(&verb) else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no such action {verb:?}"),
         ));
-    }
+    };
     {
-        let mut table = ctx.table();
-        let e = table.get_mut(&name).ok_or_else(|| unknown(&name))?;
+        let table = ctx.table();
+        let e = table.get(&name).ok_or_else(|| unknown(&name))?;
         if e.unit.is_none() {
             return Err(ApiError(
                 StatusCode::CONFLICT,
@@ -182,17 +159,9 @@ async fn intent(
                 ),
             ));
         }
-        let now = crate::shim::now_ms();
-        let r = e.record.get_or_insert_with(|| Record::new(&name, now));
-        apply_intent(r, &verb);
-        let r = r.clone();
-        drop(table);
-        ctx.store
-            .save(&r)
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     }
     let (tx, rx) = oneshot::channel();
-    let _ = ctx.tx.send(Msg::ReconcileAndNotify(name.clone(), tx));
+    let _ = ctx.tx.send(Msg::Intent(name.clone(), intent, tx));
     let _ = rx.await;
     let table = ctx.table();
     let e = table.get(&name).ok_or_else(|| unknown(&name))?;

@@ -56,15 +56,30 @@ pub fn recover(ctx: &Context) {
     sweep(ctx, &owned);
 }
 
-/// Kills and deletes runtime containers of this root that no record owns, and removes their
-/// directories: what a crash between steps can leave behind.
+/// Removes what a crash between steps can leave behind: shims and runtime containers of this
+/// root that no running record owns (a start the daemon died in), and instance directories no
+/// record owns at all.
 fn sweep(ctx: &Context, owned: &HashSet<String>) {
     let prefix = ctx.id_prefix();
+    let running: HashSet<(String, i32)> = ctx
+        .table()
+        .values()
+        .filter_map(|e| e.record.as_ref())
+        .filter(|r| r.state == State::Running)
+        .filter_map(|r| Some((r.container_id.clone()?, r.shim_pid?)))
+        .collect();
+    let running_ids: HashSet<&String> = running.iter().map(|(id, _)| id).collect();
+    for (pid, id) in launch::all() {
+        if id.starts_with(&prefix) && !running.contains(&(id.clone(), pid)) {
+            tracing::warn!(container = %id, shim_pid = pid, "killing a shim no running unit owns");
+            launch::kill_group(pid);
+        }
+    }
     match ctx.runtime.list() {
         Ok(list) => {
             for c in list {
-                if c.id.starts_with(&prefix) && !owned.contains(&c.id) {
-                    tracing::warn!(container = %c.id, "removing a container no unit owns");
+                if c.id.starts_with(&prefix) && !running_ids.contains(&c.id) {
+                    tracing::warn!(container = %c.id, "removing a container no running unit owns");
                     let _ = ctx.runtime.kill(&c.id, "SIGKILL", true);
                     let _ = ctx.runtime.delete(&c.id);
                 }

@@ -38,17 +38,22 @@ fn prepare_and_launch(ctx: &Context, unit: &Unit, id: &str) -> Result<Launched, 
     let rootfs = bundle.join("rootfs");
     // Step 5: rootfs. The unit's directory stays untouched: it is the overlay's lower layer.
     Overlay::new(&unit.container.rootfs, &dir, &rootfs).mount()?;
-    // Step 7: OCI spec -> bundle/config.json.
-    let spec = crate::spec::build(unit, &rootfs, &ctx.cgroups_path(id))?;
+    // Step 7: OCI spec -> bundle/config.json, once per instance: it depends only on the
+    // spec-hashed parts of the unit, and a restart of the instance reuses it.
     let config = bundle.join("config.json");
-    let json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Bundle {
-        path: config.clone(),
-        source: std::io::Error::other(e),
-    })?;
-    crate::store::atomic::write(&config, &json).map_err(|source| Error::Bundle {
-        path: config.clone(),
-        source,
-    })?;
+    if !config.exists() {
+        let spec = crate::spec::build(unit, &rootfs, &ctx.cgroups_path(id))?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Bundle {
+            path: config.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        // Rebuilt from the unit whenever missing: no fsync needed, only wholeness.
+        crate::store::atomic::write_with(&config, &json, crate::store::atomic::Sync::None)
+            .map_err(|source| Error::Bundle {
+                path: config.clone(),
+                source,
+            })?;
+    }
     std::fs::create_dir_all(&ctx.paths.logs).map_err(|source| Error::Bundle {
         path: ctx.paths.logs.clone(),
         source,

@@ -2,6 +2,7 @@
 //! parallel. Level-triggered: a reconcile reads the current desired and observed state, never
 //! the event that woke it. A reconcile that wants another look later returns a delay.
 
+pub mod intent;
 pub mod plan;
 pub mod unit;
 
@@ -23,8 +24,8 @@ pub enum Msg {
     Reconcile(String),
     /// Look at every unit in the table.
     ReconcileAll,
-    /// Look at this unit, and answer once a reconcile that began after this request has ended.
-    ReconcileAndNotify(String, oneshot::Sender<()>),
+    /// Apply an operator intent to this unit, reconcile it, and answer once done.
+    Intent(String, intent::Intent, oneshot::Sender<()>),
 }
 
 #[derive(Default)]
@@ -33,6 +34,7 @@ struct Slot {
     dirty: bool,
     current: Vec<oneshot::Sender<()>>,
     next: Vec<oneshot::Sender<()>>,
+    intents: Vec<intent::Intent>,
     delay: Option<delay_queue::Key>,
 }
 
@@ -53,8 +55,9 @@ pub async fn run(
             msg = rx.recv() => match msg {
                 Some(Msg::Reconcile(name)) => { wake.insert(name); }
                 Some(Msg::ReconcileAll) => wake.extend(ctx.table().keys().cloned()),
-                Some(Msg::ReconcileAndNotify(name, tx)) => {
+                Some(Msg::Intent(name, intent, tx)) => {
                     let slot = slots.entry(name.clone()).or_default();
+                    slot.intents.push(intent);
                     if slot.running { slot.next.push(tx) } else { slot.current.push(tx) }
                     wake.insert(name);
                 }
@@ -96,11 +99,12 @@ pub async fn run(
                 let next = std::mem::take(&mut slot.next);
                 slot.current.extend(next);
             }
+            let intents = std::mem::take(&mut slot.intents);
             let ctx = ctx.clone();
             let span = tracing::info_span!("unit", unit = %name);
             tasks.spawn(
                 async move {
-                    let requeue = unit::reconcile(&ctx, &name).await;
+                    let requeue = unit::reconcile(&ctx, &name, &intents).await;
                     (name, requeue)
                 }
                 .instrument(span),

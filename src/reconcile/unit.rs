@@ -12,6 +12,7 @@ use crate::shim::launch;
 use crate::store::{Record, State};
 use crate::unit::Unit;
 
+use super::intent::{self, Intent};
 use super::plan::{plan, Action, Input};
 
 /// After an unexpected error, look again after this long.
@@ -19,8 +20,23 @@ const RETRY: Duration = Duration::from_secs(2);
 /// Bound on steps per reconcile, so a bug can never spin.
 const MAX_STEPS: usize = 16;
 
-/// Reconciles `name` until it matches its desired state; returns when to look again.
-pub async fn reconcile(ctx: &Arc<Context>, name: &str) -> Option<Duration> {
+/// Applies the operator's `intents`, then reconciles `name` until it matches its desired
+/// state; returns when to look again.
+pub async fn reconcile(ctx: &Arc<Context>, name: &str, intents: &[Intent]) -> Option<Duration> {
+    if !intents.is_empty() {
+        let record = {
+            let mut table = ctx.table();
+            let e = table.get_mut(name)?;
+            let r = e.record.get_or_insert_with(|| Record::new(name, now_ms()));
+            for &i in intents {
+                intent::apply(r, i);
+            }
+            r.clone()
+        };
+        if let Err(e) = save(ctx, record) {
+            tracing::error!("{e}");
+        }
+    }
     for _ in 0..MAX_STEPS {
         let (unit, record) = {
             let table = ctx.table();
@@ -97,6 +113,13 @@ fn save(ctx: &Context, record: Record) -> Result<(), pipeline::Error> {
         path: e.path,
         source: e.source,
     })
+}
+
+/// Updates the table's copy of a record without persisting it.
+fn set(ctx: &Context, record: Record) {
+    if let Some(e) = ctx.table().get_mut(&record.unit) {
+        e.record = Some(record);
+    }
 }
 
 fn set_error(ctx: &Context, name: &str, error: String) {
@@ -368,8 +391,9 @@ async fn start(
     r.set_state(State::Starting, now);
     r.shim_pid = None;
     r.shim_start = None;
-    // Persisted before anything runs: a crash from here on is cleaned up at the next start.
-    save(ctx, r.clone())?;
+    // Shown, not persisted: after a crash from here on, recovery finds the instance's shim or
+    // container not owned by a running record and removes it (see daemon::recover).
+    set(ctx, r.clone());
     let permit = ctx.start_permits.acquire().await;
     let result = pipeline::start::start(ctx, unit, &id).await;
     drop(permit);

@@ -159,19 +159,30 @@ pub async fn wait(pid: i32, start: u64) {
 
 /// Pids of shims running container `id` (from /proc), for a start the daemon did not see end.
 pub fn find(id: &str) -> Vec<i32> {
-    let needle = format!("\0--id\0{id}\0");
+    all()
+        .into_iter()
+        .filter(|(_, i)| i == id)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every rcd-shim process on the host with the container id it runs.
+pub fn all() -> Vec<(i32, String)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    let c = String::from_utf8_lossy(&c);
-                    c.contains("rcd-shim") && c.contains(&needle)
-                })
-                .unwrap_or(false)
+        .filter_map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+            let is_shim = args.first().is_some_and(|a| a.ends_with(b"rcd-shim"));
+            if !is_shim {
+                return None;
+            }
+            let at = args.iter().position(|a| *a == b"--id")?;
+            let id = String::from_utf8_lossy(args.get(at + 1)?).into_owned();
+            Some((pid, id))
         })
         .collect()
 }

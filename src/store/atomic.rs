@@ -3,10 +3,32 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Distinguishes concurrent writers' temporary files within one process.
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// How durable a write must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// Data fsynced before the rename: after any crash the file is the old or the new one,
+    /// whole. The rename itself may be lost to a power cut, which only matters to state that
+    /// outlives a reboot; container state does not.
+    Data,
+    /// Also fsync the directory, so the new content survives a power cut.
+    Durable,
+    /// No fsync: whole-or-old against a process crash only (files rebuilt from state).
+    None,
+}
 
 /// Replaces `path` with `data` so that a reader, even after a crash, sees the old or the new
 /// content whole, never a mix.
 pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_with(path, data, Sync::Durable)
+}
+
+/// `write` with a chosen durability.
+pub fn write_with(path: &Path, data: &[u8], sync: Sync) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -14,16 +36,22 @@ pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let tmp = dir.join(format!(
-        ".{}.tmp{}",
+        ".{}.tmp{}.{}",
         name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if sync != Sync::None {
+            f.sync_data()?;
+        }
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        if sync == Sync::Durable {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -31,10 +59,15 @@ pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
     result
 }
 
-/// Serializes `value` as JSON and writes it atomically.
+/// Serializes `value` as JSON and writes it atomically and durably.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_json_with(path, value, Sync::Durable)
+}
+
+/// `write_json` with a chosen durability.
+pub fn write_json_with<T: serde::Serialize>(path: &Path, value: &T, sync: Sync) -> io::Result<()> {
     let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
-    write(path, &data)
+    write_with(path, &data, sync)
 }
 
 /// Reads a JSON file; None if it does not exist.

@@ -163,10 +163,12 @@ impl Store {
         self.dir.join(format!("{unit}.json"))
     }
 
-    /// Writes a record atomically.
+    /// Writes a record atomically (data fsynced; see `atomic::Sync::Data` for why not the
+    /// directory: records describe containers, which do not outlive a reboot).
     pub fn save(&self, record: &Record) -> Result<(), Error> {
         let path = self.path(&record.unit);
-        atomic::write_json(&path, record).map_err(|source| Error { path, source })
+        atomic::write_json_with(&path, record, atomic::Sync::Data)
+            .map_err(|source| Error { path, source })
     }
 
     /// Deletes a unit's record.

@@ -86,21 +86,31 @@ fn always_and_unless_stopped_restart_on_any_exit_with_growing_backoff() {
     let d = Daemon::start();
     d.write_unit(
         "a",
-        &unit("cut -d' ' -f1 /proc/uptime; exit 0", &policy("always", "")),
+        &unit(
+            "cut -d' ' -f1 /proc/uptime; exit 0",
+            "[restart]\npolicy = \"always\"\ndelay = \"200ms\"\n",
+        ),
     );
+    d.write_unit("a1", &unit("exit 1", &policy("always", "")));
     d.write_unit("u", &unit("exit 1", &policy("unless-stopped", "")));
-    settled(&d, "a", "restarting", 5);
-    settled(&d, "u", "restarting", 3);
-    // The gaps between runs of `a` grow: 50, 100, 200, 400 ms ...
-    let out = d.rctl(&["logs", "a"]);
-    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    assert!(times.len() >= 5, "{times:?}");
+    d.write_unit("u0", &unit("exit 0", &policy("unless-stopped", "")));
+    for (name, code) in [("a1", 1), ("u", 1), ("u0", 0)] {
+        let s = settled(&d, name, "restarting", 3);
+        assert_eq!(s["exit_code"], code, "{name}");
+    }
+    // The gaps between runs of `a` grow: 200, 400, 800 ms after each exit.
+    let mut times: Vec<f64> = Vec::new();
+    wait_until(10 * SEC, "four runs of a", || {
+        let out = d.rctl(&["logs", "a"]);
+        times = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        times.len() >= 4
+    });
     let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(
-        gaps[3] > gaps[0] * 2.0 && gaps[3] >= 0.35,
+        gaps[1] - gaps[0] > 0.1 && gaps[2] - gaps[1] > 0.25,
         "backoff must grow: gaps {gaps:?}"
     );
     let s = d.status("a").unwrap();

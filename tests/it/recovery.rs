@@ -70,11 +70,13 @@ fn exits_while_the_daemon_is_down_are_recorded_and_policies_applied() {
     };
     d.write_unit("stay", &unit(script, &extra("no")));
     d.write_unit("again", &unit(script, &extra("on-failure")));
-    d.wait_state("stay", "running", 10 * SEC);
+    let stay = pid_of(&d.wait_state("stay", "running", 10 * SEC));
     let again = pid_of(&d.wait_state("again", "running", 10 * SEC));
     d.kill();
     std::fs::write(flag.join("go"), "").unwrap();
-    wait_until(5 * SEC, "containers exited", || !pid_alive(again));
+    wait_until(5 * SEC, "containers exited", || {
+        !pid_alive(again) && !pid_alive(stay)
+    });
     std::fs::remove_file(flag.join("go")).unwrap();
     d.spawn();
     let s = d.wait_state("stay", "exited", 5 * SEC);
