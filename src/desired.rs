@@ -18,9 +18,18 @@ pub fn scan(ctx: &Context) -> BTreeSet<String> {
             *ctx.dir_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
             listing
         }
-        Err(Listing::Missing) => {
+        Err(Listing::Missing) if ctx.table().values().all(|e| !e.present) => {
+            // Nothing was ever loaded from it: an empty start, waiting for it to appear.
             *ctx.dir_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
             Vec::new()
+        }
+        Err(Listing::Missing) => {
+            // A directory that vanishes (an unmounted /etc, a mistaken rename) says nothing
+            // about what should run: keep everything; an empty directory removes all.
+            let reason = "does not exist; keeping the units loaded from it".to_string();
+            tracing::error!(dir = %dir.display(), "units directory {reason}");
+            *ctx.dir_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+            return BTreeSet::new();
         }
         Err(Listing::Refused(reason)) => {
             // Keep everything as it is: an untrusted directory changes nothing.
@@ -30,53 +39,42 @@ pub fn scan(ctx: &Context) -> BTreeSet<String> {
         }
     };
 
-    // Read and parse outside the table lock.
+    // Read and parse outside the table lock; a file whose bytes and ownership are as last seen
+    // is not parsed again.
+    let known: std::collections::HashMap<String, [u8; 32]> = ctx
+        .table()
+        .iter()
+        .filter(|(_, e)| e.present)
+        .filter_map(|(n, e)| Some((n.clone(), e.digest?)))
+        .collect();
     let mut seen = Vec::with_capacity(listing.len());
     for (name, path) in listing {
-        let read = std::fs::read(&path);
-        seen.push((name, path, read));
+        let digest = fingerprint(&path);
+        let outcome = match digest {
+            Some(d) if known.get(&name) == Some(&d) => None,
+            _ => Some(unit::load_file(&path)),
+        };
+        seen.push((name, path, digest, outcome));
     }
 
     let mut changed = BTreeSet::new();
     let mut table = ctx.table();
     let mut present = BTreeSet::new();
-    for (name, path, read) in seen {
+    for (name, path, digest, outcome) in seen {
         present.insert(name.clone());
         let entry = table.entry(name.clone()).or_default();
-        let bytes = match read {
-            Ok(b) => b,
-            Err(e) => {
-                entry.file_error = Some(format!("{}: cannot read: {e}", path.display()));
-                entry.digest = None;
-                entry.present = true;
-                continue;
-            }
-        };
-        let digest: [u8; 32] = Sha256::digest(&bytes).into();
-        if entry.present && entry.digest == Some(digest) && entry.file.as_deref() == Some(&path) {
-            continue;
-        }
         entry.present = true;
-        entry.digest = Some(digest);
         entry.file = Some(path.clone());
-        let parsed = unit::trust::check(&path).and_then(|()| {
-            let text = String::from_utf8(bytes).map_err(|_| unit::Error::Invalid {
-                diagnostics: vec![unit::Diagnostic {
-                    file: path.clone(),
-                    line: 1,
-                    column: 1,
-                    message: "file is not valid UTF-8".into(),
-                }],
-            })?;
-            unit::parse(&name, &path, &text)
-                .map_err(|diagnostics| unit::Error::Invalid { diagnostics })
-        });
-        match parsed {
+        let Some(outcome) = outcome else { continue };
+        entry.digest = digest;
+        match outcome {
             Ok(u) => {
                 entry.file_error = None;
                 if entry.unit.as_deref() != Some(&u) {
                     tracing::info!(unit = %name, file = %path.display(), "unit loaded");
                     entry.unit = Some(Arc::new(u));
+                    changed.insert(name);
+                } else if entry.record.is_none() {
                     changed.insert(name);
                 }
             }
@@ -98,6 +96,26 @@ pub fn scan(ctx: &Context) -> BTreeSet<String> {
         }
     }
     changed
+}
+
+/// Digest of a unit file's bytes (capped), owner and mode: what decides whether it must be
+/// read again (a chmod that makes a refused file acceptable counts as a change).
+fn fingerprint(path: &Path) -> Option<[u8; 32]> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(2 * 1024 * 1024)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let mut h = Sha256::new();
+    h.update(meta.uid().to_le_bytes());
+    h.update(meta.gid().to_le_bytes());
+    h.update(meta.mode().to_le_bytes());
+    h.update(&bytes);
+    Some(h.finalize().into())
 }
 
 enum Listing {

@@ -27,6 +27,7 @@
 //! [`pipeline`], [`rootfs`], [`spec`], [`runtime`], [`shim`], [`logs`], [`store`], [`api`],
 //! [`ctl`], [`daemon`], [`config`].
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod api;
 pub mod config;

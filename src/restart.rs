@@ -78,10 +78,21 @@ pub fn decide(
     }
 }
 
-/// `delay * 2^step`, capped at `max`.
+/// Where consecutive quick failures back off from when the configured delay is zero (Docker's
+/// first delay).
+pub const ZERO_DELAY_FLOOR: Duration = Duration::from_millis(100);
+
+/// `delay * 2^step`, capped at `max`. A zero delay restarts at once, but only the first time in
+/// a row: further quick failures back off from `ZERO_DELAY_FLOOR`, so a restart is never a tight
+/// loop unless the operator also sets `max_delay` (or `reset_after`) to zero.
 pub fn backoff(delay: Duration, max: Duration, step: u32) -> Duration {
-    let factor = 2u32.checked_pow(step.min(31)).unwrap_or(u32::MAX);
-    delay.checked_mul(factor).unwrap_or(max).min(max)
+    let (base, exp) = match (delay.is_zero(), step) {
+        (true, 0) => return Duration::ZERO,
+        (true, s) => (ZERO_DELAY_FLOOR, s - 1),
+        (false, s) => (delay, s),
+    };
+    let factor = 2u32.checked_pow(exp.min(31)).unwrap_or(u32::MAX);
+    base.checked_mul(factor).unwrap_or(max).min(max)
 }
 
 #[cfg(test)]
@@ -200,6 +211,14 @@ mod tests {
             [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200, 60000, 60000]
         );
         assert_eq!(backoff(d, max, 1000), max);
-        assert_eq!(backoff(Duration::ZERO, max, 5), Duration::ZERO);
+        let zero: Vec<u128> = (0..4)
+            .map(|s| backoff(Duration::ZERO, max, s).as_millis())
+            .collect();
+        assert_eq!(
+            zero,
+            [0, 100, 200, 400],
+            "a zero delay is immediate once, then backs off"
+        );
+        assert_eq!(backoff(Duration::ZERO, Duration::ZERO, 7), Duration::ZERO);
     }
 }

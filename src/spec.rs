@@ -87,7 +87,9 @@ fn build_inner(
     if !c.env.contains_key("PATH") {
         env.push(DEFAULT_PATH.to_string());
     }
-    env.push(format!("HOSTNAME={}", c.hostname));
+    if !c.env.contains_key("HOSTNAME") {
+        env.push(format!("HOSTNAME={}", c.hostname));
+    }
     env.extend(c.env.iter().map(|(k, v)| format!("{k}={v}")));
     let process = ProcessBuilder::default()
         .terminal(false)

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::types::{ErrorBody, Inspect, Reloaded, UnitStatus};
+use super::types::{DaemonInfo, ErrorBody, Inspect, Reloaded, UnitStatus};
 use crate::daemon::context::{Context, Entry};
 use crate::reconcile::intent::Intent;
 use crate::reconcile::Msg;
@@ -29,6 +29,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/units/{name}/logs", get(logs))
         .route("/v1/units/{name}/{verb}", post(intent))
         .route("/v1/reload", post(reload))
+        .route("/v1/daemon", get(daemon))
         .with_state(ctx)
 }
 
@@ -100,6 +101,20 @@ pub fn status_of(name: &str, e: &Entry) -> UnitStatus {
         description: e.unit.as_ref().and_then(|u| u.description.clone()),
         container_id: r.and_then(|r| r.container_id.clone()),
     }
+}
+
+async fn daemon(State(ctx): State<Arc<Context>>) -> Json<DaemonInfo> {
+    Json(DaemonInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        units_dir: ctx.units_dir.display().to_string(),
+        root: ctx.paths.root.display().to_string(),
+        runtime: ctx.runtime.binary.display().to_string(),
+        units_dir_error: ctx
+            .dir_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+    })
 }
 
 async fn list(State(ctx): State<Arc<Context>>) -> Json<Vec<UnitStatus>> {

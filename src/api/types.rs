@@ -70,3 +70,18 @@ pub struct Reloaded {
     /// Units whose desired state changed.
     pub changed: Vec<String>,
 }
+
+/// The daemon itself, for `rctl` to warn about.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// rcd's version.
+    pub version: String,
+    /// The units directory.
+    pub units_dir: String,
+    /// The state root.
+    pub root: String,
+    /// The OCI runtime.
+    pub runtime: String,
+    /// Why the units directory is not being read, if it is not.
+    pub units_dir_error: Option<String>,
+}

@@ -33,6 +33,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let config = rcd::config::Config {
@@ -47,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async move {
+        let _lock = rcd::daemon::lock_root(&config.root)?;
         let listener = rcd::daemon::bind_socket(&config.socket)?;
         rcd::daemon::run(config, listener, rcd::daemon::shutdown_signal()).await?;
         Ok(())

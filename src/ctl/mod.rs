@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::client::{Client, Error as ClientError};
-use crate::api::types::{Inspect, Reloaded, UnitStatus};
+use crate::api::types::{DaemonInfo, Inspect, Reloaded, UnitStatus};
 
 /// Exit codes, as `rctl --help` documents them.
 pub mod exit {
@@ -195,7 +195,20 @@ fn check(paths: Vec<PathBuf>) -> i32 {
     }
 }
 
+/// Warns on stderr when the daemon is not reading its units directory.
+async fn warn_daemon(client: &Client) {
+    if let Ok(info) = client.get::<DaemonInfo>("/v1/daemon").await {
+        if let Some(e) = info.units_dir_error {
+            eprintln!(
+                "warning: units directory {} is not being read: {e}",
+                info.units_dir
+            );
+        }
+    }
+}
+
 async fn status(client: &Client, units: Vec<String>, output: Output) -> Result<(), ClientError> {
+    warn_daemon(client).await;
     let all: Vec<UnitStatus> = if units.is_empty() {
         client.get("/v1/units").await?
     } else {
@@ -230,6 +243,7 @@ async fn status(client: &Client, units: Vec<String>, output: Output) -> Result<(
 }
 
 async fn list(client: &Client, output: Output) -> Result<(), ClientError> {
+    warn_daemon(client).await;
     let all: Vec<UnitStatus> = client.get("/v1/units").await?;
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());

@@ -91,6 +91,27 @@ fn pick_shim(config: &Config) -> Result<PathBuf, Error> {
     find_on_path(&["rcd-shim"]).ok_or_else(|| Error::Shim("not beside rcd nor on PATH".into()))
 }
 
+/// Takes the state root for this process: two daemons on one root would fight over every
+/// container. Hold the returned lock for the daemon's lifetime.
+pub fn lock_root(root: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+    std::fs::create_dir_all(root).map_err(io(root))?;
+    let path = root.join("rcd.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        Error::Io {
+            path: path.clone(),
+            source: std::io::Error::other(format!(
+                "another rcd is running on this root ({e}); give each daemon its own --root"
+            )),
+        }
+    })
+}
+
 /// Binds the API socket: root's, mode 0660, group `rcd` if that group exists.
 pub fn bind_socket(path: &Path) -> Result<UnixListener, Error> {
     if let Some(dir) = path.parent() {

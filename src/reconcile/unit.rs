@@ -39,8 +39,15 @@ pub async fn reconcile(ctx: &Arc<Context>, name: &str, intents: &[Intent]) -> Op
     }
     for _ in 0..MAX_STEPS {
         let (unit, record) = {
-            let table = ctx.table();
+            let mut table = ctx.table();
             match table.get(name) {
+                Some(e) if e.unit.is_none() && e.record.is_none() => {
+                    // Nothing ran and nothing should: forget a file that is gone.
+                    if !e.present {
+                        table.remove(name);
+                    }
+                    return None;
+                }
                 Some(e) => (e.unit.clone(), e.record.clone()),
                 None => return None,
             }
@@ -382,7 +389,9 @@ async fn start(
     let id = match (&r.container_id, &r.spec_hash) {
         (Some(id), Some(h)) if *h == unit.spec_hash => id.clone(),
         _ => {
-            r.generation += 1;
+            // Unique across the unit's lifetimes too (a record is forgotten when its file goes,
+            // and the old instance may still be cleaned up in the background).
+            r.generation = (r.generation + 1).max(now);
             ctx.container_id(&unit.name, r.generation)
         }
     };

@@ -191,7 +191,7 @@ pub fn all() -> Vec<(i32, String)> {
 pub fn kill_group(pid: i32) {
     use nix::sys::signal::{kill, killpg, Signal};
     use nix::unistd::Pid;
-    // The shim leads its own session and group (it called setsid).
+    // The shim leads its own process group (it called setpgid after detaching).
     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
 }

@@ -104,7 +104,12 @@ fn detach() -> Result<(), i32> {
     // SAFETY: still single-threaded.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { .. }) => Err(0),
-        Ok(ForkResult::Child) => Ok(()),
+        Ok(ForkResult::Child) => {
+            // Lead a process group of our own, so the daemon can end us and the runtime calls
+            // we make in one signal (launch::kill_group).
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            Ok(())
+        }
         Err(_) => Err(1),
     }
 }

@@ -132,3 +132,76 @@ fn a_hundred_malformed_files_are_each_reported_and_the_daemon_is_unharmed() {
         );
     }
 }
+
+#[test]
+fn an_untrusted_or_vanished_directory_changes_nothing_and_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start();
+    d.write_unit("web", &unit("exec sleep 1000", ""));
+    let pid = pid_of(&d.wait_state("web", "running", 10 * SEC));
+
+    // Group-writable directory: refused, reported, the container untouched.
+    std::fs::set_permissions(&d.units, std::fs::Permissions::from_mode(0o775)).unwrap();
+    d.write_unit("new", &unit("exec sleep 1000", ""));
+    wait_until(5 * SEC, "refusal reported", || {
+        String::from_utf8_lossy(&d.rctl(&["list"]).stderr).contains("not being read")
+    });
+    assert!(
+        d.status("new").is_none(),
+        "nothing loads from an untrusted directory"
+    );
+    assert_eq!(pid_of(&d.status("web").unwrap()), pid);
+    std::fs::set_permissions(&d.units, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d.wait_state("new", "running", 10 * SEC);
+
+    // A file others may write is refused; fixing only its mode loads it.
+    let loose = d.units.join("loose.toml");
+    std::fs::write(&loose, unit("exec sleep 1000", "")).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o666)).unwrap();
+    wait_until(5 * SEC, "loose refused", || {
+        d.status("loose")
+            .is_some_and(|s| s["error"].as_str().is_some_and(|e| e.contains("writable")))
+    });
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    d.wait_state("loose", "running", 10 * SEC);
+
+    // The directory vanishes: everything keeps running; an empty directory removes all.
+    let moved = d.dir.path().join("moved");
+    std::fs::rename(&d.units, &moved).unwrap();
+    wait_until(5 * SEC, "vanished reported", || {
+        String::from_utf8_lossy(&d.rctl(&["list"]).stderr).contains("does not exist")
+    });
+    assert_eq!(pid_of(&d.status("web").unwrap()), pid);
+    std::fs::create_dir(&d.units).unwrap();
+    wait_until(10 * SEC, "all removed", || d.statuses().is_empty());
+    assert!(!pid_alive(pid));
+
+    // A never-started unit whose file goes is forgotten at once.
+    d.write_unit(
+        "idle",
+        &unit("exec sleep 1000", "[install]\nautostart = false\n"),
+    );
+    d.wait_state("idle", "pending", 5 * SEC);
+    d.remove_unit("idle");
+    wait_until(5 * SEC, "idle forgotten", || d.status("idle").is_none());
+}
+
+#[test]
+fn a_second_daemon_on_the_same_root_is_refused() {
+    let d = Daemon::start();
+    let out = std::process::Command::new(RCD)
+        .arg("--units-dir")
+        .arg(&d.units)
+        .arg("--root")
+        .arg(&d.root)
+        .arg("--socket")
+        .arg(d.dir.path().join("other.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another rcd is running"));
+    assert!(
+        d.rctl(&["list"]).status.success(),
+        "the first one is unharmed"
+    );
+}
