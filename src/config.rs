@@ -72,6 +72,14 @@ impl Paths {
     }
 }
 
+/// A short digest of a state root, in container ids and cgroup paths, so that daemons on
+/// different roots never collide.
+pub fn root_tag(root: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(root.to_string_lossy().as_bytes());
+    hex::encode(&digest[..3])
+}
+
 /// Finds the first of `names` that is an executable file on PATH.
 pub fn find_on_path(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());

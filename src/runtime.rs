@@ -75,10 +75,48 @@ impl Runtime {
         cmd
     }
 
-    /// `create`: the container's init waits for `start`. Its stdio are the given handles,
+    /// `run --detach`: creates and starts the container in one runtime call (one exec fewer
+    /// than create + start) and returns once its process runs. Its stdio are the given handles,
     /// so the runtime's error goes to `log` (JSON lines) as well.
+    pub fn run_detached(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        log: &Path,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<(), Error> {
+        self.spawn_container(
+            "run",
+            &["--detach"],
+            id,
+            bundle,
+            pid_file,
+            log,
+            stdout,
+            stderr,
+        )
+    }
+
+    /// `create`: the container's init waits for `start`. Stdio and log as for `run_detached`.
     pub fn create(
         &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        log: &Path,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<(), Error> {
+        self.spawn_container("create", &[], id, bundle, pid_file, log, stdout, stderr)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_container(
+        &self,
+        op: &'static str,
+        flags: &[&str],
         id: &str,
         bundle: &Path,
         pid_file: &Path,
@@ -91,7 +129,8 @@ impl Runtime {
             .arg(log)
             .arg("--log-format")
             .arg("json")
-            .arg("create")
+            .arg(op)
+            .args(flags)
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
@@ -102,14 +141,14 @@ impl Runtime {
             .stderr(stderr);
         let status = cmd.status().map_err(|source| Error::Exec {
             binary: self.binary.clone(),
-            op: "create",
+            op,
             source,
         })?;
         if status.success() {
             return Ok(());
         }
         Err(Error::Failed {
-            op: "create",
+            op,
             id: id.to_string(),
             message: last_log_error(log).unwrap_or_else(|| format!("exited with {status}")),
         })

@@ -5,11 +5,32 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-/// How long events are gathered into one rescan.
+/// How long a burst of in-progress events (a file being written) must stay quiet before a rescan.
 pub const DEBOUNCE: Duration = Duration::from_millis(10);
+
+/// What an event means for the next rescan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tick {
+    /// A change that is complete when seen (a rename into place, a close after writing, a
+    /// removal, a lost-events signal): rescan at once.
+    Settled,
+    /// A change that may be in progress (created, written, attributes): rescan once quiet.
+    Busy,
+}
+
+/// Classifies an event; None for noise (opens and reads, including the scan's own).
+fn classify(kind: &EventKind) -> Option<Tick> {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Tick::Settled),
+        EventKind::Access(_) => None,
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => Some(Tick::Settled),
+        _ => Some(Tick::Busy),
+    }
+}
 
 /// A running watcher; dropping it stops the watching.
 pub struct DirWatcher {
@@ -25,22 +46,20 @@ fn identity(p: &Path) -> Option<(u64, u64)> {
 }
 
 impl DirWatcher {
-    /// Starts watching `dir`; every event sends a tick on the returned channel.
-    pub fn start(dir: &Path) -> notify::Result<(Self, mpsc::UnboundedReceiver<()>)> {
+    /// Starts watching `dir`; every relevant event sends a tick on the returned channel.
+    pub fn start(dir: &Path) -> notify::Result<(Self, mpsc::UnboundedReceiver<Tick>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let target = dir.to_path_buf();
-        // Any relevant event, and any overflow (need_rescan), only means "look again".
+        // A relevant event only means "look again": the rescan decides what changed.
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let relevant = match &event {
-                Ok(e) => {
-                    e.paths.is_empty()
-                        || e.need_rescan()
-                        || e.paths.iter().any(|p| concerns(&target, p))
-                }
-                Err(_) => true,
+            let tick = match &event {
+                Ok(e) if e.need_rescan() || e.paths.is_empty() => Some(Tick::Settled),
+                Ok(e) if e.paths.iter().any(|p| concerns(&target, p)) => classify(&e.kind),
+                Ok(_) => None,
+                Err(_) => Some(Tick::Settled),
             };
-            if relevant {
-                let _ = tx.send(());
+            if let Some(t) = tick {
+                let _ = tx.send(t);
             }
         })?;
         let mut w = DirWatcher {
@@ -90,16 +109,27 @@ fn concerns(dir: &Path, path: &Path) -> bool {
     path.parent() == Some(dir) || dir.starts_with(path)
 }
 
-/// Waits for a tick, then for the burst to settle; false when the watcher is gone.
-pub async fn next_burst(rx: &mut mpsc::UnboundedReceiver<()>) -> bool {
-    if rx.recv().await.is_none() {
-        return false;
+/// Waits for a tick; a settled one returns at once, a busy one once the burst has been quiet for
+/// `DEBOUNCE`. False when the watcher is gone.
+pub async fn next_burst(rx: &mut mpsc::UnboundedReceiver<Tick>) -> bool {
+    match rx.recv().await {
+        None => return false,
+        Some(Tick::Settled) => {
+            // Take what else is already queued: one rescan covers it.
+            while rx.try_recv().is_ok() {}
+            return true;
+        }
+        Some(Tick::Busy) => {}
     }
     // Bounded, so a directory that never stops changing is still rescanned.
     let deadline = tokio::time::Instant::now() + DEBOUNCE * 10;
     while tokio::time::Instant::now() < deadline {
         match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-            Ok(Some(())) => continue,
+            Ok(Some(Tick::Settled)) => {
+                while rx.try_recv().is_ok() {}
+                return true;
+            }
+            Ok(Some(Tick::Busy)) => continue,
             Ok(None) => return false,
             Err(_) => return true,
         }
@@ -110,6 +140,35 @@ pub async fn next_burst(rx: &mut mpsc::UnboundedReceiver<()>) -> bool {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    #[test]
+    fn event_kinds() {
+        use super::Tick;
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode,
+        };
+        let cases = [
+            (EventKind::Access(AccessKind::Open(AccessMode::Any)), None),
+            (EventKind::Access(AccessKind::Close(AccessMode::Read)), None),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                Some(Tick::Settled),
+            ),
+            (
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                Some(Tick::Settled),
+            ),
+            (
+                EventKind::Remove(notify::event::RemoveKind::File),
+                Some(Tick::Settled),
+            ),
+            (EventKind::Create(CreateKind::File), Some(Tick::Busy)),
+            (EventKind::Modify(ModifyKind::Any), Some(Tick::Busy)),
+        ];
+        for (kind, want) in cases {
+            assert_eq!(super::classify(&kind), want, "{kind:?}");
+        }
+    }
 
     #[test]
     fn relevant_paths() {

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::Paths;
@@ -67,10 +66,9 @@ impl Context {
         store: Store,
         tx: mpsc::UnboundedSender<Msg>,
     ) -> Self {
-        let digest = Sha256::digest(paths.root.to_string_lossy().as_bytes());
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Context {
-            tag: hex::encode(&digest[..3]),
+            tag: crate::config::root_tag(&paths.root),
             paths,
             units_dir,
             runtime,

@@ -133,10 +133,14 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, Error> {
 
 /// Runs the daemon until `shutdown` resolves. Containers keep running afterwards.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listener: UnixListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Events name absolute paths; so must the directory they are compared with.
+    for p in [&mut config.units_dir, &mut config.root] {
+        *p = std::path::absolute(&*p).map_err(io(p))?;
+    }
     let runtime_bin = pick_runtime(&config)?;
     let shim = pick_shim(&config)?;
     let paths = Paths::new(&config.root);

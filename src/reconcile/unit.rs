@@ -208,13 +208,22 @@ async fn observe_exit(
         ),
         None => Decision::Stay,
     };
-    // A restart reuses the mounted rootfs; anything else unmounts it.
-    let depth = match decision {
-        Decision::Restart { .. } => Depth::Runtime,
-        _ => Depth::Unmount,
-    };
-    pipeline::cleanup::instance(ctx, &id, depth).await?;
+    // A restart reuses the mounted rootfs; anything else unmounts it. A recorded exit means
+    // the shim already deleted the container from the runtime.
+    let restart = matches!(decision, Decision::Restart { .. });
+    match (exit.is_some(), restart) {
+        (true, true) => {}
+        (true, false) => pipeline::cleanup::unmount(ctx, &id).await?,
+        (false, true) => pipeline::cleanup::instance(ctx, &id, Depth::Runtime).await?,
+        (false, false) => pipeline::cleanup::instance(ctx, &id, Depth::Unmount).await?,
+    }
     apply(&mut r, decision, at.max(now), now);
+    if r.state == State::Restarting && r.restart_at_ms.is_some_and(|t| t <= now) {
+        // Restarting right now: the start persists the record. After a crash in between, the
+        // exit is observed again from its file, and counted once.
+        set(ctx, r);
+        return Ok(());
+    }
     save(ctx, r)
 }
 

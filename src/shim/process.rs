@@ -59,7 +59,6 @@ pub fn run(opts: Options) -> i32 {
             send(&mut sync, &report);
             drop(sync);
             let exit = wait_exit(pid);
-            log_shim(&format!("container exited: {exit:?}"));
             // The init is gone, so the kernel ended the rest of its pid namespace; the
             // copiers end when the last writer closes. Bound the wait anyway.
             for c in copiers {
@@ -68,12 +67,15 @@ pub fn run(opts: Options) -> i32 {
                     std::thread::sleep(Duration::from_millis(5));
                 }
             }
-            log_shim("output copied");
-            if let Err(e) = store::atomic::write_json(&opts.dir.join(EXIT_FILE), &exit) {
-                log_shim(&format!("cannot record exit {exit:?}: {e}"));
-            }
+            // Deleted before the exit is recorded: an exit file means the runtime no longer
+            // knows the container, so the daemon can restart it without a delete of its own.
             if let Err(e) = runtime.delete(&opts.id) {
                 log_shim(&format!("{e}"));
+            }
+            let path = opts.dir.join(EXIT_FILE);
+            if let Err(e) = store::atomic::write_json_with(&path, &exit, store::atomic::Sync::Data)
+            {
+                log_shim(&format!("cannot record exit {exit:?}: {e}"));
             }
             reap_strays();
             0
@@ -131,7 +133,7 @@ fn start(opts: &Options, runtime: &Runtime) -> Result<(Pid, Copiers), String> {
     let _ = std::fs::remove_file(&runtime_log);
     let _ = std::fs::remove_file(opts.dir.join(EXIT_FILE));
     runtime
-        .create(
+        .run_detached(
             &opts.id,
             &opts.bundle,
             &pid_file,
@@ -150,7 +152,6 @@ fn start(opts: &Options, runtime: &Runtime) -> Result<(Pid, Copiers), String> {
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
         .ok_or_else(|| format!("runtime wrote no pid to {}", pid_file.display()))?;
-    runtime.start(&opts.id).map_err(|e| e.to_string())?;
     Ok((Pid::from_raw(pid), copiers))
 }
 

@@ -57,6 +57,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub child: Option<Child>,
     pub runtime: Option<PathBuf>,
+    /// Working directory for the daemon (to test relative paths).
+    pub cwd: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -75,6 +77,7 @@ impl Daemon {
             dir,
             child: None,
             runtime: None,
+            cwd: None,
         }
     }
 
@@ -108,6 +111,9 @@ impl Daemon {
             .stderr(log);
         if let Some(rt) = &self.runtime {
             cmd.arg("--runtime").arg(rt);
+        }
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
         }
         self.child = Some(cmd.spawn().expect("spawn rcd"));
         wait_until(Duration::from_secs(10), "daemon answers", || {
@@ -264,6 +270,7 @@ impl Drop for Daemon {
         for m in self.mounts() {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
+        rcd::pipeline::cleanup::remove_cgroup_parents(&rcd::config::root_tag(&self.root));
     }
 }
 

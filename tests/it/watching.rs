@@ -205,3 +205,55 @@ fn a_second_daemon_on_the_same_root_is_refused() {
         "the first one is unharmed"
     );
 }
+
+#[test]
+fn an_idle_daemon_does_not_rescan() {
+    let d = Daemon::start();
+    for i in 0..20 {
+        d.write_unit(
+            &format!("idle{i}"),
+            &unit("exec sleep 1000", "[install]\nautostart = false\n"),
+        );
+    }
+    wait_until(10 * SEC, "all loaded", || d.statuses().len() == 20);
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = d.child.as_ref().unwrap().id();
+    let reads = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("syscr: ")?.parse().ok())
+            .unwrap()
+    };
+    let before = reads();
+    std::thread::sleep(Duration::from_secs(1));
+    let after = reads();
+    // A rescan reads 20 files; an idle daemon reads nothing (no polling, no event echo).
+    assert!(
+        after - before < 10,
+        "{} read syscalls in 1 s of idling",
+        after - before
+    );
+}
+
+#[test]
+fn a_relative_units_dir_is_watched() {
+    let mut d = Daemon::new();
+    let rel = std::path::PathBuf::from(d.units.file_name().unwrap());
+    let abs = std::mem::replace(&mut d.units, rel);
+    d.cwd = Some(d.dir.path().to_path_buf());
+    d.spawn();
+    d.units = abs;
+    d.write_unit("rel", &unit("exec sleep 1000", ""));
+    d.wait_state("rel", "running", 10 * SEC);
+    // Removing the last unit leaves no parent cgroup behind.
+    d.remove_unit("rel");
+    wait_until(10 * SEC, "gone", || d.statuses().is_empty());
+    let tag = rcd::config::root_tag(&d.root);
+    wait_until(5 * SEC, "parent cgroups removed", || {
+        std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .all(|h| !h.path().join(format!("rcd-{tag}")).exists())
+    });
+}
