@@ -13,24 +13,32 @@ pub const RCD: &str = env!("CARGO_BIN_EXE_rcd");
 pub const RCTL: &str = env!("CARGO_BIN_EXE_rctl");
 pub const SHIM: &str = env!("CARGO_BIN_EXE_rcd-shim");
 
-/// A busybox root filesystem from Debian's busybox-static, built once per target directory.
+/// A busybox root filesystem from Debian's busybox-static, built once per target directory
+/// (once per process under a lock; processes race only through an atomic rename).
 pub fn rootfs() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_rootfs).clone()
+}
+
+fn build_rootfs() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("busybox-rootfs");
     if dir.join("bin/busybox").exists() {
         return dir;
     }
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("busybox-rootfs.tmp{}", std::process::id()));
-    let status = Command::new(concat!(
+    let _ = std::fs::remove_dir_all(&tmp);
+    let out = Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/mkrootfs.sh"
     ))
     .arg(&tmp)
-    .status()
+    .output()
     .expect("run tests/fixtures/mkrootfs.sh");
     assert!(
-        status.success(),
-        "mkrootfs.sh failed (is busybox-static installed?)"
+        out.status.success(),
+        "mkrootfs.sh failed (is busybox-static installed? sh scripts/setup.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     // Another test process may have won the race; either copy is whole.
     if std::fs::rename(&tmp, &dir).is_err() {
