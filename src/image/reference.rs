@@ -1,0 +1,93 @@
+//! Image references as Docker users write them (`busybox`, `registry:5000/team/app:1.2`,
+//! `name@sha256:...`), normalized by oci-spec's parser, plus where and how to reach them.
+
+use std::net::IpAddr;
+
+pub use oci_spec::distribution::Reference;
+
+/// A reference that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid image reference {input:?}: {reason}")]
+pub struct Error {
+    /// What was given.
+    pub input: String,
+    /// The parser's reason.
+    pub reason: String,
+}
+
+/// Parses and normalizes: `busybox` is `docker.io/library/busybox:latest`.
+pub fn parse(input: &str) -> Result<Reference, Error> {
+    // Docker refuses upper case in repository names; so does its reference grammar.
+    input.parse::<Reference>().map_err(|e| Error {
+        input: input.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The registry host to connect to (Docker Hub's API lives on another name than its refs).
+pub fn api_host(r: &Reference) -> &str {
+    r.resolve_registry()
+}
+
+/// True if Docker would speak plain HTTP to this registry without configuration: a registry on
+/// the loopback network (127.0.0.0/8, ::1) or `localhost`.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = match registry.rsplit_once(':') {
+        // "[::1]:5000" or "host:port"; a bare IPv6 address has more than one colon.
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => registry,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalization_table() {
+        let cases = [
+            ("busybox", "docker.io", "library/busybox", Some("latest"), None),
+            ("busybox:1.36", "docker.io", "library/busybox", Some("1.36"), None),
+            ("team/app", "docker.io", "team/app", Some("latest"), None),
+            ("127.0.0.1:5000/team/app:1.2", "127.0.0.1:5000", "team/app", Some("1.2"), None),
+            ("localhost/app", "localhost", "app", Some("latest"), None),
+            (
+                "quay.io/x/y@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                "quay.io",
+                "x/y",
+                None,
+                Some("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+            ),
+        ];
+        for (input, registry, repo, tag, digest) in cases {
+            let r = parse(input).unwrap();
+            assert_eq!(
+                (r.registry(), r.repository(), r.tag(), r.digest()),
+                (registry, repo, tag, digest),
+                "{input}"
+            );
+        }
+        for bad in ["", "team/App", "a@sha256:short", "a:b:c", "-leading"] {
+            assert!(parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn loopback_registries() {
+        let cases = [
+            ("127.0.0.1:5000", true),
+            ("127.1.2.3", true),
+            ("localhost:5000", true),
+            ("[::1]:5000", true),
+            ("::1", true),
+            ("10.0.0.1:5000", false),
+            ("registry.example.com", false),
+            ("docker.io", false),
+        ];
+        for (reg, want) in cases {
+            assert_eq!(is_loopback(reg), want, "{reg}");
+        }
+    }
+}
