@@ -33,10 +33,16 @@ fn classify(kind: &EventKind) -> Option<Tick> {
 }
 
 /// A running watcher; dropping it stops the watching.
+///
+/// The directory and its nearest existing ancestor each get a watcher (an inotify instance) of
+/// their own, replaced whole when what they point at changes. One shared instance would let
+/// notify's bookkeeping of a rename seen in the ancestor ("units" moved away) drop the watch
+/// just added for the new "units" (a symlink to elsewhere, or a new directory).
 pub struct DirWatcher {
-    watcher: RecommendedWatcher,
     dir: PathBuf,
-    watched: Vec<(PathBuf, Option<(u64, u64)>)>,
+    tx: mpsc::UnboundedSender<Tick>,
+    ancestor: Option<(PathBuf, RecommendedWatcher)>,
+    inner: Option<((u64, u64), RecommendedWatcher)>,
 }
 
 /// The device and inode a path resolves to now (through symlinks).
@@ -49,9 +55,27 @@ impl DirWatcher {
     /// Starts watching `dir`; every relevant event sends a tick on the returned channel.
     pub fn start(dir: &Path) -> notify::Result<(Self, mpsc::UnboundedReceiver<Tick>)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let target = dir.to_path_buf();
+        let mut w = DirWatcher {
+            dir: dir.to_path_buf(),
+            tx,
+            ancestor: None,
+            inner: None,
+        };
+        w.rearm();
+        if w.ancestor.is_none() && w.inner.is_none() {
+            return Err(notify::Error::generic(
+                "nothing on the way to the units directory can be watched",
+            ));
+        }
+        Ok((w, rx))
+    }
+
+    /// A watcher on `path` whose relevant events become ticks.
+    fn watcher_on(&self, path: &Path) -> notify::Result<RecommendedWatcher> {
+        let tx = self.tx.clone();
+        let target = self.dir.clone();
         // A relevant event only means "look again": the rescan decides what changed.
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let mut w = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let tick = match &event {
                 Ok(e) if e.need_rescan() || e.paths.is_empty() => Some(Tick::Settled),
                 Ok(e) if e.paths.iter().any(|p| concerns(&target, p)) => classify(&e.kind),
@@ -62,41 +86,45 @@ impl DirWatcher {
                 let _ = tx.send(t);
             }
         })?;
-        let mut w = DirWatcher {
-            watcher,
-            dir: dir.to_path_buf(),
-            watched: Vec::new(),
-        };
-        w.rearm();
-        Ok((w, rx))
+        w.watch(path, RecursiveMode::NonRecursive)?;
+        Ok(w)
     }
 
     /// Re-establishes the watches: the directory itself if it exists (through a symlink, its
-    /// target), and each ancestor up to the first that exists, to see it appear or move.
+    /// target), and its nearest existing ancestor, to see it appear, move or be re-pointed.
+    /// Watches whose target did not change are kept (re-adding one raises events of its own).
     pub fn rearm(&mut self) {
-        let mut targets = Vec::new();
-        if self.dir.is_dir() {
-            targets.push((self.dir.clone(), identity(&self.dir)));
+        let id = if self.dir.is_dir() {
+            identity(&self.dir)
+        } else {
+            None
+        };
+        match id {
+            None => self.inner = None,
+            Some(id) if self.inner.as_ref().is_some_and(|(old, _)| *old == id) => {}
+            Some(id) => {
+                self.inner = None;
+                match self.watcher_on(&self.dir) {
+                    Ok(w) => self.inner = Some((id, w)),
+                    Err(e) => tracing::warn!(path = %self.dir.display(), "cannot watch: {e}"),
+                }
+            }
         }
         let mut cur = self.dir.parent();
-        while let Some(p) = cur {
-            if p.is_dir() {
-                targets.push((p.to_path_buf(), identity(p)));
-                break;
+        let ancestor = loop {
+            match cur {
+                Some(p) if p.is_dir() => break Some(p.to_path_buf()),
+                Some(p) => cur = p.parent(),
+                None => break None,
             }
-            cur = p.parent();
-        }
-        // Unchanged targets keep their watches: re-adding would itself raise events forever.
-        if targets == self.watched {
-            return;
-        }
-        for (p, _) in self.watched.drain(..) {
-            let _ = self.watcher.unwatch(&p);
-        }
-        for (t, id) in targets {
-            match self.watcher.watch(&t, RecursiveMode::NonRecursive) {
-                Ok(()) => self.watched.push((t, id)),
-                Err(e) => tracing::warn!(path = %t.display(), "cannot watch: {e}"),
+        };
+        if self.ancestor.as_ref().map(|(p, _)| p) != ancestor.as_ref() {
+            self.ancestor = None;
+            if let Some(a) = ancestor {
+                match self.watcher_on(&a) {
+                    Ok(w) => self.ancestor = Some((a, w)),
+                    Err(e) => tracing::warn!(path = %a.display(), "cannot watch: {e}"),
+                }
             }
         }
     }
