@@ -34,6 +34,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod desired;
+pub mod image;
 pub mod logs;
 pub mod pipeline;
 pub mod reconcile;
