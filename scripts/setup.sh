@@ -1,9 +1,12 @@
 #!/bin/sh
-# Installs what rcd needs on Debian 12, as root: the OCI runtime and busybox-static (for the
-# demo and test root filesystems). Extra package names may be given as arguments.
+# Installs what rcd needs on Debian 12, as root: the OCI runtime, busybox-static (for the demo
+# and test root filesystems), and docker-registry + skopeo + zstd (the tests' local registry,
+# the tool that pushes test images to it, and zstd-compressed test layers). Extra package
+# names may be given as arguments.
+# Idempotent: installs only what is missing.
 set -eu
 need=""
-for pkg in runc busybox-static "$@"; do
+for pkg in runc busybox-static docker-registry skopeo zstd "$@"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then

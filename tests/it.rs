@@ -12,5 +12,7 @@ mod lifecycle;
 mod policy;
 #[path = "it/recovery.rs"]
 mod recovery;
+#[path = "it/registry.rs"]
+mod registry;
 #[path = "it/watching.rs"]
 mod watching;
