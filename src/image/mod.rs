@@ -4,4 +4,5 @@
 pub mod content;
 pub mod digest;
 pub mod layer;
+pub mod platform;
 pub mod reference;
