@@ -18,8 +18,14 @@ pub fn scan(ctx: &Context) -> BTreeSet<String> {
             *ctx.dir_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
             listing
         }
-        Err(Listing::Missing) if ctx.table().values().all(|e| !e.present) => {
-            // Nothing was ever loaded from it: an empty start, waiting for it to appear.
+        Err(Listing::Missing)
+            if ctx
+                .table()
+                .values()
+                .all(|e| !e.present && e.record.is_none()) =>
+        {
+            // Nothing was ever loaded from it, nothing is recorded: an empty start, waiting
+            // for it to appear.
             *ctx.dir_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
             Vec::new()
         }

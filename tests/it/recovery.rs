@@ -202,3 +202,22 @@ fn a_daemon_killed_mid_start_leaves_no_orphan_and_starts_once() {
     assert_eq!(sleeps, 1, "exactly one container process");
     assert_eq!(d.mounts().len(), 1, "{:?}", d.mounts());
 }
+
+#[test]
+fn a_units_directory_missing_at_daemon_start_removes_nothing() {
+    let mut d = Daemon::start();
+    d.write_unit("kept", &unit("exec sleep 1000", ""));
+    let pid = pid_of(&d.wait_state("kept", "running", 10 * SEC));
+    d.kill();
+    let aside = d.dir.path().join("units.aside");
+    std::fs::rename(&d.units, &aside).unwrap();
+    d.spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    let s = d.status("kept").unwrap();
+    assert_eq!(pid_of(&s), pid, "adopted, not removed");
+    assert!(String::from_utf8_lossy(&d.rctl(&["list"]).stderr).contains("does not exist"));
+    // Back in place: nothing changes either.
+    std::fs::rename(&aside, &d.units).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pid_of(&d.status("kept").unwrap()), pid);
+}
