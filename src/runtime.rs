@@ -87,51 +87,13 @@ impl Runtime {
         stdout: Stdio,
         stderr: Stdio,
     ) -> Result<(), Error> {
-        self.spawn_container(
-            "run",
-            &["--detach"],
-            id,
-            bundle,
-            pid_file,
-            log,
-            stdout,
-            stderr,
-        )
-    }
-
-    /// `create`: the container's init waits for `start`. Stdio and log as for `run_detached`.
-    pub fn create(
-        &self,
-        id: &str,
-        bundle: &Path,
-        pid_file: &Path,
-        log: &Path,
-        stdout: Stdio,
-        stderr: Stdio,
-    ) -> Result<(), Error> {
-        self.spawn_container("create", &[], id, bundle, pid_file, log, stdout, stderr)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn spawn_container(
-        &self,
-        op: &'static str,
-        flags: &[&str],
-        id: &str,
-        bundle: &Path,
-        pid_file: &Path,
-        log: &Path,
-        stdout: Stdio,
-        stderr: Stdio,
-    ) -> Result<(), Error> {
+        let op = "run";
         let mut cmd = self.command();
         cmd.arg("--log")
             .arg(log)
             .arg("--log-format")
             .arg("json")
-            .arg(op)
-            .args(flags)
-            .arg("--bundle")
+            .args(["run", "--detach", "--bundle"])
             .arg(bundle)
             .arg("--pid-file")
             .arg(pid_file)
@@ -152,11 +114,6 @@ impl Runtime {
             id: id.to_string(),
             message: last_log_error(log).unwrap_or_else(|| format!("exited with {status}")),
         })
-    }
-
-    /// `start`: lets a created container's init exec the user's process.
-    pub fn start(&self, id: &str) -> Result<(), Error> {
-        self.run("start", id, &["start", id]).map(drop)
     }
 
     /// `kill`: sends a signal to the container's init (or all its processes); a container
