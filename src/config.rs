@@ -15,6 +15,8 @@ pub struct Config {
     pub runtime: Option<PathBuf>,
     /// The shim binary; None means `rcd-shim` beside the daemon's own executable, else on PATH.
     pub shim: Option<PathBuf>,
+    /// How long the runtime may take to start a container before the start is a failure.
+    pub start_timeout: std::time::Duration,
 }
 
 impl Default for Config {
@@ -25,6 +27,7 @@ impl Default for Config {
             socket: "/run/rcd/rcd.sock".into(),
             runtime: None,
             shim: None,
+            start_timeout: std::time::Duration::from_secs(120),
         }
     }
 }

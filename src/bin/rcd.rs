@@ -24,6 +24,10 @@ struct Args {
     /// rcd-shim binary (default: beside rcd, else on PATH).
     #[arg(long)]
     shim: Option<PathBuf>,
+    /// How long the runtime may take to start a container ("2m", "30s") before the start
+    /// counts as a failure.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    start_timeout: std::time::Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         socket: args.socket,
         runtime: args.runtime,
         shim: args.shim,
+        start_timeout: args.start_timeout,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -40,6 +40,8 @@ pub struct Context {
     pub runtime: Runtime,
     /// The shim binary.
     pub shim: PathBuf,
+    /// How long the runtime may take to start a container.
+    pub start_timeout: std::time::Duration,
     /// Unit records on disk.
     pub store: Store,
     /// This boot's id.
@@ -63,6 +65,7 @@ impl Context {
         units_dir: PathBuf,
         runtime: Runtime,
         shim: PathBuf,
+        start_timeout: std::time::Duration,
         store: Store,
         tx: mpsc::UnboundedSender<Msg>,
     ) -> Self {
@@ -73,6 +76,7 @@ impl Context {
             units_dir,
             runtime,
             shim,
+            start_timeout,
             store,
             boot_id: boot_id(),
             start_permits: Semaphore::new((cores * 2).max(4)),

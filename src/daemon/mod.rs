@@ -163,6 +163,7 @@ pub async fn run(
         config.units_dir.clone(),
         runtime,
         shim,
+        config.start_timeout,
         store,
         tx,
     ));

@@ -67,5 +67,5 @@ fn prepare_and_launch(ctx: &Context, unit: &Unit, id: &str) -> Result<Launched, 
         log: ctx.paths.log(&unit.name),
         dir,
     };
-    Ok(shim::launch::launch(&ctx.shim, &opts)?)
+    Ok(shim::launch::launch(&ctx.shim, &opts, ctx.start_timeout)?)
 }

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::{Options, Report, SYNC_FD};
 
@@ -32,6 +33,15 @@ pub enum Error {
     /// The container could not be started.
     #[error("{0}")]
     Start(String),
+    /// The runtime did not start the container in time; the shim and its runtime call were
+    /// killed.
+    #[error("container {id} did not start within {timeout:?} (the runtime hung); gave up")]
+    Timeout {
+        /// The container id.
+        id: String,
+        /// The limit.
+        timeout: std::time::Duration,
+    },
 }
 
 /// A running shim and its container, as the daemon records them.
@@ -45,8 +55,9 @@ pub struct Launched {
     pub shim_start: u64,
 }
 
-/// Spawns a shim for `opts` and waits for its report. Blocking: call from a blocking thread.
-pub fn launch(binary: &Path, opts: &Options) -> Result<Launched, Error> {
+/// Spawns a shim for `opts` and waits for its report, at most `timeout`. Blocking: call from a
+/// blocking thread.
+pub fn launch(binary: &Path, opts: &Options, timeout: Duration) -> Result<Launched, Error> {
     let (read, write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Spawn {
             binary: binary.to_path_buf(),
@@ -80,9 +91,19 @@ pub fn launch(binary: &Path, opts: &Options) -> Result<Launched, Error> {
     drop(write);
     // The first shim process exits as soon as it has detached.
     let _ = child.wait();
-    let mut buf = Vec::new();
-    let mut read = std::fs::File::from(read);
-    let _ = read.read_to_end(&mut buf);
+    let buf = match read_report(read, timeout) {
+        Some(buf) => buf,
+        None => {
+            // A hung runtime must not hold the unit forever: end the shim and its runtime call.
+            for pid in find(&opts.id) {
+                kill_group(pid);
+            }
+            return Err(Error::Timeout {
+                id: opts.id.clone(),
+                timeout,
+            });
+        }
+    };
     let report: Report = serde_json::from_slice(&buf).map_err(|_| Error::NoReport {
         id: opts.id.clone(),
         detail: String::from_utf8_lossy(&buf).trim().to_string(),
@@ -94,6 +115,39 @@ pub fn launch(binary: &Path, opts: &Options) -> Result<Launched, Error> {
             shim_start: start_time(shim_pid).unwrap_or(0),
         }),
         Report::Failed { error } => Err(Error::Start(error)),
+    }
+}
+
+/// Reads the shim's report until EOF; None if `timeout` passes first.
+fn read_report(read: OwnedFd, timeout: Duration) -> Option<Vec<u8>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let deadline = Instant::now() + timeout;
+    let mut file = std::fs::File::from(read);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&file),
+            PollFlags::POLLIN,
+        )];
+        match poll(&mut fds, ms) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return Some(buf),
+        }
+        match file.read(&mut chunk) {
+            Ok(0) => return Some(buf),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(buf),
+        }
     }
 }
 

@@ -67,6 +67,8 @@ pub struct Daemon {
     pub runtime: Option<PathBuf>,
     /// Working directory for the daemon (to test relative paths).
     pub cwd: Option<PathBuf>,
+    /// More daemon flags.
+    pub args: Vec<String>,
 }
 
 impl Daemon {
@@ -86,6 +88,7 @@ impl Daemon {
             child: None,
             runtime: None,
             cwd: None,
+            args: Vec::new(),
         }
     }
 
@@ -123,6 +126,7 @@ impl Daemon {
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
         }
+        cmd.args(&self.args);
         self.child = Some(cmd.spawn().expect("spawn rcd"));
         wait_until(Duration::from_secs(10), "daemon answers", || {
             self.try_rctl(&["list"]).is_some_and(|o| o.status.success())

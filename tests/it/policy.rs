@@ -177,3 +177,34 @@ fn a_long_run_resets_the_backoff() {
     assert_eq!(v["record"]["backoff_step"], 1, "{v:#}");
     assert!(s["restarts"].as_u64().unwrap() >= 3);
 }
+
+#[test]
+fn a_hung_runtime_is_a_start_failure_and_leaves_nothing() {
+    let mut d = Daemon::new();
+    let slow = d.dir.path().join("hung-runc");
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = run ] && sleep 30; done\nexec runc \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    d.runtime = Some(slow);
+    d.args = vec!["--start-timeout".into(), "1s".into()];
+    d.spawn();
+    d.write_unit("hung", &unit("exec sleep 1000", ""));
+    let s = settled(&d, "hung", "failed", 0);
+    let err = s["error"].as_str().unwrap();
+    assert!(err.contains("did not start within 1s"), "{err}");
+    // The shim and its runtime call are gone; nothing runs, nothing is mounted.
+    let id = s["container_id"].as_str().unwrap().to_string();
+    wait_until(5 * SEC, "shim gone", || {
+        std::fs::read_dir("/proc").unwrap().flatten().all(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            !String::from_utf8_lossy(&cmd).contains(&id)
+        })
+    });
+    assert!(d.runtime_containers().is_empty());
+    assert!(d.mounts().is_empty(), "{:?}", d.mounts());
+    // The daemon still answers.
+    assert!(d.rctl(&["list"]).status.success());
+}
