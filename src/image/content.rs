@@ -46,6 +46,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     }
 }
 
+/// Names the temporary files of concurrent `put_stream` calls.
+static STREAM_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Blobs by digest: `blobs/sha256/<hex>`, partial downloads in `ingest/<hex>`.
 #[derive(Debug, Clone)]
 pub struct ContentStore {
@@ -133,6 +136,36 @@ impl ContentStore {
             file,
             hashing,
         })
+    }
+
+    /// Stores a blob whose digest is not known in advance (a `docker save` layer): hashed while
+    /// written, named by what it hashed to. At most `max` bytes.
+    pub fn put_stream(&self, mut input: impl Read, max: u64) -> Result<(Digest, u64), Error> {
+        let tmp = self.root.join("ingest").join(format!(
+            ".stream-{}-{}",
+            std::process::id(),
+            STREAM_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut hashing = Hashing::new(&mut input);
+            let n = io::copy(&mut (&mut hashing).take(max + 1), &mut file).map_err(io_err(&tmp))?;
+            if n > max {
+                return Err(io_err(&tmp)(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("blob larger than {max} bytes"),
+                )));
+            }
+            let digest = hashing.finish();
+            file.sync_data().map_err(io_err(&tmp))?;
+            let dest = self.path(&digest);
+            fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+            Ok((digest, n))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
     }
 
     /// Removes a blob (an unused one, at prune time).
@@ -272,6 +305,16 @@ mod tests {
         assert!(matches!(err, Error::Size { .. }) || matches!(err, Error::Digest { .. }));
         assert!(!s.has(&other));
         assert_eq!(s.list().unwrap(), vec![good]);
+    }
+
+    #[test]
+    fn streams_are_named_by_their_digest() {
+        let (_d, s) = store();
+        let (d, n) = s.put_stream(&b"layer bytes"[..], 100).unwrap();
+        assert_eq!((d, n), (Digest::of(b"layer bytes"), 11));
+        assert_eq!(s.read(&d).unwrap(), b"layer bytes");
+        assert!(s.put_stream(&[0u8; 200][..], 100).is_err());
+        assert_eq!(s.list().unwrap(), vec![d]);
     }
 
     #[test]

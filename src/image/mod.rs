@@ -3,7 +3,9 @@
 
 pub mod content;
 pub mod digest;
+pub mod import;
 pub mod layer;
 pub mod platform;
 pub mod reference;
 pub mod snapshot;
+pub mod store;
