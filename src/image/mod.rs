@@ -6,3 +6,4 @@ pub mod digest;
 pub mod layer;
 pub mod platform;
 pub mod reference;
+pub mod registry;
