@@ -186,7 +186,7 @@ pub enum Error {
         /// The blob.
         digest: Digest,
         /// The cause (a digest or size mismatch, an I/O error).
-        source: content::Error,
+        source: Box<content::Error>,
     },
     /// The HTTPS client could not be set up.
     #[error("TLS setup: {0}")]
@@ -440,7 +440,7 @@ impl Client {
             registry: t.registry.to_string(),
             repository: t.repository.to_string(),
             digest: *digest,
-            source,
+            source: Box::new(source),
         }
     }
 
