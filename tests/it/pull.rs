@@ -349,3 +349,141 @@ fn an_interrupted_pull_resumes_and_a_bad_partial_restarts() {
     assert_eq!(gets.len(), 3, "{gets:#?}");
     assert!(gets[2].contains(" 200 "), "{gets:#?}");
 }
+
+/// A token-auth front for the anonymous fixture registry, as Docker Hub is: `/v2/` answers 401
+/// with a Bearer challenge; `/token` hands out a token for basic credentials; blob downloads are
+/// redirected to the registry itself (another host, as a CDN would be).
+struct TokenFront {
+    registry: String,
+    front: String,
+    /// Every request to `/token`, with its query.
+    token_requests: std::sync::Mutex<Vec<String>>,
+}
+
+async fn token_front(
+    axum::extract::State(s): axum::extract::State<Arc<TokenFront>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    // Read what is needed before any await: the request's body is not Sync.
+    let (auth, accept) = {
+        let header_of = |name: header::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        (header_of(header::AUTHORIZATION), header_of(header::ACCEPT))
+    };
+    drop(req);
+    if path.starts_with("/token") {
+        s.token_requests.lock().unwrap().push(path.clone());
+        let good = format!("Basic {}", crate::registry::base64(b"rcd:s3cret"));
+        if auth != good {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "{\"details\":\"bad credentials\"}",
+            )
+                .into_response();
+        }
+        return (StatusCode::OK, "{\"token\":\"T0KEN\",\"expires_in\":300}").into_response();
+    }
+    if auth != "Bearer T0KEN" {
+        let challenge = format!(
+            "Bearer realm=\"http://{}/token\",service=\"fixture\",scope=\"repository:busybox:pull\"",
+            s.front
+        );
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, challenge)],
+            "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}",
+        )
+            .into_response();
+    }
+    if path.contains("/blobs/") {
+        let to = format!("http://{}{path}", s.registry);
+        return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response();
+    }
+    let registry = s.registry.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        crate::registry::http(&registry, "GET", &path, &[("Accept", accept)], b"")
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let content_type = r.header("content-type").unwrap_or("").to_string();
+    (
+        StatusCode::from_u16(r.status).unwrap(),
+        [(header::CONTENT_TYPE, content_type)],
+        r.body,
+    )
+        .into_response()
+}
+
+#[test]
+fn bearer_token_auth_and_redirected_blobs() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox");
+
+    let rt = runtime();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let front_addr = listener.local_addr().unwrap().to_string();
+    let state = Arc::new(TokenFront {
+        registry: reg.addr.clone(),
+        front: front_addr.clone(),
+        token_requests: Default::default(),
+    });
+    let app = axum::Router::new()
+        .fallback(token_front)
+        .with_state(state.clone());
+    rt.spawn(async move { axum::serve(listener, app).await });
+    let image = reference::parse(&format!("{front_addr}/busybox")).unwrap();
+    let with = |pw: &str| {
+        Client::new(ClientConfig {
+            insecure: vec![],
+            credentials: [(front_addr.clone(), ("rcd".to_string(), pw.to_string()))].into(),
+        })
+        .unwrap()
+    };
+
+    let store = store_in(tmp.path());
+    let p = rt
+        .block_on(with("s3cret").pull(&image, &store, &Want::host()))
+        .unwrap();
+    assert_eq!(p.manifest_digest.to_string(), desc.digest);
+    assert_stored(&store, &p);
+    {
+        let tokens = state.token_requests.lock().unwrap();
+        // One token, reused for the manifest, the config and the layers.
+        assert_eq!(tokens.len(), 1, "{tokens:?}");
+        assert_eq!(
+            tokens[0],
+            "/token?service=fixture&scope=repository%3Abusybox%3Apull"
+        );
+    }
+    // The blobs came from the registry after the redirect.
+    let gets = requests(&reg, &format!("/v2/busybox/blobs/{}", p.layers[0].digest));
+    assert_eq!(gets.len(), 1, "{gets:#?}");
+
+    let fresh = store_in(&tmp.path().join("fresh"));
+    let err = rt
+        .block_on(with("wrong").pull(&image, &fresh, &Want::host()))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Unauthorized { status: 401, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("bad credentials"), "{err}");
+    assert!(fresh.list().unwrap().is_empty());
+}
