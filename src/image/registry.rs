@@ -300,17 +300,11 @@ impl Client {
     ) -> Result<Pulled, Error> {
         let registry = reference.registry();
         let host = api_host(reference);
-        let insecure = reference::is_loopback(registry)
-            || self
-                .config
-                .insecure
-                .iter()
-                .any(|i| i == registry || i == host);
         let target = Target {
             registry,
             host,
             repository: reference.repository(),
-            scheme: if insecure { "http" } else { "https" },
+            scheme: scheme(registry, host, &self.config.insecure),
         };
         let bad_digest = |source| Error::BadDigest {
             registry: registry.to_string(),
@@ -961,6 +955,16 @@ pub fn api_host(r: &Reference) -> &str {
     }
 }
 
+/// Plain HTTP for loopback registries (as Docker does by default) and those marked insecure;
+/// HTTPS for every other.
+fn scheme(registry: &str, host: &str, insecure: &[String]) -> &'static str {
+    if reference::is_loopback(registry) || insecure.iter().any(|i| i == registry || i == host) {
+        "http"
+    } else {
+        "https"
+    }
+}
+
 fn describe(want: &Want) -> String {
     match &want.variant {
         Some(v) => format!("{}/{}/{v}", want.os, want.arch),
@@ -1174,6 +1178,17 @@ mod tests {
         assert_eq!(api_host(&r), "registry-1.docker.io");
         let r = reference::parse("127.0.0.1:5000/a/b").unwrap();
         assert_eq!(api_host(&r), "127.0.0.1:5000");
+        let insecure = ["10.0.0.1:5000".to_string()];
+        for (registry, want) in [
+            ("127.0.0.1:5000", "http"),
+            ("localhost", "http"),
+            ("10.0.0.1:5000", "http"),
+            ("10.0.0.1", "https"),
+            ("docker.io", "https"),
+            ("registry.example.com:5000", "https"),
+        ] {
+            assert_eq!(scheme(registry, registry, &insecure), want, "{registry}");
+        }
         assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
         let base: Uri = "http://h:1/v2/r/blobs/x".parse().unwrap();
         assert_eq!(resolve(&base, "/o").unwrap().to_string(), "http://h:1/o");

@@ -407,6 +407,19 @@ async fn token_front(
         )
             .into_response();
     }
+    if path.ends_with("/manifests/huge") {
+        // More than the 4 MiB a manifest may be.
+        let body = vec![b' '; 5 << 20];
+        return (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/vnd.oci.image.manifest.v1+json",
+            )],
+            body,
+        )
+            .into_response();
+    }
     if path.contains("/blobs/") {
         let to = format!("http://{}{path}", s.registry);
         return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response();
@@ -475,6 +488,12 @@ fn bearer_token_auth_and_redirected_blobs() {
     // The blobs came from the registry after the redirect.
     let gets = requests(&reg, &format!("/v2/busybox/blobs/{}", p.layers[0].digest));
     assert_eq!(gets.len(), 1, "{gets:#?}");
+
+    let huge = reference::parse(&format!("{front_addr}/busybox:huge")).unwrap();
+    let err = rt
+        .block_on(with("s3cret").pull(&huge, &store, &Want::host()))
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
 
     let fresh = store_in(&tmp.path().join("fresh"));
     let err = rt
