@@ -10,6 +10,8 @@ mod check;
 mod lifecycle;
 #[path = "it/policy.rs"]
 mod policy;
+#[path = "it/pull.rs"]
+mod pull;
 #[path = "it/recovery.rs"]
 mod recovery;
 #[path = "it/registry.rs"]

@@ -1,5 +1,6 @@
 //! Images (start pipeline step 4 and the image half of step 5): a reference in, a verified,
-//! unpacked image out: references, the content store, layers unpacked for overlayfs.
+//! unpacked image out: references, registry pulls, the content store, the image store, imports,
+//! layers unpacked for overlayfs and shared as snapshots.
 
 pub mod content;
 pub mod digest;
@@ -7,5 +8,6 @@ pub mod import;
 pub mod layer;
 pub mod platform;
 pub mod reference;
+pub mod registry;
 pub mod snapshot;
 pub mod store;

@@ -1,0 +1,1204 @@
+//! Pulling (start pipeline step 4): a reference in, verified blobs in the content store out.
+//! An OCI distribution client: manifests (OCI and Docker v2 schema 2, indexes and manifest
+//! lists resolved to this host's platform), the config and the layers, every one checked
+//! against its digest and size before anything uses it. Anonymous, Bearer-token and basic auth;
+//! plain HTTP only for loopback registries and those the daemon marks insecure.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+
+use super::content::{self, ContentStore};
+use super::digest::{self, Digest};
+use super::platform::{self, Want};
+use super::reference::{self, Reference};
+
+/// The largest manifest or index rcd accepts (containerd's limit too).
+pub const MAX_MANIFEST: u64 = 4 << 20;
+/// The largest image config rcd accepts.
+pub const MAX_CONFIG: u64 = 8 << 20;
+/// The largest token-endpoint answer read.
+const MAX_TOKEN: u64 = 1 << 20;
+/// The largest error body kept for a message.
+const MAX_ERROR_BODY: usize = 1024;
+/// Redirects followed for one request (blob downloads are often redirected to a CDN).
+const MAX_REDIRECTS: usize = 5;
+
+/// Manifest media types.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker v2 schema 2 manifest.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list.
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// A pull that failed; each names the registry and repository, and what the registry said.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The connection failed (refused, reset, DNS, TLS handshake).
+    #[error("registry {registry}: {url}: {source}")]
+    Connect {
+        /// The registry host.
+        registry: String,
+        /// The URL requested.
+        url: String,
+        /// The cause.
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The response body broke off.
+    #[error("registry {registry}: {url}: reading the response: {source}")]
+    Body {
+        /// The registry host.
+        registry: String,
+        /// The URL requested.
+        url: String,
+        /// The cause.
+        source: hyper::Error,
+    },
+    /// The registry answered with an error status.
+    #[error("registry {registry}: {repository}: {what}: HTTP {status}: {body}")]
+    Status {
+        /// The registry host.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// What was asked for (`manifest latest`, `blob sha256:...`).
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the registry's error body.
+        body: String,
+    },
+    /// The registry refused the credentials (or wants some and none are configured).
+    #[error(
+        "registry {registry}: {repository}: authentication failed (HTTP {status}){hint}: {body}"
+    )]
+    Unauthorized {
+        /// The registry host.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// 401 or 403.
+        status: u16,
+        /// "; no credentials configured for it" when there are none.
+        hint: &'static str,
+        /// The start of the registry's (or token service's) error body.
+        body: String,
+    },
+    /// The token service could not be used.
+    #[error("registry {registry}: token from {realm}: {reason}")]
+    Token {
+        /// The registry host.
+        registry: String,
+        /// The token service's URL.
+        realm: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A manifest or config is larger than rcd accepts.
+    #[error(
+        "registry {registry}: {repository}: {what} is {size} bytes, more than the {limit} allowed"
+    )]
+    TooLarge {
+        /// The registry host.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// What it is.
+        what: String,
+        /// Its size (or the size read so far).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A manifest's content does not have the digest it was asked for by.
+    #[error(
+        "registry {registry}: {repository}: manifest {expected} has digest {actual}; refusing it"
+    )]
+    ManifestDigest {
+        /// The registry host.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of what was served.
+        actual: Digest,
+    },
+    /// A digest in a reference or manifest is not one rcd accepts.
+    #[error("registry {registry}: {repository}: {source}")]
+    BadDigest {
+        /// The registry host.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The cause.
+        source: digest::ParseError,
+    },
+    /// A manifest that cannot be used (unparsable, an unsupported type, a size mismatch).
+    #[error("registry {registry}: {repository}: manifest {digest}: {reason}")]
+    Manifest {
+        /// The registry host.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The manifest's digest.
+        digest: Digest,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The image has no build for this host.
+    #[error("registry {registry}: {repository}: index {digest} has no image for {want}")]
+    NoPlatform {
+        /// The registry host.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The index's digest.
+        digest: Digest,
+        /// The platform wanted (`linux/amd64`).
+        want: String,
+    },
+    /// A blob failed verification or could not be stored.
+    #[error("registry {registry}: {repository}: blob {digest}: {source}")]
+    Store {
+        /// The registry host.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The blob.
+        digest: Digest,
+        /// The cause (a digest or size mismatch, an I/O error).
+        source: Box<content::Error>,
+    },
+    /// The HTTPS client could not be set up.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// A URL that cannot be requested (a bad realm, a bad redirect).
+    #[error("registry {registry}: invalid URL {url:?}")]
+    Url {
+        /// The registry host.
+        registry: String,
+        /// The URL.
+        url: String,
+    },
+}
+
+/// What the client may do beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// Registries (`host[:port]`) reached over plain HTTP, besides loopback ones.
+    pub insecure: Vec<String>,
+    /// Credentials by registry as references name it (`docker.io`, `host:5000`): user, password.
+    pub credentials: HashMap<String, (String, String)>,
+}
+
+/// One layer of a pulled image, stored and verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// The compressed blob's digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its media type (gzip, zstd, plain tar; OCI or Docker names).
+    pub media_type: String,
+}
+
+/// A pulled image: everything named here is in the content store and verified.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// The index or manifest list the tag named, if it named one.
+    pub index_digest: Option<Digest>,
+    /// The image manifest for this platform.
+    pub manifest_digest: Digest,
+    /// The image config blob.
+    pub config_digest: Digest,
+    /// The layers, bottom first.
+    pub layers: Vec<Layer>,
+    /// The parsed image config.
+    pub config: ImageConfiguration,
+}
+
+type Http = HyperClient<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// Where requests for one repository go.
+struct Target<'a> {
+    /// The registry as references name it (credentials are keyed by it).
+    registry: &'a str,
+    /// The host to connect to.
+    host: &'a str,
+    repository: &'a str,
+    scheme: &'static str,
+}
+
+impl Target<'_> {
+    fn url(&self, path: &str) -> String {
+        format!(
+            "{}://{}/v2/{}/{}",
+            self.scheme, self.host, self.repository, path
+        )
+    }
+}
+
+/// A registry client. Cheap to share (`Arc`); concurrent pulls through one client download
+/// each blob once.
+pub struct Client {
+    http: Http,
+    config: ClientConfig,
+    /// `Authorization` values by `host/repository`, learnt from challenges.
+    auth: Mutex<HashMap<String, HeaderValue>>,
+    /// One lock per blob being fetched: the second puller waits and then finds it stored.
+    blob_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Client {
+    /// A client; HTTPS through rustls with the ring provider and the webpki roots.
+    pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(30)));
+        // The provider is passed explicitly: no process-wide default is needed, so the graph
+        // having another provider somewhere cannot make this panic (CRATES.md, trap 5).
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(Client {
+            http: HyperClient::builder(TokioExecutor::new()).build(https),
+            config,
+            auth: Mutex::new(HashMap::new()),
+            blob_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Pulls `reference` for `want` into `store`: manifest(s), config and layers, each verified.
+    /// Blobs already in the store are not fetched again.
+    pub async fn pull(
+        &self,
+        reference: &Reference,
+        store: &ContentStore,
+        want: &Want,
+    ) -> Result<Pulled, Error> {
+        let registry = reference.registry();
+        let host = api_host(reference);
+        let target = Target {
+            registry,
+            host,
+            repository: reference.repository(),
+            scheme: scheme(registry, host, &self.config.insecure),
+        };
+        let bad_digest = |source| Error::BadDigest {
+            registry: registry.to_string(),
+            repository: target.repository.to_string(),
+            source,
+        };
+        let pinned: Option<Digest> = reference
+            .digest()
+            .map(str::parse)
+            .transpose()
+            .map_err(bad_digest)?;
+        let by = match (&pinned, reference.tag()) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.to_string(),
+            (None, None) => "latest".to_string(),
+        };
+
+        let (body, digest, kind) = self.manifest(&target, &by, pinned.as_ref()).await?;
+        let (index_digest, manifest, manifest_digest, manifest_body) = match kind {
+            Kind::Manifest => (
+                None,
+                self.parse_manifest(&target, &digest, &body)?,
+                digest,
+                body,
+            ),
+            Kind::Index => {
+                let index: ImageIndex = serde_json::from_slice(&body)
+                    .map_err(|e| self.manifest_err(&target, &digest, format!("bad index: {e}")))?;
+                let chosen =
+                    platform::choose(index.manifests(), want).ok_or_else(|| Error::NoPlatform {
+                        registry: registry.to_string(),
+                        repository: target.repository.to_string(),
+                        digest,
+                        want: describe(want),
+                    })?;
+                let child: Digest = chosen.digest().to_string().parse().map_err(bad_digest)?;
+                let (child_body, _, child_kind) = self
+                    .manifest(&target, &child.to_string(), Some(&child))
+                    .await?;
+                if child_body.len() as u64 != chosen.size() {
+                    return Err(self.manifest_err(
+                        &target,
+                        &child,
+                        format!(
+                            "is {} bytes, the index says {}",
+                            child_body.len(),
+                            chosen.size()
+                        ),
+                    ));
+                }
+                if child_kind != Kind::Manifest {
+                    return Err(self.manifest_err(
+                        &target,
+                        &child,
+                        "an index inside an index is not supported".into(),
+                    ));
+                }
+                self.put(&target, store, &digest, &body)?;
+                let manifest = self.parse_manifest(&target, &child, &child_body)?;
+                (Some(digest), manifest, child, child_body)
+            }
+        };
+
+        // The config: bounded, stored verified, then parsed from what the store holds.
+        let cfg = manifest.config();
+        let config_digest: Digest = cfg.digest().to_string().parse().map_err(bad_digest)?;
+        if cfg.size() > MAX_CONFIG {
+            return Err(Error::TooLarge {
+                registry: registry.to_string(),
+                repository: target.repository.to_string(),
+                what: format!("config {config_digest}"),
+                size: cfg.size(),
+                limit: MAX_CONFIG,
+            });
+        }
+        let mut layers = Vec::new();
+        for l in manifest.layers() {
+            layers.push(Layer {
+                digest: l.digest().to_string().parse().map_err(bad_digest)?,
+                size: l.size(),
+                media_type: l.media_type().to_string(),
+            });
+        }
+        self.blob(&target, store, &config_digest, cfg.size())
+            .await?;
+        let config_bytes = store
+            .read(&config_digest)
+            .map_err(|e| self.store_err(&target, &config_digest, e))?;
+        let config: ImageConfiguration = serde_json::from_slice(&config_bytes).map_err(|e| {
+            self.manifest_err(
+                &target,
+                &manifest_digest,
+                format!("config {config_digest} is not an image config: {e}"),
+            )
+        })?;
+
+        // Layers in parallel; each blob under its own lock.
+        futures_util::future::try_join_all(
+            layers
+                .iter()
+                .map(|l| self.blob(&target, store, &l.digest, l.size)),
+        )
+        .await?;
+
+        // The manifest last: its presence says the image is complete.
+        self.put(&target, store, &manifest_digest, &manifest_body)?;
+        Ok(Pulled {
+            index_digest,
+            manifest_digest,
+            config_digest,
+            layers,
+            config,
+        })
+    }
+
+    fn manifest_err(&self, t: &Target<'_>, digest: &Digest, reason: String) -> Error {
+        Error::Manifest {
+            registry: t.registry.to_string(),
+            repository: t.repository.to_string(),
+            digest: *digest,
+            reason,
+        }
+    }
+
+    fn store_err(&self, t: &Target<'_>, digest: &Digest, source: content::Error) -> Error {
+        Error::Store {
+            registry: t.registry.to_string(),
+            repository: t.repository.to_string(),
+            digest: *digest,
+            source: Box::new(source),
+        }
+    }
+
+    fn put(
+        &self,
+        t: &Target<'_>,
+        store: &ContentStore,
+        digest: &Digest,
+        body: &[u8],
+    ) -> Result<(), Error> {
+        if !store.has(digest) {
+            store
+                .put(digest, body)
+                .map_err(|e| self.store_err(t, digest, e))?;
+        }
+        Ok(())
+    }
+
+    fn parse_manifest(
+        &self,
+        t: &Target<'_>,
+        digest: &Digest,
+        body: &[u8],
+    ) -> Result<ImageManifest, Error> {
+        serde_json::from_slice(body)
+            .map_err(|e| self.manifest_err(t, digest, format!("bad image manifest: {e}")))
+    }
+
+    /// GETs a manifest by tag or digest: bounded, hashed, checked against `expected`.
+    async fn manifest(
+        &self,
+        t: &Target<'_>,
+        by: &str,
+        expected: Option<&Digest>,
+    ) -> Result<(Vec<u8>, Digest, Kind), Error> {
+        let what = format!("manifest {by}");
+        let url = t.url(&format!("manifests/{by}"));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT));
+        let resp = self.get(t, &url, &headers, &what).await?;
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or("").trim().to_string());
+        let body = self
+            .read_limited(t, &url, resp, MAX_MANIFEST, &what)
+            .await?;
+        let actual = Digest::of(&body);
+        if let Some(expected) = expected {
+            if *expected != actual {
+                return Err(Error::ManifestDigest {
+                    registry: t.registry.to_string(),
+                    repository: t.repository.to_string(),
+                    expected: *expected,
+                    actual,
+                });
+            }
+        }
+        let kind = manifest_kind(content_type.as_deref(), &body)
+            .map_err(|reason| self.manifest_err(t, &actual, reason))?;
+        Ok((body, actual, kind))
+    }
+
+    /// Makes sure blob `digest` of `size` bytes is in the store, downloading (or resuming) it
+    /// once however many pulls want it at the same time.
+    async fn blob(
+        &self,
+        t: &Target<'_>,
+        store: &ContentStore,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), Error> {
+        let lock = {
+            let mut locks = self.blob_locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(*digest).or_default().clone()
+        };
+        let result = {
+            let _held = lock.lock().await;
+            if store.has(digest) {
+                Ok(())
+            } else {
+                match self.download(t, store, digest, size).await {
+                    // A resumed download that fails verification may owe it to the earlier
+                    // attempt's bytes: the partial is gone now, so one clean try remains.
+                    Err(Resumed(true, _)) => self
+                        .download(t, store, digest, size)
+                        .await
+                        .map_err(|Resumed(_, e)| e),
+                    other => other.map_err(|Resumed(_, e)| e),
+                }
+            }
+        };
+        drop(lock);
+        let mut locks = self.blob_locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.get(digest).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(digest);
+        }
+        result
+    }
+
+    async fn download(
+        &self,
+        t: &Target<'_>,
+        store: &ContentStore,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), Resumed> {
+        let fail = |e| Resumed(false, e);
+        let (s, d) = (store.clone(), *digest);
+        let mut ingest = tokio::task::spawn_blocking(move || s.ingest(&d, size))
+            .await
+            .map_err(|e| fail(self.store_err(t, digest, io_join(e))))?
+            .map_err(|e| fail(self.store_err(t, digest, e)))?;
+        let offset = ingest.offset();
+        let resumed = offset > 0;
+        let what = format!("blob {digest}");
+        let url = t.url(&format!("blobs/{digest}"));
+        if offset < size {
+            let mut headers = HeaderMap::new();
+            if resumed {
+                let range = HeaderValue::from_str(&format!("bytes={offset}-"))
+                    .map_err(|_| fail(self.url_err(t, &url)))?;
+                headers.insert(header::RANGE, range);
+            }
+            let mut resp = self.get(t, &url, &headers, &what).await.map_err(fail)?;
+            let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+            let range_ok = resp
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(&format!("bytes {offset}-")));
+            if !(resumed && partial && range_ok) {
+                // A full body (the registry ignored the range, or none was asked): start over.
+                if partial {
+                    return Err(fail(Error::Status {
+                        registry: t.registry.to_string(),
+                        repository: t.repository.to_string(),
+                        what,
+                        status: 206,
+                        body: "unexpected partial content".into(),
+                    }));
+                }
+                ingest
+                    .restart()
+                    .map_err(|e| fail(self.store_err(t, digest, e)))?;
+            }
+            let resumed = resumed && partial && range_ok;
+            let body = resp.body_mut();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|source| {
+                    Resumed(
+                        false,
+                        Error::Body {
+                            registry: t.registry.to_string(),
+                            url: url.clone(),
+                            source,
+                        },
+                    )
+                })?;
+                if let Ok(data) = frame.into_data() {
+                    if let Err(e) = std::io::Write::write_all(&mut ingest, &data) {
+                        // More than announced: nothing of it is worth resuming.
+                        let _ = ingest.restart();
+                        return Err(Resumed(
+                            resumed,
+                            self.store_err(t, digest, io_err(store, digest, e)),
+                        ));
+                    }
+                }
+            }
+            let d = *digest;
+            return tokio::task::spawn_blocking(move || ingest.commit())
+                .await
+                .map_err(|e| Resumed(resumed, self.store_err(t, &d, io_join(e))))?
+                .map(|_| ())
+                .map_err(|e| Resumed(resumed, self.store_err(t, &d, e)));
+        }
+        // The earlier attempt had it all; commit verifies it.
+        let d = *digest;
+        tokio::task::spawn_blocking(move || ingest.commit())
+            .await
+            .map_err(|e| Resumed(true, self.store_err(t, &d, io_join(e))))?
+            .map(|_| ())
+            .map_err(|e| Resumed(true, self.store_err(t, &d, e)))
+    }
+
+    fn url_err(&self, t: &Target<'_>, url: &str) -> Error {
+        Error::Url {
+            registry: t.registry.to_string(),
+            url: url.to_string(),
+        }
+    }
+
+    /// A GET with this repository's credentials, answering auth challenges once and following
+    /// redirects; an error unless 200 or 206.
+    async fn get(
+        &self,
+        t: &Target<'_>,
+        url: &str,
+        headers: &HeaderMap,
+        what: &str,
+    ) -> Result<hyper::Response<Incoming>, Error> {
+        let key = format!("{}/{}", t.host, t.repository);
+        let mut challenged = false;
+        loop {
+            let auth = self
+                .auth
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
+            let resp = self.send(t, url, headers, auth.as_ref()).await?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(resp);
+            }
+            let challenge = resp
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = self.error_body(resp).await;
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                if let Some(challenge) = challenge {
+                    challenged = true;
+                    let value = self.answer(t, &challenge, &body).await?;
+                    self.auth
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key.clone(), value);
+                    continue;
+                }
+            }
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Err(self.unauthorized(t, status.as_u16(), body));
+            }
+            return Err(Error::Status {
+                registry: t.registry.to_string(),
+                repository: t.repository.to_string(),
+                what: what.to_string(),
+                status: status.as_u16(),
+                body,
+            });
+        }
+    }
+
+    fn credentials(&self, t: &Target<'_>) -> Option<&(String, String)> {
+        self.config
+            .credentials
+            .get(t.registry)
+            .or_else(|| self.config.credentials.get(t.host))
+    }
+
+    fn unauthorized(&self, t: &Target<'_>, status: u16, body: String) -> Error {
+        Error::Unauthorized {
+            registry: t.registry.to_string(),
+            repository: t.repository.to_string(),
+            status,
+            hint: if self.credentials(t).is_some() {
+                ""
+            } else {
+                "; no credentials configured for it"
+            },
+            body,
+        }
+    }
+
+    /// The `Authorization` value that answers a `WWW-Authenticate` challenge.
+    async fn answer(
+        &self,
+        t: &Target<'_>,
+        challenge: &str,
+        body: &str,
+    ) -> Result<HeaderValue, Error> {
+        let creds = self.credentials(t);
+        let basic = creds.map(|(u, p)| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        });
+        let (scheme, params) = parse_challenge(challenge);
+        if scheme.eq_ignore_ascii_case("basic") {
+            let value = basic.ok_or_else(|| self.unauthorized(t, 401, body.to_string()))?;
+            return HeaderValue::from_str(&value).map_err(|_| self.unauthorized(t, 401, "".into()));
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(self.unauthorized(
+                t,
+                401,
+                format!("unsupported auth scheme {scheme:?}: {body}"),
+            ));
+        }
+        let realm = params.get("realm").cloned().unwrap_or_default();
+        let token_err = |reason: String| Error::Token {
+            registry: t.registry.to_string(),
+            realm: realm.clone(),
+            reason,
+        };
+        let scope = params
+            .get("scope")
+            .cloned()
+            .unwrap_or_else(|| format!("repository:{}:pull", t.repository));
+        let mut query = vec![format!("scope={}", encode(&scope))];
+        if let Some(service) = params.get("service") {
+            query.insert(0, format!("service={}", encode(service)));
+        }
+        let sep = if realm.contains('?') { '&' } else { '?' };
+        let url = format!("{realm}{sep}{}", query.join("&"));
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(token_err("the realm is not an http(s) URL".into()));
+        }
+        let mut headers = HeaderMap::new();
+        let auth = basic
+            .map(|b| HeaderValue::from_str(&b))
+            .transpose()
+            .map_err(|_| token_err("credentials are not a valid header".into()))?;
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let resp = self.send(t, &url, &headers, auth.as_ref()).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = self.error_body(resp).await;
+            return Err(
+                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                    self.unauthorized(t, status.as_u16(), body)
+                } else {
+                    token_err(format!("HTTP {}: {body}", status.as_u16()))
+                },
+            );
+        }
+        let body = self.read_limited(t, &url, resp, MAX_TOKEN, "token").await?;
+        #[derive(serde::Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let tok: Token =
+            serde_json::from_slice(&body).map_err(|e| token_err(format!("bad answer: {e}")))?;
+        let tok = tok
+            .token
+            .or(tok.access_token)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| token_err("the answer holds no token".into()))?;
+        HeaderValue::from_str(&format!("Bearer {tok}"))
+            .map_err(|_| token_err("the token is not a valid header".into()))
+    }
+
+    /// One GET, following redirects; credentials go only to the registry's own host.
+    async fn send(
+        &self,
+        t: &Target<'_>,
+        url: &str,
+        headers: &HeaderMap,
+        auth: Option<&HeaderValue>,
+    ) -> Result<hyper::Response<Incoming>, Error> {
+        let mut uri: Uri = url.parse().map_err(|_| self.url_err(t, url))?;
+        let origin = uri.authority().cloned();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = Request::get(uri.clone());
+            if let Some(h) = req.headers_mut() {
+                h.extend(headers.clone());
+                if let Some(a) = auth.filter(|_| uri.authority() == origin.as_ref()) {
+                    h.insert(header::AUTHORIZATION, a.clone());
+                }
+                h.insert(header::USER_AGENT, HeaderValue::from_static("rcd"));
+            }
+            let req = req
+                .body(Empty::new())
+                .map_err(|_| self.url_err(t, &uri.to_string()))?;
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|source| Error::Connect {
+                    registry: t.registry.to_string(),
+                    url: uri.to_string(),
+                    source,
+                })?;
+            if !resp.status().is_redirection() {
+                return Ok(resp);
+            }
+            let location = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| self.url_err(t, &uri.to_string()))?;
+            uri = resolve(&uri, location).ok_or_else(|| self.url_err(t, location))?;
+        }
+        Err(Error::Status {
+            registry: t.registry.to_string(),
+            repository: t.repository.to_string(),
+            what: url.to_string(),
+            status: 310,
+            body: "too many redirects".into(),
+        })
+    }
+
+    /// Reads a whole body, refusing it once it passes `limit`.
+    async fn read_limited(
+        &self,
+        t: &Target<'_>,
+        url: &str,
+        resp: hyper::Response<Incoming>,
+        limit: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, Error> {
+        let too_large = |size| Error::TooLarge {
+            registry: t.registry.to_string(),
+            repository: t.repository.to_string(),
+            what: what.to_string(),
+            size,
+            limit,
+        };
+        if let Some(len) = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > limit {
+                return Err(too_large(len));
+            }
+        }
+        let mut body = resp.into_body();
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|source| Error::Body {
+                registry: t.registry.to_string(),
+                url: url.to_string(),
+                source,
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if (out.len() + data.len()) as u64 > limit {
+                    return Err(too_large((out.len() + data.len()) as u64));
+                }
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The start of an error response's body, as text, for a message.
+    async fn error_body(&self, resp: hyper::Response<Incoming>) -> String {
+        let mut body = resp.into_body();
+        let mut out = Vec::new();
+        while out.len() < MAX_ERROR_BODY {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        out.extend_from_slice(&data);
+                    }
+                }
+                _ => break,
+            }
+        }
+        out.truncate(MAX_ERROR_BODY);
+        String::from_utf8_lossy(&out).trim().to_string()
+    }
+}
+
+/// A download's error, and whether it began from an earlier attempt's bytes.
+struct Resumed(bool, Error);
+
+fn io_join(e: tokio::task::JoinError) -> content::Error {
+    content::Error::Io {
+        path: "(blocking task)".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+fn io_err(store: &ContentStore, digest: &Digest, source: std::io::Error) -> content::Error {
+    content::Error::Io {
+        path: store.path(digest),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Manifest,
+    Index,
+}
+
+/// Whether a manifest body is an image manifest or an index, from its content type or, when the
+/// registry sends a generic one, from its own `mediaType` and shape.
+fn manifest_kind(content_type: Option<&str>, body: &[u8]) -> Result<Kind, String> {
+    let by_type = |t: &str| match t {
+        OCI_MANIFEST | DOCKER_MANIFEST => Some(Kind::Manifest),
+        OCI_INDEX | DOCKER_LIST => Some(Kind::Index),
+        _ => None,
+    };
+    if let Some(k) = content_type.and_then(by_type) {
+        return Ok(k);
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    if let Some(t) = v.get("mediaType").and_then(|m| m.as_str()) {
+        return by_type(t).ok_or_else(|| format!("unsupported media type {t}"));
+    }
+    if v.get("manifests").is_some() {
+        Ok(Kind::Index)
+    } else if v.get("layers").is_some() && v.get("config").is_some() {
+        Ok(Kind::Manifest)
+    } else {
+        Err(format!(
+            "unsupported manifest (content type {})",
+            content_type.unwrap_or("none")
+        ))
+    }
+}
+
+/// The host to connect to for a reference's registry: Docker Hub's API is not on `docker.io`.
+pub fn api_host(r: &Reference) -> &str {
+    match reference::api_host(r) {
+        "index.docker.io" if r.registry() == "docker.io" => "registry-1.docker.io",
+        other => other,
+    }
+}
+
+/// Plain HTTP for loopback registries (as Docker does by default) and those marked insecure;
+/// HTTPS for every other.
+fn scheme(registry: &str, host: &str, insecure: &[String]) -> &'static str {
+    if reference::is_loopback(registry) || insecure.iter().any(|i| i == registry || i == host) {
+        "http"
+    } else {
+        "https"
+    }
+}
+
+fn describe(want: &Want) -> String {
+    match &want.variant {
+        Some(v) => format!("{}/{}/{v}", want.os, want.arch),
+        None => format!("{}/{}", want.os, want.arch),
+    }
+}
+
+/// Resolves a `Location` against the URL that answered with it.
+fn resolve(base: &Uri, location: &str) -> Option<Uri> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.parse().ok();
+    }
+    let scheme = base.scheme_str()?;
+    let authority = base.authority()?;
+    if let Some(rest) = location.strip_prefix("//") {
+        return format!("{scheme}://{rest}").parse().ok();
+    }
+    if location.starts_with('/') {
+        return format!("{scheme}://{authority}{location}").parse().ok();
+    }
+    let path = base.path();
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    format!("{scheme}://{authority}{dir}{location}")
+        .parse()
+        .ok()
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Splits `Bearer realm="..",service="..",scope=".."` into the scheme and its parameters.
+fn parse_challenge(header: &str) -> (String, HashMap<String, String>) {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    let mut params = HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = chars
+            .by_ref()
+            .take_while(|c| *c != '=')
+            .collect::<String>()
+            .trim()
+            .to_ascii_lowercase();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().copied() {
+                if c == ',' {
+                    break;
+                }
+                value.push(c);
+                chars.next();
+            }
+            value = value.trim().to_string();
+        }
+        params.insert(key, value);
+    }
+    (scheme.to_string(), params)
+}
+
+/// A credentials file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("credentials file: {0}")]
+pub struct CredentialsError(String);
+
+/// Reads Docker's `config.json` format (`{"auths":{"host":{"auth":"base64(user:pw)"}}}`, or
+/// `username`/`password` fields) into credentials by registry, keys normalized as references
+/// name registries (`https://index.docker.io/v1/` is `docker.io`).
+pub fn credentials_from_docker_config(
+    json: &str,
+) -> Result<HashMap<String, (String, String)>, CredentialsError> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(default)]
+        auths: HashMap<String, Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        auth: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+    }
+    let file: File = serde_json::from_str(json).map_err(|e| CredentialsError(e.to_string()))?;
+    let mut out = HashMap::new();
+    for (key, entry) in file.auths {
+        let host = key
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        let host = host.split('/').next().unwrap_or(host);
+        let host = match host {
+            "index.docker.io" | "registry-1.docker.io" => "docker.io",
+            h => h,
+        };
+        let pair = match (
+            entry.auth.filter(|a| !a.is_empty()),
+            entry.username,
+            entry.password,
+        ) {
+            (Some(auth), _, _) => {
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(auth.trim())
+                    .map_err(|e| CredentialsError(format!("{key}: auth is not base64: {e}")))?;
+                let text = String::from_utf8(raw)
+                    .map_err(|_| CredentialsError(format!("{key}: auth is not UTF-8")))?;
+                let (u, p) = text
+                    .split_once(':')
+                    .ok_or_else(|| CredentialsError(format!("{key}: auth is not user:password")))?;
+                (u.to_string(), p.to_string())
+            }
+            (None, Some(u), Some(p)) => (u, p),
+            // An entry without credentials (a credential helper's placeholder): skip it.
+            _ => continue,
+        };
+        out.insert(host.to_string(), pair);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull,push""#,
+        );
+        assert_eq!(s, "Bearer");
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/busybox:pull,push");
+        let (s, p) = parse_challenge(r#"Basic realm="rcd-tests""#);
+        assert_eq!((s.as_str(), p["realm"].as_str()), ("Basic", "rcd-tests"));
+        let (s, p) = parse_challenge("Bearer realm=http://x/t, service=reg");
+        assert_eq!(s, "Bearer");
+        assert_eq!(
+            (p["realm"].as_str(), p["service"].as_str()),
+            ("http://x/t", "reg")
+        );
+    }
+
+    #[test]
+    fn docker_config_credentials() {
+        let json = r#"{"auths":{
+            "https://index.docker.io/v1/":{"auth":"dXNlcjpwYTpzcw=="},
+            "127.0.0.1:5000":{"username":"u","password":"p"},
+            "helper.example":{}
+        }}"#;
+        let c = credentials_from_docker_config(json).unwrap();
+        assert_eq!(c["docker.io"], ("user".to_string(), "pa:ss".to_string()));
+        assert_eq!(c["127.0.0.1:5000"], ("u".to_string(), "p".to_string()));
+        assert_eq!(c.len(), 2);
+        assert!(credentials_from_docker_config(r#"{"auths":{"x":{"auth":"%%"}}}"#).is_err());
+        assert!(credentials_from_docker_config("{}").unwrap().is_empty());
+    }
+
+    #[test]
+    fn kinds_and_hosts() {
+        let cases: [(Option<&str>, &str, Result<Kind, ()>); 6] = [
+            (Some(OCI_INDEX), "{}", Ok(Kind::Index)),
+            (Some(DOCKER_MANIFEST), "{}", Ok(Kind::Manifest)),
+            (
+                None,
+                r#"{"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json"}"#,
+                Ok(Kind::Index),
+            ),
+            (
+                Some("application/json"),
+                r#"{"manifests":[]}"#,
+                Ok(Kind::Index),
+            ),
+            (None, r#"{"config":{},"layers":[]}"#, Ok(Kind::Manifest)),
+            (
+                None,
+                r#"{"mediaType":"application/vnd.docker.distribution.manifest.v1+prettyjws"}"#,
+                Err(()),
+            ),
+        ];
+        for (ct, body, want) in cases {
+            assert_eq!(
+                manifest_kind(ct, body.as_bytes()).map_err(|_| ()),
+                want,
+                "{ct:?} {body}"
+            );
+        }
+        let r = reference::parse("busybox").unwrap();
+        assert_eq!(api_host(&r), "registry-1.docker.io");
+        let r = reference::parse("127.0.0.1:5000/a/b").unwrap();
+        assert_eq!(api_host(&r), "127.0.0.1:5000");
+        let insecure = ["10.0.0.1:5000".to_string()];
+        for (registry, want) in [
+            ("127.0.0.1:5000", "http"),
+            ("localhost", "http"),
+            ("10.0.0.1:5000", "http"),
+            ("10.0.0.1", "https"),
+            ("docker.io", "https"),
+            ("registry.example.com:5000", "https"),
+        ] {
+            assert_eq!(scheme(registry, registry, &insecure), want, "{registry}");
+        }
+        assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
+        let base: Uri = "http://h:1/v2/r/blobs/x".parse().unwrap();
+        assert_eq!(resolve(&base, "/o").unwrap().to_string(), "http://h:1/o");
+        assert_eq!(
+            resolve(&base, "y").unwrap().to_string(),
+            "http://h:1/v2/r/blobs/y"
+        );
+        assert_eq!(
+            resolve(&base, "https://cdn/z").unwrap().to_string(),
+            "https://cdn/z"
+        );
+    }
+}

@@ -1,0 +1,508 @@
+//! Pulling with `rcd::image::registry` from the fixture registry on 127.0.0.1: OCI and Docker
+//! v2s2 images, digests, platforms, tampering, basic auth, concurrency and resumption.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rcd::image::content::{self, ContentStore};
+use rcd::image::digest::Digest;
+use rcd::image::platform::Want;
+use rcd::image::reference;
+use rcd::image::registry::{Client, ClientConfig, Error, Pulled};
+
+use crate::registry::{
+    busybox_oci_layout, multi_arch_layout, other_arch, Registry, DOCKER_LAYER_GZIP, OCI_LAYER_GZIP,
+};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn client() -> Client {
+    Client::new(ClientConfig::default()).unwrap()
+}
+
+fn pull(client: &Client, store: &ContentStore, image: &str) -> Result<Pulled, Error> {
+    pull_for(client, store, image, &Want::host())
+}
+
+fn pull_for(
+    client: &Client,
+    store: &ContentStore,
+    image: &str,
+    want: &Want,
+) -> Result<Pulled, Error> {
+    let r = reference::parse(image).unwrap();
+    runtime().block_on(client.pull(&r, store, want))
+}
+
+/// Everything the pull names is in the store and hashes to its name.
+fn assert_stored(store: &ContentStore, p: &Pulled) {
+    store.read(&p.manifest_digest).expect("manifest stored");
+    store.read(&p.config_digest).expect("config stored");
+    assert!(!p.layers.is_empty());
+    for l in &p.layers {
+        let bytes = std::fs::read(store.path(&l.digest)).expect("layer stored");
+        assert_eq!(bytes.len() as u64, l.size);
+        assert_eq!(Digest::of(&bytes), l.digest);
+    }
+}
+
+fn store_in(dir: &Path) -> ContentStore {
+    ContentStore::open(&dir.join("content")).unwrap()
+}
+
+/// Requests for `path` in the registry's access log.
+fn requests(reg: &Registry, path: &str) -> Vec<String> {
+    let needle = format!("GET {path} ");
+    reg.log()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn pulls_busybox_pushed_as_oci_and_as_v2s2() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox:latest");
+    let v2s2 = reg.push_layout_v2s2(&layout.dir, "library/busybox:1.35");
+    let store = store_in(tmp.path());
+    let c = client();
+
+    let oci = pull(&c, &store, &reg.image("busybox")).unwrap();
+    assert_eq!(oci.manifest_digest.to_string(), desc.digest);
+    assert_eq!(oci.index_digest, None);
+    assert_eq!(oci.layers[0].media_type, OCI_LAYER_GZIP);
+    assert_stored(&store, &oci);
+
+    let docker = pull(&c, &store, &reg.image("library/busybox:1.35")).unwrap();
+    assert_eq!(docker.manifest_digest.to_string(), v2s2.trim());
+    assert_eq!(docker.layers[0].media_type, DOCKER_LAYER_GZIP);
+    assert_stored(&store, &docker);
+
+    for p in [&oci, &docker] {
+        let cfg = p.config.config().as_ref().expect("config section");
+        assert_eq!(cfg.cmd().as_deref(), Some(&["sh".to_string()][..]));
+        assert!(
+            cfg.env()
+                .as_ref()
+                .is_some_and(|e| e.iter().any(|v| v.starts_with("PATH="))),
+            "{:?}",
+            cfg.env()
+        );
+    }
+}
+
+#[test]
+fn pull_by_digest_and_wrong_digests_are_refused() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox:latest");
+    let store = store_in(tmp.path());
+    let c = client();
+
+    let p = pull(&c, &store, &reg.image(&format!("busybox@{}", desc.digest))).unwrap();
+    assert_eq!(p.manifest_digest.to_string(), desc.digest);
+    assert_stored(&store, &p);
+
+    // A digest the registry does not have: its 404, with its error body.
+    let missing = Digest::of(b"no such manifest");
+    let err = pull(&c, &store, &reg.image(&format!("busybox@{missing}"))).unwrap_err();
+    assert!(matches!(err, Error::Status { status: 404, .. }), "{err}");
+    assert!(err.to_string().contains("MANIFEST_UNKNOWN"), "{err}");
+
+    // The registry serves other bytes under the digest: refused, not stored.
+    let fresh = store_in(&tmp.path().join("fresh"));
+    let path = reg.blob_path(&desc.digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&path, &bytes).unwrap();
+    let err = pull(&c, &fresh, &reg.image(&format!("busybox@{}", desc.digest))).unwrap_err();
+    assert!(matches!(err, Error::ManifestDigest { .. }), "{err}");
+    assert!(err.to_string().contains("refusing"), "{err}");
+    assert!(fresh.list().unwrap().is_empty());
+}
+
+#[test]
+fn a_multi_arch_index_resolves_to_the_platform() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, index, manifests) = multi_arch_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "multi:latest");
+    let store = store_in(tmp.path());
+    let c = client();
+
+    let host = pull(&c, &store, &reg.image("multi")).unwrap();
+    assert_eq!(
+        host.index_digest.map(|d| d.to_string()),
+        Some(index.digest.clone())
+    );
+    assert_eq!(host.manifest_digest.to_string(), manifests[0].digest);
+    assert_stored(&store, &host);
+    store
+        .read(&host.index_digest.unwrap())
+        .expect("index stored");
+
+    // The other platform's image is the one with `/platform` naming it.
+    let want = Want {
+        arch: other_arch().into(),
+        os: oci_spec::image::Os::Linux,
+        variant: (other_arch() == "arm64").then(|| "v8".to_string()),
+    };
+    let other = pull_for(&c, &store, &reg.image("multi"), &want).unwrap();
+    assert_eq!(other.manifest_digest.to_string(), manifests[1].digest);
+    assert_eq!(other.layers.len(), 1);
+    assert!(host
+        .layers
+        .iter()
+        .all(|l| l.digest != other.layers[0].digest));
+    let blob = std::fs::File::open(store.path(&other.layers[0].digest)).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+    let mut found = String::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("platform") {
+            std::io::Read::read_to_string(&mut entry, &mut found).unwrap();
+        }
+    }
+    assert_eq!(found.trim(), other_arch());
+
+    // A platform the index lacks is a clear error.
+    let want = Want {
+        arch: "s390x".into(),
+        os: oci_spec::image::Os::Linux,
+        variant: None,
+    };
+    let err = pull_for(&c, &store, &reg.image("multi"), &want).unwrap_err();
+    assert!(matches!(err, Error::NoPlatform { .. }), "{err}");
+}
+
+#[test]
+fn a_tampered_layer_fails_the_pull_and_leaves_nothing() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, _) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox");
+    let manifest = reg.manifest("busybox", "latest").json();
+    let digest: Digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let path = reg.blob_path(&digest.to_string());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let store = store_in(tmp.path());
+    let err = pull(&client(), &store, &reg.image("busybox")).unwrap_err();
+    assert!(
+        matches!(&err, Error::Store { source, .. } if matches!(**source, content::Error::Digest { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&digest.to_string()), "{err}");
+    assert!(!store.has(&digest));
+    assert!(!store.path(&digest).exists());
+    let ingest = tmp.path().join("content/ingest");
+    assert_eq!(
+        std::fs::read_dir(&ingest).unwrap().count(),
+        0,
+        "partial kept"
+    );
+    // The manifest is not stored either: nothing names an incomplete image.
+    let manifest_digest: Digest = reg.inspect("busybox")["Digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(!store.has(&manifest_digest));
+}
+
+#[test]
+fn basic_auth_with_right_wrong_and_no_credentials() {
+    let reg = Registry::start_with_auth("rcd", "s3cret");
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox");
+    let with = |pw: &str| {
+        Client::new(ClientConfig {
+            insecure: vec![],
+            credentials: [(reg.addr.clone(), ("rcd".to_string(), pw.to_string()))].into(),
+        })
+        .unwrap()
+    };
+
+    let store = store_in(tmp.path());
+    let p = pull(&with("s3cret"), &store, &reg.image("busybox")).unwrap();
+    assert_eq!(p.manifest_digest.to_string(), desc.digest);
+    assert_stored(&store, &p);
+
+    let fresh = store_in(&tmp.path().join("fresh"));
+    let err = pull(&with("wrong"), &fresh, &reg.image("busybox")).unwrap_err();
+    assert!(
+        matches!(err, Error::Unauthorized { status: 401, .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("authentication failed (HTTP 401)"), "{msg}");
+    assert!(msg.contains(&reg.addr), "{msg}");
+
+    let err = pull(&client(), &fresh, &reg.image("busybox")).unwrap_err();
+    assert!(
+        err.to_string().contains("no credentials configured"),
+        "{err}"
+    );
+    assert!(fresh.list().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_pulls_download_each_blob_once() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, _) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox");
+    let store = store_in(tmp.path());
+    let c = Arc::new(client());
+    let r = reference::parse(&reg.image("busybox")).unwrap();
+
+    let results = runtime().block_on(async {
+        let tasks: Vec<_> = (0..3)
+            .map(|_| {
+                let (c, r, store) = (c.clone(), r.clone(), store.clone());
+                tokio::spawn(async move { c.pull(&r, &store, &Want::host()).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    let pulled: Vec<Pulled> = results.into_iter().map(|r| r.unwrap()).collect();
+    for p in &pulled {
+        assert_eq!(p.manifest_digest, pulled[0].manifest_digest);
+        assert_stored(&store, p);
+    }
+    let p = &pulled[0];
+    for digest in p.layers.iter().map(|l| l.digest).chain([p.config_digest]) {
+        let gets = requests(&reg, &format!("/v2/busybox/blobs/{digest}"));
+        assert_eq!(
+            gets.len(),
+            1,
+            "{digest} fetched {} times: {gets:#?}",
+            gets.len()
+        );
+    }
+}
+
+#[test]
+fn an_interrupted_pull_resumes_and_a_bad_partial_restarts() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, _) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox");
+    let manifest = reg.manifest("busybox", "latest").json();
+    let digest: Digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Read from storage, not over HTTP: the access log must hold only the pull's requests.
+    let blob = std::fs::read(reg.blob_path(&digest.to_string())).unwrap();
+    let c = client();
+
+    // Half the layer from an earlier, broken-off attempt: only the rest is asked for.
+    let store = store_in(tmp.path());
+    let half = blob.len() / 2;
+    std::fs::write(
+        tmp.path().join("content/ingest").join(digest.hex()),
+        &blob[..half],
+    )
+    .unwrap();
+    let p = pull(&c, &store, &reg.image("busybox")).unwrap();
+    assert_stored(&store, &p);
+    let gets = requests(&reg, &format!("/v2/busybox/blobs/{digest}"));
+    assert_eq!(gets.len(), 1, "{gets:#?}");
+    assert!(gets[0].contains(" 206 "), "not a range request: {gets:#?}");
+
+    // A partial that is not a prefix of the blob: caught at commit, downloaded again whole.
+    let other = store_in(&tmp.path().join("other"));
+    let mut bad = blob[..half].to_vec();
+    bad[0] ^= 0xff;
+    std::fs::write(
+        tmp.path().join("other/content/ingest").join(digest.hex()),
+        &bad,
+    )
+    .unwrap();
+    let p = pull(&c, &other, &reg.image("busybox")).unwrap();
+    assert_stored(&other, &p);
+    let gets = requests(&reg, &format!("/v2/busybox/blobs/{digest}"));
+    assert_eq!(gets.len(), 3, "{gets:#?}");
+    assert!(gets[2].contains(" 200 "), "{gets:#?}");
+}
+
+/// A token-auth front for the anonymous fixture registry, as Docker Hub is: `/v2/` answers 401
+/// with a Bearer challenge; `/token` hands out a token for basic credentials; blob downloads are
+/// redirected to the registry itself (another host, as a CDN would be).
+struct TokenFront {
+    registry: String,
+    front: String,
+    /// Every request to `/token`, with its query.
+    token_requests: std::sync::Mutex<Vec<String>>,
+}
+
+async fn token_front(
+    axum::extract::State(s): axum::extract::State<Arc<TokenFront>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    // Read what is needed before any await: the request's body is not Sync.
+    let (auth, accept) = {
+        let header_of = |name: header::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        (header_of(header::AUTHORIZATION), header_of(header::ACCEPT))
+    };
+    drop(req);
+    if path.starts_with("/token") {
+        s.token_requests.lock().unwrap().push(path.clone());
+        let good = format!("Basic {}", crate::registry::base64(b"rcd:s3cret"));
+        if auth != good {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "{\"details\":\"bad credentials\"}",
+            )
+                .into_response();
+        }
+        return (StatusCode::OK, "{\"token\":\"T0KEN\",\"expires_in\":300}").into_response();
+    }
+    if auth != "Bearer T0KEN" {
+        let challenge = format!(
+            "Bearer realm=\"http://{}/token\",service=\"fixture\",scope=\"repository:busybox:pull\"",
+            s.front
+        );
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, challenge)],
+            "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}",
+        )
+            .into_response();
+    }
+    if path.ends_with("/manifests/huge") {
+        // More than the 4 MiB a manifest may be.
+        let body = vec![b' '; 5 << 20];
+        return (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/vnd.oci.image.manifest.v1+json",
+            )],
+            body,
+        )
+            .into_response();
+    }
+    if path.contains("/blobs/") {
+        let to = format!("http://{}{path}", s.registry);
+        return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response();
+    }
+    let registry = s.registry.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        crate::registry::http(&registry, "GET", &path, &[("Accept", accept)], b"")
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let content_type = r.header("content-type").unwrap_or("").to_string();
+    (
+        StatusCode::from_u16(r.status).unwrap(),
+        [(header::CONTENT_TYPE, content_type)],
+        r.body,
+    )
+        .into_response()
+}
+
+#[test]
+fn bearer_token_auth_and_redirected_blobs() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox");
+
+    let rt = runtime();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let front_addr = listener.local_addr().unwrap().to_string();
+    let state = Arc::new(TokenFront {
+        registry: reg.addr.clone(),
+        front: front_addr.clone(),
+        token_requests: Default::default(),
+    });
+    let app = axum::Router::new()
+        .fallback(token_front)
+        .with_state(state.clone());
+    rt.spawn(async move { axum::serve(listener, app).await });
+    let image = reference::parse(&format!("{front_addr}/busybox")).unwrap();
+    let with = |pw: &str| {
+        Client::new(ClientConfig {
+            insecure: vec![],
+            credentials: [(front_addr.clone(), ("rcd".to_string(), pw.to_string()))].into(),
+        })
+        .unwrap()
+    };
+
+    let store = store_in(tmp.path());
+    let p = rt
+        .block_on(with("s3cret").pull(&image, &store, &Want::host()))
+        .unwrap();
+    assert_eq!(p.manifest_digest.to_string(), desc.digest);
+    assert_stored(&store, &p);
+    {
+        let tokens = state.token_requests.lock().unwrap();
+        // One token, reused for the manifest, the config and the layers.
+        assert_eq!(tokens.len(), 1, "{tokens:?}");
+        assert_eq!(
+            tokens[0],
+            "/token?service=fixture&scope=repository%3Abusybox%3Apull"
+        );
+    }
+    // The blobs came from the registry after the redirect.
+    let gets = requests(&reg, &format!("/v2/busybox/blobs/{}", p.layers[0].digest));
+    assert_eq!(gets.len(), 1, "{gets:#?}");
+
+    let huge = reference::parse(&format!("{front_addr}/busybox:huge")).unwrap();
+    let err = rt
+        .block_on(with("s3cret").pull(&huge, &store, &Want::host()))
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+
+    let fresh = store_in(&tmp.path().join("fresh"));
+    let err = rt
+        .block_on(with("wrong").pull(&image, &fresh, &Want::host()))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Unauthorized { status: 401, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("bad credentials"), "{err}");
+    assert!(fresh.list().unwrap().is_empty());
+}
