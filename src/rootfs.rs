@@ -31,8 +31,8 @@ pub enum Error {
 /// The directories of one container's overlay.
 #[derive(Debug, Clone)]
 pub struct Overlay {
-    /// The read-only lower layer.
-    pub lower: PathBuf,
+    /// The read-only lower layers, top first (a rootfs unit has one).
+    pub lowers: Vec<PathBuf>,
     /// The container's writes.
     pub upper: PathBuf,
     /// overlayfs's scratch directory (same filesystem as upper).
@@ -44,8 +44,13 @@ pub struct Overlay {
 impl Overlay {
     /// The overlay for a container directory and a lower layer.
     pub fn new(lower: &Path, container_dir: &Path, merged: &Path) -> Self {
+        Self::layered(vec![lower.to_path_buf()], container_dir, merged)
+    }
+
+    /// The overlay for a container directory and lower layers, top first.
+    pub fn layered(lowers: Vec<PathBuf>, container_dir: &Path, merged: &Path) -> Self {
         Overlay {
-            lower: lower.to_path_buf(),
+            lowers,
             upper: container_dir.join("upper"),
             work: container_dir.join("work"),
             merged: merged.to_path_buf(),
@@ -54,19 +59,27 @@ impl Overlay {
 
     /// Mounts the overlay (idempotent: an existing mount is kept).
     pub fn mount(&self) -> Result<(), Error> {
-        match std::fs::metadata(&self.lower) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::Lower {
-                    path: self.lower.clone(),
-                    reason: "not a directory".into(),
-                })
-            }
-            Err(e) => {
-                return Err(Error::Lower {
-                    path: self.lower.clone(),
-                    reason: e.to_string(),
-                })
+        if self.lowers.is_empty() {
+            return Err(Error::Lower {
+                path: self.merged.clone(),
+                reason: "no lower layer".into(),
+            });
+        }
+        for lower in &self.lowers {
+            match std::fs::metadata(lower) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(Error::Lower {
+                        path: lower.clone(),
+                        reason: "not a directory".into(),
+                    })
+                }
+                Err(e) => {
+                    return Err(Error::Lower {
+                        path: lower.clone(),
+                        reason: e.to_string(),
+                    })
+                }
             }
         }
         if is_mounted(&self.merged) {
@@ -79,12 +92,7 @@ impl Overlay {
                 source,
             })?;
         }
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            self.lower.display(),
-            self.upper.display(),
-            self.work.display()
-        );
+        let data = self.data()?;
         mount(
             Some("overlay"),
             &self.merged,
@@ -97,6 +105,38 @@ impl Overlay {
             path: self.merged.clone(),
             source: e.into(),
         })
+    }
+}
+
+impl Overlay {
+    /// The mount data (`lowerdir=top:...:bottom,upperdir=..,workdir=..`); the kernel takes at
+    /// most one page of it, so a longer one is refused here rather than truncated there.
+    pub fn data(&self) -> Result<String, Error> {
+        let lowers: Vec<String> = self
+            .lowers
+            .iter()
+            .map(|l| l.display().to_string())
+            .collect();
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            self.upper.display(),
+            self.work.display()
+        );
+        let page = rustix::param::page_size();
+        // The kernel copies one page including the terminating NUL.
+        if data.len() >= page {
+            return Err(Error::Lower {
+                path: self.merged.clone(),
+                reason: format!(
+                    "overlay mount options are {} bytes for {} layers, over the kernel's limit of {} (one page)",
+                    data.len(),
+                    self.lowers.len(),
+                    page - 1
+                ),
+            });
+        }
+        Ok(data)
     }
 }
 
@@ -166,5 +206,25 @@ mod tests {
         assert_eq!(super::unescape("/a\\040b"), "/a b");
         assert_eq!(super::unescape("/plain"), "/plain");
         assert!(super::is_mounted(std::path::Path::new("/proc")));
+    }
+
+    #[test]
+    fn lowerdirs_top_first_and_bounded() {
+        use std::path::{Path, PathBuf};
+        let o = super::Overlay::layered(
+            vec![PathBuf::from("/s/top"), PathBuf::from("/s/bottom")],
+            Path::new("/c"),
+            Path::new("/c/rootfs"),
+        );
+        assert_eq!(
+            o.data().ok().as_deref(),
+            Some("lowerdir=/s/top:/s/bottom,upperdir=/c/upper,workdir=/c/work")
+        );
+        let many = (0..100)
+            .map(|i| PathBuf::from(format!("/var/lib/rcd/images/snapshots/{i:064}")))
+            .collect();
+        let o = super::Overlay::layered(many, Path::new("/c"), Path::new("/c/rootfs"));
+        let err = o.data().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("over the kernel's limit"), "{err}");
     }
 }

@@ -2,7 +2,9 @@
 //! Docker's safe defaults (capabilities, no-new-privileges, masked /proc paths, fresh /dev).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::ImageConfiguration;
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
@@ -11,7 +13,7 @@ use oci_spec::runtime::{
     UserBuilder,
 };
 
-use crate::unit::{NetworkMode, Unit};
+use crate::unit::{NetworkMode, Unit, User};
 
 /// A spec that could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -68,9 +70,161 @@ pub const READONLY_PATHS: [&str; 5] = [
 /// The default PATH, Docker's.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Builds the runtime spec for `unit`, rooted at `rootfs`, in the cgroup `cgroups_path`.
-pub fn build(unit: &Unit, rootfs: &Path, cgroups_path: &str) -> Result<Spec, Error> {
-    build_inner(unit, rootfs, cgroups_path).map_err(|source| Error {
+/// What the container's init runs and as whom: the unit merged over its image's config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// argv, never empty.
+    pub args: Vec<String>,
+    /// `KEY=value` entries.
+    pub env: Vec<String>,
+    /// Absolute working directory.
+    pub cwd: String,
+    /// Numeric user.
+    pub user: User,
+}
+
+/// Merges the unit over its image config (Docker's rules) into the process to run. `lowers`
+/// are the image's layer directories, top first, where a user name is looked up.
+pub fn process(
+    unit: &Unit,
+    image: Option<&ImageConfiguration>,
+    lowers: &[PathBuf],
+) -> Result<Process, String> {
+    let c = &unit.container;
+    let cfg = image.and_then(|i| i.config().as_ref());
+    // Docker: an entrypoint given at run time drops the image's Cmd unless a command is given too.
+    let entrypoint: Vec<String> = match &c.entrypoint {
+        Some(e) => e.clone(),
+        None => cfg
+            .and_then(|cfg| cfg.entrypoint().clone())
+            .unwrap_or_default(),
+    };
+    let command: Vec<String> = match (&c.command, &c.entrypoint) {
+        (Some(cmd), _) => cmd.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => cfg.and_then(|cfg| cfg.cmd().clone()).unwrap_or_default(),
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(command).collect();
+    if args.is_empty() || args[0].is_empty() {
+        return Err(
+            "no command: the image has no Entrypoint/Cmd and the unit gives none".to_string(),
+        );
+    }
+
+    // Image env first, overridden key by key by the unit's.
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for entry in cfg.and_then(|cfg| cfg.env().clone()).unwrap_or_default() {
+        let (k, v) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
+        match pairs.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.to_string(),
+            None => pairs.push((k.to_string(), v.to_string())),
+        }
+    }
+    for (k, v) in &c.env {
+        match pairs.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => pairs.push((k.clone(), v.clone())),
+        }
+    }
+    let mut env = Vec::new();
+    if !pairs.iter().any(|(k, _)| k == "PATH") {
+        env.push(DEFAULT_PATH.to_string());
+    }
+    if !pairs.iter().any(|(k, _)| k == "HOSTNAME") {
+        env.push(format!("HOSTNAME={}", c.hostname));
+    }
+    env.extend(pairs.into_iter().map(|(k, v)| format!("{k}={v}")));
+
+    let cwd = match (&c.workdir, cfg.and_then(|cfg| cfg.working_dir().as_deref())) {
+        (Some(w), _) => w.clone(),
+        (None, Some(w)) if w.starts_with('/') => w.to_string(),
+        (None, Some(w)) if !w.is_empty() => {
+            return Err(format!("the image's WorkingDir {w:?} is not absolute"))
+        }
+        _ => "/".to_string(),
+    };
+
+    let user = match (c.user, cfg.and_then(|cfg| cfg.user().as_deref())) {
+        (Some(u), _) => u,
+        (None, Some(u)) if !u.is_empty() => image_user(u, lowers)?,
+        _ => User { uid: 0, gid: 0 },
+    };
+    Ok(Process {
+        args,
+        env,
+        cwd,
+        user,
+    })
+}
+
+/// The image config's `User` ("uid", "uid:gid", "name", "name:group") as numbers; names are
+/// looked up in the top-most layer that has /etc/passwd (and /etc/group).
+fn image_user(spec: &str, lowers: &[PathBuf]) -> Result<User, String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let lookup = |file: &str, name: &str, field: usize| -> Result<(u32, Option<u32>), String> {
+        let path = lowers
+            .iter()
+            .map(|l| l.join("etc").join(file))
+            .find(|p| p.symlink_metadata().is_ok_and(|m| m.is_file()))
+            .ok_or_else(|| {
+                format!(
+                    "the image's User {spec:?} names {name:?}, but the image has no /etc/{file}"
+                )
+            })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("the image's User {spec:?}: cannot read /etc/{file}: {e}"))?;
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.first() == Some(&name) && fields.len() > 3 {
+                let id = fields[2].parse::<u32>().ok();
+                let gid = if field == 3 {
+                    fields[3].parse::<u32>().ok()
+                } else {
+                    None
+                };
+                if let Some(id) = id {
+                    return Ok((id, gid));
+                }
+            }
+        }
+        Err(format!(
+            "the image's User {spec:?}: {name:?} is not in the image's /etc/{file}"
+        ))
+    };
+    let numeric = |s: &str| -> Option<u32> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (uid, primary) = match numeric(user) {
+        Some(uid) => (uid, None),
+        None => {
+            let (uid, gid) = lookup("passwd", user, 3)?;
+            (uid, gid)
+        }
+    };
+    let gid = match group {
+        Some(g) => match numeric(g) {
+            Some(gid) => gid,
+            None => lookup("group", g, 2)?.0,
+        },
+        None => primary.unwrap_or(0),
+    };
+    Ok(User { uid, gid })
+}
+
+/// Builds the runtime spec for `unit` running `process`, rooted at `rootfs`, in the cgroup
+/// `cgroups_path`.
+pub fn build(
+    unit: &Unit,
+    process: &Process,
+    rootfs: &Path,
+    cgroups_path: &str,
+) -> Result<Spec, Error> {
+    build_inner(unit, process, rootfs, cgroups_path).map_err(|source| Error {
         unit: unit.name.clone(),
         source,
     })
@@ -78,28 +232,20 @@ pub fn build(unit: &Unit, rootfs: &Path, cgroups_path: &str) -> Result<Spec, Err
 
 fn build_inner(
     unit: &Unit,
+    p: &Process,
     rootfs: &Path,
     cgroups_path: &str,
 ) -> Result<Spec, oci_spec::OciSpecError> {
-    let c = &unit.container;
     let caps: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
-    let mut env = Vec::new();
-    if !c.env.contains_key("PATH") {
-        env.push(DEFAULT_PATH.to_string());
-    }
-    if !c.env.contains_key("HOSTNAME") {
-        env.push(format!("HOSTNAME={}", c.hostname));
-    }
-    env.extend(c.env.iter().map(|(k, v)| format!("{k}={v}")));
     let process = ProcessBuilder::default()
         .terminal(false)
-        .args(c.command.clone())
-        .env(env)
-        .cwd(c.workdir.clone())
+        .args(p.args.clone())
+        .env(p.env.clone())
+        .cwd(p.cwd.clone())
         .user(
             UserBuilder::default()
-                .uid(c.user.uid)
-                .gid(c.user.gid)
+                .uid(p.user.uid)
+                .gid(p.user.gid)
                 .build()?,
         )
         .capabilities(
@@ -182,7 +328,7 @@ fn build_inner(
                 .readonly(false)
                 .build()?,
         )
-        .hostname(c.hostname.clone())
+        .hostname(unit.container.hostname.clone())
         .process(process)
         .mounts(mounts)
         .annotations(
@@ -252,4 +398,97 @@ fn default_mounts() -> Result<Vec<Mount>, oci_spec::OciSpecError> {
                 .build()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(extra: &str) -> Unit {
+        let text = format!("[container]\nimage = \"busybox\"\n{extra}");
+        match crate::unit::parse("t", Path::new("t.toml"), &text) {
+            Ok(u) => u,
+            Err(ds) => panic!("{ds:?}"),
+        }
+    }
+
+    fn config(json: &str) -> ImageConfiguration {
+        let text = format!(
+            "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}},\"config\":{json}}}"
+        );
+        match serde_json::from_str(&text) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn run(extra: &str, json: &str, lowers: &[PathBuf]) -> Result<Process, String> {
+        process(&unit(extra), Some(&config(json)), lowers)
+    }
+
+    #[test]
+    fn docker_argv_rules() {
+        let img = r#"{"Entrypoint":["/ep"],"Cmd":["c1"]}"#;
+        let args = |extra: &str| run(extra, img, &[]).map(|p| p.args);
+        assert_eq!(args(""), Ok(vec!["/ep".into(), "c1".into()]));
+        assert_eq!(
+            args("command = [\"x\"]\n"),
+            Ok(vec!["/ep".into(), "x".into()])
+        );
+        // A unit entrypoint drops the image's Cmd.
+        assert_eq!(args("entrypoint = [\"/e2\"]\n"), Ok(vec!["/e2".into()]));
+        assert_eq!(
+            args("entrypoint = []\ncommand = [\"sh\"]\n"),
+            Ok(vec!["sh".into()])
+        );
+        let none = run("entrypoint = []\n", img, &[]);
+        assert!(none.is_err_and(|e| e.starts_with("no command")));
+        let none = run("", "{}", &[]);
+        assert!(none.is_err_and(|e| e.starts_with("no command")));
+    }
+
+    #[test]
+    fn env_workdir_user_from_the_image() {
+        let img = r#"{"Cmd":["sh"],"Env":["PATH=/img/bin","A=image","B=image"],"WorkingDir":"/srv","User":"7:8"}"#;
+        let p = run("env = { B = \"unit\", C = \"unit\" }\n", img, &[]);
+        let Ok(p) = p else { panic!("{p:?}") };
+        assert_eq!(
+            p.env,
+            ["HOSTNAME=t", "PATH=/img/bin", "A=image", "B=unit", "C=unit"]
+        );
+        assert_eq!(p.cwd, "/srv");
+        assert_eq!(p.user, User { uid: 7, gid: 8 });
+        let p = run("workdir = \"/w\"\nuser = \"1:2\"\n", img, &[]);
+        let Ok(p) = p else { panic!("{p:?}") };
+        assert_eq!((p.cwd.as_str(), p.user), ("/w", User { uid: 1, gid: 2 }));
+        let p = run("", r#"{"Cmd":["sh"]}"#, &[]);
+        let Ok(p) = p else { panic!("{p:?}") };
+        assert_eq!((p.cwd.as_str(), p.user), ("/", User { uid: 0, gid: 0 }));
+    }
+
+    #[test]
+    fn user_names_from_the_top_most_passwd() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
+        let (top, bottom) = (dir.path().join("top"), dir.path().join("bottom"));
+        for (layer, passwd) in [
+            (&top, "www:x:33:34::/:/bin/sh\n"),
+            (&bottom, "www:x:1:1::/:/bin/sh\n"),
+        ] {
+            assert!(std::fs::create_dir_all(layer.join("etc")).is_ok());
+            assert!(std::fs::write(layer.join("etc/passwd"), passwd).is_ok());
+        }
+        assert!(std::fs::write(bottom.join("etc/group"), "staff:x:50:\n").is_ok());
+        let lowers = [top.clone(), bottom.clone()];
+        let user = |u: &str| {
+            run("", &format!(r#"{{"Cmd":["sh"],"User":"{u}"}}"#), &lowers).map(|p| p.user)
+        };
+        assert_eq!(user("www"), Ok(User { uid: 33, gid: 34 }));
+        assert_eq!(user("www:staff"), Ok(User { uid: 33, gid: 50 }));
+        assert_eq!(user("5"), Ok(User { uid: 5, gid: 0 }));
+        assert!(user("nobody").is_err_and(|e| e.contains("not in the image's /etc/passwd")));
+        let bare = run("", r#"{"Cmd":["sh"],"User":"www"}"#, &[]);
+        assert!(bare.is_err_and(|e| e.contains("has no /etc/passwd")));
+    }
 }

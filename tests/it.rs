@@ -6,6 +6,8 @@ mod harness;
 
 #[path = "it/check.rs"]
 mod check;
+#[path = "it/image.rs"]
+mod image;
 #[path = "it/lifecycle.rs"]
 mod lifecycle;
 #[path = "it/policy.rs"]

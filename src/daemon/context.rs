@@ -8,6 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::Paths;
+use crate::image::content::ContentStore;
+use crate::image::layer::Limits;
+use crate::image::registry::{Client, ClientConfig};
+use crate::image::snapshot::Snapshots;
+use crate::image::store::ImageStore;
 use crate::reconcile::Msg;
 use crate::runtime::Runtime;
 use crate::store::{Record, Store};
@@ -30,6 +35,32 @@ pub struct Entry {
     pub record: Option<Record>,
 }
 
+/// The image side of the daemon: blobs, image records, unpacked layers, and the puller.
+pub struct Images {
+    /// Blobs by digest, `<root>/images/content`.
+    pub content: ContentStore,
+    /// Image records by normalized reference, `<root>/images/meta`.
+    pub store: ImageStore,
+    /// Unpacked layers by chain id, `<root>/images/snapshots`.
+    pub snapshots: Snapshots,
+    /// The registry client (one for the daemon: concurrent pulls share downloads).
+    pub client: Client,
+}
+
+impl Images {
+    /// Opens (creating) the image directories under the state root.
+    pub fn open(root: &std::path::Path) -> Result<Self, String> {
+        let dir = root.join("images");
+        Ok(Images {
+            content: ContentStore::open(&dir.join("content")).map_err(|e| e.to_string())?,
+            store: ImageStore::open(&dir.join("meta")).map_err(|e| e.to_string())?,
+            snapshots: Snapshots::open(&dir.join("snapshots"), Limits::default())
+                .map_err(|e| e.to_string())?,
+            client: Client::new(ClientConfig::default()).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
 /// Everything the daemon's tasks share.
 pub struct Context {
     /// Paths under the state root.
@@ -44,6 +75,8 @@ pub struct Context {
     pub start_timeout: std::time::Duration,
     /// Unit records on disk.
     pub store: Store,
+    /// Images: content, records, snapshots, registry client.
+    pub images: Images,
     /// This boot's id.
     pub boot_id: String,
     /// Short digest of the root, in container ids and cgroup paths, so daemons never collide.
@@ -59,7 +92,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context over the given parts.
+    /// A context over the given parts (each opened by the caller, which reports its errors).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         paths: Paths,
         units_dir: PathBuf,
@@ -67,6 +101,7 @@ impl Context {
         shim: PathBuf,
         start_timeout: std::time::Duration,
         store: Store,
+        images: Images,
         tx: mpsc::UnboundedSender<Msg>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -78,6 +113,7 @@ impl Context {
             shim,
             start_timeout,
             store,
+            images,
             boot_id: boot_id(),
             start_permits: Semaphore::new((cores * 2).max(4)),
             tx,

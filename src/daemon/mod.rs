@@ -37,6 +37,9 @@ pub enum Error {
     /// The state store could not be opened.
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    /// The image directories could not be opened.
+    #[error("images: {0}")]
+    Images(String),
     /// The watcher could not start.
     #[error("cannot watch {}: {source}", path.display())]
     Watch {
@@ -156,6 +159,7 @@ pub async fn run(
     std::fs::set_permissions(&paths.root, std::fs::Permissions::from_mode(0o711))
         .map_err(io(&paths.root))?;
     let store = Store::open(&paths.records)?;
+    let images = context::Images::open(&paths.root).map_err(Error::Images)?;
     let runtime = Runtime::new(&runtime_bin, &paths.runtime_root);
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(
@@ -165,6 +169,7 @@ pub async fn run(
         shim,
         config.start_timeout,
         store,
+        images,
         tx,
     ));
     tracing::info!(

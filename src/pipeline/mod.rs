@@ -2,12 +2,29 @@
 //! policy, rctl start) and the only way one is stopped and taken apart.
 
 pub mod cleanup;
+pub mod image;
 pub mod start;
 pub mod stop;
 
 /// A pipeline step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The image could not be resolved, pulled or unpacked.
+    #[error("image {image}: {reason}")]
+    Image {
+        /// The normalized reference.
+        image: String,
+        /// The cause.
+        reason: String,
+    },
+    /// The process to run could not be derived from the unit and its image.
+    #[error("unit {unit}: {reason}")]
+    Process {
+        /// The unit.
+        unit: String,
+        /// Why.
+        reason: String,
+    },
     /// The root filesystem could not be prepared.
     #[error(transparent)]
     Rootfs(#[from] crate::rootfs::Error),

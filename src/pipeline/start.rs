@@ -6,16 +6,30 @@ use std::sync::Arc;
 use crate::daemon::context::Context;
 use crate::rootfs::Overlay;
 use crate::shim::{self, launch::Launched};
-use crate::unit::Unit;
+use crate::unit::{Source, Unit};
 
+use super::image::{self, Prepared};
 use super::{blocking, cleanup, Error};
 
 /// Starts container instance `id` of `unit`. On error nothing of it runs or stays mounted.
-pub async fn start(ctx: &Arc<Context>, unit: &Arc<Unit>, id: &str) -> Result<Launched, Error> {
+/// `on_pull` is called when the start begins waiting for an image pull.
+pub async fn start(
+    ctx: &Arc<Context>,
+    unit: &Arc<Unit>,
+    id: &str,
+    on_pull: &(dyn Fn() + Send + Sync),
+) -> Result<Launched, Error> {
+    // Step 4: image. Nothing of the instance exists yet, so a failure here needs no rollback.
+    let image = match &unit.container.source {
+        Source::Rootfs(_) => None,
+        Source::Image { reference, pull } => {
+            Some(image::prepare(ctx, reference, *pull, on_pull).await?)
+        }
+    };
     let c2 = ctx.clone();
     let u2 = unit.clone();
     let id2 = id.to_string();
-    let result = blocking(move || prepare_and_launch(&c2, &u2, &id2)).await;
+    let result = blocking(move || prepare_and_launch(&c2, &u2, &id2, image.as_ref())).await;
     let result = match result {
         Ok(inner) => inner,
         Err(e) => Err(e),
@@ -32,17 +46,41 @@ pub async fn start(ctx: &Arc<Context>, unit: &Arc<Unit>, id: &str) -> Result<Lau
     }
 }
 
-fn prepare_and_launch(ctx: &Context, unit: &Unit, id: &str) -> Result<Launched, Error> {
+fn prepare_and_launch(
+    ctx: &Context,
+    unit: &Unit,
+    id: &str,
+    image: Option<&Prepared>,
+) -> Result<Launched, Error> {
     let dir = ctx.paths.container(id);
     let bundle = ctx.paths.bundle(id);
     let rootfs = bundle.join("rootfs");
-    // Step 5: rootfs. The unit's directory stays untouched: it is the overlay's lower layer.
-    Overlay::new(&unit.container.rootfs, &dir, &rootfs).mount()?;
-    // Step 7: OCI spec -> bundle/config.json, once per instance: it depends only on the
-    // spec-hashed parts of the unit, and a restart of the instance reuses it.
+    // Step 5: rootfs. The unit's directory (or the image's snapshots) stays untouched: it is
+    // the overlay's lower layers.
+    let lowers = match (&unit.container.source, image) {
+        (_, Some(prepared)) => prepared.lowers.clone(),
+        (Source::Rootfs(r), None) => vec![r.clone()],
+        (Source::Image { reference, .. }, None) => {
+            return Err(Error::Image {
+                image: reference.clone(),
+                reason: "not prepared".into(),
+            })
+        }
+    };
+    Overlay::layered(lowers.clone(), &dir, &rootfs).mount()?;
+    // Step 7: OCI spec -> bundle/config.json. A rootfs unit's depends only on the spec-hashed
+    // parts of the unit, so a restart of the instance reuses it; an image unit's is rebuilt at
+    // every start from the stored image config (a `pull = "always"` may have changed it).
     let config = bundle.join("config.json");
-    if !config.exists() {
-        let spec = crate::spec::build(unit, &rootfs, &ctx.cgroups_path(id))?;
+    if image.is_some() || !config.exists() {
+        let process =
+            crate::spec::process(unit, image.map(|p| &p.config), &lowers).map_err(|reason| {
+                Error::Process {
+                    unit: unit.name.clone(),
+                    reason,
+                }
+            })?;
+        let spec = crate::spec::build(unit, &process, &rootfs, &ctx.cgroups_path(id))?;
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Bundle {
             path: config.clone(),
             source: std::io::Error::other(e),

@@ -49,7 +49,10 @@ pub fn plan(input: Input<'_>) -> Action {
             _ => Action::Idle(None),
         };
     };
-    let active = matches!(record.state, State::Running | State::Starting);
+    let active = matches!(
+        record.state,
+        State::Running | State::Starting | State::Pulling
+    );
     if active && !input.alive {
         return Action::ObserveExit;
     }
@@ -95,7 +98,7 @@ pub fn plan(input: Input<'_>) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unit::{Container, NetworkMode, Policy, Resources, Restart, User};
+    use crate::unit::{Container, NetworkMode, Policy, Resources, Restart, Source, User};
 
     fn unit(hash: &str, autostart: bool) -> Unit {
         Unit {
@@ -103,11 +106,12 @@ mod tests {
             file: "/u/web.toml".into(),
             description: None,
             container: Container {
-                rootfs: "/r".into(),
-                command: vec!["sh".into()],
+                source: Source::Rootfs("/r".into()),
+                entrypoint: None,
+                command: Some(vec!["sh".into()]),
                 env: Default::default(),
-                workdir: "/".into(),
-                user: User { uid: 0, gid: 0 },
+                workdir: None,
+                user: Some(User { uid: 0, gid: 0 }),
                 hostname: "web".into(),
                 stop_signal: "SIGTERM".into(),
                 stop_timeout: Duration::from_secs(10),

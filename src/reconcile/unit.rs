@@ -163,7 +163,7 @@ async fn observe_exit(
         return save(ctx, r);
     };
     let exit = pipeline::stop::read_exit(ctx, &id);
-    let was_starting = r.state == State::Starting;
+    let was_starting = matches!(r.state, State::Starting | State::Pulling);
     if exit.is_none() && !was_starting {
         // The shim died without recording an exit: the container must not run unsupervised.
         tracing::warn!(container = %id, "shim is gone; killing its container");
@@ -371,7 +371,7 @@ async fn recreate(
     let was_active = alive
         || matches!(
             r.state,
-            State::Running | State::Restarting | State::Starting
+            State::Running | State::Restarting | State::Starting | State::Pulling
         );
     tracing::info!("unit changed; recreating its container");
     stop_container(ctx, unit, &mut r, Depth::Retire).await?;
@@ -413,7 +413,16 @@ async fn start(
     // container not owned by a running record and removes it (see daemon::recover).
     set(ctx, r.clone());
     let permit = ctx.start_permits.acquire().await;
-    let result = pipeline::start::start(ctx, unit, &id).await;
+    let on_pull = {
+        let ctx = ctx.clone();
+        let name = unit.name.clone();
+        move || {
+            if let Some(r) = ctx.table().get_mut(&name).and_then(|e| e.record.as_mut()) {
+                r.set_state(State::Pulling, now_ms());
+            }
+        }
+    };
+    let result = pipeline::start::start(ctx, unit, &id, &on_pull).await;
     drop(permit);
     let now = now_ms();
     r.start_requested = false;

@@ -25,6 +25,8 @@ pub enum State {
     Pending,
     /// The start pipeline is running (a crash here is cleaned up at the next daemon start).
     Starting,
+    /// The start pipeline waits for an image pull (shown, not persisted, like `Starting`).
+    Pulling,
     /// The container runs under its shim.
     Running,
     /// Exited; its policy keeps it so.
@@ -43,6 +45,7 @@ impl State {
         match self {
             State::Pending => "pending",
             State::Starting => "starting",
+            State::Pulling => "pulling",
             State::Running => "running",
             State::Exited => "exited",
             State::Restarting => "restarting",

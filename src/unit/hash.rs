@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Container, Mount, NetworkMode, Resources};
+use super::{Container, Mount, NetworkMode, Resources, Source, User};
 
 /// What is hashed. A private mirror of the public types rather than their own
 /// `Serialize`, so that reshaping the API's JSON cannot silently change every
@@ -35,6 +35,21 @@ struct Canonical<'a> {
     memory: Option<u64>,
     cpus: Option<f64>,
     pids: Option<i64>,
+    /// Image units only, so that every rootfs unit keeps the hash it had before images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<CanonicalImage<'a>>,
+}
+
+/// The image-only parts. `pull` is left out: it says when to fetch, not what the container
+/// is, and a changed policy applies at the next start without recreating (Docker's `--pull`
+/// is likewise a property of the run, not of the container).
+#[derive(Serialize)]
+struct CanonicalImage<'a> {
+    reference: &'a str,
+    entrypoint: Option<&'a [String]>,
+    command_set: bool,
+    workdir_set: bool,
+    user_set: bool,
 }
 
 /// One mount, as hashed.
@@ -52,13 +67,27 @@ pub fn spec_hash(
     network: NetworkMode,
     resources: &Resources,
 ) -> String {
+    let user = container.user.unwrap_or(User { uid: 0, gid: 0 });
+    let (rootfs, image) = match &container.source {
+        Source::Rootfs(r) => (r.to_string_lossy(), None),
+        Source::Image { reference, .. } => (
+            Cow::Borrowed(""),
+            Some(CanonicalImage {
+                reference,
+                entrypoint: container.entrypoint.as_deref(),
+                command_set: container.command.is_some(),
+                workdir_set: container.workdir.is_some(),
+                user_set: container.user.is_some(),
+            }),
+        ),
+    };
     let canonical = Canonical {
-        rootfs: container.rootfs.to_string_lossy(),
-        command: &container.command,
+        rootfs,
+        command: container.command.as_deref().unwrap_or_default(),
         env: &container.env,
-        workdir: &container.workdir,
-        uid: container.user.uid,
-        gid: container.user.gid,
+        workdir: container.workdir.as_deref().unwrap_or("/"),
+        uid: user.uid,
+        gid: user.gid,
         hostname: &container.hostname,
         stop_signal: &container.stop_signal,
         stop_timeout_ns: container.stop_timeout.as_nanos(),
@@ -77,6 +106,7 @@ pub fn spec_hash(
         memory: resources.memory,
         cpus: resources.cpus,
         pids: resources.pids,
+        image,
     };
     // Serializing plain strings, integers and finite floats cannot fail; should it
     // ever, hashing the empty input still yields a stable (if coarse) value.

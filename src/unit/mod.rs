@@ -41,19 +41,48 @@ pub struct Unit {
     pub spec_hash: String,
 }
 
+/// Where a container's root filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Absolute path of a plain root filesystem directory (the overlay's lower layer).
+    Rootfs(PathBuf),
+    /// An image, by normalized reference (`docker.io/library/busybox:latest`).
+    Image {
+        /// The normalized reference.
+        reference: String,
+        /// When to pull it.
+        pull: PullPolicy,
+    },
+}
+
+/// `pull`: Docker's `--pull`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Pull only when the image is not stored (the default).
+    Missing,
+    /// Pull at every start.
+    Always,
+    /// Never pull; the image must be stored.
+    Never,
+}
+
 /// `[container]`: what runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Container {
-    /// Absolute path of a plain root filesystem directory (the overlay's lower layer).
-    pub rootfs: PathBuf,
-    /// argv; never empty.
-    pub command: Vec<String>,
+    /// The root filesystem: a directory or an image.
+    pub source: Source,
+    /// Replaces the image's Entrypoint (image units only; `Some(vec![])` clears it).
+    pub entrypoint: Option<Vec<String>>,
+    /// argv (or the image's Cmd replacement); never empty when set; always set for rootfs units.
+    pub command: Option<Vec<String>>,
     /// Environment, sorted by key.
     pub env: BTreeMap<String, String>,
-    /// Absolute working directory, default "/".
-    pub workdir: String,
-    /// Numeric user, default 0:0.
-    pub user: User,
+    /// Absolute working directory; unset means the image's, else "/".
+    pub workdir: Option<String>,
+    /// Numeric user; unset means the image's, else 0:0.
+    pub user: Option<User>,
     /// Hostname, default the unit name.
     pub hostname: String,
     /// Normalized signal name ("SIGTERM"), default SIGTERM.

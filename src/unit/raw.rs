@@ -76,6 +76,12 @@ pub struct UnitSection {
 pub struct ContainerSection {
     /// Root filesystem directory.
     pub rootfs: Option<Spanned<String>>,
+    /// Image reference, instead of `rootfs`.
+    pub image: Option<Spanned<String>>,
+    /// "missing", "always" or "never" (image units only).
+    pub pull: Option<Spanned<String>>,
+    /// Replaces the image's Entrypoint (image units only).
+    pub entrypoint: Option<Spanned<Vec<Spanned<String>>>>,
     /// argv.
     pub command: Option<Spanned<Vec<Spanned<String>>>>,
     /// Environment.
@@ -377,6 +383,9 @@ fn unknown_top_level(key: &str, is_table: bool) -> (String, Option<&'static str>
 /// Keys of `[container]`, for the hint above.
 const CONTAINER_KEYS: &[&str] = &[
     "rootfs",
+    "image",
+    "pull",
+    "entrypoint",
     "command",
     "env",
     "workdir",

@@ -130,8 +130,8 @@ fn defaults() {
     };
     assert_eq!(unit.name, "test");
     assert_eq!(unit.description, None);
-    assert_eq!(unit.container.workdir, "/");
-    assert_eq!(unit.container.user, User { uid: 0, gid: 0 });
+    assert_eq!(unit.container.workdir, None);
+    assert_eq!(unit.container.user, None);
     assert_eq!(unit.container.hostname, "test");
     assert_eq!(unit.container.stop_signal, "SIGTERM");
     assert_eq!(unit.container.stop_timeout, Duration::from_secs(10));
@@ -164,8 +164,14 @@ fn every_key_is_read() {
         unit.description.as_deref(),
         Some("Every key, for the reference")
     );
-    assert_eq!(c.rootfs, PathBuf::from("/srv/rootfs/busybox"));
-    assert_eq!(c.command, ["sh", "-c", "echo $GREETING; sleep 1000"]);
+    assert_eq!(
+        c.source,
+        Source::Rootfs(PathBuf::from("/srv/rootfs/busybox"))
+    );
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["sh", "-c", "echo $GREETING; sleep 1000"].map(String::from)[..])
+    );
     assert_eq!(
         c.env
             .iter()
@@ -173,13 +179,13 @@ fn every_key_is_read() {
             .collect::<Vec<_>>(),
         [("EMPTY", ""), ("GREETING", "hi")]
     );
-    assert_eq!(c.workdir, "/tmp");
+    assert_eq!(c.workdir.as_deref(), Some("/tmp"));
     assert_eq!(
         c.user,
-        User {
+        Some(User {
             uid: 1000,
             gid: 1000
-        }
+        })
     );
     assert_eq!(c.hostname, "every-key.example");
     assert_eq!(c.stop_signal, "SIGQUIT");
@@ -245,7 +251,10 @@ fn normalized_values() {
         let c = &unit.container;
         let got = match *what {
             "signal" => c.stop_signal.clone(),
-            "user" => format!("{}:{}", c.user.uid, c.user.gid),
+            "user" => c
+                .user
+                .map(|u| format!("{}:{}", u.uid, u.gid))
+                .unwrap_or_default(),
             _ => humantime::format_duration(c.stop_timeout).to_string(),
         };
         assert_eq!(got, *want, "{line}");
@@ -458,8 +467,9 @@ fn load_file_checks_trust_then_parses() {
     );
 
     let bad = load_file(&dir.path().join("bad.toml"));
+    // Neither `rootfs` nor `image`: whether `command` is required cannot be told.
     assert!(
-        matches!(&bad, Err(Error::Invalid { diagnostics }) if diagnostics.len() == 2),
+        matches!(&bad, Err(Error::Invalid { diagnostics }) if diagnostics.len() == 1),
         "{bad:?}"
     );
 
@@ -592,4 +602,62 @@ fn error_diagnostics() {
             .collect::<Vec<_>>(),
         ["/etc/rcd/units:1:1: refused: owned by uid 1000, not root"]
     );
+}
+
+#[test]
+fn image_units_normalize_and_leave_defaults_unset() {
+    let Ok(unit) = check_text("[container]\nimage = \"busybox\"\n") else {
+        panic!("image unit rejected");
+    };
+    let c = &unit.container;
+    assert_eq!(
+        c.source,
+        Source::Image {
+            reference: "docker.io/library/busybox:latest".into(),
+            pull: PullPolicy::Missing
+        }
+    );
+    assert_eq!(c.command, None);
+    assert_eq!(c.entrypoint, None);
+    assert_eq!(c.workdir, None);
+    assert_eq!(c.user, None);
+    let Ok(cleared) = check_text("[container]\nimage = \"busybox\"\nentrypoint = []\n") else {
+        panic!("empty entrypoint rejected");
+    };
+    assert_eq!(cleared.container.entrypoint, Some(vec![]));
+    assert_ne!(cleared.spec_hash, unit.spec_hash);
+}
+
+#[test]
+fn image_spec_hash() {
+    let hash = |text: &str| match check_text(text) {
+        Ok(u) => u.spec_hash,
+        Err(e) => panic!("{text}: {e}"),
+    };
+    let base = hash("[container]\nimage = \"busybox\"\n");
+    // The same image written two ways is one image.
+    assert_eq!(
+        hash("[container]\nimage = \"docker.io/library/busybox:latest\"\n"),
+        base
+    );
+    // The pull policy says when to fetch, not what runs.
+    assert_eq!(
+        hash("[container]\nimage = \"busybox\"\npull = \"always\"\n"),
+        base
+    );
+    assert_ne!(hash("[container]\nimage = \"busybox:1.36\"\n"), base);
+    assert_ne!(
+        hash("[container]\nimage = \"busybox\"\nentrypoint = [\"sh\"]\n"),
+        base
+    );
+    assert_ne!(
+        hash("[container]\nimage = \"busybox\"\ncommand = [\"sh\"]\n"),
+        base
+    );
+    // Setting the default explicitly overrides the image's, so it is a different container.
+    assert_ne!(
+        hash("[container]\nimage = \"busybox\"\nworkdir = \"/\"\n"),
+        base
+    );
+    assert_ne!(hash("[container]\nimage = \"busybox\"\nuser = 0\n"), base);
 }

@@ -15,7 +15,9 @@ use super::raw::{
     Scalar, UnitFile,
 };
 use super::units::{self, format_duration, format_size};
-use super::{hash, Container, Mount, NetworkMode, Policy, Resources, Restart, Unit, User};
+use super::{
+    hash, Container, Mount, NetworkMode, Policy, PullPolicy, Resources, Restart, Source, Unit, User,
+};
 
 /// Docker's smallest memory limit: below it a container cannot even start.
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
@@ -237,36 +239,108 @@ impl Checker {
         let s = section.into_inner();
         const T: &str = "[container]";
 
-        let rootfs = self.missing(s.rootfs, "rootfs", T, &header).and_then(|r| {
-            if !self.absolute(&r, "rootfs") {
-                return None;
-            }
-            if r.get_ref().contains([',', ':']) {
+        // Judged by the keys written, so a bad value does not hide a missing `command`.
+        let rootfs_key = s.rootfs.is_some() && s.image.is_none();
+        let image_key = s.image.is_some() && s.rootfs.is_none();
+        let source = match (s.rootfs, s.image) {
+            (Some(_), Some(image)) => {
                 self.err(
-                    r.span(),
-                    "rootfs must not contain ',' or ':' (it becomes an overlay lowerdir)",
+                    image.span(),
+                    "`rootfs` and `image` are exclusive: a unit runs a plain root filesystem or an image, not both",
                 );
-                return None;
+                None
             }
-            Some(PathBuf::from(r.into_inner()))
-        });
+            (None, None) => {
+                self.err(
+                    header.clone(),
+                    format!("missing required key `rootfs` or `image` in {T}"),
+                );
+                None
+            }
+            (Some(r), None) => self.rootfs(r).map(Source::Rootfs),
+            (None, Some(image)) => match crate::image::reference::parse(image.get_ref()) {
+                Ok(reference) => Some(reference.whole()),
+                Err(e) => {
+                    self.err(image.span(), e.to_string());
+                    None
+                }
+            }
+            .map(|reference| Source::Image {
+                reference,
+                pull: PullPolicy::Missing,
+            }),
+        };
+        let (is_image, is_rootfs) = (image_key, rootfs_key);
 
-        let command = self
-            .missing(s.command, "command", T, &header)
-            .and_then(|c| self.command(c));
+        let pull = match s.pull {
+            None => Some(PullPolicy::Missing),
+            Some(p) if is_rootfs => {
+                self.err(p.span(), "`pull` applies only to units with an `image`");
+                None
+            }
+            Some(p) => match p.get_ref().as_str() {
+                "missing" => Some(PullPolicy::Missing),
+                "always" => Some(PullPolicy::Always),
+                "never" => Some(PullPolicy::Never),
+                other => {
+                    self.err(
+                        p.span(),
+                        format!(
+                            "invalid pull policy {other:?}: expected \"missing\", \"always\" or \"never\""
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let source = match (source, pull) {
+            (Some(Source::Image { reference, .. }), Some(pull)) => {
+                Some(Source::Image { reference, pull })
+            }
+            (Some(Source::Rootfs(r)), Some(_)) => Some(Source::Rootfs(r)),
+            _ => None,
+        };
+
+        let entrypoint = match s.entrypoint {
+            None => Some(None),
+            Some(e) if is_rootfs => {
+                self.err(
+                    e.span(),
+                    "`entrypoint` applies only to units with an `image`; put the whole argv in `command`",
+                );
+                None
+            }
+            Some(e) => self.args(e, "entrypoint", true).map(Some),
+        };
+
+        let command = match s.command {
+            Some(c) => self.args(c, "command", false).map(Some),
+            // An image supplies its own Cmd.
+            None if is_image => Some(None),
+            None => {
+                if is_rootfs {
+                    self.err(
+                        header.clone(),
+                        format!("missing required key `command` in {T}"),
+                    );
+                }
+                None
+            }
+        };
 
         let env = self.env(s.env.unwrap_or_default());
 
         let workdir = match s.workdir {
-            Some(w) => self.absolute(&w, "workdir").then(|| w.into_inner()),
-            None => Some("/".to_owned()),
+            Some(w) => self.absolute(&w, "workdir").then(|| Some(w.into_inner())),
+            None => Some(None),
         };
 
         let user = match s.user {
             Some(u) => parse_user(u.get_ref())
                 .map_err(|e| self.err(u.span(), e))
-                .ok(),
-            None => Some(User { uid: 0, gid: 0 }),
+                .ok()
+                .map(Some),
+            None => Some(None),
         };
 
         let hostname = match s.hostname {
@@ -309,7 +383,8 @@ impl Checker {
         let stop_timeout = self.duration(s.stop_timeout.as_ref(), DEFAULT_STOP_TIMEOUT);
 
         Some(Container {
-            rootfs: rootfs?,
+            source: source?,
+            entrypoint: entrypoint?,
             command: command?,
             env: env?,
             workdir: workdir?,
@@ -320,17 +395,39 @@ impl Checker {
         })
     }
 
-    fn command(&mut self, command: Spanned<Vec<Spanned<String>>>) -> Option<Vec<String>> {
-        let span = command.span();
-        let args = command.into_inner();
+    /// A root filesystem directory: absolute, usable as an overlay lowerdir.
+    fn rootfs(&mut self, r: Spanned<String>) -> Option<PathBuf> {
+        if !self.absolute(&r, "rootfs") {
+            return None;
+        }
+        if r.get_ref().contains([',', ':']) {
+            self.err(
+                r.span(),
+                "rootfs must not contain ',' or ':' (it becomes an overlay lowerdir)",
+            );
+            return None;
+        }
+        Some(PathBuf::from(r.into_inner()))
+    }
+
+    /// An argv list (`command` or `entrypoint`); only `entrypoint` may be empty.
+    fn args(
+        &mut self,
+        list: Spanned<Vec<Spanned<String>>>,
+        key: &str,
+        may_be_empty: bool,
+    ) -> Option<Vec<String>> {
+        let span = list.span();
+        let args = list.into_inner();
         let mut ok = true;
         match args.first() {
+            None if may_be_empty => {}
             None => {
-                self.err(span, "command must not be empty");
+                self.err(span, format!("{key} must not be empty"));
                 ok = false;
             }
             Some(first) if first.get_ref().is_empty() => {
-                self.err(first.span(), "command[0] must not be empty");
+                self.err(first.span(), format!("{key}[0] must not be empty"));
                 ok = false;
             }
             Some(_) => {}
@@ -339,7 +436,7 @@ impl Checker {
             if arg.get_ref().contains('\0') {
                 self.err(
                     arg.span(),
-                    format!("command[{i}] must not contain a NUL byte"),
+                    format!("{key}[{i}] must not contain a NUL byte"),
                 );
                 ok = false;
             }
