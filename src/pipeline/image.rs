@@ -44,7 +44,9 @@ pub async fn prepare(
     let stored = images.store.get(image).map_err(|e| fail(image, e))?;
     let record = match (pull, stored) {
         (PullPolicy::Never, None) => {
-            return Err(fail(image, "not present and pull = never"));
+            return Err(Error::ImageAbsent {
+                image: image.to_string(),
+            });
         }
         (PullPolicy::Never | PullPolicy::Missing, Some(stored)) => stored,
         // Docker's `--pull always`: a failed pull fails the start even with a stored copy.

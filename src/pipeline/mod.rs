@@ -17,6 +17,12 @@ pub enum Error {
         /// The cause.
         reason: String,
     },
+    /// `pull = "never"` and the image is not stored.
+    #[error("image {image} is not present and pull = never")]
+    ImageAbsent {
+        /// The normalized reference.
+        image: String,
+    },
     /// The process to run could not be derived from the unit and its image.
     #[error("unit {unit}: {reason}")]
     Process {

@@ -186,3 +186,33 @@ fn registry_down_retries_with_backoff() {
     });
     assert!(d.runtime_containers().is_empty());
 }
+
+#[test]
+fn stored_image_runs_offline_but_pull_always_needs_the_registry() {
+    let reg = Registry::start();
+    let layouts = tempfile::tempdir().unwrap();
+    let (layout, _) = busybox_oci_layout(&layouts.path().join("busybox"));
+    reg.push_layout(&layout.dir, "busybox:latest");
+    let image = format!("{}/busybox:latest", reg.addr);
+    let cmd = "command = [\"sh\", \"-c\", \"exec sleep 1000\"]\nstop_signal = \"KILL\"\n";
+
+    let d = Daemon::start();
+    d.write_unit("first", &image_unit(&image, cmd));
+    d.wait_state("first", "running", 15 * SEC);
+    drop(reg);
+
+    // Stored: `never` and `missing` use it without the registry.
+    d.write_unit(
+        "offline",
+        &image_unit(&image, &format!("pull = \"never\"\n{cmd}")),
+    );
+    d.wait_state("offline", "running", 10 * SEC);
+    // `always` pulls at every start; with the registry gone the start fails (as Docker's).
+    d.write_unit(
+        "always",
+        &image_unit(&image, &format!("pull = \"always\"\n{cmd}")),
+    );
+    let s = d.wait_state("always", "failed", 10 * SEC);
+    let err = s["error"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains(&image) && err.contains("pull failed"), "{err}");
+}
