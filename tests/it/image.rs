@@ -216,3 +216,24 @@ fn stored_image_runs_offline_but_pull_always_needs_the_registry() {
     let err = s["error"].as_str().unwrap_or_default().to_string();
     assert!(err.contains(&image) && err.contains("pull failed"), "{err}");
 }
+
+#[test]
+fn a_start_waiting_for_its_pull_shows_pulling() {
+    // A registry that accepts connections and never answers: the pull waits.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let d = Daemon::start();
+    d.write_unit(
+        "slow",
+        &image_unit(&format!("127.0.0.1:{port}/slow:latest"), ""),
+    );
+    d.wait_state("slow", "pulling", 10 * SEC);
+    let out = String::from_utf8_lossy(&d.rctl(&["status", "slow"]).stdout).to_string();
+    assert!(out.contains("pulling"), "{out}");
+}
