@@ -62,6 +62,16 @@ pub enum Error {
         /// The cause.
         source: hyper_util::client::legacy::Error,
     },
+    /// The registry sent nothing for the idle timeout.
+    #[error("registry {registry}: {url}: nothing received for {after:?}; gave up")]
+    Stalled {
+        /// The registry host.
+        registry: String,
+        /// The URL requested.
+        url: String,
+        /// The idle timeout.
+        after: Duration,
+    },
     /// The response body broke off.
     #[error("registry {registry}: {url}: reading the response: {source}")]
     Body {
@@ -208,7 +218,13 @@ pub struct ClientConfig {
     pub insecure: Vec<String>,
     /// Credentials by registry as references name it (`docker.io`, `host:5000`): user, password.
     pub credentials: HashMap<String, (String, String)>,
+    /// How long a registry may send nothing (no headers, no body bytes) before the pull fails;
+    /// None is `DEFAULT_IDLE`. A pull is never cut while bytes flow, however long it takes.
+    pub idle_timeout: Option<Duration>,
 }
+
+/// How long a silent registry is waited for.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 
 /// One layer of a pulled image, stored and verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -584,7 +600,10 @@ impl Client {
             }
             let resumed = resumed && partial && range_ok;
             let body = resp.body_mut();
-            while let Some(frame) = body.frame().await {
+            while let Some(frame) = tokio::time::timeout(self.idle(), body.frame())
+                .await
+                .map_err(|_| Resumed(false, self.stalled(t, &url)))?
+            {
                 let frame = frame.map_err(|source| {
                     Resumed(
                         false,
@@ -620,6 +639,18 @@ impl Client {
             .map_err(|e| Resumed(true, self.store_err(t, &d, io_join(e))))?
             .map(|_| ())
             .map_err(|e| Resumed(true, self.store_err(t, &d, e)))
+    }
+
+    fn idle(&self) -> Duration {
+        self.config.idle_timeout.unwrap_or(DEFAULT_IDLE)
+    }
+
+    fn stalled(&self, t: &Target<'_>, url: &str) -> Error {
+        Error::Stalled {
+            registry: t.registry.to_string(),
+            url: url.to_string(),
+            after: self.idle(),
+        }
     }
 
     fn url_err(&self, t: &Target<'_>, url: &str) -> Error {
@@ -805,10 +836,9 @@ impl Client {
             let req = req
                 .body(Empty::new())
                 .map_err(|_| self.url_err(t, &uri.to_string()))?;
-            let resp = self
-                .http
-                .request(req)
+            let resp = tokio::time::timeout(self.idle(), self.http.request(req))
                 .await
+                .map_err(|_| self.stalled(t, &uri.to_string()))?
                 .map_err(|source| Error::Connect {
                     registry: t.registry.to_string(),
                     url: uri.to_string(),
@@ -861,7 +891,10 @@ impl Client {
         }
         let mut body = resp.into_body();
         let mut out = Vec::new();
-        while let Some(frame) = body.frame().await {
+        while let Some(frame) = tokio::time::timeout(self.idle(), body.frame())
+            .await
+            .map_err(|_| self.stalled(t, url))?
+        {
             let frame = frame.map_err(|source| Error::Body {
                 registry: t.registry.to_string(),
                 url: url.to_string(),
@@ -882,8 +915,8 @@ impl Client {
         let mut body = resp.into_body();
         let mut out = Vec::new();
         while out.len() < MAX_ERROR_BODY {
-            match body.frame().await {
-                Some(Ok(frame)) => {
+            match tokio::time::timeout(self.idle(), body.frame()).await {
+                Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         out.extend_from_slice(&data);
                     }

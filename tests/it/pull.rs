@@ -237,6 +237,7 @@ fn basic_auth_with_right_wrong_and_no_credentials() {
         Client::new(ClientConfig {
             insecure: vec![],
             credentials: [(reg.addr.clone(), ("rcd".to_string(), pw.to_string()))].into(),
+            ..ClientConfig::default()
         })
         .unwrap()
     };
@@ -466,6 +467,7 @@ fn bearer_token_auth_and_redirected_blobs() {
         Client::new(ClientConfig {
             insecure: vec![],
             credentials: [(front_addr.clone(), ("rcd".to_string(), pw.to_string()))].into(),
+            ..ClientConfig::default()
         })
         .unwrap()
     };
@@ -505,4 +507,35 @@ fn bearer_token_auth_and_redirected_blobs() {
     );
     assert!(err.to_string().contains("bad credentials"), "{err}");
     assert!(fresh.list().unwrap().is_empty());
+}
+
+#[test]
+fn a_silent_registry_fails_the_pull_after_the_idle_timeout() {
+    // Accepts connections, never answers: the pull must not wait forever.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().take(4).flatten() {
+            held.push(s);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path());
+    let client = Client::new(ClientConfig {
+        idle_timeout: Some(std::time::Duration::from_millis(500)),
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let t = std::time::Instant::now();
+    let err = pull(&client, &store, &format!("{addr}/busybox:latest")).unwrap_err();
+    assert!(matches!(err, Error::Stalled { .. }), "{err}");
+    assert!(err.to_string().contains("nothing received"), "{err}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(keep);
 }
