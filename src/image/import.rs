@@ -323,7 +323,7 @@ fn from_docker_save(
 mod tests {
     use super::*;
     use crate::image::layer::Limits;
-    use crate::image::snapshot::{LayerRef, Snapshots};
+    use crate::image::snapshot::Snapshots;
     use std::io::Write;
 
     fn header(size: usize) -> tar::Header {
@@ -402,14 +402,7 @@ mod tests {
 
     fn unpacks(image: &Image, content: &ContentStore, dir: &std::path::Path) {
         let snaps = Snapshots::open(&dir.join("snapshots"), Limits::default()).unwrap();
-        let refs: Vec<LayerRef> = image
-            .layers
-            .iter()
-            .map(|l| LayerRef {
-                blob: l.blob,
-                diff_id: l.diff_id,
-            })
-            .collect();
+        let refs = image.layer_refs();
         let dirs = snaps.prepare(&refs, content).unwrap();
         assert_eq!(std::fs::read(dirs[0].join("hello")).unwrap(), b"world");
     }

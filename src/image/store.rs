@@ -32,6 +32,19 @@ pub struct Layer {
     pub media_type: String,
 }
 
+impl Image {
+    /// Its layers as the snapshotter wants them, bottom first.
+    pub fn layer_refs(&self) -> Vec<super::snapshot::LayerRef> {
+        self.layers
+            .iter()
+            .map(|l| super::snapshot::LayerRef {
+                blob: l.blob,
+                diff_id: l.diff_id,
+            })
+            .collect()
+    }
+}
+
 /// An image this host has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {

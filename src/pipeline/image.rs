@@ -10,7 +10,6 @@ use crate::daemon::context::Context;
 use crate::image::digest::Digest;
 use crate::image::platform::Want;
 use crate::image::reference;
-use crate::image::snapshot::LayerRef;
 use crate::image::store::{Image, Layer};
 use crate::unit::PullPolicy;
 
@@ -61,14 +60,7 @@ pub async fn prepare(
         .map_err(|e| fail(image, format!("config {}: {e}", record.config)))?;
     let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
         .map_err(|e| fail(image, format!("config {}: {e}", record.config)))?;
-    let layers: Vec<LayerRef> = record
-        .layers
-        .iter()
-        .map(|l| LayerRef {
-            blob: l.blob,
-            diff_id: l.diff_id,
-        })
-        .collect();
+    let layers = record.layer_refs();
     if layers.is_empty() {
         return Err(fail(image, "the image has no layers"));
     }
