@@ -11,8 +11,18 @@ use rcd::image::reference;
 use rcd::image::registry::{Client, ClientConfig, Error, Pulled};
 
 use crate::registry::{
-    busybox_oci_layout, multi_arch_layout, other_arch, Registry, DOCKER_LAYER_GZIP, OCI_LAYER_GZIP,
+    busybox_oci_layout, multi_arch_layout, other_arch, Descriptor, OciLayout, Registry,
+    DOCKER_LAYER_GZIP, OCI_LAYER_GZIP,
 };
+
+/// A registry holding busybox pushed as `name`, with the temp dir and the layout it came from.
+fn busybox_registry(name: &str) -> (Registry, tempfile::TempDir, OciLayout, Descriptor) {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, name);
+    (reg, tmp, layout, desc)
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -68,10 +78,7 @@ fn requests(reg: &Registry, path: &str) -> Vec<String> {
 
 #[test]
 fn pulls_busybox_pushed_as_oci_and_as_v2s2() {
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
-    reg.push_layout(&layout.dir, "busybox:latest");
+    let (reg, tmp, layout, desc) = busybox_registry("busybox:latest");
     let v2s2 = reg.push_layout_v2s2(&layout.dir, "library/busybox:1.35");
     let store = store_in(tmp.path());
     let c = client();
@@ -102,10 +109,7 @@ fn pulls_busybox_pushed_as_oci_and_as_v2s2() {
 
 #[test]
 fn pull_by_digest_and_wrong_digests_are_refused() {
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
-    reg.push_layout(&layout.dir, "busybox:latest");
+    let (reg, tmp, _layout, desc) = busybox_registry("busybox:latest");
     let store = store_in(tmp.path());
     let c = client();
 
@@ -187,10 +191,7 @@ fn a_multi_arch_index_resolves_to_the_platform() {
 
 #[test]
 fn a_tampered_layer_fails_the_pull_and_leaves_nothing() {
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let (layout, _) = busybox_oci_layout(&tmp.path().join("layout"));
-    reg.push_layout(&layout.dir, "busybox");
+    let (reg, tmp, _layout, _) = busybox_registry("busybox");
     let manifest = reg.manifest("busybox", "latest").json();
     let digest: Digest = manifest["layers"][0]["digest"]
         .as_str()
@@ -267,10 +268,7 @@ fn basic_auth_with_right_wrong_and_no_credentials() {
 
 #[test]
 fn concurrent_pulls_download_each_blob_once() {
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let (layout, _) = busybox_oci_layout(&tmp.path().join("layout"));
-    reg.push_layout(&layout.dir, "busybox");
+    let (reg, tmp, _layout, _) = busybox_registry("busybox");
     let store = store_in(tmp.path());
     let c = Arc::new(client());
     let r = reference::parse(&reg.image("busybox")).unwrap();
@@ -307,10 +305,7 @@ fn concurrent_pulls_download_each_blob_once() {
 
 #[test]
 fn an_interrupted_pull_resumes_and_a_bad_partial_restarts() {
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let (layout, _) = busybox_oci_layout(&tmp.path().join("layout"));
-    reg.push_layout(&layout.dir, "busybox");
+    let (reg, tmp, _layout, _) = busybox_registry("busybox");
     let manifest = reg.manifest("busybox", "latest").json();
     let digest: Digest = manifest["layers"][0]["digest"]
         .as_str()
@@ -443,10 +438,7 @@ async fn token_front(
 
 #[test]
 fn bearer_token_auth_and_redirected_blobs() {
-    let reg = Registry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
-    reg.push_layout(&layout.dir, "busybox");
+    let (reg, tmp, _layout, desc) = busybox_registry("busybox");
 
     let rt = runtime();
     let listener = rt
