@@ -7,6 +7,7 @@ pub mod digest;
 pub mod import;
 pub mod layer;
 pub mod platform;
+pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod snapshot;

@@ -5,6 +5,7 @@
 //! plain HTTP only for loopback registries and those the daemon marks insecure.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use super::content::{self, ContentStore};
 use super::digest::{self, Digest};
 use super::platform::{self, Want};
+use super::progress::Progress;
 use super::reference::{self, Reference};
 
 /// The largest manifest or index rcd accepts (containerd's limit too).
@@ -313,6 +315,7 @@ impl Client {
         reference: &Reference,
         store: &ContentStore,
         want: &Want,
+        progress: &Progress,
     ) -> Result<Pulled, Error> {
         let registry = reference.registry();
         let host = api_host(reference);
@@ -404,7 +407,7 @@ impl Client {
                 media_type: l.media_type().to_string(),
             });
         }
-        self.blob(&target, store, &config_digest, cfg.size())
+        self.blob(&target, store, &config_digest, cfg.size(), None)
             .await?;
         let config_bytes = store
             .read(&config_digest)
@@ -418,10 +421,11 @@ impl Client {
         })?;
 
         // Layers in parallel; each blob under its own lock.
+        progress.begin(&layers.iter().map(|l| l.size).collect::<Vec<_>>());
         futures_util::future::try_join_all(
             layers
                 .iter()
-                .map(|l| self.blob(&target, store, &l.digest, l.size)),
+                .map(|l| self.blob(&target, store, &l.digest, l.size, Some(progress))),
         )
         .await?;
 
@@ -523,6 +527,7 @@ impl Client {
         store: &ContentStore,
         digest: &Digest,
         size: u64,
+        progress: Option<&Progress>,
     ) -> Result<(), Error> {
         let lock = {
             let mut locks = self.blob_locks.lock().unwrap_or_else(|e| e.into_inner());
@@ -531,19 +536,25 @@ impl Client {
         let result = {
             let _held = lock.lock().await;
             if store.has(digest) {
+                if let Some(p) = progress {
+                    p.add_bytes(size);
+                }
                 Ok(())
             } else {
-                match self.download(t, store, digest, size).await {
+                match self.download(t, store, digest, size, progress).await {
                     // A resumed download that fails verification may owe it to the earlier
                     // attempt's bytes: the partial is gone now, so one clean try remains.
                     Err(Resumed(true, _)) => self
-                        .download(t, store, digest, size)
+                        .download(t, store, digest, size, progress)
                         .await
                         .map_err(|Resumed(_, e)| e),
                     other => other.map_err(|Resumed(_, e)| e),
                 }
             }
         };
+        if let (Ok(()), Some(p)) = (&result, progress) {
+            p.layer_done();
+        }
         drop(lock);
         let mut locks = self.blob_locks.lock().unwrap_or_else(|e| e.into_inner());
         if locks.get(digest).is_some_and(|l| Arc::strong_count(l) == 1) {
@@ -552,12 +563,41 @@ impl Client {
         result
     }
 
+    /// One attempt at a blob; the bytes it reports to `progress` are taken back if it fails.
     async fn download(
         &self,
         t: &Target<'_>,
         store: &ContentStore,
         digest: &Digest,
         size: u64,
+        progress: Option<&Progress>,
+    ) -> Result<(), Resumed> {
+        let counted = AtomicU64::new(0);
+        let count = |n: i64| {
+            if let Some(p) = progress {
+                if n >= 0 {
+                    p.add_bytes(n as u64);
+                    counted.fetch_add(n as u64, Ordering::Relaxed);
+                } else {
+                    p.sub_bytes(n.unsigned_abs());
+                    counted.fetch_sub(n.unsigned_abs(), Ordering::Relaxed);
+                }
+            }
+        };
+        let result = self.attempt(t, store, digest, size, &count).await;
+        if let (Err(_), Some(p)) = (&result, progress) {
+            p.sub_bytes(counted.load(Ordering::Relaxed));
+        }
+        result
+    }
+
+    async fn attempt(
+        &self,
+        t: &Target<'_>,
+        store: &ContentStore,
+        digest: &Digest,
+        size: u64,
+        count: &(dyn Fn(i64) + Sync),
     ) -> Result<(), Resumed> {
         let fail = |e| Resumed(false, e);
         let (s, d) = (store.clone(), *digest);
@@ -567,6 +607,7 @@ impl Client {
             .map_err(|e| fail(self.store_err(t, digest, e)))?;
         let offset = ingest.offset();
         let resumed = offset > 0;
+        count(offset as i64);
         let what = format!("blob {digest}");
         let url = t.url(&format!("blobs/{digest}"));
         if offset < size {
@@ -597,6 +638,7 @@ impl Client {
                 ingest
                     .restart()
                     .map_err(|e| fail(self.store_err(t, digest, e)))?;
+                count(-(offset as i64));
             }
             let resumed = resumed && partial && range_ok;
             let body = resp.body_mut();
@@ -615,6 +657,7 @@ impl Client {
                     )
                 })?;
                 if let Ok(data) = frame.into_data() {
+                    count(data.len() as i64);
                     if let Err(e) = std::io::Write::write_all(&mut ingest, &data) {
                         // More than announced: nothing of it is worth resuming.
                         let _ = ingest.restart();

@@ -9,6 +9,7 @@ use oci_spec::image::ImageConfiguration;
 use crate::daemon::context::Context;
 use crate::image::digest::Digest;
 use crate::image::platform::Want;
+use crate::image::progress::Progress;
 use crate::image::reference;
 use crate::image::store::{Image, Layer};
 use crate::unit::PullPolicy;
@@ -78,7 +79,7 @@ async fn pull_and_record(ctx: &Arc<Context>, image: &str) -> Result<Image, Error
     let r = reference::parse(image).map_err(|e| fail(image, e))?;
     let pulled = images
         .client
-        .pull(&r, &images.content, &Want::host())
+        .pull(&r, &images.content, &Want::host(), &Progress::default())
         .await
         .map_err(|e| fail(image, format!("pull failed: {e}")))?;
     let diff_ids = pulled.config.rootfs().diff_ids();

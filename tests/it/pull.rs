@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rcd::image::content::{self, ContentStore};
 use rcd::image::digest::Digest;
 use rcd::image::platform::Want;
+use rcd::image::progress::Progress;
 use rcd::image::reference;
 use rcd::image::registry::{Client, ClientConfig, Error, Pulled};
 
@@ -47,7 +48,17 @@ fn pull_for(
     want: &Want,
 ) -> Result<Pulled, Error> {
     let r = reference::parse(image).unwrap();
-    runtime().block_on(client.pull(&r, store, want))
+    let progress = Progress::default();
+    let pulled = runtime().block_on(client.pull(&r, store, want, &progress))?;
+    // Whatever was fetched, resumed or already present, a finished pull reports it all.
+    let c = progress.counts();
+    assert_eq!(c.layers_done, pulled.layers.len() as u64);
+    assert_eq!(
+        (c.layers_total, c.bytes_done),
+        (c.layers_done, c.bytes_total)
+    );
+    assert_eq!(c.bytes_total, pulled.layers.iter().map(|l| l.size).sum::<u64>());
+    Ok(pulled)
 }
 
 /// Everything the pull names is in the store and hashes to its name.
@@ -277,7 +288,10 @@ fn concurrent_pulls_download_each_blob_once() {
         let tasks: Vec<_> = (0..3)
             .map(|_| {
                 let (c, r, store) = (c.clone(), r.clone(), store.clone());
-                tokio::spawn(async move { c.pull(&r, &store, &Want::host()).await })
+                tokio::spawn(async move {
+                    c.pull(&r, &store, &Want::host(), &Progress::default())
+                        .await
+                })
             })
             .collect();
         let mut out = Vec::new();
@@ -466,7 +480,7 @@ fn bearer_token_auth_and_redirected_blobs() {
 
     let store = store_in(tmp.path());
     let p = rt
-        .block_on(with("s3cret").pull(&image, &store, &Want::host()))
+        .block_on(with("s3cret").pull(&image, &store, &Want::host(), &Progress::default()))
         .unwrap();
     assert_eq!(p.manifest_digest.to_string(), desc.digest);
     assert_stored(&store, &p);
@@ -485,13 +499,13 @@ fn bearer_token_auth_and_redirected_blobs() {
 
     let huge = reference::parse(&format!("{front_addr}/busybox:huge")).unwrap();
     let err = rt
-        .block_on(with("s3cret").pull(&huge, &store, &Want::host()))
+        .block_on(with("s3cret").pull(&huge, &store, &Want::host(), &Progress::default()))
         .unwrap_err();
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
 
     let fresh = store_in(&tmp.path().join("fresh"));
     let err = rt
-        .block_on(with("wrong").pull(&image, &fresh, &Want::host()))
+        .block_on(with("wrong").pull(&image, &fresh, &Want::host(), &Progress::default()))
         .unwrap_err();
     assert!(
         matches!(err, Error::Unauthorized { status: 401, .. }),
