@@ -177,6 +177,52 @@ pub fn is_mounted(path: &Path) -> bool {
         .any(|mp| unescape(mp) == want)
 }
 
+/// An overlay mounted on this host: where, and on which lower layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mounted {
+    /// The mount point.
+    pub target: PathBuf,
+    /// Its lower directories, top first.
+    pub lowers: Vec<PathBuf>,
+}
+
+/// Every overlay mounted on this host (from /proc/self/mountinfo), so that nothing a mounted
+/// container stands on is ever pruned.
+pub fn overlays() -> Vec<Mounted> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    overlays_in(&info)
+}
+
+fn overlays_in(info: &str) -> Vec<Mounted> {
+    let mut out = Vec::new();
+    for line in info.lines() {
+        // The fields after " - " are: fstype, source, super options.
+        let Some((head, tail)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut fields = tail.split(' ');
+        if fields.next() != Some("overlay") {
+            continue;
+        }
+        let Some(target) = head.split(' ').nth(4) else {
+            continue;
+        };
+        let options = fields.nth(1).unwrap_or_default();
+        let lowers = options
+            .split(',')
+            .filter_map(|opt| opt.strip_prefix("lowerdir="))
+            .flat_map(|dirs| dirs.split(':').map(|d| PathBuf::from(unescape(d))))
+            .collect();
+        out.push(Mounted {
+            target: PathBuf::from(unescape(target)),
+            lowers,
+        });
+    }
+    out
+}
+
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape(s: &str) -> String {
     let b = s.as_bytes();
@@ -201,6 +247,21 @@ fn unescape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn lowers_of_mounted_overlays() {
+        let info = "36 35 98:0 / /mnt rw - ext4 /dev/sda1 rw\n\
+            40 35 0:50 / /c/rootfs rw,relatime - overlay overlay rw,lowerdir=/s/a:/s/b,upperdir=/c/u,workdir=/c/w\n";
+        assert_eq!(
+            overlays_in(info),
+            [Mounted {
+                target: "/c/rootfs".into(),
+                lowers: vec!["/s/a".into(), "/s/b".into()]
+            }]
+        );
+    }
+
     #[test]
     fn unescapes_mountinfo() {
         assert_eq!(super::unescape("/a\\040b"), "/a b");

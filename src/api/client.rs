@@ -3,11 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::types::ErrorBody;
 
@@ -53,6 +55,19 @@ impl Client {
     }
 
     async fn send(&self, method: Method, path: &str) -> Result<Response<Incoming>, Error> {
+        let empty = Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed();
+        self.send_body(method, path, None, empty).await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: BoxBody<Bytes, std::io::Error>,
+    ) -> Result<Response<Incoming>, Error> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| Error::Connect {
@@ -65,12 +80,14 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "rcd")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| Error::Http(e.to_string()))?;
+            .header("host", "rcd");
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
+        let req = req.body(body).map_err(|e| Error::Http(e.to_string()))?;
         let resp = sender
             .send_request(req)
             .await
@@ -95,6 +112,68 @@ impl Client {
     /// POST with no body, decoding a JSON answer.
     pub async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
         let resp = self.send(Method::POST, path).await?;
+        decode(resp).await
+    }
+
+    /// POST a JSON body, decoding a JSON answer.
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, Error> {
+        let resp = self.send_json(path, body).await?;
+        decode(resp).await
+    }
+
+    async fn send_json(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<Response<Incoming>, Error> {
+        let json = serde_json::to_vec(body).map_err(|e| Error::Http(e.to_string()))?;
+        let body = Full::new(Bytes::from(json))
+            .map_err(|never| match never {})
+            .boxed();
+        self.send_body(Method::POST, path, Some("application/json"), body)
+            .await
+    }
+
+    /// POST a JSON body; the answer is newline-delimited JSON, each value handed to `sink` as
+    /// it arrives.
+    pub async fn post_lines<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        mut sink: impl FnMut(T),
+    ) -> Result<(), Error> {
+        let mut resp = self.send_json(path, body).await?;
+        let mut rest = Vec::new();
+        while let Some(frame) = resp.body_mut().frame().await {
+            let frame = frame.map_err(|e| Error::Http(e.to_string()))?;
+            if let Some(data) = frame.data_ref() {
+                rest.extend_from_slice(data);
+            }
+            while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = rest.drain(..=end).collect();
+                sink(serde_json::from_slice(&line).map_err(|e| Error::Decode(e.to_string()))?);
+            }
+        }
+        Ok(())
+    }
+
+    /// POST a file as the body (streamed, not read into memory), decoding a JSON answer.
+    pub async fn post_file<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        file: tokio::fs::File,
+    ) -> Result<T, Error> {
+        let frames = futures_util::StreamExt::map(tokio_util::io::ReaderStream::new(file), |r| {
+            r.map(hyper::body::Frame::data)
+        });
+        let body = BodyExt::boxed(StreamBody::new(frames));
+        let resp = self
+            .send_body(Method::POST, path, Some("application/x-tar"), body)
+            .await?;
         decode(resp).await
     }
 

@@ -2,5 +2,6 @@
 //! hands operator intents to the reconciler; `client` is what rctl uses.
 
 pub mod client;
+pub mod images;
 pub mod server;
 pub mod types;

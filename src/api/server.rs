@@ -30,10 +30,12 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/units/{name}/{verb}", post(intent))
         .route("/v1/reload", post(reload))
         .route("/v1/daemon", get(daemon))
+        .merge(super::images::routes())
         .with_state(ctx)
 }
 
-struct ApiError(StatusCode, String);
+/// An error answer: its status and message.
+pub(super) struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -48,20 +50,25 @@ fn unknown(name: &str) -> ApiError {
     )
 }
 
-fn rfc3339(ms: Option<u64>) -> Option<String> {
+/// Milliseconds since the epoch as RFC 3339.
+pub(super) fn rfc3339(ms: Option<u64>) -> Option<String> {
     ms.map(|ms| {
         humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
     })
 }
 
 /// The status of one table entry.
-pub fn status_of(name: &str, e: &Entry) -> UnitStatus {
+pub fn status_of(ctx: &Context, name: &str, e: &Entry) -> UnitStatus {
     let r = e.record.as_ref();
     let state = match (r, &e.unit) {
         (Some(r), _) => r.state.as_str(),
         (None, None) => "invalid",
         (None, Some(_)) => RecState::Pending.as_str(),
     };
+    let image = e.unit.as_ref().and_then(|u| match &u.container.source {
+        crate::unit::Source::Image { reference, .. } => Some(reference.clone()),
+        crate::unit::Source::Rootfs(_) => None,
+    });
     let policy = e.unit.as_ref().map(|u| {
         match u.restart.policy {
             Policy::No => "no",
@@ -100,6 +107,10 @@ pub fn status_of(name: &str, e: &Entry) -> UnitStatus {
         held: r.is_some_and(|r| r.hold),
         description: e.unit.as_ref().and_then(|u| u.description.clone()),
         container_id: r.and_then(|r| r.container_id.clone()),
+        image: image.clone(),
+        pull: image
+            .filter(|_| state == RecState::Pulling.as_str())
+            .and_then(|i| ctx.images.progress(&i)),
     }
 }
 
@@ -119,7 +130,7 @@ async fn daemon(State(ctx): State<Arc<Context>>) -> Json<DaemonInfo> {
 
 async fn list(State(ctx): State<Arc<Context>>) -> Json<Vec<UnitStatus>> {
     let table = ctx.table();
-    Json(table.iter().map(|(n, e)| status_of(n, e)).collect())
+    Json(table.iter().map(|(n, e)| status_of(&ctx, n, e)).collect())
 }
 
 async fn status(
@@ -128,7 +139,7 @@ async fn status(
 ) -> Result<Json<UnitStatus>, ApiError> {
     let table = ctx.table();
     let e = table.get(&name).ok_or_else(|| unknown(&name))?;
-    Ok(Json(status_of(&name, e)))
+    Ok(Json(status_of(&ctx, &name, e)))
 }
 
 async fn inspect(
@@ -139,7 +150,7 @@ async fn inspect(
     let e = table.get(&name).ok_or_else(|| unknown(&name))?;
     let record = e.record.as_ref();
     Ok(Json(Inspect {
-        status: status_of(&name, e),
+        status: status_of(&ctx, &name, e),
         unit: e
             .unit
             .as_ref()
@@ -180,7 +191,7 @@ async fn intent(
     let _ = rx.await;
     let table = ctx.table();
     let e = table.get(&name).ok_or_else(|| unknown(&name))?;
-    let st = status_of(&name, e);
+    let st = status_of(&ctx, &name, e);
     // A start that failed is the request's failure too.
     if verb != "stop" && st.state != "running" {
         if let Some(err) = &st.error {

@@ -40,6 +40,12 @@ pub struct UnitStatus {
     pub description: Option<String>,
     /// The runtime's container id.
     pub container_id: Option<String>,
+    /// The image the unit names (normalized), for image units.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// While `pulling`: how far the pull is.
+    #[serde(default)]
+    pub pull: Option<crate::image::progress::Counts>,
 }
 
 /// `rctl inspect`: the unit as loaded, its record and its bundle.
@@ -84,4 +90,59 @@ pub struct DaemonInfo {
     pub runtime: String,
     /// Why the units directory is not being read, if it is not.
     pub units_dir_error: Option<String>,
+}
+
+/// One stored image, as `rctl image ls` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageInfo {
+    /// Normalized reference.
+    pub name: String,
+    /// The config blob's digest (the image id, as Docker names it).
+    pub id: String,
+    /// The manifest's digest.
+    pub manifest: String,
+    /// Bytes of its layer blobs (as stored, compressed).
+    pub size: u64,
+    /// How many layers.
+    pub layers: usize,
+    /// When it was pulled or imported (RFC 3339).
+    pub stored: Option<String>,
+    /// Units that name it or whose container stands on it.
+    pub used_by: Vec<String>,
+}
+
+/// `POST /v1/images/pull` and `/v1/images/rm`: which image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRequest {
+    /// As the operator wrote it (`busybox`, `host:5000/app:1`, `name@sha256:...`).
+    pub reference: String,
+}
+
+/// One line of a pull's answer (newline-delimited JSON, one every few hundred ms).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PullLine {
+    /// The normalized reference.
+    pub image: String,
+    /// Layer and byte counters so far.
+    pub progress: crate::image::progress::Counts,
+    /// The stored image, on the last line of a pull that worked.
+    pub done: Option<ImageInfo>,
+    /// Why it failed, on the last line of a pull that did not.
+    pub error: Option<String>,
+}
+
+/// `rctl image rm`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRemoved {
+    /// The image removed.
+    pub image: String,
+    /// What was freed with it.
+    pub swept: crate::image::gc::Swept,
+}
+
+/// `rctl image import`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImagesImported {
+    /// The images recorded.
+    pub images: Vec<ImageInfo>,
 }

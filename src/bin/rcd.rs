@@ -28,6 +28,13 @@ struct Args {
     /// counts as a failure.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     start_timeout: std::time::Duration,
+    /// Daemon config file (registries, image limits) [default: /etc/rcd/rcd.toml; if it does
+    /// not exist, the defaults].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Check the config file and the credentials file it names, then exit (0: good, 1: not).
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +47,16 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    let config_path = args
+        .config
+        .clone()
+        .unwrap_or_else(|| rcd::config::file::DEFAULT_PATH.into());
+    let file = rcd::config::file::FileConfig::load(&config_path, args.config.is_some())?;
+    if args.check_config {
+        file.client_config()?;
+        println!("{}: ok", config_path.display());
+        return Ok(());
+    }
     let config = rcd::config::Config {
         units_dir: args.units_dir,
         root: args.root,
@@ -47,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         runtime: args.runtime,
         shim: args.shim,
         start_timeout: args.start_timeout,
+        file,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -2,7 +2,8 @@
 
 use std::time::SystemTime;
 
-use crate::api::types::UnitStatus;
+use crate::api::types::{ImageInfo, UnitStatus};
+use crate::image::progress::Counts;
 
 /// One log-file line as `rctl logs` prints it: the text, and with `timestamps` the time and
 /// stream; a partial record prints without its newline, so the line continues.
@@ -77,6 +78,12 @@ pub fn status(s: &UnitStatus, log: &str) -> String {
     if let Some(id) = &s.container_id {
         out.push_str(&format!("  Container: {id}\n"));
     }
+    if let Some(image) = &s.image {
+        out.push_str(&format!("      Image: {image}\n"));
+    }
+    if let Some(p) = &s.pull {
+        out.push_str(&format!("    Pulling: {}\n", progress(p)));
+    }
     if let Some(e) = &s.error {
         for (i, line) in e.lines().enumerate() {
             let label = if i == 0 {
@@ -115,8 +122,91 @@ pub fn table(all: &[UnitStatus]) -> String {
             ]
         })
         .collect();
-    let header = ["UNIT", "STATE", "PID", "RESTARTS", "EXIT", "ERROR"].map(String::from);
-    let mut widths = [0usize; 6];
+    columns(
+        ["UNIT", "STATE", "PID", "RESTARTS", "EXIT", "ERROR"].map(String::from),
+        &rows,
+    )
+}
+
+/// Bytes as Docker shows them (decimal units, one decimal).
+pub fn bytes(n: u64) -> String {
+    let mut value = n as f64;
+    for unit in ["B", "kB", "MB", "GB", "TB"] {
+        if value < 1000.0 || unit == "TB" {
+            return if unit == "B" {
+                format!("{n} B")
+            } else {
+                format!("{value:.1} {unit}")
+            };
+        }
+        value /= 1000.0;
+    }
+    format!("{n} B")
+}
+
+/// "2/3 layers, 45.2 MB of 102.0 MB (44%)".
+pub fn progress(c: &Counts) -> String {
+    if c.layers_total == 0 {
+        return "resolving the manifest".to_string();
+    }
+    let pct = (c.bytes_done * 100)
+        .checked_div(c.bytes_total)
+        .unwrap_or(100);
+    format!(
+        "{}/{} layers, {} of {} ({pct}%)",
+        c.layers_done,
+        c.layers_total,
+        bytes(c.bytes_done),
+        bytes(c.bytes_total)
+    )
+}
+
+/// One plain progress line (not a terminal).
+pub fn pull_line(image: &str, c: &Counts) -> String {
+    format!("pulling {image}: {}", progress(c))
+}
+
+/// A one-line progress bar (a terminal), redrawn in place.
+pub fn pull_bar(image: &str, c: &Counts) -> String {
+    const WIDTH: u64 = 30;
+    let filled = (c.bytes_done * WIDTH)
+        .checked_div(c.bytes_total)
+        .unwrap_or(0)
+        .min(WIDTH);
+    format!(
+        "{image} [{}{}] {}",
+        "#".repeat(filled as usize),
+        " ".repeat((WIDTH - filled) as usize),
+        progress(c)
+    )
+}
+
+/// The `rctl image ls` table.
+pub fn images(all: &[ImageInfo]) -> String {
+    let rows: Vec<[String; 5]> = all
+        .iter()
+        .map(|i| {
+            [
+                i.name.clone(),
+                i.id.trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect(),
+                bytes(i.size),
+                i.stored.clone().unwrap_or_default(),
+                i.used_by.join(","),
+            ]
+        })
+        .collect();
+    columns(
+        ["IMAGE", "ID", "SIZE", "STORED", "USED BY"].map(String::from),
+        &rows,
+    )
+}
+
+/// Left-aligned columns two spaces apart, the last one unpadded.
+fn columns<const N: usize>(header: [String; N], rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
     for row in std::iter::once(&header).chain(rows.iter()) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -126,7 +216,7 @@ pub fn table(all: &[UnitStatus]) -> String {
     for row in std::iter::once(&header).chain(rows.iter()) {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
-            if i == row.len() - 1 {
+            if i == N - 1 {
                 line.push_str(cell);
             } else {
                 line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
@@ -136,4 +226,29 @@ pub fn table(all: &[UnitStatus]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(45_200_000), "45.2 MB");
+        assert_eq!(bytes(1_500_000_000), "1.5 GB");
+    }
+
+    #[test]
+    fn pull_progress() {
+        let c = Counts {
+            layers_total: 3,
+            layers_done: 1,
+            bytes_total: 200_000_000,
+            bytes_done: 50_000_000,
+        };
+        assert_eq!(progress(&c), "1/3 layers, 50.0 MB of 200.0 MB (25%)");
+        assert!(pull_bar("x", &c).starts_with("x [#######       "));
+        assert_eq!(progress(&Counts::default()), "resolving the manifest");
+    }
 }

@@ -2,6 +2,7 @@
 //! and what the operator reads.
 
 mod format;
+mod image;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// The daemon could not be reached.
     pub const NO_DAEMON: i32 = 3;
-    /// A named unit is not loaded.
+    /// A named unit is not loaded, or a named image is not stored.
     pub const UNKNOWN_UNIT: i32 = 4;
 }
 
@@ -30,7 +31,7 @@ const EXIT_CODES: &str = "Exit codes:
   1  the request failed (a unit failed to start, `check` found problems, ...)
   2  bad usage
   3  the daemon could not be reached (is rcd running? see --socket / RCD_SOCKET)
-  4  a named unit is not loaded";
+  4  a named unit is not loaded, or a named image is not stored";
 
 /// rctl: control rcd, the file-driven container daemon.
 #[derive(Parser, Debug)]
@@ -112,6 +113,12 @@ pub enum Command {
         /// The unit.
         unit: String,
     },
+    /// Images: pull, ls, rm, prune, import.
+    Image {
+        /// What to do.
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
     /// Validate unit files without a daemon (files or directories; default /etc/rcd/units).
     Check {
         /// Files or directories.
@@ -142,6 +149,7 @@ pub async fn run(cli: Cli) -> i32 {
             follow,
             timestamps,
         } => logs(&client, &unit, tail, follow, timestamps).await,
+        Command::Image { command } => image::run(&client, command).await,
         Command::Inspect { unit } => client
             .get::<Inspect>(&format!("/v1/units/{}/inspect", enc(&unit)))
             .await

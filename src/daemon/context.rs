@@ -7,12 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Semaphore};
 
+pub use super::images::Images;
 use crate::config::Paths;
-use crate::image::content::ContentStore;
-use crate::image::layer::Limits;
-use crate::image::registry::{Client, ClientConfig};
-use crate::image::snapshot::Snapshots;
-use crate::image::store::ImageStore;
 use crate::reconcile::Msg;
 use crate::runtime::Runtime;
 use crate::store::{Record, Store};
@@ -33,32 +29,6 @@ pub struct Entry {
     pub digest: Option<[u8; 32]>,
     /// Its persisted record.
     pub record: Option<Record>,
-}
-
-/// The image side of the daemon: blobs, image records, unpacked layers, and the puller.
-pub struct Images {
-    /// Blobs by digest, `<root>/images/content`.
-    pub content: ContentStore,
-    /// Image records by normalized reference, `<root>/images/meta`.
-    pub store: ImageStore,
-    /// Unpacked layers by chain id, `<root>/images/snapshots`.
-    pub snapshots: Snapshots,
-    /// The registry client (one for the daemon: concurrent pulls share downloads).
-    pub client: Client,
-}
-
-impl Images {
-    /// Opens (creating) the image directories under the state root.
-    pub fn open(root: &std::path::Path) -> Result<Self, String> {
-        let dir = root.join("images");
-        Ok(Images {
-            content: ContentStore::open(&dir.join("content")).map_err(|e| e.to_string())?,
-            store: ImageStore::open(&dir.join("meta")).map_err(|e| e.to_string())?,
-            snapshots: Snapshots::open(&dir.join("snapshots"), Limits::default())
-                .map_err(|e| e.to_string())?,
-            client: Client::new(ClientConfig::default()).map_err(|e| e.to_string())?,
-        })
-    }
 }
 
 /// Everything the daemon's tasks share.

@@ -2,6 +2,7 @@
 //! watcher, the reconciler and the API until shutdown. Containers outlive it (live restore).
 
 pub mod context;
+pub mod images;
 mod recover;
 
 use std::os::unix::fs::PermissionsExt;
@@ -159,7 +160,7 @@ pub async fn run(
     std::fs::set_permissions(&paths.root, std::fs::Permissions::from_mode(0o711))
         .map_err(io(&paths.root))?;
     let store = Store::open(&paths.records)?;
-    let images = context::Images::open(&paths.root).map_err(Error::Images)?;
+    let images = context::Images::open(&paths.root, &config.file).map_err(Error::Images)?;
     let runtime = Runtime::new(&runtime_bin, &paths.runtime_root);
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(

@@ -177,6 +177,16 @@ impl ContentStore {
         }
     }
 
+    /// Partial downloads and imports (kept for resuming).
+    pub fn partials(&self) -> Result<Vec<PathBuf>, Error> {
+        let dir = self.root.join("ingest");
+        Ok(fs::read_dir(&dir)
+            .map_err(io_err(&dir))?
+            .flatten()
+            .map(|e| e.path())
+            .collect())
+    }
+
     /// Every stored blob.
     pub fn list(&self) -> Result<Vec<Digest>, Error> {
         let dir = self.root.join("blobs/sha256");

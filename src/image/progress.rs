@@ -29,6 +29,9 @@ pub struct Counts {
 impl Progress {
     /// The layer list is known: `sizes` are the blobs' sizes.
     pub fn begin(&self, sizes: &[u64]) {
+        // A second pull of the same image reuses the counters: start them over.
+        self.layers_done.store(0, Ordering::Relaxed);
+        self.bytes_done.store(0, Ordering::Relaxed);
         self.layers_total
             .store(sizes.len() as u64, Ordering::Relaxed);
         self.bytes_total

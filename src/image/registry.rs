@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -280,6 +280,8 @@ impl Target<'_> {
 pub struct Client {
     http: Http,
     config: ClientConfig,
+    /// Credentials by registry; replaceable while pulls run.
+    credentials: RwLock<HashMap<String, (String, String)>>,
     /// `Authorization` values by `host/repository`, learnt from challenges.
     auth: Mutex<HashMap<String, HeaderValue>>,
     /// One lock per blob being fetched: the second puller waits and then finds it stored.
@@ -302,6 +304,7 @@ impl Client {
             .wrap_connector(http);
         Ok(Client {
             http: HyperClient::builder(TokioExecutor::new()).build(https),
+            credentials: RwLock::new(config.credentials.clone()),
             config,
             auth: Mutex::new(HashMap::new()),
             blob_locks: Mutex::new(HashMap::new()),
@@ -756,11 +759,16 @@ impl Client {
         }
     }
 
-    fn credentials(&self, t: &Target<'_>) -> Option<&(String, String)> {
-        self.config
-            .credentials
-            .get(t.registry)
-            .or_else(|| self.config.credentials.get(t.host))
+    fn credentials(&self, t: &Target<'_>) -> Option<(String, String)> {
+        let creds = self.credentials.read().unwrap_or_else(|e| e.into_inner());
+        creds.get(t.registry).or_else(|| creds.get(t.host)).cloned()
+    }
+
+    /// Replaces the credentials (the operator edited the credentials file); what was learnt
+    /// from challenges with the old ones is forgotten.
+    pub fn set_credentials(&self, credentials: HashMap<String, (String, String)>) {
+        *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = credentials;
+        self.auth.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn unauthorized(&self, t: &Target<'_>, status: u16, body: String) -> Error {
@@ -785,7 +793,7 @@ impl Client {
         body: &str,
     ) -> Result<HeaderValue, Error> {
         let creds = self.credentials(t);
-        let basic = creds.map(|(u, p)| {
+        let basic = creds.as_ref().map(|(u, p)| {
             format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))

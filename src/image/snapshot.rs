@@ -171,6 +171,24 @@ impl Snapshots {
         Ok(dest)
     }
 
+    /// The snapshots present (by chain id), and anything else in the directory (unpacks a
+    /// crash left behind).
+    pub fn entries(&self) -> Result<(Vec<Digest>, Vec<PathBuf>), Error> {
+        let mut chains = Vec::new();
+        let mut other = Vec::new();
+        for e in fs::read_dir(&self.root)
+            .map_err(io_err(&self.root))?
+            .flatten()
+        {
+            match format!("sha256:{}", e.file_name().to_string_lossy()).parse() {
+                Ok(d) => chains.push(d),
+                Err(_) => other.push(e.path()),
+            }
+        }
+        chains.sort();
+        Ok((chains, other))
+    }
+
     /// Removes a snapshot (an unused layer, at prune time).
     pub fn remove(&self, chain_id: &Digest) -> Result<(), Error> {
         let path = self.path(chain_id);

@@ -7,11 +7,6 @@ use std::sync::Arc;
 use oci_spec::image::ImageConfiguration;
 
 use crate::daemon::context::Context;
-use crate::image::digest::Digest;
-use crate::image::platform::Want;
-use crate::image::progress::Progress;
-use crate::image::reference;
-use crate::image::store::{Image, Layer};
 use crate::unit::PullPolicy;
 
 use super::Error;
@@ -41,6 +36,8 @@ pub async fn prepare(
     on_pull: &(dyn Fn() + Send + Sync),
 ) -> Result<Prepared, Error> {
     let images = &ctx.images;
+    // No removal or pruning while this start reads the stores and unpacks.
+    let _shared = images.shared().await;
     let stored = images.store.get(image).map_err(|e| fail(image, e))?;
     let record = match (pull, stored) {
         (PullPolicy::Never, None) => {
@@ -52,7 +49,7 @@ pub async fn prepare(
         // Docker's `--pull always`: a failed pull fails the start even with a stored copy.
         (PullPolicy::Missing, None) | (PullPolicy::Always, _) => {
             on_pull();
-            pull_and_record(ctx, image).await?
+            images.pull(image).await.map_err(|e| fail(image, e))?
         }
     };
     let config_bytes = images
@@ -71,47 +68,4 @@ pub async fn prepare(
         .await?
         .map_err(|e| fail(image, format!("unpack: {e}")))?;
     Ok(Prepared { config, lowers })
-}
-
-/// Pulls `image` for this host and records it in the image store.
-async fn pull_and_record(ctx: &Arc<Context>, image: &str) -> Result<Image, Error> {
-    let images = &ctx.images;
-    let r = reference::parse(image).map_err(|e| fail(image, e))?;
-    let pulled = images
-        .client
-        .pull(&r, &images.content, &Want::host(), &Progress::default())
-        .await
-        .map_err(|e| fail(image, format!("pull failed: {e}")))?;
-    let diff_ids = pulled.config.rootfs().diff_ids();
-    if diff_ids.len() != pulled.layers.len() {
-        return Err(fail(
-            image,
-            format!(
-                "{} layers but {} DiffIDs in its config",
-                pulled.layers.len(),
-                diff_ids.len()
-            ),
-        ));
-    }
-    let mut layers = Vec::with_capacity(pulled.layers.len());
-    for (l, diff) in pulled.layers.iter().zip(diff_ids) {
-        let diff_id: Digest = diff
-            .parse()
-            .map_err(|e| fail(image, format!("DiffID {diff}: {e}")))?;
-        layers.push(Layer {
-            blob: l.digest,
-            diff_id,
-            size: l.size,
-            media_type: l.media_type.clone(),
-        });
-    }
-    let record = Image {
-        name: image.to_string(),
-        manifest: pulled.manifest_digest,
-        config: pulled.config_digest,
-        layers,
-        stored_ms: crate::shim::now_ms(),
-    };
-    images.store.put(&record).map_err(|e| fail(image, e))?;
-    Ok(record)
 }

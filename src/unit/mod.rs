@@ -10,7 +10,7 @@ mod hash;
 mod load;
 mod raw;
 pub mod trust;
-mod units;
+pub(crate) mod units;
 mod validate;
 
 #[cfg(test)]
@@ -339,7 +339,7 @@ impl Error {
 }
 
 /// The 1-based line and column (in characters) of a byte offset in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let mut end = offset.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;

@@ -69,6 +69,9 @@ pub struct Daemon {
     pub cwd: Option<PathBuf>,
     /// More daemon flags.
     pub args: Vec<String>,
+    /// The daemon config file (`--config`); its auth file and certs.d are in `dir` too, so no
+    /// test reads the host's /etc/rcd.
+    pub config: PathBuf,
 }
 
 impl Daemon {
@@ -80,6 +83,7 @@ impl Daemon {
             .expect("tempdir");
         let units = dir.path().join("units");
         std::fs::create_dir(&units).unwrap();
+        let config = dir.path().join("rcd.toml");
         Daemon {
             units,
             root: dir.path().join("root"),
@@ -89,7 +93,24 @@ impl Daemon {
             runtime: None,
             cwd: None,
             args: Vec::new(),
+            config,
         }
+    }
+
+    /// Writes the config file: `registries` lines go into `[registries]` (after the auth file
+    /// and certs.d, which point into the test's directory), `rest` after it.
+    pub fn write_config(&self, registries: &str, rest: &str) {
+        let text = format!(
+            "[registries]\nauth_file = \"{}\"\ncerts_dir = \"{}\"\n{registries}\n{rest}",
+            self.auth_file().display(),
+            self.dir.path().join("certs.d").display()
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Where the config file says the credentials are.
+    pub fn auth_file(&self) -> PathBuf {
+        self.dir.path().join("auth.json")
     }
 
     /// A running daemon with an empty units directory.
@@ -107,8 +128,13 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("rcd.log"))
             .unwrap();
+        if !self.config.exists() {
+            self.write_config("", "");
+        }
         let mut cmd = Command::new(RCD);
-        cmd.arg("--units-dir")
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--units-dir")
             .arg(&self.units)
             .arg("--root")
             .arg(&self.root)

@@ -57,7 +57,10 @@ fn pull_for(
         (c.layers_total, c.bytes_done),
         (c.layers_done, c.bytes_total)
     );
-    assert_eq!(c.bytes_total, pulled.layers.iter().map(|l| l.size).sum::<u64>());
+    assert_eq!(
+        c.bytes_total,
+        pulled.layers.iter().map(|l| l.size).sum::<u64>()
+    );
     Ok(pulled)
 }
 

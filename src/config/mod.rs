@@ -1,4 +1,7 @@
-//! Daemon configuration: paths and the runtime, from flags (defaults as in DESIGN.md).
+//! Daemon configuration: paths and the runtime from flags (defaults as in DESIGN.md), the rest
+//! from the config file (`file`).
+
+pub mod file;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +20,8 @@ pub struct Config {
     pub shim: Option<PathBuf>,
     /// How long the runtime may take to start a container before the start is a failure.
     pub start_timeout: std::time::Duration,
+    /// What the config file says.
+    pub file: file::FileConfig,
 }
 
 impl Default for Config {
@@ -28,6 +33,7 @@ impl Default for Config {
             runtime: None,
             shim: None,
             start_timeout: std::time::Duration::from_secs(120),
+            file: file::FileConfig::default(),
         }
     }
 }

@@ -1,0 +1,237 @@
+//! The image routes: list, pull (streamed progress), remove (refused while in use), prune,
+//! import (the archive streamed in the request body).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+
+use super::server::{rfc3339, ApiError};
+use super::types::{ImageInfo, ImageRemoved, ImageRequest, ImagesImported, PullLine};
+use crate::daemon::context::Context;
+use crate::daemon::images::{Error, Pruned};
+use crate::image::store::Image;
+use crate::unit::Source;
+
+/// The image routes, under `/v1/images`.
+pub fn routes() -> Router<Arc<Context>> {
+    Router::new()
+        .route("/v1/images", get(list))
+        .route("/v1/images/pull", post(pull))
+        .route("/v1/images/rm", post(remove))
+        .route("/v1/images/prune", post(prune))
+        .route("/v1/images/import", post(import))
+}
+
+fn api_error(e: Error) -> ApiError {
+    let code = match &e {
+        Error::Absent(_) => StatusCode::NOT_FOUND,
+        Error::InUse { .. } => StatusCode::CONFLICT,
+        Error::Reference(_) | Error::Import(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError(code, e.to_string())
+}
+
+fn normalize(reference: &str) -> Result<String, ApiError> {
+    crate::image::reference::parse(reference)
+        .map(|r| r.whole())
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// Units that name `image` in their current file, or whose container's overlay stands on its
+/// layers (a unit being removed or changed still has one), sorted.
+fn users(ctx: &Context, image: &Image) -> Vec<String> {
+    let top = ctx
+        .images
+        .tops()
+        .ok()
+        .and_then(|mut t| t.remove(&image.name));
+    let mounted: Vec<_> = crate::rootfs::overlays()
+        .into_iter()
+        .filter(|m| top.as_ref().is_some_and(|t| m.lowers.contains(t)))
+        .map(|m| m.target)
+        .collect();
+    let table = ctx.table();
+    let mut out: Vec<String> = table
+        .iter()
+        .filter(|(_, e)| {
+            let names = e.unit.as_ref().is_some_and(|u| {
+                matches!(&u.container.source, Source::Image { reference, .. } if *reference == image.name)
+            });
+            let stands = e
+                .record
+                .as_ref()
+                .and_then(|r| r.container_id.as_ref())
+                .is_some_and(|id| mounted.iter().any(|m| m.starts_with(ctx.paths.container(id))));
+            names || stands
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    // A container no unit owns any more (mid-removal) still counts, by its mount point.
+    for m in &mounted {
+        if !out.iter().any(|n| {
+            table
+                .get(n)
+                .and_then(|e| e.record.as_ref())
+                .and_then(|r| r.container_id.as_ref())
+                .is_some_and(|id| m.starts_with(ctx.paths.container(id)))
+        }) {
+            out.push(format!("(container at {})", m.display()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn info(ctx: &Context, image: &Image) -> ImageInfo {
+    ImageInfo {
+        name: image.name.clone(),
+        id: image.config.to_string(),
+        manifest: image.manifest.to_string(),
+        size: image.layers.iter().map(|l| l.size).sum(),
+        layers: image.layers.len(),
+        stored: rfc3339(Some(image.stored_ms)),
+        used_by: users(ctx, image),
+    }
+}
+
+async fn list(State(ctx): State<Arc<Context>>) -> Result<Json<Vec<ImageInfo>>, ApiError> {
+    let images = ctx.images.list().map_err(api_error)?;
+    Ok(Json(images.iter().map(|i| info(&ctx, i)).collect()))
+}
+
+/// Streams one JSON line at once and then every 250 ms while the pull runs, and a last line
+/// with the image or the error. The pull goes on if the client leaves: it is the daemon's work.
+async fn pull(
+    State(ctx): State<Arc<Context>>,
+    Json(req): Json<ImageRequest>,
+) -> Result<Response, ApiError> {
+    let image = normalize(&req.reference)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<PullLine>(4);
+    let c = ctx.clone();
+    let name = image.clone();
+    let task = tokio::spawn(async move {
+        let _shared = c.images.shared().await;
+        c.images.pull(&name).await
+    });
+    tokio::spawn(async move {
+        let line = |progress| PullLine {
+            image: image.clone(),
+            progress,
+            ..PullLine::default()
+        };
+        let mut task = task;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let last = loop {
+            tokio::select! {
+                done = &mut task => break done,
+                _ = tick.tick() => {
+                    let counts = ctx.images.progress(&image).unwrap_or_default();
+                    if tx.send(line(counts)).await.is_err() {
+                        // The client left; the pull finishes on its own.
+                        return;
+                    }
+                }
+            }
+        };
+        let mut end = line(ctx.images.progress(&image).unwrap_or_default());
+        match last {
+            Ok(Ok(stored)) => {
+                let total = stored.layers.iter().map(|l| l.size).sum();
+                end.progress.layers_total = stored.layers.len() as u64;
+                end.progress.layers_done = end.progress.layers_total;
+                end.progress.bytes_total = total;
+                end.progress.bytes_done = total;
+                end.done = Some(info(&ctx, &stored));
+            }
+            Ok(Err(e)) => end.error = Some(format!("{image}: {e}")),
+            Err(e) => end.error = Some(format!("{image}: pull task failed: {e}")),
+        }
+        let _ = tx.send(end).await;
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|line| {
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        Ok::<_, std::io::Error>(bytes)
+    });
+    Ok(Body::from_stream(stream).into_response())
+}
+
+async fn remove(
+    State(ctx): State<Arc<Context>>,
+    Json(req): Json<ImageRequest>,
+) -> Result<Json<ImageRemoved>, ApiError> {
+    let image = normalize(&req.reference)?;
+    let stored = ctx
+        .images
+        .store
+        .get(&image)
+        .map_err(|e| api_error(e.into()))?
+        .ok_or_else(|| api_error(Error::Absent(image.clone())))?;
+    let users = users(&ctx, &stored);
+    let swept = ctx.images.remove(&image, users).await.map_err(api_error)?;
+    tracing::info!(
+        image,
+        blobs = swept.blobs,
+        snapshots = swept.snapshots,
+        "image removed"
+    );
+    Ok(Json(ImageRemoved { image, swept }))
+}
+
+async fn prune(State(ctx): State<Arc<Context>>) -> Result<Json<Pruned>, ApiError> {
+    let images = ctx.images.list().map_err(api_error)?;
+    let keep: HashSet<String> = images
+        .iter()
+        .filter(|i| !users(&ctx, i).is_empty())
+        .map(|i| i.name.clone())
+        .collect();
+    let pruned = ctx.images.prune(&keep).await.map_err(api_error)?;
+    tracing::info!(
+        images = pruned.images.len(),
+        blobs = pruned.swept.blobs,
+        snapshots = pruned.swept.snapshots,
+        bytes = pruned.swept.bytes,
+        "images pruned"
+    );
+    Ok(Json(pruned))
+}
+
+#[derive(Deserialize)]
+struct ImportQuery {
+    /// Names an image the archive leaves unnamed.
+    name: Option<String>,
+}
+
+async fn import(
+    State(ctx): State<Arc<Context>>,
+    Query(q): Query<ImportQuery>,
+    body: Body,
+) -> Result<Json<ImagesImported>, ApiError> {
+    let name = q.name.as_deref().map(normalize).transpose()?;
+    let reader =
+        tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+    let reader = tokio_util::io::SyncIoBridge::new(reader);
+    let _shared = ctx.images.shared().await;
+    let c = ctx.clone();
+    let imported = tokio::task::spawn_blocking(move || c.images.import(reader, name.as_deref()))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(api_error)?;
+    for i in &imported {
+        tracing::info!(image = %i.name, "image imported");
+    }
+    Ok(Json(ImagesImported {
+        images: imported.iter().map(|i| info(&ctx, i)).collect(),
+    }))
+}

@@ -1,0 +1,298 @@
+//! The daemon's images: the stores, the registry client, pulls in flight (one at a time per
+//! image, with progress that `rctl status` and `rctl image pull` read), imports, and removal
+//! and pruning, which never run while a pull or an unpack does.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::config::file::{self, FileConfig};
+use crate::image::content::ContentStore;
+use crate::image::digest::Digest;
+use crate::image::gc::{self, Swept};
+use crate::image::platform::Want;
+use crate::image::progress::{Counts, Progress};
+use crate::image::registry::{self, Client};
+use crate::image::snapshot::Snapshots;
+use crate::image::store::{self, Image, ImageStore, Layer};
+use crate::image::{import, reference};
+
+/// An image operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The reference does not parse.
+    #[error("{0}")]
+    Reference(String),
+    /// The credentials file is unusable.
+    #[error(transparent)]
+    Credentials(#[from] file::Error),
+    /// The registry pull failed.
+    #[error("pull failed: {0}")]
+    Pull(#[from] registry::Error),
+    /// The pulled image contradicts itself.
+    #[error("{0}")]
+    Inconsistent(String),
+    /// An image record could not be read or written.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Removal or pruning could not clean the stores.
+    #[error(transparent)]
+    Gc(#[from] gc::Error),
+    /// An archive could not be imported.
+    #[error(transparent)]
+    Import(#[from] import::Error),
+    /// No such image.
+    #[error("no image {0} on this host")]
+    Absent(String),
+    /// Units use the image.
+    #[error("image {image} is used by unit{} {}", if units.len() == 1 { "" } else { "s" }, units.join(", "))]
+    InUse {
+        /// The image.
+        image: String,
+        /// The units naming it, or whose container stands on it.
+        units: Vec<String>,
+    },
+    /// A blocking task died.
+    #[error("image task failed: {0}")]
+    Task(String),
+}
+
+/// What `prune` removed.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Pruned {
+    /// Image records removed.
+    pub images: Vec<String>,
+    /// Blobs, snapshots and partials removed.
+    pub swept: Swept,
+}
+
+/// A pull in flight.
+#[derive(Default)]
+struct InFlight {
+    /// Held by the one pulling; a second pull of the image waits here.
+    turn: tokio::sync::Mutex<()>,
+    progress: Progress,
+}
+
+/// The image side of the daemon.
+pub struct Images {
+    /// Blobs by digest, `<root>/images/content`.
+    pub content: ContentStore,
+    /// Image records by normalized reference, `<root>/images/meta`.
+    pub store: ImageStore,
+    /// Unpacked layers by chain id, `<root>/images/snapshots`.
+    pub snapshots: Snapshots,
+    /// The registry client (one for the daemon: concurrent pulls share downloads).
+    pub client: Client,
+    /// Shared by pulls, imports and unpacks; exclusive for removal and pruning.
+    gc: RwLock<()>,
+    pulls: Mutex<HashMap<String, Arc<InFlight>>>,
+    /// The credentials file, and what it was (mtime, size, inode) when last read.
+    auth_file: PathBuf,
+    auth_seen: Mutex<Option<(SystemTime, u64, u64)>>,
+}
+
+impl Images {
+    /// Opens (creating) the image directories under the state root, with the config file's
+    /// registry settings and layer limits.
+    pub fn open(root: &Path, file: &FileConfig) -> Result<Self, String> {
+        let dir = root.join("images");
+        Ok(Images {
+            content: ContentStore::open(&dir.join("content")).map_err(|e| e.to_string())?,
+            store: ImageStore::open(&dir.join("meta")).map_err(|e| e.to_string())?,
+            snapshots: Snapshots::open(&dir.join("snapshots"), file.layer_limits)
+                .map_err(|e| e.to_string())?,
+            client: Client::new(file.client_config().map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?,
+            gc: RwLock::new(()),
+            pulls: Mutex::new(HashMap::new()),
+            auth_seen: Mutex::new(stamp(&file.registries.auth_file)),
+            auth_file: file.registries.auth_file.clone(),
+        })
+    }
+
+    /// Held while using the stores (pulling, importing, unpacking): no removal meanwhile.
+    pub async fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.gc.read().await
+    }
+
+    async fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gc.write().await
+    }
+
+    /// How far the pull of `image` in flight is, if one is.
+    pub fn progress(&self, image: &str) -> Option<Counts> {
+        let pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+        pulls.get(image).map(|p| p.progress.counts())
+    }
+
+    /// Every image pulled or imported, by name.
+    pub fn list(&self) -> Result<Vec<Image>, Error> {
+        Ok(self.store.list()?)
+    }
+
+    /// Pulls `image` (a normalized reference) for this host and records it. A pull of an image
+    /// already being pulled waits for that one, then pulls (finding the blobs stored). The
+    /// caller holds `shared()`.
+    pub async fn pull(&self, image: &str) -> Result<Image, Error> {
+        let r = reference::parse(image).map_err(|e| Error::Reference(e.to_string()))?;
+        let flight = {
+            let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+            pulls.entry(image.to_string()).or_default().clone()
+        };
+        let result = {
+            let _turn = flight.turn.lock().await;
+            self.pull_now(image, &r, &flight.progress).await
+        };
+        let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's reference and ours: nobody else waits.
+        if Arc::strong_count(&flight) == 2 {
+            pulls.remove(image);
+        }
+        result
+    }
+
+    async fn pull_now(
+        &self,
+        image: &str,
+        r: &oci_spec::distribution::Reference,
+        progress: &Progress,
+    ) -> Result<Image, Error> {
+        self.refresh_credentials()?;
+        let pulled = self
+            .client
+            .pull(r, &self.content, &Want::host(), progress)
+            .await?;
+        let diff_ids = pulled.config.rootfs().diff_ids();
+        if diff_ids.len() != pulled.layers.len() {
+            return Err(Error::Inconsistent(format!(
+                "{} layers but {} DiffIDs in its config",
+                pulled.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let mut layers = Vec::with_capacity(pulled.layers.len());
+        for (l, diff) in pulled.layers.iter().zip(diff_ids) {
+            let diff_id: Digest = diff
+                .parse()
+                .map_err(|e| Error::Inconsistent(format!("DiffID {diff}: {e}")))?;
+            layers.push(Layer {
+                blob: l.digest,
+                diff_id,
+                size: l.size,
+                media_type: l.media_type.clone(),
+            });
+        }
+        let record = Image {
+            name: image.to_string(),
+            manifest: pulled.manifest_digest,
+            config: pulled.config_digest,
+            layers,
+            stored_ms: crate::shim::now_ms(),
+        };
+        self.store.put(&record)?;
+        Ok(record)
+    }
+
+    /// Imports an OCI layout or `docker save` archive (blocking: call off the async threads,
+    /// holding `shared()`). `name` names an image the archive leaves unnamed.
+    pub fn import(
+        &self,
+        input: impl std::io::Read,
+        name: Option<&str>,
+    ) -> Result<Vec<Image>, Error> {
+        Ok(import::import(
+            input,
+            &self.content,
+            &self.store,
+            &Want::host(),
+            name,
+        )?)
+    }
+
+    /// Removes `image` unless `users` (units naming it or standing on it) is not empty, then
+    /// frees what no other image references.
+    pub async fn remove(&self, image: &str, users: Vec<String>) -> Result<Swept, Error> {
+        let _held = self.exclusive().await;
+        if self.store.get(image)?.is_none() {
+            return Err(Error::Absent(image.to_string()));
+        }
+        if !users.is_empty() {
+            return Err(Error::InUse {
+                image: image.to_string(),
+                units: users,
+            });
+        }
+        self.store.remove(image)?;
+        self.sweep().await
+    }
+
+    /// Removes every image not in `keep`, then frees what no remaining image references.
+    pub async fn prune(&self, keep: &HashSet<String>) -> Result<Pruned, Error> {
+        let _held = self.exclusive().await;
+        let mut images = Vec::new();
+        for image in self.store.list()? {
+            if !keep.contains(&image.name) {
+                self.store.remove(&image.name)?;
+                images.push(image.name);
+            }
+        }
+        let swept = self.sweep().await?;
+        Ok(Pruned { images, swept })
+    }
+
+    /// The top snapshot directory of each stored image, by image name: a container stands on
+    /// the image if its overlay lists that directory.
+    pub fn tops(&self) -> Result<HashMap<String, PathBuf>, Error> {
+        let mut out = HashMap::new();
+        for image in self.store.list()? {
+            let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id).collect();
+            if let Some(top) = crate::image::snapshot::chain_ids(&diff_ids).last() {
+                out.insert(image.name, self.snapshots.path(top));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn sweep(&self) -> Result<Swept, Error> {
+        let (store, content, snapshots) = (
+            self.store.clone(),
+            self.content.clone(),
+            self.snapshots.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mounted: HashSet<PathBuf> = crate::rootfs::overlays()
+                .into_iter()
+                .flat_map(|m| m.lowers)
+                .collect();
+            gc::sweep(&store, &content, &snapshots, &mounted)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+        .map_err(Error::from)
+    }
+
+    /// Re-reads the credentials file if it changed since it was last read, so that fixing it
+    /// takes effect at the next pull (as the Docker CLI reads its config.json each time).
+    pub fn refresh_credentials(&self) -> Result<(), file::Error> {
+        let now = stamp(&self.auth_file);
+        let mut seen = self.auth_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen != now {
+            let credentials = file::load_credentials(&self.auth_file)?;
+            self.client.set_credentials(credentials);
+            tracing::info!(file = %self.auth_file.display(), "credentials file read");
+            *seen = now;
+        }
+        Ok(())
+    }
+}
+
+/// What tells a changed file: mtime, size, inode (None when absent).
+fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
