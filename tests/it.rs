@@ -8,6 +8,8 @@ mod harness;
 mod check;
 #[path = "it/image.rs"]
 mod image;
+#[path = "it/image_cmd.rs"]
+mod image_cmd;
 #[path = "it/lifecycle.rs"]
 mod lifecycle;
 #[path = "it/policy.rs"]

@@ -47,8 +47,9 @@ fn normalize(reference: &str) -> Result<String, ApiError> {
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-/// Units that name `image` in their current file, or whose container's overlay stands on its
-/// layers (a unit being removed or changed still has one), sorted.
+/// Units that name `image` in their current file, and containers left by a unit file removed
+/// or changed (being torn down) whose overlay stands on the image's top layer; sorted.
+/// (Layers a running container stands on are never swept, whatever the image records say.)
 fn users(ctx: &Context, image: &Image) -> Vec<String> {
     let top = ctx
         .images
@@ -61,35 +62,24 @@ fn users(ctx: &Context, image: &Image) -> Vec<String> {
         .map(|m| m.target)
         .collect();
     let table = ctx.table();
-    let mut out: Vec<String> = table
-        .iter()
-        .filter(|(_, e)| {
-            let names = e.unit.as_ref().is_some_and(|u| {
-                matches!(&u.container.source, Source::Image { reference, .. } if *reference == image.name)
-            });
-            let stands = e
-                .record
+    let mut out: Vec<String> = Vec::new();
+    for (name, e) in table.iter() {
+        let names_it = e.unit.as_ref().is_some_and(|u| {
+            matches!(&u.container.source, Source::Image { reference, .. } if *reference == image.name)
+        });
+        let leftover = e.unit.is_none()
+            && e.record
                 .as_ref()
                 .and_then(|r| r.container_id.as_ref())
-                .is_some_and(|id| mounted.iter().any(|m| m.starts_with(ctx.paths.container(id))));
-            names || stands
-        })
-        .map(|(n, _)| n.clone())
-        .collect();
-    // A container no unit owns any more (mid-removal) still counts, by its mount point.
-    for m in &mounted {
-        if !out.iter().any(|n| {
-            table
-                .get(n)
-                .and_then(|e| e.record.as_ref())
-                .and_then(|r| r.container_id.as_ref())
-                .is_some_and(|id| m.starts_with(ctx.paths.container(id)))
-        }) {
-            out.push(format!("(container at {})", m.display()));
+                .is_some_and(|id| {
+                    mounted
+                        .iter()
+                        .any(|m| m.starts_with(ctx.paths.container(id)))
+                });
+        if names_it || leftover {
+            out.push(name.clone());
         }
     }
-    out.sort();
-    out.dedup();
     out
 }
 

@@ -112,6 +112,9 @@ mod tests {
         let mut h = tar::Header::new_gnu();
         h.set_size(1);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         h.set_cksum();
         b.append_data(&mut h, name, &b"x"[..]).unwrap();
         let tar = b.into_inner().unwrap();

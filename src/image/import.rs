@@ -223,8 +223,15 @@ fn from_layout(
             .map(String::as_str)
             .or(name)
             .ok_or_else(|| format("an image in the layout has no name: give one (--name)"))?;
-        // A bare tag ("latest") names a tag of the image the caller named.
+        // A bare tag ("latest") names a tag of the image the caller named, unless the caller
+        // gave a tag (or digest) of its own.
+        let caller_tagged = name.is_some_and(|n| {
+            n.rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':') || last.contains('@'))
+        });
         let full = match (given.contains('/') || given.contains(':'), name) {
+            (false, Some(n)) if caller_tagged => n.to_string(),
             (false, Some(n)) => {
                 let r = reference::parse(n).map_err(|e| format(e.to_string()))?;
                 format!("{}/{}:{given}", r.registry(), r.repository())

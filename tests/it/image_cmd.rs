@@ -1,0 +1,348 @@
+//! `rctl image` against a real daemon and a real registry: pull with progress, ls, rm refused
+//! while in use, prune, import of OCI layout and `docker save` archives; the credentials file
+//! read from the daemon config; pull progress in `rctl status`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::registry::{base64, busybox_oci_layout, Registry};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn image_unit(image: &str, extra: &str) -> String {
+    format!("[container]\nimage = \"{image}\"\ncommand = [\"sleep\", \"1000\"]\nstop_signal = \"KILL\"\n{extra}")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn images(d: &Daemon) -> Vec<Value> {
+    let out = d.rctl(&["image", "ls", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| rd.flatten().count())
+}
+
+/// A registry with busybox pushed under `names`.
+fn registry_with(names: &[&str]) -> (Registry, tempfile::TempDir) {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, _) = busybox_oci_layout(&tmp.path().join("layout"));
+    for n in names {
+        reg.push_layout(&layout.dir, n);
+    }
+    (reg, tmp)
+}
+
+#[test]
+fn pull_ls_rm_refused_while_in_use_then_prune() {
+    let (reg, _tmp) = registry_with(&["busybox:latest", "other:1"]);
+    let d = Daemon::start();
+    let busybox = reg.image("busybox:latest");
+
+    let out = d.rctl(&["image", "pull", &busybox]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Not a terminal: plain progress lines on stderr, the image and its digest on stdout.
+    assert!(
+        text(&out.stderr).contains(&format!("pulling {busybox}: 1/1 layers")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).starts_with(&busybox),
+        "{}",
+        text(&out.stdout)
+    );
+    let ls = images(&d);
+    assert_eq!(ls.len(), 1, "{ls:?}");
+    assert_eq!(ls[0]["name"], busybox.as_str());
+    assert_eq!(ls[0]["layers"], 1);
+    assert!(ls[0]["size"].as_u64().unwrap() > 100_000, "{ls:?}");
+    assert_eq!(ls[0]["used_by"], serde_json::json!([]));
+    let table = text(&d.rctl(&["image", "ls"]).stdout);
+    assert!(
+        table.starts_with("IMAGE") && table.contains(&busybox),
+        "{table}"
+    );
+
+    // A unit on it: rm is refused and names the unit; nothing is removed.
+    d.write_unit("web", &image_unit(&busybox, "pull = \"never\"\n"));
+    d.wait_state("web", "running", 15 * SEC);
+    let out = d.rctl(&["image", "rm", &busybox]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("is used by unit web"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(images(&d)[0]["used_by"], serde_json::json!(["web"]));
+    // Prune keeps what a unit uses.
+    let out = d.rctl(&["image", "prune"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(images(&d).len(), 1);
+
+    // The unit gone, rm frees its blobs and layers.
+    d.remove_unit("web");
+    wait_until(10 * SEC, "unit gone", || d.status("web").is_none());
+    let out = d.rctl(&["image", "rm", "--", &busybox]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("removed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(images(&d).is_empty());
+    let store = d.root.join("images");
+    assert_eq!(files_under(&store.join("content/blobs/sha256")), 0);
+    assert_eq!(files_under(&store.join("snapshots")), 0);
+    let out = d.rctl(&["image", "rm", &busybox]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+
+    // Two images, one in use: prune removes the other and what only it used.
+    let other = reg.image("other:1");
+    for i in [&busybox, &other] {
+        assert!(d.rctl(&["image", "pull", i]).status.success());
+    }
+    d.write_unit("web", &image_unit(&busybox, "pull = \"never\"\n"));
+    d.wait_state("web", "running", 15 * SEC);
+    let out = d.rctl(&["image", "prune"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("removed {other}")),
+        "{}",
+        text(&out.stdout)
+    );
+    let names: Vec<Value> = images(&d).iter().map(|i| i["name"].clone()).collect();
+    assert_eq!(names, [Value::from(busybox.as_str())]);
+    // Same layer in both: still there, and the unit still runs on it.
+    assert_eq!(files_under(&store.join("snapshots")), 1);
+    assert_eq!(d.status("web").unwrap()["state"], "running");
+    // Only the kept image's manifest, config and layer remain.
+    assert_eq!(files_under(&store.join("content/blobs/sha256")), 3);
+}
+
+#[test]
+fn import_oci_layout_and_docker_save_archives_then_run_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, _) = busybox_oci_layout(&tmp.path().join("layout"));
+    let oci_tar = tmp.path().join("busybox-oci.tar");
+    layout.to_tar(&oci_tar);
+    let save_tar = tmp.path().join("busybox-save.tar");
+    layout.to_docker_archive("latest", &save_tar, "saved/busybox:2");
+
+    let d = Daemon::start();
+    let out = d.rctl(&[
+        "image",
+        "import",
+        oci_tar.to_str().unwrap(),
+        "--name",
+        "local/busybox:1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("imported docker.io/local/busybox:1"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = d.rctl(&["image", "import", save_tar.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("imported docker.io/saved/busybox:2"),
+        "{}",
+        text(&out.stdout)
+    );
+    // No registry anywhere: both run with pull = "never".
+    d.write_unit("a", &image_unit("local/busybox:1", "pull = \"never\"\n"));
+    d.write_unit("b", &image_unit("saved/busybox:2", "pull = \"never\"\n"));
+    d.wait_state("a", "running", 15 * SEC);
+    d.wait_state("b", "running", 15 * SEC);
+
+    // Not a tar: a clear refusal, nothing recorded.
+    let junk = tmp.path().join("junk.tar");
+    std::fs::write(&junk, b"this is not a tar archive at all").unwrap();
+    let out = d.rctl(&["image", "import", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("import"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(images(&d).len(), 2);
+}
+
+#[test]
+fn the_credentials_file_is_read_and_a_fix_applies_at_the_next_retry() {
+    let reg = Registry::start_with_auth("rcd", "s3cret");
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, _) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox");
+    let auth = |pw: &str| {
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}",
+            reg.addr,
+            base64(format!("rcd:{pw}").as_bytes())
+        )
+    };
+    let d = Daemon::new();
+    std::fs::write(d.auth_file(), auth("wrong")).unwrap();
+    let mut d = d;
+    d.spawn();
+    d.write_unit(
+        "private",
+        &image_unit(
+            &reg.image("busybox"),
+            "[restart]\npolicy = \"always\"\ndelay = \"200ms\"\nmax_delay = \"500ms\"\n",
+        ),
+    );
+    let s = d.wait_state("private", "restarting", 15 * SEC);
+    let err = s["error"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("authentication failed (HTTP 401)"), "{err}");
+    assert!(err.contains(&reg.addr), "{err}");
+
+    // Fixed on disk: the next retry reads it, no daemon restart.
+    std::fs::write(d.auth_file(), auth("s3cret")).unwrap();
+    d.wait_state("private", "running", 15 * SEC);
+
+    // A credentials file that is not JSON: the pull says which file.
+    let out = d.rctl(&["image", "rm", "nothing:here"]);
+    assert_eq!(out.status.code(), Some(4));
+    std::fs::write(d.auth_file(), "{").unwrap();
+    let out = d.rctl(&["image", "pull", &reg.image("busybox")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&d.auth_file().display().to_string()),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_bad_config_file_stops_the_daemon_with_file_line_and_column() {
+    let d = Daemon::new();
+    d.write_config("insecure = [\"http://x\"]", "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rcd"))
+        .arg("--config")
+        .arg(&d.config)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:4:13: \"http://x\" is not a registry",
+            d.config.display()
+        )),
+        "{err}"
+    );
+    d.write_config(
+        "insecure = [\"registry.lan:5000\"]\nidle_timeout = \"2m\"",
+        "[images]\nmax_layer_size = \"1G\"\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rcd"))
+        .arg("--config")
+        .arg(&d.config)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Named but missing: refused, not silently the defaults.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rcd"))
+        .arg("--config")
+        .arg(d.dir.path().join("nope.toml"))
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// A TCP proxy to `upstream` that passes answers at about `rate` bytes per second, so a pull
+/// takes long enough to be watched. Serves until the test ends (threads are detached).
+fn slow_proxy(upstream: &str, rate: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let upstream = upstream.to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c_read, mut s_write) =
+                (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+                let _ = s_write.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s_read, mut c_write) = (server, client);
+            std::thread::spawn(move || {
+                let chunk = rate / 20;
+                let mut buf = vec![0u8; chunk];
+                loop {
+                    let n = match s_read.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if c_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = c_write.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_pulling_unit_shows_its_progress_in_status() {
+    let (reg, _tmp) = registry_with(&["busybox:latest"]);
+    // ~1 MB of layer at 400 kB/s: a few seconds of pulling to watch.
+    let proxy = slow_proxy(&reg.addr, 400_000);
+    let d = Daemon::start();
+    let image = format!("{proxy}/busybox:latest");
+    d.write_unit("slow", &image_unit(&image, ""));
+    d.wait_state("slow", "pulling", 10 * SEC);
+    let deadline = Instant::now() + 30 * SEC;
+    let mut seen_partial = None;
+    while Instant::now() < deadline {
+        let Some(s) = d.status("slow") else { break };
+        if s["state"] != "pulling" {
+            break;
+        }
+        let p = &s["pull"];
+        let (done, total) = (
+            p["bytes_done"].as_u64().unwrap_or(0),
+            p["bytes_total"].as_u64().unwrap_or(0),
+        );
+        if done > 0 && done < total {
+            let out = text(&d.rctl(&["status", "slow"]).stdout);
+            seen_partial = Some((done, total, out));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (done, total, out) = seen_partial.expect("a status showing part of the pull");
+    d.wait_state("slow", "running", 60 * SEC);
+    assert!(d.status("slow").unwrap()["pull"].is_null());
+    assert_eq!(
+        Some(total),
+        images(&d)[0]["size"].as_u64(),
+        "bytes_total is the layers' size"
+    );
+    assert!(done < total);
+    assert!(
+        out.contains("Pulling: 0/1 layers,") && out.contains(" of "),
+        "{out}"
+    );
+    assert!(out.contains(&format!("Image: {image}")), "{out}");
+}
