@@ -77,6 +77,23 @@ struct InFlight {
     progress: Progress,
 }
 
+/// A pull's hold on its map entry; the last one out removes it.
+struct Leave<'a> {
+    pulls: &'a Mutex<HashMap<String, Arc<InFlight>>>,
+    image: &'a str,
+    flight: Arc<InFlight>,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's reference and ours: nobody else waits.
+        if Arc::strong_count(&self.flight) == 2 {
+            pulls.remove(self.image);
+        }
+    }
+}
+
 /// The image side of the daemon.
 pub struct Images {
     /// Blobs by digest, `<root>/images/content`.
@@ -143,16 +160,14 @@ impl Images {
             let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
             pulls.entry(image.to_string()).or_default().clone()
         };
-        let result = {
-            let _turn = flight.turn.lock().await;
-            self.pull_now(image, &r, &flight.progress).await
+        // Leaves the map however this ends, a start that gave up on its pull included.
+        let flight = Leave {
+            pulls: &self.pulls,
+            image,
+            flight,
         };
-        let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
-        // The map's reference and ours: nobody else waits.
-        if Arc::strong_count(&flight) == 2 {
-            pulls.remove(image);
-        }
-        result
+        let _turn = flight.flight.turn.lock().await;
+        self.pull_now(image, &r, &flight.flight.progress).await
     }
 
     async fn pull_now(

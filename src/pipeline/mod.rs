@@ -54,6 +54,9 @@ pub enum Error {
     /// A blocking task was lost (the daemon is shutting down).
     #[error("internal: {0}")]
     Join(String),
+    /// The unit stopped wanting this start while it waited for its image.
+    #[error("start abandoned: the unit changed while its image was pulled")]
+    Superseded,
     /// A step failed and so did its rollback.
     #[error("{error}; rollback also failed: {rollback}")]
     Rollback {

@@ -12,20 +12,27 @@ use super::image::{self, Prepared};
 use super::{blocking, cleanup, Error};
 
 /// Starts container instance `id` of `unit`. On error nothing of it runs or stays mounted.
-/// `on_pull` is called when the start begins waiting for an image pull.
+/// `on_pull` is called when the start begins waiting for an image pull; if `superseded`
+/// resolves before the image is ready, the start gives up (`Error::Superseded`).
 pub async fn start(
     ctx: &Arc<Context>,
     unit: &Arc<Unit>,
     id: &str,
     on_pull: &(dyn Fn() + Send + Sync),
+    superseded: impl std::future::Future<Output = ()>,
 ) -> Result<Launched, Error> {
-    // Step 4: image. Nothing of the instance exists yet, so a failure here needs no rollback.
+    // Step 4: image. Nothing of the instance exists yet, so a failure here needs no rollback,
+    // and giving up midway leaves only what a pull may resume.
     let image = match &unit.container.source {
         Source::Rootfs(_) => None,
-        Source::Image { reference, pull } => {
-            Some(image::prepare(ctx, reference, *pull, on_pull).await?)
-        }
+        Source::Image { reference, pull } => tokio::select! {
+            prepared = image::prepare(ctx, reference, *pull, on_pull) => Some(prepared?),
+            () = superseded => return Err(Error::Superseded),
+        },
     };
+    // Pulls wait outside the bound on concurrent starts: a slow registry must not hold up
+    // units that are ready to run.
+    let _permit = ctx.start_permits.acquire().await;
     let c2 = ctx.clone();
     let u2 = unit.clone();
     let id2 = id.to_string();

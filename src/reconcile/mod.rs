@@ -36,6 +36,8 @@ struct Slot {
     next: Vec<oneshot::Sender<()>>,
     intents: Vec<intent::Intent>,
     delay: Option<delay_queue::Key>,
+    /// The reconcile in flight's line from the loop.
+    nudge: Option<Arc<unit::Nudge>>,
 }
 
 /// Runs the loop until `rx` closes or `shutdown` resolves, then waits (bounded) for the
@@ -75,6 +77,7 @@ pub async fn run(
                 };
                 let slot = slots.entry(name.clone()).or_default();
                 slot.running = false;
+                slot.nudge = None;
                 for tx in slot.current.drain(..) { let _ = tx.send(()); }
                 if let Some(key) = slot.delay.take() { delays.remove(&key); }
                 if let Some(after) = requeue {
@@ -92,6 +95,9 @@ pub async fn run(
             let slot = slots.entry(name.clone()).or_default();
             if slot.running {
                 slot.dirty = true;
+                if let Some(n) = &slot.nudge {
+                    n.poke(slot.intents.contains(&intent::Intent::Stop));
+                }
                 continue;
             }
             slot.running = true;
@@ -100,11 +106,13 @@ pub async fn run(
                 slot.current.extend(next);
             }
             let intents = std::mem::take(&mut slot.intents);
+            let nudge = Arc::new(unit::Nudge::default());
+            slot.nudge = Some(nudge.clone());
             let ctx = ctx.clone();
             let span = tracing::info_span!("unit", unit = %name);
             tasks.spawn(
                 async move {
-                    let requeue = unit::reconcile(&ctx, &name, &intents).await;
+                    let requeue = unit::reconcile(&ctx, &name, &intents, &nudge).await;
                     (name, requeue)
                 }
                 .instrument(span),

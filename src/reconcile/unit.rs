@@ -1,8 +1,11 @@
 //! Reconciling one unit: apply `plan`'s action, persist the record, and look again, until the
 //! unit matches or must wait. Effects live here and in the pipeline; decisions in `plan`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::daemon::context::Context;
 use crate::pipeline;
@@ -20,9 +23,51 @@ const RETRY: Duration = Duration::from_secs(2);
 /// Bound on steps per reconcile, so a bug can never spin.
 const MAX_STEPS: usize = 16;
 
+/// What the loop tells a reconcile in flight: its unit was looked at again (its file changed,
+/// an operator asked something). A start still waiting for its image gives up if the unit no
+/// longer wants it, so removing or changing a unit never waits behind a slow pull.
+#[derive(Debug, Default)]
+pub struct Nudge {
+    notify: Notify,
+    stop: AtomicBool,
+    gave_up: AtomicBool,
+}
+
+impl Nudge {
+    /// The unit was looked at again; `stop` says an `rctl stop` is among the requests.
+    pub fn poke(&self, stop: bool) {
+        if stop {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Resolves once the start of `unit` is no longer wanted.
+    async fn superseded(&self, ctx: &Context, unit: &Unit) {
+        loop {
+            self.notify.notified().await;
+            let still = !self.stop.load(Ordering::Relaxed)
+                && ctx
+                    .table()
+                    .get(&unit.name)
+                    .and_then(|e| e.unit.as_ref())
+                    .is_some_and(|u| u.spec_hash == unit.spec_hash);
+            if !still {
+                self.gave_up.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
 /// Applies the operator's `intents`, then reconciles `name` until it matches its desired
 /// state; returns when to look again.
-pub async fn reconcile(ctx: &Arc<Context>, name: &str, intents: &[Intent]) -> Option<Duration> {
+pub async fn reconcile(
+    ctx: &Arc<Context>,
+    name: &str,
+    intents: &[Intent],
+    nudge: &Nudge,
+) -> Option<Duration> {
     if !intents.is_empty() {
         let record = {
             let mut table = ctx.table();
@@ -79,10 +124,14 @@ pub async fn reconcile(ctx: &Arc<Context>, name: &str, intents: &[Intent]) -> Op
             Action::Stop { hold } => stop(ctx, unit.as_deref(), record, hold).await,
             Action::Hold => hold(ctx, name, record).await,
             Action::Start => match unit {
-                Some(u) => start(ctx, &u, record).await,
+                Some(u) => start(ctx, &u, record, nudge).await,
                 None => Ok(()),
             },
         };
+        if nudge.gave_up.load(Ordering::Relaxed) {
+            // The loop runs this unit again at once, with the requests that superseded it.
+            return None;
+        }
         if let Err(e) = step {
             tracing::error!("{e}");
             set_error(ctx, name, e.to_string());
@@ -391,6 +440,7 @@ async fn start(
     ctx: &Arc<Context>,
     unit: &Arc<Unit>,
     record: Option<Record>,
+    nudge: &Nudge,
 ) -> Result<(), pipeline::Error> {
     let now = now_ms();
     let mut r = record.unwrap_or_else(|| Record::new(&unit.name, now));
@@ -412,7 +462,6 @@ async fn start(
     // Shown, not persisted: after a crash from here on, recovery finds the instance's shim or
     // container not owned by a running record and removes it (see daemon::recover).
     set(ctx, r.clone());
-    let permit = ctx.start_permits.acquire().await;
     let on_pull = {
         let ctx = ctx.clone();
         let name = unit.name.clone();
@@ -422,8 +471,8 @@ async fn start(
             }
         }
     };
-    let result = pipeline::start::start(ctx, unit, &id, &on_pull).await;
-    drop(permit);
+    let superseded = nudge.superseded(ctx, unit);
+    let result = pipeline::start::start(ctx, unit, &id, &on_pull, superseded).await;
     let now = now_ms();
     r.start_requested = false;
     r.restart_requested = false;
@@ -442,6 +491,13 @@ async fn start(
             tracing::info!(container = %id, pid = l.pid, "container started");
             save(ctx, r)?;
             watch_exit(ctx, &unit.name, l.shim_pid, l.shim_start);
+            Ok(())
+        }
+        Err(pipeline::Error::Superseded) => {
+            // Nothing of the instance exists yet; what superseded it decides what comes next.
+            tracing::info!(container = %id, "start abandoned while waiting for its image");
+            r.set_state(State::Pending, now);
+            set(ctx, r);
             Ok(())
         }
         Err(e) => {

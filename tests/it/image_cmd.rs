@@ -346,3 +346,57 @@ fn a_pulling_unit_shows_its_progress_in_status() {
     );
     assert!(out.contains(&format!("Image: {image}")), "{out}");
 }
+
+/// A registry that accepts connections and never answers; its address.
+fn silent_registry() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    addr
+}
+
+#[test]
+fn pulls_that_hang_hold_up_neither_other_units_nor_removal_change_or_stop() {
+    let silent = silent_registry();
+    let d = Daemon::start();
+    // More hanging pulls than there are start slots (4 on this machine).
+    for i in 0..6 {
+        d.write_unit(
+            &format!("hang{i}"),
+            &image_unit(&format!("{silent}/hang{i}:1"), ""),
+        );
+    }
+    for i in 0..6 {
+        d.wait_state(&format!("hang{i}"), "pulling", 10 * SEC);
+    }
+    // A unit that needs no pull starts at once.
+    d.write_unit("plain", &unit("exec sleep 1000", ""));
+    d.wait_state("plain", "running", 5 * SEC);
+
+    // Removed while pulling: gone without waiting for the registry (its idle timeout is 60 s).
+    let t = Instant::now();
+    d.remove_unit("hang0");
+    wait_until(5 * SEC, "hang0 gone", || d.status("hang0").is_none());
+    assert!(t.elapsed() < 5 * SEC);
+
+    // Changed while pulling: the new version runs.
+    d.write_unit("hang1", &unit("exec sleep 1000", ""));
+    d.wait_state("hang1", "running", 5 * SEC);
+
+    // Stopped while pulling: stopped and held.
+    let out = d.rctl(&["stop", "hang2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = d.wait_state("hang2", "stopped", 5 * SEC);
+    assert_eq!(s["held"], true);
+
+    // The others still wait for their registry, undisturbed.
+    for i in 3..6 {
+        assert_eq!(d.status(&format!("hang{i}")).unwrap()["state"], "pulling");
+    }
+    assert_eq!(d.status("plain").unwrap()["state"], "running");
+}
