@@ -400,3 +400,39 @@ fn pulls_that_hang_hold_up_neither_other_units_nor_removal_change_or_stop() {
     }
     assert_eq!(d.status("plain").unwrap()["state"], "running");
 }
+
+#[test]
+fn a_pull_cut_off_by_a_daemon_kill_resumes_where_it_stopped() {
+    let (reg, _tmp) = registry_with(&["busybox:latest"]);
+    let layer = reg.manifest("busybox", "latest").json()["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let proxy = slow_proxy(&reg.addr, 400_000);
+    let mut d = Daemon::start();
+    d.write_unit("slow", &image_unit(&format!("{proxy}/busybox:latest"), ""));
+    wait_until(30 * SEC, "part of the layer downloaded", || {
+        d.status("slow")
+            .and_then(|s| s["pull"]["bytes_done"].as_u64())
+            .is_some_and(|n| n > 200_000)
+    });
+    d.kill();
+    let ingest = d.root.join("images/content/ingest");
+    assert_eq!(files_under(&ingest), 1, "the partial download is kept");
+    assert!(!d
+        .root
+        .join("images/content/blobs/sha256")
+        .join(&layer[7..])
+        .exists());
+
+    d.spawn();
+    d.wait_state("slow", "running", 60 * SEC);
+    let needle = format!("GET /v2/busybox/blobs/{layer} ");
+    let log = reg.log();
+    let gets: Vec<&str> = log.lines().filter(|l| l.contains(&needle)).collect();
+    assert!(
+        gets.last().is_some_and(|l| l.contains(" 206 ")),
+        "the second attempt asks for the rest only: {gets:#?}"
+    );
+    assert_eq!(files_under(&ingest), 0, "nothing partial is left");
+}
