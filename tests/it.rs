@@ -10,6 +10,8 @@ mod check;
 mod image;
 #[path = "it/image_cmd.rs"]
 mod image_cmd;
+#[path = "it/layers.rs"]
+mod layers;
 #[path = "it/lifecycle.rs"]
 mod lifecycle;
 #[path = "it/policy.rs"]
