@@ -157,6 +157,85 @@ pub fn process(
     })
 }
 
+/// glibc's SIGRTMIN (the kernel's 32 plus the two glibc keeps for itself) and SIGRTMAX: what
+/// `SIGRTMIN+3` means to a program in the container, and how Docker numbers it.
+const SIGRTMIN: i32 = 34;
+const SIGRTMAX: i32 = 64;
+
+/// The signal a container of `unit` is stopped with: the unit's `stop_signal`, else its image's
+/// StopSignal (Docker's rule), else SIGTERM. An image StopSignal that is not a signal is an error.
+pub fn stop_signal(unit: &Unit, image: Option<&ImageConfiguration>) -> Result<String, String> {
+    if let Some(s) = &unit.container.stop_signal {
+        return Ok(s.clone());
+    }
+    let from_image = image
+        .and_then(|i| i.config().as_ref())
+        .and_then(|c| c.stop_signal().as_deref())
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    match from_image {
+        None => Ok("SIGTERM".to_string()),
+        Some(text) => image_signal(text).ok_or_else(|| {
+            format!(
+                "the image's StopSignal {text:?} is not a signal: {}, or SIGRTMIN+n",
+                crate::unit::SIGNAL_SHAPE
+            )
+        }),
+    }
+}
+
+/// A StopSignal as images write it: a name ("SIGQUIT", "QUIT"), a number, or a real-time signal
+/// ("SIGRTMIN+3", systemd's), which runtimes only take by number.
+fn image_signal(text: &str) -> Option<String> {
+    if let Ok(sig) = crate::unit::parse_signal(text) {
+        return Some(sig.as_str().to_string());
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let relative = |rest: &str, base: i32| -> Option<i32> {
+        match rest {
+            "" => Some(base),
+            _ if rest.starts_with('+') => rest[1..].parse::<i32>().ok().map(|n| base + n),
+            _ if rest.starts_with('-') => rest[1..].parse::<i32>().ok().map(|n| base - n),
+            _ => None,
+        }
+    };
+    let number = match (name.strip_prefix("RTMIN"), name.strip_prefix("RTMAX")) {
+        (Some(rest), _) => relative(rest, SIGRTMIN),
+        (_, Some(rest)) => relative(rest, SIGRTMAX),
+        _ => name.parse::<i32>().ok(),
+    }?;
+    (SIGRTMIN..=SIGRTMAX)
+        .contains(&number)
+        .then(|| number.to_string())
+}
+
+/// The image's ExposedPorts as `port/protocol` (a bare "80" is "80/tcp", as in Docker), sorted by
+/// port, no duplicates. Information only: nothing is published.
+pub fn exposed_ports(image: Option<&ImageConfiguration>) -> Vec<String> {
+    let listed = image
+        .and_then(|i| i.config().as_ref())
+        .and_then(|c| c.exposed_ports().clone())
+        .unwrap_or_default();
+    let mut ports: Vec<String> = listed
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('/') {
+            Some((port, proto)) => format!("{port}/{}", proto.to_ascii_lowercase()),
+            None => format!("{p}/tcp"),
+        })
+        .collect();
+    // Numeric order (80 before 443), then by text for anything that is not a plain number.
+    let key = |p: &String| {
+        let port = p.split(['/', '-']).next().unwrap_or("");
+        (port.parse::<u32>().unwrap_or(u32::MAX), p.clone())
+    };
+    ports.sort_by_key(key);
+    ports.dedup();
+    ports
+}
+
 /// The image config's `User` ("uid", "uid:gid", "name", "name:group") as numbers; names are
 /// looked up in the top-most layer that has /etc/passwd (and /etc/group).
 fn image_user(spec: &str, lowers: &[PathBuf]) -> Result<User, String> {
@@ -464,6 +543,57 @@ mod tests {
         let p = run("", r#"{"Cmd":["sh"]}"#, &[]);
         let Ok(p) = p else { panic!("{p:?}") };
         assert_eq!((p.cwd.as_str(), p.user), ("/", User { uid: 0, gid: 0 }));
+    }
+
+    #[test]
+    fn stop_signal_from_the_unit_else_the_image_else_sigterm() {
+        let sig = |extra: &str, json: &str| stop_signal(&unit(extra), Some(&config(json)));
+        let quit = r#"{"StopSignal":"SIGQUIT"}"#;
+        assert_eq!(sig("", quit), Ok("SIGQUIT".into()));
+        assert_eq!(sig("stop_signal = \"USR1\"\n", quit), Ok("SIGUSR1".into()));
+        // Explicitly the default still overrides the image.
+        assert_eq!(sig("stop_signal = \"TERM\"\n", quit), Ok("SIGTERM".into()));
+        assert_eq!(sig("", "{}"), Ok("SIGTERM".into()));
+        assert_eq!(stop_signal(&unit(""), None), Ok("SIGTERM".into()));
+        let cases: &[(&str, Option<&str>)] = &[
+            ("QUIT", Some("SIGQUIT")),
+            ("sigint", Some("SIGINT")),
+            ("9", Some("SIGKILL")),
+            (" SIGWINCH ", Some("SIGWINCH")),
+            ("", Some("SIGTERM")),
+            ("SIGRTMIN+3", Some("37")),
+            ("RTMIN", Some("34")),
+            ("SIGRTMAX-1", Some("63")),
+            ("40", Some("40")),
+            ("SIGRTMIN+31", None),
+            ("SIGRTMAX+1", None),
+            ("SIGNOPE", None),
+            ("0", None),
+            ("-9", None),
+            ("65", None),
+        ];
+        for (text, want) in cases {
+            let got = sig("", &format!("{{\"StopSignal\":{text:?}}}"));
+            match want {
+                Some(w) => assert_eq!(got.as_deref(), Ok(*w), "{text:?}"),
+                None => assert!(
+                    got.as_ref()
+                        .is_err_and(|e| e.contains("StopSignal") && e.contains(text)),
+                    "{text:?}: {got:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn exposed_ports_normalized_and_sorted() {
+        let ports = |json: &str| exposed_ports(Some(&config(json)));
+        assert_eq!(
+            ports(r#"{"ExposedPorts":{"443/tcp":{},"53/UDP":{},"80":{},"80/tcp":{},"53/tcp":{}}}"#),
+            ["53/tcp", "53/udp", "80/tcp", "443/tcp"]
+        );
+        assert!(ports("{}").is_empty());
+        assert!(exposed_ports(None).is_empty());
     }
 
     #[test]

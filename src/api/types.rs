@@ -46,6 +46,9 @@ pub struct UnitStatus {
     /// While `pulling`: how far the pull is.
     #[serde(default)]
     pub pull: Option<crate::image::progress::Counts>,
+    /// The ports the container's image exposes (`80/tcp`): information, nothing is published.
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
 }
 
 /// `rctl inspect`: the unit as loaded, its record and its bundle.

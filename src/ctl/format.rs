@@ -84,6 +84,12 @@ pub fn status(s: &UnitStatus, log: &str) -> String {
     if let Some(p) = &s.pull {
         out.push_str(&format!("    Pulling: {}\n", progress(p)));
     }
+    if !s.exposed_ports.is_empty() {
+        out.push_str(&format!(
+            "      Ports: {} (exposed by the image; not published)\n",
+            s.exposed_ports.join(", ")
+        ));
+    }
     if let Some(e) = &s.error {
         for (i, line) in e.lines().enumerate() {
             let label = if i == 0 {

@@ -11,6 +11,17 @@ use crate::unit::{Source, Unit};
 use super::image::{self, Prepared};
 use super::{blocking, cleanup, Error};
 
+/// A started container, with what it was started with that the unit alone does not say.
+#[derive(Debug)]
+pub struct Started {
+    /// The shim and the container's init.
+    pub launched: Launched,
+    /// The signal that stops it: the unit's, else its image's StopSignal, else SIGTERM.
+    pub stop_signal: String,
+    /// Its image's ExposedPorts (`80/tcp`), information only.
+    pub exposed_ports: Vec<String>,
+}
+
 /// Starts container instance `id` of `unit`. On error nothing of it runs or stays mounted.
 /// `on_pull` is called when the start begins waiting for an image pull; if `superseded`
 /// resolves before the image is ready, the start gives up (`Error::Superseded`).
@@ -20,7 +31,7 @@ pub async fn start(
     id: &str,
     on_pull: &(dyn Fn() + Send + Sync),
     superseded: impl std::future::Future<Output = ()>,
-) -> Result<Launched, Error> {
+) -> Result<Started, Error> {
     // Step 4: image. Nothing of the instance exists yet, so a failure here needs no rollback,
     // and giving up midway leaves only what a pull may resume.
     let image = match &unit.container.source {
@@ -30,6 +41,14 @@ pub async fn start(
             () = superseded => return Err(Error::Superseded),
         },
     };
+    // Settled before anything is mounted: an image whose StopSignal cannot be sent must not
+    // start a container that could then not be stopped as its image asks.
+    let config = image.as_ref().map(|p| &p.config);
+    let stop_signal = crate::spec::stop_signal(unit, config).map_err(|reason| Error::Process {
+        unit: unit.name.clone(),
+        reason,
+    })?;
+    let exposed_ports = crate::spec::exposed_ports(config);
     // Pulls wait outside the bound on concurrent starts: a slow registry must not hold up
     // units that are ready to run.
     let _permit = ctx.start_permits.acquire().await;
@@ -42,7 +61,11 @@ pub async fn start(
         Err(e) => Err(e),
     };
     match result {
-        Ok(launched) => Ok(launched),
+        Ok(launched) => Ok(Started {
+            launched,
+            stop_signal,
+            exposed_ports,
+        }),
         Err(error) => match cleanup::instance(ctx, id, cleanup::Depth::Unmount).await {
             Ok(()) => Err(error),
             Err(rollback) => Err(Error::Rollback {

@@ -113,7 +113,7 @@ mod tests {
                 workdir: None,
                 user: Some(User { uid: 0, gid: 0 }),
                 hostname: "web".into(),
-                stop_signal: "SIGTERM".into(),
+                stop_signal: Some("SIGTERM".into()),
                 stop_timeout: Duration::from_secs(10),
             },
             mounts: vec![],

@@ -351,7 +351,7 @@ async fn stop_container(
     let signal = r
         .stop_signal
         .clone()
-        .or_else(|| unit.map(|u| u.container.stop_signal.clone()))
+        .or_else(|| unit.and_then(|u| u.container.stop_signal.clone()))
         .unwrap_or_else(|| "SIGTERM".to_string());
     let timeout = r
         .stop_timeout_ms
@@ -477,14 +477,16 @@ async fn start(
     r.start_requested = false;
     r.restart_requested = false;
     match result {
-        Ok(l) => {
+        Ok(started) => {
+            let l = started.launched;
             r.pid = Some(l.pid);
             r.shim_pid = Some(l.shim_pid);
             r.shim_start = Some(l.shim_start);
             r.boot_id = Some(ctx.boot_id.clone());
             r.started_at_ms = Some(now);
             r.restart_at_ms = None;
-            r.stop_signal = Some(unit.container.stop_signal.clone());
+            r.stop_signal = Some(started.stop_signal);
+            r.exposed_ports = started.exposed_ports;
             r.stop_timeout_ms = Some(unit.container.stop_timeout.as_millis() as u64);
             r.error = None;
             r.set_state(State::Running, now);

@@ -104,6 +104,9 @@ pub struct Record {
     /// The stop timeout the current container was started with (ms).
     #[serde(default)]
     pub stop_timeout_ms: Option<u64>,
+    /// The ports the current container's image exposes (`80/tcp`); information, not published.
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
 }
 
 impl Record {
@@ -132,6 +135,7 @@ impl Record {
             error: None,
             stop_signal: None,
             stop_timeout_ms: None,
+            exposed_ports: Vec::new(),
         }
     }
 

@@ -50,6 +50,9 @@ struct CanonicalImage<'a> {
     command_set: bool,
     workdir_set: bool,
     user_set: bool,
+    /// Left out when false, so that image units hashed before it keep their hash.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stop_signal_set: bool,
 }
 
 /// One mount, as hashed.
@@ -78,6 +81,7 @@ pub fn spec_hash(
                 command_set: container.command.is_some(),
                 workdir_set: container.workdir.is_some(),
                 user_set: container.user.is_some(),
+                stop_signal_set: container.stop_signal.is_some(),
             }),
         ),
     };
@@ -89,7 +93,7 @@ pub fn spec_hash(
         uid: user.uid,
         gid: user.gid,
         hostname: &container.hostname,
-        stop_signal: &container.stop_signal,
+        stop_signal: container.stop_signal.as_deref().unwrap_or("SIGTERM"),
         stop_timeout_ns: container.stop_timeout.as_nanos(),
         mounts: mounts
             .iter()

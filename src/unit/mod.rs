@@ -13,6 +13,8 @@ pub mod trust;
 pub(crate) mod units;
 mod validate;
 
+pub use units::{parse_signal, SIGNAL_SHAPE};
+
 #[cfg(test)]
 mod tests;
 
@@ -85,8 +87,9 @@ pub struct Container {
     pub user: Option<User>,
     /// Hostname, default the unit name.
     pub hostname: String,
-    /// Normalized signal name ("SIGTERM"), default SIGTERM.
-    pub stop_signal: String,
+    /// Normalized signal name ("SIGTERM"). Unset (None) only in an image unit that leaves it to
+    /// the image's StopSignal; a rootfs unit's default is SIGTERM.
+    pub stop_signal: Option<String>,
     /// Time between the stop signal and SIGKILL, default 10s.
     #[serde(with = "humantime_serde_shim")]
     pub stop_timeout: Duration,

@@ -133,7 +133,7 @@ fn defaults() {
     assert_eq!(unit.container.workdir, None);
     assert_eq!(unit.container.user, None);
     assert_eq!(unit.container.hostname, "test");
-    assert_eq!(unit.container.stop_signal, "SIGTERM");
+    assert_eq!(unit.container.stop_signal.as_deref(), Some("SIGTERM"));
     assert_eq!(unit.container.stop_timeout, Duration::from_secs(10));
     assert!(unit.container.env.is_empty());
     assert!(unit.mounts.is_empty());
@@ -188,7 +188,7 @@ fn every_key_is_read() {
         })
     );
     assert_eq!(c.hostname, "every-key.example");
-    assert_eq!(c.stop_signal, "SIGQUIT");
+    assert_eq!(c.stop_signal.as_deref(), Some("SIGQUIT"));
     assert_eq!(c.stop_timeout, Duration::from_secs(30));
     assert_eq!(
         unit.mounts,
@@ -250,7 +250,7 @@ fn normalized_values() {
         };
         let c = &unit.container;
         let got = match *what {
-            "signal" => c.stop_signal.clone(),
+            "signal" => c.stop_signal.clone().unwrap_or_default(),
             "user" => c
                 .user
                 .map(|u| format!("{}:{}", u.uid, u.gid))
@@ -621,6 +621,7 @@ fn image_units_normalize_and_leave_defaults_unset() {
     assert_eq!(c.entrypoint, None);
     assert_eq!(c.workdir, None);
     assert_eq!(c.user, None);
+    assert_eq!(c.stop_signal, None, "left to the image's StopSignal");
     let Ok(cleared) = check_text("[container]\nimage = \"busybox\"\nentrypoint = []\n") else {
         panic!("empty entrypoint rejected");
     };
@@ -660,4 +661,8 @@ fn image_spec_hash() {
         base
     );
     assert_ne!(hash("[container]\nimage = \"busybox\"\nuser = 0\n"), base);
+    assert_ne!(
+        hash("[container]\nimage = \"busybox\"\nstop_signal = \"TERM\"\n"),
+        base
+    );
 }

@@ -367,7 +367,7 @@ impl Checker {
                         .ok_or_else(|| units::SIGNAL_SHAPE.to_owned()),
                 };
                 match parsed {
-                    Ok(signal) => Some(signal.as_str().to_owned()),
+                    Ok(signal) => Some(Some(signal.as_str().to_owned())),
                     Err(reason) => {
                         self.err(
                             sig.span(),
@@ -377,7 +377,9 @@ impl Checker {
                     }
                 }
             }
-            None => Some("SIGTERM".to_owned()),
+            // An image unit leaves it to the image's StopSignal (Docker's rule), known only at start.
+            None if is_image => Some(None),
+            None => Some(Some("SIGTERM".to_owned())),
         };
 
         let stop_timeout = self.duration(s.stop_timeout.as_ref(), DEFAULT_STOP_TIMEOUT);
