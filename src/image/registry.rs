@@ -189,7 +189,7 @@ pub enum Error {
         want: String,
     },
     /// A blob failed verification or could not be stored.
-    #[error("registry {registry}: {repository}: blob {digest}: {source}")]
+    #[error("registry {registry}: {repository}: {}", blob_cause(digest, source))]
     Store {
         /// The registry host.
         registry: String,
@@ -976,7 +976,49 @@ impl Client {
             }
         }
         out.truncate(MAX_ERROR_BODY);
-        String::from_utf8_lossy(&out).trim().to_string()
+        readable_body(String::from_utf8_lossy(&out).trim())
+    }
+}
+
+/// A distribution-spec error body (`{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest
+/// unknown",...}]}`) as "manifest unknown (MANIFEST_UNKNOWN)"; any other body as it is.
+fn readable_body(raw: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let Ok(body) = serde_json::from_str::<Body>(raw) else {
+        return raw.to_string();
+    };
+    let entries: Vec<String> = body
+        .errors
+        .iter()
+        .map(|e| match (e.message.is_empty(), e.code.is_empty()) {
+            (false, false) => format!("{} ({})", e.message, e.code),
+            (false, true) => e.message.clone(),
+            _ => e.code.clone(),
+        })
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.is_empty() {
+        raw.to_string()
+    } else {
+        entries.join("; ")
+    }
+}
+
+/// A blob's store error, naming the blob once (digest and size mismatches already name it).
+fn blob_cause(digest: &Digest, source: &content::Error) -> String {
+    match source {
+        content::Error::Digest { .. } | content::Error::Size { .. } => source.to_string(),
+        content::Error::Io { .. } => format!("blob {digest}: {source}"),
     }
 }
 
@@ -1284,5 +1326,25 @@ mod tests {
             resolve(&base, "https://cdn/z").unwrap().to_string(),
             "https://cdn/z"
         );
+    }
+
+    #[test]
+    fn error_bodies_read_as_messages() {
+        let cases = [
+            (
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"nope"}}]}"#,
+                "manifest unknown (MANIFEST_UNKNOWN)",
+            ),
+            (
+                r#"{"errors":[{"code":"DENIED"},{"message":"and more"}]}"#,
+                "DENIED; and more",
+            ),
+            (r#"{"errors":[]}"#, r#"{"errors":[]}"#),
+            ("404 page not found", "404 page not found"),
+            ("", ""),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(readable_body(raw), want, "{raw}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Step 4 of the start pipeline: an image unit's reference in, its verified config and its
 //! unpacked layer directories (top first) out, pulling per the unit's `pull` policy.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oci_spec::image::ImageConfiguration;
@@ -62,10 +62,22 @@ pub async fn prepare(
     if layers.is_empty() {
         return Err(fail(image, "the image has no layers"));
     }
+    // Named in unpack errors, so that "No space left on device" says which filesystem: the
+    // bottom layer's chain id is its DiffID, so its snapshot's parent is the snapshots directory.
+    let into = layers
+        .first()
+        .and_then(|l| {
+            images
+                .snapshots
+                .path(&l.diff_id)
+                .parent()
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_default();
     let snapshots = images.snapshots.clone();
     let content = images.content.clone();
     let lowers = super::blocking(move || snapshots.prepare(&layers, &content))
         .await?
-        .map_err(|e| fail(image, format!("unpack: {e}")))?;
+        .map_err(|e| fail(image, format!("unpack into {}: {e}", into.display())))?;
     Ok(Prepared { config, lowers })
 }
