@@ -55,7 +55,7 @@ application/vnd.docker.distribution.manifest.v2+json";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The connection failed (refused, reset, DNS, TLS handshake).
-    #[error("registry {registry}: {url}: {source}")]
+    #[error("registry {registry}: {url}: {}", with_causes(source))]
     Connect {
         /// The registry host.
         registry: String,
@@ -75,7 +75,10 @@ pub enum Error {
         after: Duration,
     },
     /// The response body broke off.
-    #[error("registry {registry}: {url}: reading the response: {source}")]
+    #[error(
+        "registry {registry}: {url}: reading the response: {}",
+        with_causes(source)
+    )]
     Body {
         /// The registry host.
         registry: String,
@@ -1012,6 +1015,19 @@ fn readable_body(raw: &str) -> String {
     } else {
         entries.join("; ")
     }
+}
+
+/// An error and its causes: hyper's own messages ("client error (Connect)") leave out the one
+/// an operator needs ("Connection refused").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// A blob's store error, naming the blob once (digest and size mismatches already name it).

@@ -171,6 +171,7 @@ fn registry_down_retries_with_backoff() {
         .port();
     let image = format!("127.0.0.1:{port}/down:latest");
     let d = Daemon::start();
+    let pid = bystander(&d);
     d.write_unit(
         "down",
         &format!(
@@ -180,13 +181,20 @@ fn registry_down_retries_with_backoff() {
     );
     let s = d.wait_state("down", "restarting", 10 * SEC);
     let err = s["error"].as_str().unwrap_or_default().to_string();
-    assert!(err.contains(&image) && err.contains("pull failed"), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "image {image}: pull failed: registry 127.0.0.1:{port}:"
+        )) && err.contains("Connection refused"),
+        "{err}"
+    );
     wait_until(10 * SEC, "retried", || {
         d.status("down")
             .and_then(|s| s["restarts"].as_u64())
             .is_some_and(|n| n >= 2)
     });
-    assert!(d.runtime_containers().is_empty());
+    assert!(d.log().contains(&err), "the daemon log has it too");
+    assert_eq!(d.runtime_containers().len(), 1, "only the bystander's");
+    assert_undisturbed(&d, pid);
 }
 
 #[test]
