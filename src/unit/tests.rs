@@ -666,3 +666,29 @@ fn image_spec_hash() {
         base
     );
 }
+
+/// A changed hash recreates every container on upgrade: these are the values of earlier
+/// releases, and must stay so.
+#[test]
+fn spec_hashes_are_stable_across_releases() {
+    let cases = [
+        (
+            "[container]\nimage = \"busybox\"\n",
+            "808064a144a742e3d819886ce4dfb668a82793240421a1b61cb8cc560fab49e7",
+        ),
+        (
+            "[container]\nrootfs = \"/r\"\ncommand = [\"x\"]\n",
+            "dcebdd18fddcd77038d7635bf1fa5382e3e785f2d0d7c0a9fef38471274e44ec",
+        ),
+        (
+            "[container]\nrootfs = \"/r\"\ncommand = [\"x\"]\nstop_signal = \"QUIT\"\n",
+            "de6d57e10f6ee0565fe059888ccd2246f98223b4a825b4e97d0eb5d0dcbe42ac",
+        ),
+    ];
+    for (text, want) in cases {
+        match parse("t", Path::new("t.toml"), text) {
+            Ok(u) => assert_eq!(u.spec_hash, want, "{text}"),
+            Err(ds) => panic!("{text}: {}", render(&ds)),
+        }
+    }
+}
