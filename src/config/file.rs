@@ -200,6 +200,7 @@ impl FileConfig {
             insecure: self.registries.insecure.clone(),
             credentials: load_credentials(&self.registries.auth_file)?,
             idle_timeout: Some(self.registries.idle_timeout),
+            certs_dir: Some(self.registries.certs_dir.clone()),
         })
     }
 }

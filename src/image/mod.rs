@@ -1,6 +1,6 @@
 //! Images (start pipeline step 4 and the image half of step 5): a reference in, a verified,
-//! unpacked image out: references, registry pulls, the content store, the image store, imports,
-//! layers unpacked for overlayfs and shared as snapshots.
+//! unpacked image out: references, registry pulls and their TLS trust (certs.d), the content
+//! store, the image store, imports, layers unpacked for overlayfs and shared as snapshots.
 
 pub mod content;
 pub mod digest;
@@ -13,3 +13,4 @@ pub mod reference;
 pub mod registry;
 pub mod snapshot;
 pub mod store;
+pub mod tls;

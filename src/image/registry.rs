@@ -1,23 +1,21 @@
 //! Pulling (start pipeline step 4): a reference in, verified blobs in the content store out.
 //! An OCI distribution client: manifests (OCI and Docker v2 schema 2, indexes and manifest
 //! lists resolved to this host's platform), the config and the layers, every one checked
-//! against its digest and size before anything uses it. Anonymous, Bearer-token and basic auth;
-//! plain HTTP only for loopback registries and those the daemon marks insecure.
+//! against its digest and size before anything uses it. Anonymous, Bearer-token and basic auth.
+//! HTTPS trusts the webpki roots plus the registry's certs.d CAs, and presents its client
+//! certificate if it has one ([`super::tls`]); plain HTTP only for registries marked insecure
+//! and loopback ones without a certs.d directory, and never as a fallback from HTTPS.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::rt::TokioExecutor;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use super::content::{self, ContentStore};
@@ -25,6 +23,7 @@ use super::digest::{self, Digest};
 use super::platform::{self, Want};
 use super::progress::Progress;
 use super::reference::{self, Reference};
+use super::tls::{self, Failures, Http};
 
 /// The largest manifest or index rcd accepts (containerd's limit too).
 pub const MAX_MANIFEST: u64 = 4 << 20;
@@ -54,7 +53,7 @@ application/vnd.docker.distribution.manifest.v2+json";
 /// A pull that failed; each names the registry and repository, and what the registry said.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The connection failed (refused, reset, DNS, TLS handshake).
+    /// The connection failed (refused, reset, DNS; TLS failures are `Handshake`).
     #[error("registry {registry}: {url}: {}", with_causes(source))]
     Connect {
         /// The registry host.
@@ -206,6 +205,27 @@ pub enum Error {
     /// The HTTPS client could not be set up.
     #[error("TLS setup: {0}")]
     Tls(String),
+    /// The TLS handshake failed: the registry's certificate is not trusted or not for its name,
+    /// or it wants a client certificate. Never retried over plain HTTP.
+    #[error("registry {registry}: {url}: TLS handshake failed: {source}{hint}")]
+    Handshake {
+        /// The registry host.
+        registry: String,
+        /// The URL requested.
+        url: String,
+        /// rustls' reason.
+        source: Box<rustls::Error>,
+        /// What the operator can do about it ("; to trust a private CA, put it in ..."), or "".
+        hint: String,
+    },
+    /// The registry's certs.d directory cannot be used.
+    #[error("registry {registry}: certs.d: {source}")]
+    Certs {
+        /// The registry host.
+        registry: String,
+        /// The cause, naming the file.
+        source: Box<tls::Error>,
+    },
     /// A URL that cannot be requested (a bad realm, a bad redirect).
     #[error("registry {registry}: invalid URL {url:?}")]
     Url {
@@ -226,6 +246,11 @@ pub struct ClientConfig {
     /// How long a registry may send nothing (no headers, no body bytes) before the pull fails;
     /// None is `DEFAULT_IDLE`. A pull is never cut while bytes flow, however long it takes.
     pub idle_timeout: Option<Duration>,
+    /// Docker's certs.d: `<certs_dir>/<host[:port]>/*.crt` are extra CA roots for that registry,
+    /// and a `X.cert` + `X.key` pair (Docker: `client.cert`, `client.key`) its client certificate.
+    /// A registry with a directory here is reached over HTTPS, even on loopback. None: no extra
+    /// trust (the daemon's default is `/etc/rcd/certs.d`).
+    pub certs_dir: Option<PathBuf>,
 }
 
 /// How long a silent registry is waited for.
@@ -257,7 +282,23 @@ pub struct Pulled {
     pub config: ImageConfiguration,
 }
 
-type Http = HyperClient<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+/// How one registry is reached: the scheme, and the HTTP client holding its TLS trust.
+struct Route {
+    scheme: &'static str,
+    /// Every request of a pull from the registry goes through it, its token service and
+    /// redirects included, as Docker uses one transport per registry.
+    http: Http,
+    failures: Failures,
+    /// The registry's certs.d directory, if it has one and it is used.
+    certs: Option<PathBuf>,
+}
+
+/// A registry's HTTP client, and the certs.d directory (with its stamp) it was built from.
+struct Cached {
+    certs: Option<(PathBuf, tls::Stamp)>,
+    http: Http,
+    failures: Failures,
+}
 
 /// Where requests for one repository go.
 struct Target<'a> {
@@ -266,14 +307,14 @@ struct Target<'a> {
     /// The host to connect to.
     host: &'a str,
     repository: &'a str,
-    scheme: &'static str,
+    route: Route,
 }
 
 impl Target<'_> {
     fn url(&self, path: &str) -> String {
         format!(
             "{}://{}/v2/{}/{}",
-            self.scheme, self.host, self.repository, path
+            self.route.scheme, self.host, self.repository, path
         )
     }
 }
@@ -281,7 +322,9 @@ impl Target<'_> {
 /// A registry client. Cheap to share (`Arc`); concurrent pulls through one client download
 /// each blob once.
 pub struct Client {
-    http: Http,
+    /// HTTP clients by registry, built at its first pull and again whenever its certs.d
+    /// directory's files change.
+    routes: Mutex<HashMap<String, Cached>>,
     config: ClientConfig,
     /// Credentials by registry; replaceable while pulls run.
     credentials: RwLock<HashMap<String, (String, String)>>,
@@ -292,21 +335,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client; HTTPS through rustls with the ring provider and the webpki roots.
+    /// A client; HTTPS through rustls with the ring provider, the webpki roots and, per
+    /// registry, its certs.d CAs and client certificate.
     pub fn new(config: ClientConfig) -> Result<Self, Error> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(30)));
-        // The provider is passed explicitly: no process-wide default is needed, so the graph
-        // having another provider somewhere cannot make this panic (CRATES.md, trap 5).
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| Error::Tls(e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        // Built once here so that a TLS setup that cannot work fails at start, not at a pull.
+        tls::client_config(None).map_err(|e| Error::Tls(e.to_string()))?;
         Ok(Client {
-            http: HyperClient::builder(TokioExecutor::new()).build(https),
+            routes: Mutex::new(HashMap::new()),
             credentials: RwLock::new(config.credentials.clone()),
             config,
             auth: Mutex::new(HashMap::new()),
@@ -329,7 +364,7 @@ impl Client {
             registry,
             host,
             repository: reference.repository(),
-            scheme: scheme(registry, host, &self.config.insecure),
+            route: self.route(registry, host)?,
         };
         let bad_digest = |source| Error::BadDigest {
             registry: registry.to_string(),
@@ -690,6 +725,82 @@ impl Client {
             .map_err(|e| Resumed(true, self.store_err(t, &d, e)))
     }
 
+    /// The scheme and HTTP client for a registry, from its certs.d directory as it is now.
+    fn route(&self, registry: &str, host: &str) -> Result<Route, Error> {
+        let certs_err = |e| Error::Certs {
+            registry: registry.to_string(),
+            source: Box::new(e),
+        };
+        let found = match &self.config.certs_dir {
+            Some(dir) => tls::find(dir, &[registry, host]).map_err(certs_err)?,
+            None => None,
+        };
+        let scheme = scheme(registry, host, &self.config.insecure, found.is_some());
+        // Plain HTTP has no use for the directory: it is not even read.
+        let found = found.filter(|_| scheme == "https");
+        let route = |c: &Cached| Route {
+            scheme,
+            http: c.http.clone(),
+            failures: c.failures.clone(),
+            certs: c.certs.as_ref().map(|(dir, _)| dir.clone()),
+        };
+        if let Some(c) = self
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(registry)
+            .filter(|c| c.certs == found)
+        {
+            return Ok(route(c));
+        }
+        // Read outside the lock; two first pulls at once both build, the last one is kept.
+        let config =
+            tls::client_config(found.as_ref().map(|(dir, _)| dir.as_path())).map_err(certs_err)?;
+        let (http, failures) = tls::http_client(config);
+        let cached = Cached {
+            certs: found,
+            http,
+            failures,
+        };
+        let r = route(&cached);
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(registry.to_string(), cached);
+        Ok(r)
+    }
+
+    /// A failed request's error: a TLS failure (in the error, or on the connection since the
+    /// request began) says so, with what the operator can do.
+    fn connect_err(
+        &self,
+        t: &Target<'_>,
+        url: &Uri,
+        started: Instant,
+        source: hyper_util::client::legacy::Error,
+    ) -> Error {
+        let failed = tls::find_rustls(&source)
+            .cloned()
+            .or_else(|| t.route.failures.since(started));
+        match failed {
+            Some(e) => Error::Handshake {
+                registry: t.registry.to_string(),
+                url: url.to_string(),
+                hint: tls::hint(
+                    &e,
+                    t.route.certs.as_deref(),
+                    self.config.certs_dir.as_deref().map(|d| d.join(t.registry)),
+                ),
+                source: Box::new(e),
+            },
+            None => Error::Connect {
+                registry: t.registry.to_string(),
+                url: url.to_string(),
+                source,
+            },
+        }
+    }
+
     fn idle(&self) -> Duration {
         self.config.idle_timeout.unwrap_or(DEFAULT_IDLE)
     }
@@ -890,14 +1001,11 @@ impl Client {
             let req = req
                 .body(Empty::new())
                 .map_err(|_| self.url_err(t, &uri.to_string()))?;
-            let resp = tokio::time::timeout(self.idle(), self.http.request(req))
+            let started = Instant::now();
+            let resp = tokio::time::timeout(self.idle(), t.route.http.request(req))
                 .await
                 .map_err(|_| self.stalled(t, &uri.to_string()))?
-                .map_err(|source| Error::Connect {
-                    registry: t.registry.to_string(),
-                    url: uri.to_string(),
-                    source,
-                })?;
+                .map_err(|source| self.connect_err(t, &uri, started, source))?;
             if !resp.status().is_redirection() {
                 return Ok(resp);
             }
@@ -1097,10 +1205,15 @@ pub fn api_host(r: &Reference) -> &str {
     }
 }
 
-/// Plain HTTP for loopback registries (as Docker does by default) and those marked insecure;
-/// HTTPS for every other.
-fn scheme(registry: &str, host: &str, insecure: &[String]) -> &'static str {
-    if reference::is_loopback(registry) || insecure.iter().any(|i| i == registry || i == host) {
+/// Plain HTTP for registries marked insecure (the operator said so, whatever else is there),
+/// then HTTPS for those with a certs.d directory (having certs for it says the operator wants
+/// TLS), plain HTTP for the remaining loopback ones (as Docker by default), HTTPS for all else.
+fn scheme(registry: &str, host: &str, insecure: &[String], has_certs: bool) -> &'static str {
+    if insecure.iter().any(|i| i == registry || i == host) {
+        "http"
+    } else if has_certs {
+        "https"
+    } else if reference::is_loopback(registry) {
         "http"
     } else {
         "https"
@@ -1288,6 +1401,61 @@ mod tests {
     }
 
     #[test]
+    fn scheme_decisions() {
+        let insecure = ["10.0.0.1:5000".to_string(), "127.0.0.1:5001".to_string()];
+        // (registry, host connected to, has a certs.d directory, scheme)
+        let cases = [
+            // Loopback: plain HTTP unless certs.d says the operator wants TLS.
+            ("127.0.0.1:5000", "127.0.0.1:5000", false, "http"),
+            ("127.0.0.1:5000", "127.0.0.1:5000", true, "https"),
+            ("localhost", "localhost", false, "http"),
+            ("localhost:5000", "localhost:5000", true, "https"),
+            ("[::1]:5000", "[::1]:5000", false, "http"),
+            ("[::1]:5000", "[::1]:5000", true, "https"),
+            // Insecure: plain HTTP, certs.d or not, by registry or by the host connected to.
+            ("10.0.0.1:5000", "10.0.0.1:5000", false, "http"),
+            ("10.0.0.1:5000", "10.0.0.1:5000", true, "http"),
+            ("127.0.0.1:5001", "127.0.0.1:5001", true, "http"),
+            ("alias.example", "10.0.0.1:5000", false, "http"),
+            // Everything else: HTTPS, with or without extra trust.
+            ("10.0.0.1", "10.0.0.1", false, "https"),
+            ("10.0.0.1:5001", "10.0.0.1:5001", true, "https"),
+            ("docker.io", "registry-1.docker.io", false, "https"),
+            (
+                "registry.example.com:5000",
+                "registry.example.com:5000",
+                false,
+                "https",
+            ),
+            (
+                "registry.example.com:5000",
+                "registry.example.com:5000",
+                true,
+                "https",
+            ),
+        ];
+        for (registry, host, has_certs, want) in cases {
+            assert_eq!(
+                scheme(registry, host, &insecure, has_certs),
+                want,
+                "{registry} via {host}, certs.d: {has_certs}"
+            );
+        }
+    }
+
+    #[test]
+    fn connect_errors_show_their_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Outer(#[source] std::io::Error);
+        let refused = Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(
+            with_causes(&refused),
+            "client error (Connect): connection refused"
+        );
+    }
+
+    #[test]
     fn kinds_and_hosts() {
         let cases: [(Option<&str>, &str, Result<Kind, ()>); 6] = [
             (Some(OCI_INDEX), "{}", Ok(Kind::Index)),
@@ -1320,17 +1488,6 @@ mod tests {
         assert_eq!(api_host(&r), "registry-1.docker.io");
         let r = reference::parse("127.0.0.1:5000/a/b").unwrap();
         assert_eq!(api_host(&r), "127.0.0.1:5000");
-        let insecure = ["10.0.0.1:5000".to_string()];
-        for (registry, want) in [
-            ("127.0.0.1:5000", "http"),
-            ("localhost", "http"),
-            ("10.0.0.1:5000", "http"),
-            ("10.0.0.1", "https"),
-            ("docker.io", "https"),
-            ("registry.example.com:5000", "https"),
-        ] {
-            assert_eq!(scheme(registry, registry, &insecure), want, "{registry}");
-        }
         assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
         let base: Uri = "http://h:1/v2/r/blobs/x".parse().unwrap();
         assert_eq!(resolve(&base, "/o").unwrap().to_string(), "http://h:1/o");
