@@ -1,7 +1,8 @@
 //! Pulling with `rcd::image::registry` from the fixture registry on 127.0.0.1: OCI and Docker
-//! v2s2 images, digests, platforms, tampering, basic auth, concurrency and resumption.
+//! v2s2 images, digests, platforms, tampering, basic auth, concurrency and resumption, and HTTPS
+//! registries trusted through certs.d (private CAs, client certificates).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcd::image::content::{self, ContentStore};
@@ -12,7 +13,7 @@ use rcd::image::reference;
 use rcd::image::registry::{Client, ClientConfig, Error, Pulled};
 
 use crate::registry::{
-    busybox_oci_layout, multi_arch_layout, other_arch, Descriptor, OciLayout, Registry,
+    busybox_oci_layout, multi_arch_layout, other_arch, Descriptor, OciLayout, Pki, Registry, Tls,
     DOCKER_LAYER_GZIP, OCI_LAYER_GZIP,
 };
 
@@ -547,4 +548,236 @@ fn a_silent_registry_fails_the_pull_after_the_idle_timeout() {
         t.elapsed()
     );
     drop(keep);
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTPS registries and certs.d
+
+/// A TLS registry holding busybox as `busybox`, the PKI that signs it, the temp dir (a
+/// `certs.d` inside it is empty), and the pushed manifest.
+fn busybox_tls_registry(tls: Tls) -> (Registry, Pki, tempfile::TempDir, Descriptor) {
+    let pki = Pki::generate();
+    let reg = Registry::start_tls(&pki, tls);
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox");
+    std::fs::create_dir(tmp.path().join("certs.d")).unwrap();
+    (reg, pki, tmp, desc)
+}
+
+/// A client whose certs.d is `certs_dir`.
+fn client_with_certs(certs_dir: &Path) -> Client {
+    Client::new(ClientConfig {
+        certs_dir: Some(certs_dir.to_path_buf()),
+        ..ClientConfig::default()
+    })
+    .unwrap()
+}
+
+/// Puts `files` (source, name) into the registry's certs.d directory `certs/127.0.0.1:PORT/`,
+/// creating it; returns it.
+fn certs_for(certs: &Path, reg: &Registry, files: &[(&Path, &str)]) -> PathBuf {
+    let dir = certs.join(&reg.addr);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (from, name) in files {
+        std::fs::copy(from, dir.join(name)).unwrap();
+    }
+    dir
+}
+
+/// The requests rcd made, from the registry's access log (skopeo's pushes are there too).
+fn rcd_requests(reg: &Registry) -> Vec<String> {
+    reg.log()
+        .lines()
+        .filter(|l| l.ends_with("\"rcd\""))
+        .map(String::from)
+        .collect()
+}
+
+/// The registry's log lines about failed TLS handshakes (Go's `http: TLS handshake error`).
+fn handshake_errors(reg: &Registry) -> Vec<String> {
+    reg.log()
+        .lines()
+        .filter(|l| l.contains("TLS handshake error"))
+        .map(String::from)
+        .collect()
+}
+
+/// As `handshake_errors`, once there is at least one: the registry logs a failed handshake
+/// after the client has already given up on it. A moment more lets any later attempt show.
+fn handshake_errors_settled(reg: &Registry) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while handshake_errors(reg).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    handshake_errors(reg)
+}
+
+#[test]
+fn https_registry_trusted_through_its_ca_in_certs_d() {
+    let (reg, pki, tmp, desc) = busybox_tls_registry(Tls::Server);
+    let certs = tmp.path().join("certs.d");
+    let store = store_in(tmp.path());
+    let c = client_with_certs(&certs);
+
+    // No certs.d directory for it: a loopback registry is spoken to in plain HTTP, which this
+    // one refuses.
+    let err = pull(&c, &store, &reg.image("busybox")).unwrap_err();
+    assert!(matches!(err, Error::Status { status: 400, .. }), "{err}");
+    assert!(
+        err.to_string().contains("HTTP request to an HTTPS server"),
+        "{err}"
+    );
+
+    // Its CA in certs.d/127.0.0.1:PORT/ca.crt: HTTPS, verified; the same client sees the new
+    // directory without a restart.
+    certs_for(&certs, &reg, &[(&pki.ca(), "ca.crt")]);
+    let p = pull(&c, &store, &reg.image("busybox")).unwrap();
+    assert_eq!(p.manifest_digest.to_string(), desc.digest);
+    assert_stored(&store, &p);
+    assert_eq!(requests(&reg, "/v2/busybox/manifests/latest").len(), 1);
+    assert!(
+        handshake_errors(&reg).is_empty(),
+        "{:?}",
+        handshake_errors(&reg)
+    );
+}
+
+#[test]
+fn an_untrusted_certificate_fails_the_pull_and_is_not_retried_over_http() {
+    let (reg, _pki, tmp, _desc) = busybox_tls_registry(Tls::Server);
+    let certs = tmp.path().join("certs.d");
+    let store = store_in(tmp.path());
+    // A certs.d directory (so HTTPS), but with another CA than the one that signed the registry.
+    let stranger = Pki::generate();
+    let dir = certs_for(&certs, &reg, &[(&stranger.ca(), "ca.crt")]);
+    let c = client_with_certs(&certs);
+
+    let err = pull(&c, &store, &reg.image("busybox")).unwrap_err();
+    assert!(matches!(err, Error::Handshake { .. }), "{err}");
+    let msg = err.to_string();
+    for words in [
+        &format!("https://{}/v2/busybox/manifests/latest", reg.addr),
+        "TLS handshake failed",
+        "invalid peer certificate: UnknownIssuer",
+        &format!(
+            "signed by neither a webpki root nor a CA in {}",
+            dir.display()
+        ),
+    ] {
+        assert!(msg.contains(words), "{words:?} not in: {msg}");
+    }
+    // One handshake, refused; nothing else reached the registry: no request over HTTPS, no
+    // second try over plain HTTP (which the registry would have answered with a 400).
+    let refused = handshake_errors_settled(&reg);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].contains("unknown certificate authority"),
+        "{refused:?}"
+    );
+    assert!(rcd_requests(&reg).is_empty(), "{}", reg.log());
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[test]
+fn mutual_tls_pulls_with_the_client_certificate_and_fails_clearly_without() {
+    let (reg, pki, tmp, desc) = busybox_tls_registry(Tls::Mutual);
+    let certs = tmp.path().join("certs.d");
+    let store = store_in(tmp.path());
+    let dir = certs_for(&certs, &reg, &[(&pki.ca(), "ca.crt")]);
+    let c = client_with_certs(&certs);
+
+    // The CA alone: the server is trusted, but the registry wants a client certificate.
+    let err = pull(&c, &store, &reg.image("busybox")).unwrap_err();
+    assert!(matches!(err, Error::Handshake { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("TLS handshake failed: received fatal alert"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "the registry may want a client certificate: client.cert and client.key in {}",
+            dir.display()
+        )),
+        "{msg}"
+    );
+
+    // A client certificate from another CA: refused, and said so.
+    let stranger = Pki::generate();
+    certs_for(
+        &certs,
+        &reg,
+        &[
+            (&stranger.client_cert(), "client.cert"),
+            (&stranger.client_key(), "client.key"),
+        ],
+    );
+    let err = pull(&c, &store, &reg.image("busybox")).unwrap_err();
+    assert!(matches!(err, Error::Handshake { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "the registry refused the client certificate in {}",
+            dir.display()
+        )),
+        "{err}"
+    );
+    assert!(rcd_requests(&reg).is_empty(), "{}", reg.log());
+
+    // The right pair (Docker's names): the pull goes through.
+    certs_for(
+        &certs,
+        &reg,
+        &[
+            (&pki.client_cert(), "client.cert"),
+            (&pki.client_key(), "client.key"),
+        ],
+    );
+    let p = pull(&c, &store, &reg.image("busybox")).unwrap();
+    assert_eq!(p.manifest_digest.to_string(), desc.digest);
+    assert_stored(&store, &p);
+}
+
+#[test]
+fn a_garbage_ca_crt_fails_the_pull_naming_the_file() {
+    let (reg, pki, tmp, desc) = busybox_tls_registry(Tls::Server);
+    let certs = tmp.path().join("certs.d");
+    let store = store_in(tmp.path());
+    let dir = certs_for(&certs, &reg, &[]);
+    std::fs::write(dir.join("ca.crt"), "this is not a certificate\n").unwrap();
+    let c = client_with_certs(&certs);
+
+    let err = pull(&c, &store, &reg.image("busybox")).unwrap_err();
+    assert!(matches!(err, Error::Certs { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "{}: holds no PEM certificate",
+            dir.join("ca.crt").display()
+        )),
+        "{msg}"
+    );
+    // Refused before any connection: neither a handshake nor a request reached the registry.
+    assert!(handshake_errors(&reg).is_empty(), "{}", reg.log());
+    assert!(rcd_requests(&reg).is_empty(), "{}", reg.log());
+
+    // A PEM block that is no certificate: named too.
+    std::fs::write(
+        dir.join("ca.crt"),
+        "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let err = pull(&c, &store, &reg.image("busybox")).unwrap_err();
+    assert!(matches!(err, Error::Certs { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&dir.join("ca.crt").display().to_string()),
+        "{err}"
+    );
+
+    // Fixed in place, the same client uses it: errors are not cached.
+    std::fs::copy(pki.ca(), dir.join("ca.crt")).unwrap();
+    let p = pull(&c, &store, &reg.image("busybox")).unwrap();
+    assert_eq!(p.manifest_digest.to_string(), desc.digest);
 }

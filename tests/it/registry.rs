@@ -1,8 +1,10 @@
 //! The registry fixture: Debian's `docker-registry` on 127.0.0.1, OCI image layouts built from
 //! the busybox rootfs (or from crafted tar bytes), pushed with `skopeo`, and a minimal HTTP/1.1
-//! client to look at what the registry serves. Its own tests prove each part.
+//! client to look at what the registry serves. Its own tests prove each part. A registry may
+//! speak TLS (and require client certificates) with a throwaway PKI made by `openssl`.
 //!
-//! Needs `docker-registry`, `skopeo` (and `zstd` for zstd layers): `sh scripts/setup.sh`.
+//! Needs `docker-registry`, `skopeo` (and `zstd` for zstd layers, `openssl` for TLS):
+//! `sh scripts/setup.sh`.
 
 #![allow(dead_code)]
 
@@ -21,6 +23,8 @@ use crate::harness::rootfs;
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 /// Debian's skopeo, which pushes layouts and inspects what the registry serves.
 pub const SKOPEO_BIN: &str = "/usr/bin/skopeo";
+/// Debian's openssl, which makes the TLS registries' throwaway certificates.
+pub const OPENSSL_BIN: &str = "/usr/bin/openssl";
 
 /// Media types, as they appear in manifests, `Accept` and `Content-Type`.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -41,7 +45,7 @@ pub const ACCEPT_ANY_MANIFEST: &[&str] = &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIF
 pub fn require(tool: &str) {
     assert!(
         Path::new(tool).exists(),
-        "{tool} is missing: `sh scripts/setup.sh` (as root) installs docker-registry, skopeo and zstd"
+        "{tool} is missing: `sh scripts/setup.sh` (as root) installs docker-registry, skopeo, zstd and openssl"
     );
 }
 
@@ -720,6 +724,133 @@ pub fn http(
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+/// A throwaway PKI made with `openssl` in a temporary directory: a CA, a server certificate for
+/// IP 127.0.0.1 (a SAN, which is what clients check) and a client certificate (for mutual TLS),
+/// both signed by the CA. EC P-256 keys, valid for two days.
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A new CA and its two certificates.
+    pub fn generate() -> Pki {
+        require(OPENSSL_BIN);
+        let dir = tempfile::Builder::new()
+            .prefix("rcd-pki")
+            .tempdir()
+            .expect("tempdir");
+        let pki = Pki { dir };
+        let openssl = |args: &[&str]| {
+            run(Command::new(OPENSSL_BIN)
+                .current_dir(pki.dir.path())
+                .args(args));
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        // Each CA its own name: a client that finds a CA of the right name but the wrong key
+        // reports a bad signature, not the unknown issuer a stranger's CA is.
+        let subject = format!(
+            "/CN=rcd test CA {}",
+            pki.dir.path().file_name().unwrap().to_string_lossy()
+        );
+        // The CA: self-signed, with Debian's openssl.cnf `v3_ca` extensions (CA:TRUE).
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.crt"],
+                &["-days", "2", "-subj", &subject],
+            ]
+            .concat(),
+        );
+        for (name, usage, san) in [
+            ("server", "serverAuth", "subjectAltName=IP:127.0.0.1\n"),
+            ("client", "clientAuth", ""),
+        ] {
+            let ext = format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage={usage}\n{san}"
+            );
+            std::fs::write(pki.dir.path().join(format!("{name}.ext")), ext).unwrap();
+            let (key, csr, crt) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+            );
+            let subject = format!("/CN=rcd test {name}");
+            openssl(
+                &[
+                    &["req", "-new"][..],
+                    &ec,
+                    &["-keyout", &key, "-out", &csr, "-subj", &subject],
+                ]
+                .concat(),
+            );
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &crt,
+            ]);
+        }
+        pki
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// The server certificate, for 127.0.0.1.
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.path().join("server.crt")
+    }
+
+    /// The server's private key.
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.path().join("server.key")
+    }
+
+    /// The client certificate.
+    pub fn client_cert(&self) -> PathBuf {
+        self.dir.path().join("client.crt")
+    }
+
+    /// The client's private key.
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.path().join("client.key")
+    }
+}
+
+/// How a registry speaks TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    /// HTTPS with the PKI's server certificate.
+    Server,
+    /// As `Server`, and every client must present a certificate signed by the PKI's CA
+    /// (`http.tls.clientcas`).
+    Mutual,
+}
+
 /// How `Registry::push` writes the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -738,6 +869,8 @@ pub struct Registry {
     pub credentials: Option<(String, String)>,
     /// The storage root (`storage.filesystem.rootdirectory`).
     pub storage: PathBuf,
+    /// How it speaks TLS, if it does.
+    pub tls: Option<Tls>,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
@@ -745,15 +878,22 @@ pub struct Registry {
 impl Registry {
     /// An anonymous registry.
     pub fn start() -> Registry {
-        Self::start_inner(None)
+        Self::start_inner(None, None)
     }
 
     /// A registry with htpasswd (HTTP basic) auth: every request needs `user:password`.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Self::start_inner(Some((user.to_string(), password.to_string())))
+        Self::start_inner(Some((user.to_string(), password.to_string())), None)
     }
 
-    fn start_inner(credentials: Option<(String, String)>) -> Registry {
+    /// An anonymous registry speaking HTTPS only, with `pki`'s certificates (copied: `pki` may
+    /// go). skopeo still pushes to it (unverified, and with the client certificate if `Mutual`);
+    /// the plain-HTTP helpers (`request`, `get`, `manifest`, ...) do not reach it.
+    pub fn start_tls(pki: &Pki, tls: Tls) -> Registry {
+        Self::start_inner(None, Some((pki, tls)))
+    }
+
+    fn start_inner(credentials: Option<(String, String)>, tls: Option<(&Pki, Tls)>) -> Registry {
         require(REGISTRY_BIN);
         require(SKOPEO_BIN);
         let mut last_log = String::new();
@@ -771,9 +911,13 @@ impl Registry {
                 addr: format!("127.0.0.1:{port}"),
                 credentials: credentials.clone(),
                 storage: dir.path().join("storage"),
+                tls: tls.map(|(_, t)| t),
                 child: None,
                 dir,
             };
+            if let Some((pki, _)) = tls {
+                reg.copy_pki(pki);
+            }
             reg.write_config();
             let log = std::fs::File::create(reg.log_path()).unwrap();
             let mut cmd = Command::new(REGISTRY_BIN);
@@ -806,6 +950,24 @@ impl Registry {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The registry's certificates in its own directory, and the client pair as skopeo's
+    /// `--cert-dir` wants it (`client.cert`, `client.key`).
+    fn copy_pki(&self, pki: &Pki) {
+        let d = self.dir.path();
+        std::fs::create_dir(d.join("client")).unwrap();
+        for (from, to) in [
+            (pki.ca(), d.join("ca.crt")),
+            (pki.server_cert(), d.join("server.crt")),
+            (pki.server_key(), d.join("server.key")),
+            (pki.ca(), d.join("client/ca.crt")),
+            (pki.client_cert(), d.join("client/client.cert")),
+            (pki.client_key(), d.join("client/client.key")),
+        ] {
+            std::fs::copy(&from, &to)
+                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
+        }
+    }
+
     fn write_config(&self) {
         let auth = match &self.credentials {
             Some((user, password)) => {
@@ -818,6 +980,24 @@ impl Registry {
             }
             None => String::new(),
         };
+        let d = self.dir.path();
+        let tls = match self.tls {
+            None => String::new(),
+            Some(tls) => {
+                let mut t = format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    d.join("server.crt").display(),
+                    d.join("server.key").display()
+                );
+                if tls == Tls::Mutual {
+                    t.push_str(&format!(
+                        "    clientcas:\n      - {}\n",
+                        d.join("ca.crt").display()
+                    ));
+                }
+                t
+            }
+        };
         // docker-registry 2.8: `version` is required; there is no log-to-file option (stderr is
         // redirected instead); a fixed `http.secret` silences the per-start warning; upload
         // purging and the storage health check are off so that nothing runs in the background.
@@ -827,6 +1007,7 @@ impl Registry {
              storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
              http:\n  addr: {addr}\n  secret: rcd-tests-secret\n\
+             {tls}\
              {auth}",
             storage = self.storage.display(),
             addr = self.addr,
@@ -840,7 +1021,13 @@ impl Registry {
     fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
         let listening = format!("listening on {}", self.addr);
-        let expected = if self.credentials.is_some() { 401 } else { 200 };
+        // Go answers plain HTTP on a TLS port with 400 "Client sent an HTTP request to an
+        // HTTPS server": that it does says this process serves TLS there.
+        let expected = match (&self.credentials, self.tls) {
+            (_, Some(_)) => 400,
+            (Some(_), None) => 401,
+            (None, None) => 200,
+        };
         while Instant::now() < deadline {
             if let Some(st) = self
                 .child
@@ -905,6 +1092,21 @@ impl Registry {
         }
     }
 
+    /// skopeo's client certificate for a registry that wants one (its `--cert-dir` reads
+    /// `*.cert`/`*.key` pairs, Docker's certs.d convention).
+    fn cert_dir_arg(&self, flag: &str) -> Vec<String> {
+        match self.tls {
+            Some(Tls::Mutual) => vec![format!("{flag}={}", self.client_cert_dir().display())],
+            _ => vec![],
+        }
+    }
+
+    /// A directory with this registry's CA as `ca.crt` and the client pair as `client.cert` and
+    /// `client.key` (if it speaks TLS): a certs.d directory that trusts it and is trusted.
+    pub fn client_cert_dir(&self) -> PathBuf {
+        self.dir.path().join("client")
+    }
+
     /// Pushes an image of the layout to `127.0.0.1:PORT/reference` (`name[:tag]`), every
     /// platform of an index included (`--all`), as it is: digests preserved, uncompressed and
     /// non-tar layers left alone. The source is the layout's only entry, or if it has several,
@@ -949,7 +1151,8 @@ impl Registry {
         cmd.args(["copy", "-q", "--all", "--dest-tls-verify=false"])
             .arg("--digestfile")
             .arg(&digest_file)
-            .args(self.creds_arg("--dest-creds"));
+            .args(self.creds_arg("--dest-creds"))
+            .args(self.cert_dir_arg("--dest-cert-dir"));
         match format {
             Format::Oci => cmd.arg("--preserve-digests"),
             Format::V2s2 => cmd.args(["--format", "v2s2"]),
@@ -965,7 +1168,8 @@ impl Registry {
     /// registry's credentials; the command's output, success or not.
     pub fn skopeo_inspect(&self, reference: &str, raw: bool, with_credentials: bool) -> Output {
         let mut cmd = self.skopeo();
-        cmd.args(["inspect", "--tls-verify=false"]);
+        cmd.args(["inspect", "--tls-verify=false"])
+            .args(self.cert_dir_arg("--cert-dir"));
         if raw {
             cmd.arg("--raw");
         }
@@ -1507,4 +1711,70 @@ fn raw_api_upload_takes_manifests_skopeo_would_not_write() {
     .unwrap();
     let r = reg.put_manifest("raw", "missing", OCI_MANIFEST, &missing);
     assert_eq!(r.status, 400, "{}", r.text());
+}
+
+#[test]
+fn tls_registries_serve_https_to_clients_they_trust() {
+    let pki = Pki::generate();
+    let other = Pki::generate();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
+    // certs.d-style directories for skopeo's --cert-dir: the CA alone; another CA's pair.
+    let only_ca = tmp.path().join("only-ca");
+    let stranger = tmp.path().join("stranger");
+    for d in [&only_ca, &stranger] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::copy(pki.ca(), d.join("ca.crt")).unwrap();
+    }
+    std::fs::copy(other.client_cert(), stranger.join("client.cert")).unwrap();
+    std::fs::copy(other.client_key(), stranger.join("client.key")).unwrap();
+    let untrusting = tmp.path().join("untrusting");
+    std::fs::create_dir(&untrusting).unwrap();
+
+    for tls in [Tls::Server, Tls::Mutual] {
+        let reg = Registry::start_tls(&pki, tls);
+        let r = http(&reg.addr, "GET", "/v2/", &[], b"").unwrap();
+        assert_eq!(r.status, 400, "{tls:?}: plain HTTP answered: {}", r.text());
+        assert!(r.text().contains("HTTPS server"), "{}", r.text());
+        assert_eq!(reg.push_layout(&layout.dir, "busybox"), desc.digest);
+        let inspect = |cert_dir: &Path| {
+            let mut c = reg.skopeo();
+            c.args(["inspect", "--raw", "--tls-verify=true", "--cert-dir"])
+                .arg(cert_dir)
+                .arg(format!("docker://{}", reg.image("busybox")))
+                .stdin(Stdio::null())
+                .output()
+                .expect("spawn skopeo")
+        };
+        let verified = inspect(&reg.client_cert_dir());
+        assert!(
+            verified.status.success(),
+            "{tls:?}: {}",
+            String::from_utf8_lossy(&verified.stderr)
+        );
+        assert_eq!(sha256_digest(&verified.stdout), desc.digest);
+        let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+        let without_ca = inspect(&untrusting);
+        assert!(
+            !without_ca.status.success(),
+            "{tls:?}: verified without the CA"
+        );
+        assert!(
+            stderr(&without_ca).contains("certificate"),
+            "{}",
+            stderr(&without_ca)
+        );
+        for (dir, what) in [
+            (&only_ca, "no client certificate"),
+            (&stranger, "a stranger's"),
+        ] {
+            let out = inspect(dir);
+            assert_eq!(
+                out.status.success(),
+                tls == Tls::Server,
+                "{tls:?} with {what}: {}",
+                stderr(&out)
+            );
+        }
+    }
 }
