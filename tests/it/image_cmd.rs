@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::*;
-use crate::registry::{base64, busybox_oci_layout, Registry};
+use crate::registry::{base64, busybox_oci_layout, Pki, Registry, Tls};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -435,4 +435,34 @@ fn a_pull_cut_off_by_a_daemon_kill_resumes_where_it_stopped() {
         "the second attempt asks for the rest only: {gets:#?}"
     );
     assert_eq!(files_under(&ingest), 0, "nothing partial is left");
+}
+
+#[test]
+fn an_image_unit_pulls_over_mutual_tls_with_the_daemons_certs_d() {
+    let pki = Pki::generate();
+    let reg = Registry::start_tls(&pki, Tls::Mutual);
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, _) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox");
+    let d = Daemon::start();
+    d.write_unit(
+        "secure",
+        &image_unit(
+            &reg.image("busybox"),
+            "[restart]\npolicy = \"always\"\ndelay = \"200ms\"\nmax_delay = \"500ms\"\n",
+        ),
+    );
+    // Without certs.d for it: plain HTTP to an HTTPS server, a clear refusal, retried.
+    let s = d.wait_state("secure", "restarting", 15 * SEC);
+    let err = s["error"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("HTTP request to an HTTPS server"), "{err}");
+
+    // The CA and a client certificate in the daemon's certs.d (as its config names it): the
+    // next retry pulls over verified mutual TLS, no restart.
+    let dir = d.dir.path().join("certs.d").join(&reg.addr);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(pki.ca(), dir.join("ca.crt")).unwrap();
+    std::fs::copy(pki.client_cert(), dir.join("client.cert")).unwrap();
+    std::fs::copy(pki.client_key(), dir.join("client.key")).unwrap();
+    d.wait_state("secure", "running", 20 * SEC);
 }
