@@ -18,6 +18,20 @@ fn image_unit(image: &str, extra: &str) -> String {
     format!("[container]\nimage = \"{image}\"\ncommand = [\"sleep\", \"1000\"]\nstop_signal = \"KILL\"\n{extra}")
 }
 
+/// Writes a unit on `image` that retries fast, waits for its first failed start, and returns
+/// the error `rctl status` shows.
+fn first_failure(d: &Daemon, name: &str, image: &str) -> String {
+    d.write_unit(
+        name,
+        &image_unit(
+            image,
+            "[restart]\npolicy = \"always\"\ndelay = \"200ms\"\nmax_delay = \"500ms\"\n",
+        ),
+    );
+    let s = d.wait_state(name, "restarting", 15 * SEC);
+    s["error"].as_str().unwrap_or_default().to_string()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -196,15 +210,7 @@ fn the_credentials_file_is_read_and_a_fix_applies_at_the_next_retry() {
     std::fs::write(d.auth_file(), auth("wrong")).unwrap();
     let mut d = d;
     d.spawn();
-    d.write_unit(
-        "private",
-        &image_unit(
-            &reg.image("busybox"),
-            "[restart]\npolicy = \"always\"\ndelay = \"200ms\"\nmax_delay = \"500ms\"\n",
-        ),
-    );
-    let s = d.wait_state("private", "restarting", 15 * SEC);
-    let err = s["error"].as_str().unwrap_or_default().to_string();
+    let err = first_failure(&d, "private", &reg.image("busybox"));
     assert!(err.contains("authentication failed (HTTP 401)"), "{err}");
     assert!(err.contains(&reg.addr), "{err}");
 
@@ -445,16 +451,8 @@ fn an_image_unit_pulls_over_mutual_tls_with_the_daemons_certs_d() {
     let (layout, _) = busybox_oci_layout(&tmp.path().join("layout"));
     reg.push_layout(&layout.dir, "busybox");
     let d = Daemon::start();
-    d.write_unit(
-        "secure",
-        &image_unit(
-            &reg.image("busybox"),
-            "[restart]\npolicy = \"always\"\ndelay = \"200ms\"\nmax_delay = \"500ms\"\n",
-        ),
-    );
     // Without certs.d for it: plain HTTP to an HTTPS server, a clear refusal, retried.
-    let s = d.wait_state("secure", "restarting", 15 * SEC);
-    let err = s["error"].as_str().unwrap_or_default().to_string();
+    let err = first_failure(&d, "secure", &reg.image("busybox"));
     assert!(err.contains("HTTP request to an HTTPS server"), "{err}");
 
     // The CA and a client certificate in the daemon's certs.d (as its config names it): the

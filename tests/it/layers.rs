@@ -17,6 +17,19 @@ fn logs(d: &Daemon, name: &str) -> String {
     String::from_utf8_lossy(&d.rctl(&["logs", name]).stdout).to_string()
 }
 
+/// Runs `script` in a unit on `image`; returns its output once it printed `marker`.
+fn run_script(d: &Daemon, name: &str, image: &str, script: &str, marker: &str) -> String {
+    d.write_unit(
+        name,
+        &format!(
+            "[container]\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", \"{script}; exec sleep 1000\"]\nstop_signal = \"KILL\"\n"
+        ),
+    );
+    d.wait_state(name, "running", 20 * SEC);
+    wait_until(5 * SEC, marker, || logs(d, name).contains(marker));
+    logs(d, name)
+}
+
 #[test]
 fn a_multi_layer_image_with_whiteouts_runs_as_overlayfs_shows_it() {
     // Layer 1 (gzip): busybox. Layer 2 (zstd): files to delete and a directory to replace.
@@ -66,18 +79,13 @@ fn a_multi_layer_image_with_whiteouts_runs_as_overlayfs_shows_it() {
     );
 
     let d = Daemon::start();
-    d.write_unit(
+    let out = run_script(
+        &d,
         "layered",
-        &format!(
-            "[container]\nimage = \"{}\"\ncommand = [\"sh\", \"-c\", \"ls -a /data /data/replaced; cat /data/kept /data/replaced/new; echo done; exec sleep 1000\"]\nstop_signal = \"KILL\"\n",
-            reg.image("app:layered")
-        ),
+        &reg.image("app:layered"),
+        "ls -a /data /data/replaced; cat /data/kept /data/replaced/new; echo done",
+        "done",
     );
-    d.wait_state("layered", "running", 20 * SEC);
-    wait_until(5 * SEC, "the listing is logged", || {
-        logs(&d, "layered").contains("done")
-    });
-    let out = logs(&d, "layered");
     assert!(out.contains("kept from layer 2"), "{out}");
     assert!(out.contains("from layer 3"), "{out}");
     assert!(!out.contains("gone"), "the whiteout hides data/gone: {out}");
@@ -111,17 +119,13 @@ fn an_image_index_runs_this_hosts_platform() {
     let (layout, _, manifests) = multi_arch_layout(&tmp.path().join("layout"));
     reg.push_layout(&layout.dir, "multi:latest");
     let d = Daemon::start();
-    d.write_unit(
+    run_script(
+        &d,
         "multi",
-        &format!(
-            "[container]\nimage = \"{}\"\ncommand = [\"sh\", \"-c\", \"uname -m; test -e /platform || echo no-foreign-layer; exec sleep 1000\"]\nstop_signal = \"KILL\"\n",
-            reg.image("multi:latest")
-        ),
+        &reg.image("multi:latest"),
+        "test -e /platform || echo no-foreign-layer",
+        "no-foreign-layer",
     );
-    d.wait_state("multi", "running", 20 * SEC);
-    wait_until(5 * SEC, "output", || {
-        logs(&d, "multi").contains("no-foreign-layer")
-    });
     // The stored manifest is this host's, not the other platform's.
     let ls: serde_json::Value =
         serde_json::from_slice(&d.rctl(&["image", "ls", "-o", "json"]).stdout).unwrap();
