@@ -464,3 +464,31 @@ fn an_image_unit_pulls_over_mutual_tls_with_the_daemons_certs_d() {
     std::fs::copy(pki.client_key(), dir.join("client.key")).unwrap();
     d.wait_state("secure", "running", 20 * SEC);
 }
+
+#[test]
+fn on_a_terminal_pull_draws_a_progress_bar() {
+    let (reg, _tmp) = registry_with(&["busybox:latest"]);
+    let d = Daemon::start();
+    // `script` (bsdutils, essential in Debian) gives rctl a pseudo-terminal.
+    let cmd = format!(
+        "{RCTL} --socket {} image pull {}",
+        d.socket.display(),
+        reg.image("busybox:latest")
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let screen = text(&out.stdout);
+    // Redrawn in place, and complete at the end.
+    assert!(screen.contains("\r\x1b[2K"), "{screen:?}");
+    assert!(
+        screen.contains(&format!("[{}] 1/1 layers", "#".repeat(30))),
+        "{screen:?}"
+    );
+    assert!(
+        !screen.contains("pulling "),
+        "no plain lines on a terminal: {screen:?}"
+    );
+}
