@@ -179,7 +179,7 @@ impl Images {
         self.refresh_credentials()?;
         let pulled = self
             .client
-            .pull(r, &self.content, &Want::host(), progress)
+            .pull_and_unpack(r, &self.content, &self.snapshots, &Want::host(), progress)
             .await?;
         let diff_ids = pulled.config.rootfs().diff_ids();
         if diff_ids.len() != pulled.layers.len() {

@@ -17,12 +17,14 @@ use http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use tokio_util::sync::CancellationToken;
 
 use super::content::{self, ContentStore};
 use super::digest::{self, Digest};
 use super::platform::{self, Want};
 use super::progress::Progress;
 use super::reference::{self, Reference};
+use super::snapshot::{self, LayerRef, Snapshots, Streaming};
 use super::tls::{self, Failures, Http};
 
 /// The largest manifest or index rcd accepts (containerd's limit too).
@@ -202,6 +204,26 @@ pub enum Error {
         /// The cause (a digest or size mismatch, an I/O error).
         source: Box<content::Error>,
     },
+    /// A layer could not be unpacked into a snapshot (unsafe, malformed, not its DiffID).
+    #[error("registry {registry}: {repository}: {source}")]
+    Unpack {
+        /// The registry host.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The cause; it names the layer.
+        source: Box<snapshot::Error>,
+    },
+    /// Another layer of the same pull failed first; that error is the one a pull returns.
+    #[error("registry {registry}: {repository}: blob {digest}: stopped, another layer failed")]
+    Cancelled {
+        /// The registry host.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The blob whose download stopped.
+        digest: Digest,
+    },
     /// The HTTPS client could not be set up.
     #[error("TLS setup: {0}")]
     Tls(String),
@@ -358,6 +380,34 @@ impl Client {
         want: &Want,
         progress: &Progress,
     ) -> Result<Pulled, Error> {
+        self.pull_into(reference, store, None, want, progress).await
+    }
+
+    /// Pulls as [`Client::pull`] does and also leaves every layer unpacked in `snapshots`. Each
+    /// layer unpacks while it downloads, all layers at once: its bytes go both to the content
+    /// store and to an unpacker, and its snapshot is admitted only once the blob's digest and
+    /// size and the unpacked stream's DiffID all match. Layers already stored (or resumed from
+    /// a partial download) are unpacked from the store afterwards.
+    pub async fn pull_and_unpack(
+        &self,
+        reference: &Reference,
+        store: &ContentStore,
+        snapshots: &Snapshots,
+        want: &Want,
+        progress: &Progress,
+    ) -> Result<Pulled, Error> {
+        self.pull_into(reference, store, Some(snapshots), want, progress)
+            .await
+    }
+
+    async fn pull_into(
+        &self,
+        reference: &Reference,
+        store: &ContentStore,
+        snapshots: Option<&Snapshots>,
+        want: &Want,
+        progress: &Progress,
+    ) -> Result<Pulled, Error> {
         let registry = reference.registry();
         let host = api_host(reference);
         let target = Target {
@@ -448,8 +498,16 @@ impl Client {
                 media_type: l.media_type().to_string(),
             });
         }
-        self.blob(&target, store, &config_digest, cfg.size(), None)
-            .await?;
+        self.blob(
+            &target,
+            store,
+            &config_digest,
+            cfg.size(),
+            None,
+            None,
+            &CancellationToken::new(),
+        )
+        .await?;
         let config_bytes = store
             .read(&config_digest)
             .map_err(|e| self.store_err(&target, &config_digest, e))?;
@@ -461,14 +519,47 @@ impl Client {
             )
         })?;
 
-        // Layers in parallel; each blob under its own lock.
+        let unpack = match snapshots {
+            Some(s) => self
+                .unpack_plan(&target, &manifest_digest, &config, &layers)?
+                .into_iter()
+                .map(|(layer, chain)| {
+                    Some(UnpackTo {
+                        snapshots: s,
+                        layer,
+                        chain,
+                    })
+                })
+                .collect(),
+            None => vec![None; layers.len()],
+        };
+
+        // Layers in parallel; each blob under its own lock. The first failure stops the others
+        // (at their next chunk), and the pull returns once they have cleaned up.
         progress.begin(&layers.iter().map(|l| l.size).collect::<Vec<_>>());
-        futures_util::future::try_join_all(
-            layers
+        let cancel = CancellationToken::new();
+        let results = futures_util::future::join_all(layers.iter().zip(&unpack).map(|(l, to)| {
+            let (target, cancel) = (&target, &cancel);
+            async move {
+                let r = self
+                    .layer(target, store, l, to.as_ref(), progress, cancel)
+                    .await;
+                if r.is_err() {
+                    cancel.cancel();
+                }
+                r
+            }
+        }))
+        .await;
+        let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+        if !errors.is_empty() {
+            // The failure that stopped the others, not one of the stops.
+            let first = errors
                 .iter()
-                .map(|l| self.blob(&target, store, &l.digest, l.size, Some(progress))),
-        )
-        .await?;
+                .position(|e| !matches!(e, Error::Cancelled { .. }))
+                .unwrap_or(0);
+            return Err(errors.swap_remove(first));
+        }
 
         // The manifest last: its presence says the image is complete.
         self.put(&target, store, &manifest_digest, &manifest_body)?;
@@ -497,6 +588,105 @@ impl Client {
             digest: *digest,
             source: Box::new(source),
         }
+    }
+
+    fn unpack_err(&self, t: &Target<'_>, source: snapshot::Error) -> Error {
+        Error::Unpack {
+            registry: t.registry.to_string(),
+            repository: t.repository.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    fn cancelled(&self, t: &Target<'_>, digest: &Digest) -> Error {
+        Error::Cancelled {
+            registry: t.registry.to_string(),
+            repository: t.repository.to_string(),
+            digest: *digest,
+        }
+    }
+
+    /// Each layer with its DiffID from the config and its chain id: where it unpacks to.
+    fn unpack_plan(
+        &self,
+        t: &Target<'_>,
+        manifest: &Digest,
+        config: &ImageConfiguration,
+        layers: &[Layer],
+    ) -> Result<Vec<(LayerRef, Digest)>, Error> {
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != layers.len() {
+            return Err(self.manifest_err(
+                t,
+                manifest,
+                format!(
+                    "{} layers but {} DiffIDs in its config",
+                    layers.len(),
+                    diff_ids.len()
+                ),
+            ));
+        }
+        let diff_ids = diff_ids
+            .iter()
+            .map(|d| d.parse())
+            .collect::<Result<Vec<Digest>, _>>()
+            .map_err(|source| Error::BadDigest {
+                registry: t.registry.to_string(),
+                repository: t.repository.to_string(),
+                source,
+            })?;
+        let chains = snapshot::chain_ids(&diff_ids);
+        Ok(layers
+            .iter()
+            .zip(diff_ids)
+            .zip(chains)
+            .map(|((l, diff_id), chain)| {
+                (
+                    LayerRef {
+                        blob: l.digest,
+                        diff_id,
+                    },
+                    chain,
+                )
+            })
+            .collect())
+    }
+
+    /// One layer: its blob stored and, if asked, its snapshot made (while it streams, or from
+    /// the store when the blob was there already or the download resumed a partial one).
+    async fn layer(
+        &self,
+        t: &Target<'_>,
+        store: &ContentStore,
+        l: &Layer,
+        to: Option<&UnpackTo<'_>>,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<(), Error> {
+        let streamed = self
+            .blob(t, store, &l.digest, l.size, Some(progress), to, cancel)
+            .await?;
+        let Some(to) = to.filter(|_| !streamed) else {
+            return Ok(());
+        };
+        if to.snapshots.path(&to.chain).is_dir() {
+            return Ok(());
+        }
+        let (snapshots, layer, chain, s) =
+            (to.snapshots.clone(), to.layer, to.chain, store.clone());
+        tokio::task::spawn_blocking(move || snapshots.ensure(&layer, &chain, &s))
+            .await
+            .map_err(|e| {
+                self.unpack_err(
+                    t,
+                    snapshot::Error::Lost {
+                        blob: l.digest,
+                        reason: e.to_string(),
+                    },
+                )
+            })?
+            .map_err(|e| self.unpack_err(t, e))?;
+        Ok(())
     }
 
     fn put(
@@ -561,7 +751,9 @@ impl Client {
     }
 
     /// Makes sure blob `digest` of `size` bytes is in the store, downloading (or resuming) it
-    /// once however many pulls want it at the same time.
+    /// once however many pulls want it at the same time. With `unpack`, a download from the
+    /// first byte also unpacks it; true when that made the snapshot.
+    #[allow(clippy::too_many_arguments)]
     async fn blob(
         &self,
         t: &Target<'_>,
@@ -569,31 +761,35 @@ impl Client {
         digest: &Digest,
         size: u64,
         progress: Option<&Progress>,
-    ) -> Result<(), Error> {
+        unpack: Option<&UnpackTo<'_>>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, Error> {
         let lock = {
             let mut locks = self.blob_locks.lock().unwrap_or_else(|e| e.into_inner());
             locks.entry(*digest).or_default().clone()
         };
-        let result = {
-            let _held = lock.lock().await;
+        let result = async {
+            let _held = tokio::select! {
+                held = lock.lock() => held,
+                () = cancel.cancelled() => return Err(self.cancelled(t, digest)),
+            };
             if store.has(digest) {
                 if let Some(p) = progress {
                     p.add_bytes(size);
                 }
-                Ok(())
+                Ok(false)
             } else {
-                match self.download(t, store, digest, size, progress).await {
+                let go = || self.download(t, store, digest, size, progress, unpack, cancel);
+                match go().await {
                     // A resumed download that fails verification may owe it to the earlier
                     // attempt's bytes: the partial is gone now, so one clean try remains.
-                    Err(Resumed(true, _)) => self
-                        .download(t, store, digest, size, progress)
-                        .await
-                        .map_err(|Resumed(_, e)| e),
+                    Err(Resumed(true, _)) => go().await.map_err(|Resumed(_, e)| e),
                     other => other.map_err(|Resumed(_, e)| e),
                 }
             }
-        };
-        if let (Ok(()), Some(p)) = (&result, progress) {
+        }
+        .await;
+        if let (Ok(_), Some(p)) = (&result, progress) {
             p.layer_done();
         }
         drop(lock);
@@ -605,6 +801,7 @@ impl Client {
     }
 
     /// One attempt at a blob; the bytes it reports to `progress` are taken back if it fails.
+    #[allow(clippy::too_many_arguments)]
     async fn download(
         &self,
         t: &Target<'_>,
@@ -612,7 +809,9 @@ impl Client {
         digest: &Digest,
         size: u64,
         progress: Option<&Progress>,
-    ) -> Result<(), Resumed> {
+        unpack: Option<&UnpackTo<'_>>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, Resumed> {
         let counted = AtomicU64::new(0);
         let count = |n: i64| {
             if let Some(p) = progress {
@@ -625,13 +824,19 @@ impl Client {
                 }
             }
         };
-        let result = self.attempt(t, store, digest, size, &count).await;
+        let result = self
+            .attempt(t, store, digest, size, &count, unpack, cancel)
+            .await;
         if let (Err(_), Some(p)) = (&result, progress) {
             p.sub_bytes(counted.load(Ordering::Relaxed));
         }
         result
     }
 
+    /// Downloads the rest of a blob into `ingest` and commits it; with `unpack`, and when the
+    /// download starts from the first byte, tees every chunk into a streaming unpack and admits
+    /// the snapshot only if the blob verifies. True when the snapshot was made here.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         t: &Target<'_>,
@@ -639,7 +844,9 @@ impl Client {
         digest: &Digest,
         size: u64,
         count: &(dyn Fn(i64) + Sync),
-    ) -> Result<(), Resumed> {
+        unpack: Option<&UnpackTo<'_>>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, Resumed> {
         let fail = |e| Resumed(false, e);
         let (s, d) = (store.clone(), *digest);
         let mut ingest = tokio::task::spawn_blocking(move || s.ingest(&d, size))
@@ -647,82 +854,133 @@ impl Client {
             .map_err(|e| fail(self.store_err(t, digest, io_join(e))))?
             .map_err(|e| fail(self.store_err(t, digest, e)))?;
         let offset = ingest.offset();
-        let resumed = offset > 0;
         count(offset as i64);
+        let (resumed, streaming) = if offset < size {
+            self.receive(t, store, digest, count, &mut ingest, unpack, cancel)
+                .await?
+        } else {
+            // The earlier attempt had it all; commit verifies it.
+            (true, None)
+        };
+        let d = *digest;
+        let committed = tokio::task::spawn_blocking(move || ingest.commit())
+            .await
+            .map_err(|e| Resumed(resumed, self.store_err(t, &d, io_join(e))))
+            .and_then(|r| r.map_err(|e| Resumed(resumed, self.store_err(t, &d, e))));
+        let Some(streaming) = streaming else {
+            return committed.map(|_| false);
+        };
+        let unpacked = streaming.finish(committed.is_ok()).await;
+        committed?;
+        unpacked.map_err(|e| fail(self.unpack_err(t, e)))?;
+        Ok(true)
+    }
+
+    /// GETs blob `digest` from `ingest`'s offset and writes the body into it (and into a
+    /// streaming unpack, when one is asked for and the body starts at the first byte). Returns
+    /// whether the body resumed an earlier attempt, and the unpack to finish.
+    #[allow(clippy::too_many_arguments)]
+    async fn receive(
+        &self,
+        t: &Target<'_>,
+        store: &ContentStore,
+        digest: &Digest,
+        count: &(dyn Fn(i64) + Sync),
+        ingest: &mut content::Ingest,
+        unpack: Option<&UnpackTo<'_>>,
+        cancel: &CancellationToken,
+    ) -> Result<(bool, Option<Streaming>), Resumed> {
+        let fail = |e| Resumed(false, e);
+        let offset = ingest.offset();
+        let resumed = offset > 0;
         let what = format!("blob {digest}");
         let url = t.url(&format!("blobs/{digest}"));
-        if offset < size {
-            let mut headers = HeaderMap::new();
-            if resumed {
-                let range = HeaderValue::from_str(&format!("bytes={offset}-"))
-                    .map_err(|_| fail(self.url_err(t, &url)))?;
-                headers.insert(header::RANGE, range);
-            }
-            let mut resp = self.get(t, &url, &headers, &what).await.map_err(fail)?;
-            let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
-            let range_ok = resp
-                .headers()
-                .get(header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with(&format!("bytes {offset}-")));
-            if !(resumed && partial && range_ok) {
-                // A full body (the registry ignored the range, or none was asked): start over.
-                if partial {
-                    return Err(fail(Error::Status {
-                        registry: t.registry.to_string(),
-                        repository: t.repository.to_string(),
-                        what,
-                        status: 206,
-                        body: "unexpected partial content".into(),
-                    }));
-                }
-                ingest
-                    .restart()
-                    .map_err(|e| fail(self.store_err(t, digest, e)))?;
-                count(-(offset as i64));
-            }
-            let resumed = resumed && partial && range_ok;
-            let body = resp.body_mut();
-            while let Some(frame) = tokio::time::timeout(self.idle(), body.frame())
-                .await
-                .map_err(|_| Resumed(false, self.stalled(t, &url)))?
-            {
-                let frame = frame.map_err(|source| {
-                    Resumed(
-                        false,
-                        Error::Body {
-                            registry: t.registry.to_string(),
-                            url: url.clone(),
-                            source,
-                        },
-                    )
-                })?;
-                if let Ok(data) = frame.into_data() {
-                    count(data.len() as i64);
-                    if let Err(e) = std::io::Write::write_all(&mut ingest, &data) {
-                        // More than announced: nothing of it is worth resuming.
-                        let _ = ingest.restart();
-                        return Err(Resumed(
-                            resumed,
-                            self.store_err(t, digest, io_err(store, digest, e)),
-                        ));
-                    }
-                }
-            }
-            let d = *digest;
-            return tokio::task::spawn_blocking(move || ingest.commit())
-                .await
-                .map_err(|e| Resumed(resumed, self.store_err(t, &d, io_join(e))))?
-                .map(|_| ())
-                .map_err(|e| Resumed(resumed, self.store_err(t, &d, e)));
+        let mut headers = HeaderMap::new();
+        if resumed {
+            let range = HeaderValue::from_str(&format!("bytes={offset}-"))
+                .map_err(|_| fail(self.url_err(t, &url)))?;
+            headers.insert(header::RANGE, range);
         }
-        // The earlier attempt had it all; commit verifies it.
-        let d = *digest;
-        tokio::task::spawn_blocking(move || ingest.commit())
-            .await
-            .map_err(|e| Resumed(true, self.store_err(t, &d, io_join(e))))?
-            .map(|_| ())
-            .map_err(|e| Resumed(true, self.store_err(t, &d, e)))
+        let mut resp = tokio::select! {
+            resp = self.get(t, &url, &headers, &what) => resp.map_err(fail)?,
+            () = cancel.cancelled() => return Err(fail(self.cancelled(t, digest))),
+        };
+        let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+        let range_ok = resp
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(&format!("bytes {offset}-")));
+        if !(resumed && partial && range_ok) {
+            // A full body (the registry ignored the range, or none was asked): start over.
+            if partial {
+                return Err(fail(Error::Status {
+                    registry: t.registry.to_string(),
+                    repository: t.repository.to_string(),
+                    what,
+                    status: 206,
+                    body: "unexpected partial content".into(),
+                }));
+            }
+            ingest
+                .restart()
+                .map_err(|e| fail(self.store_err(t, digest, e)))?;
+            count(-(offset as i64));
+        }
+        let resumed = resumed && partial && range_ok;
+        // A resumed body lacks the blob's start, which is on disk: that layer unpacks from the
+        // store once the blob is complete.
+        let mut streaming = unpack
+            .filter(|_| !resumed)
+            .map(|u| u.snapshots.stream(u.layer, u.chain));
+        let body = resp.body_mut();
+        let result = async {
+            loop {
+                let frame = tokio::select! {
+                    frame = tokio::time::timeout(self.idle(), body.frame()) => frame,
+                    () = cancel.cancelled() => return Err(fail(self.cancelled(t, digest))),
+                };
+                let Some(frame) = frame.map_err(|_| fail(self.stalled(t, &url)))? else {
+                    return Ok(());
+                };
+                let frame = frame.map_err(|source| {
+                    fail(Error::Body {
+                        registry: t.registry.to_string(),
+                        url: url.clone(),
+                        source,
+                    })
+                })?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                count(data.len() as i64);
+                if let Err(e) = std::io::Write::write_all(ingest, &data) {
+                    // More than announced: nothing of it is worth resuming.
+                    let _ = ingest.restart();
+                    return Err(Resumed(
+                        resumed,
+                        self.store_err(t, digest, io_err(store, digest, e)),
+                    ));
+                }
+                if let Some(s) = &mut streaming {
+                    // The layer cannot become a snapshot: no point in downloading the rest.
+                    s.feed(data)
+                        .await
+                        .map_err(|e| fail(self.unpack_err(t, e)))?;
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => Ok((resumed, streaming)),
+            Err(e) => {
+                // Waited for, so that nothing of the unpack is left when the pull returns.
+                if let Some(s) = streaming {
+                    let _ = s.finish(false).await;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The scheme and HTTP client for a registry, from its certs.d directory as it is now.
@@ -1161,6 +1419,14 @@ fn io_err(store: &ContentStore, digest: &Digest, source: std::io::Error) -> cont
         path: store.path(digest),
         source,
     }
+}
+
+/// Where one layer of a pull unpacks to.
+#[derive(Clone, Copy)]
+struct UnpackTo<'a> {
+    snapshots: &'a Snapshots,
+    layer: LayerRef,
+    chain: Digest,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

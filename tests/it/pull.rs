@@ -1,20 +1,23 @@
 //! Pulling with `rcd::image::registry` from the fixture registry on 127.0.0.1: OCI and Docker
-//! v2s2 images, digests, platforms, tampering, basic auth, concurrency and resumption, and HTTPS
-//! registries trusted through certs.d (private CAs, client certificates).
+//! v2s2 images, digests, platforms, tampering, basic auth, concurrency and resumption, HTTPS
+//! registries trusted through certs.d (private CAs, client certificates), and pulls that unpack
+//! layers into snapshots while they download.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcd::image::content::{self, ContentStore};
 use rcd::image::digest::Digest;
+use rcd::image::layer::Limits;
 use rcd::image::platform::Want;
 use rcd::image::progress::Progress;
 use rcd::image::reference;
 use rcd::image::registry::{Client, ClientConfig, Error, Pulled};
+use rcd::image::snapshot::{self, chain_ids, LayerRef, Snapshots};
 
 use crate::registry::{
-    busybox_oci_layout, multi_arch_layout, other_arch, Descriptor, OciLayout, Pki, Registry, Tls,
-    DOCKER_LAYER_GZIP, OCI_LAYER_GZIP,
+    busybox_oci_layout, multi_arch_layout, other_arch, sha256_digest, Compression, Descriptor,
+    Image, Layer, OciLayout, Pki, Registry, TarBuilder, Tls, DOCKER_LAYER_GZIP, OCI_LAYER_GZIP,
 };
 
 /// A registry holding busybox pushed as `name`, with the temp dir and the layout it came from.
@@ -780,4 +783,306 @@ fn a_garbage_ca_crt_fails_the_pull_naming_the_file() {
     std::fs::copy(pki.ca(), dir.join("ca.crt")).unwrap();
     let p = pull(&c, &store, &reg.image("busybox")).unwrap();
     assert_eq!(p.manifest_digest.to_string(), desc.digest);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pulling and unpacking in one pass (`Client::pull_and_unpack`)
+
+fn snapshots_in(dir: &Path) -> Snapshots {
+    Snapshots::open(&dir.join("snapshots"), Limits::default()).unwrap()
+}
+
+fn pull_unpacking(
+    client: &Client,
+    store: &ContentStore,
+    snaps: &Snapshots,
+    image: &str,
+) -> Result<Pulled, Error> {
+    let r = reference::parse(image).unwrap();
+    let progress = Progress::default();
+    let pulled =
+        runtime().block_on(client.pull_and_unpack(&r, store, snaps, &Want::host(), &progress))?;
+    let c = progress.counts();
+    assert_eq!(
+        (c.layers_done, c.bytes_done),
+        (c.layers_total, c.bytes_total)
+    );
+    Ok(pulled)
+}
+
+/// The pulled image's layers as the snapshotter names them.
+fn layer_refs(p: &Pulled) -> Vec<LayerRef> {
+    p.layers
+        .iter()
+        .zip(p.config.rootfs().diff_ids())
+        .map(|(l, d)| LayerRef {
+            blob: l.digest,
+            diff_id: d.parse().unwrap(),
+        })
+        .collect()
+}
+
+/// What the snapshot root holds: (chain-id directories, anything else such as staging).
+fn snapshot_root(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.into_iter().partition(|n| n.len() == 64)
+}
+
+/// Busybox under two more layers: a zstd one and a plain tar one.
+fn three_layer_image(top: &str) -> Image {
+    let mut img = Image::busybox();
+    img.layers.push(Layer::from_tar(
+        TarBuilder::new()
+            .dir("app")
+            .file("app/top", top.as_bytes())
+            .whiteout("etc/motd")
+            .finish(),
+        Compression::Zstd,
+    ));
+    img.layers.push(Layer::from_tar(
+        TarBuilder::new()
+            .file("app/data", &vec![b'd'; 300_000])
+            .finish(),
+        Compression::None,
+    ));
+    img
+}
+
+fn push_image(reg: &Registry, dir: &Path, img: &Image, name: &str) {
+    let layout = OciLayout::create(dir);
+    let desc = layout.add_image(img);
+    layout.tag("latest", &desc);
+    reg.push_layout(&layout.dir, name);
+}
+
+#[test]
+fn pull_and_unpack_leaves_every_layer_ready() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    push_image(
+        &reg,
+        &tmp.path().join("layout"),
+        &three_layer_image("one"),
+        "app:latest",
+    );
+    let (store, snaps) = (store_in(tmp.path()), snapshots_in(tmp.path()));
+
+    let p = pull_unpacking(&client(), &store, &snaps, &reg.image("app")).unwrap();
+    assert_stored(&store, &p);
+    assert_eq!(p.layers.len(), 3);
+    let refs = layer_refs(&p);
+    let chains = chain_ids(&refs.iter().map(|r| r.diff_id).collect::<Vec<_>>());
+    let (dirs, others) = snapshot_root(tmp.path());
+    assert_eq!(dirs.len(), 3, "{dirs:?}");
+    assert!(others.is_empty(), "staging left: {others:?}");
+    assert!(snaps.path(&chains[0]).join("bin/busybox").is_file());
+    assert_eq!(
+        std::fs::read(snaps.path(&chains[1]).join("app/top")).unwrap(),
+        b"one"
+    );
+    let wh = std::fs::symlink_metadata(snaps.path(&chains[1]).join("etc/motd")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&wh.file_type()),
+        "whiteout converted"
+    );
+    assert_eq!(
+        std::fs::metadata(snaps.path(&chains[2]).join("app/data"))
+            .unwrap()
+            .len(),
+        300_000
+    );
+    for l in &p.layers {
+        let gets = requests(&reg, &format!("/v2/app/blobs/{}", l.digest));
+        assert_eq!(gets.len(), 1, "{gets:#?}");
+    }
+
+    // The start pipeline's prepare finds them all and unpacks nothing again.
+    let marker = snaps.path(&chains[0]).join("marker");
+    std::fs::write(&marker, "").unwrap();
+    let lowers = snaps.prepare(&refs, &store).unwrap();
+    assert_eq!(
+        lowers,
+        chains
+            .iter()
+            .rev()
+            .map(|c| snaps.path(c))
+            .collect::<Vec<_>>()
+    );
+    assert!(marker.exists());
+}
+
+#[test]
+fn a_layer_that_is_not_its_diff_id_leaves_no_snapshot() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut img = Image::busybox();
+    let mut bad = Layer::from_tar(
+        TarBuilder::new().file("app/x", b"real").finish(),
+        Compression::Gzip,
+    );
+    bad.diff_id = sha256_digest(b"what the config claims");
+    img.layers.push(bad);
+    push_image(&reg, &tmp.path().join("layout"), &img, "liar:latest");
+    let (store, snaps) = (store_in(tmp.path()), snapshots_in(tmp.path()));
+
+    let err = pull_unpacking(&client(), &store, &snaps, &reg.image("liar")).unwrap_err();
+    assert!(
+        matches!(&err, Error::Unpack { source, .. } if matches!(**source, snapshot::Error::DiffId { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("DiffID"), "{err}");
+    let diff_ids: Vec<Digest> = img
+        .layers
+        .iter()
+        .map(|l| l.diff_id.parse().unwrap())
+        .collect();
+    let chains = chain_ids(&diff_ids);
+    assert!(
+        !snaps.path(&chains[1]).exists(),
+        "no snapshot for the bad layer"
+    );
+    let (_, others) = snapshot_root(tmp.path());
+    assert!(others.is_empty(), "staging left: {others:?}");
+    // Nothing names the image as complete.
+    let manifest_digest: Digest = reg.inspect("liar")["Digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(!store.has(&manifest_digest));
+}
+
+#[test]
+fn a_tampered_layer_leaves_no_snapshot() {
+    let (reg, tmp, _layout, _) = busybox_registry("busybox");
+    let manifest = reg.manifest("busybox", "latest").json();
+    let digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = reg.blob_path(&digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Past the gzip header, in the data: it still unpacks into something, just not this blob.
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let (store, snaps) = (store_in(tmp.path()), snapshots_in(tmp.path()));
+
+    let err = pull_unpacking(&client(), &store, &snaps, &reg.image("busybox")).unwrap_err();
+    // Either check may see it first (the digest at the end, or the damaged deflate stream);
+    // both refuse the layer.
+    assert!(
+        matches!(&err, Error::Store { .. } | Error::Unpack { .. }),
+        "{err}"
+    );
+    let (dirs, others) = snapshot_root(tmp.path());
+    assert!(dirs.is_empty(), "{dirs:?}");
+    assert!(others.is_empty(), "{others:?}");
+    assert!(!store.has(&digest.parse().unwrap()));
+}
+
+#[test]
+fn an_unsafe_layer_fails_the_pull_and_writes_nothing_outside() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut img = Image::busybox();
+    img.layers.push(Layer::from_tar(
+        TarBuilder::new()
+            .symlink("out", "/")
+            .file("out/tmp/rcd-pull-escape", b"x")
+            .finish(),
+        Compression::Gzip,
+    ));
+    push_image(&reg, &tmp.path().join("layout"), &img, "evil:latest");
+    let (store, snaps) = (store_in(tmp.path()), snapshots_in(tmp.path()));
+
+    let err = pull_unpacking(&client(), &store, &snaps, &reg.image("evil")).unwrap_err();
+    assert!(err.to_string().contains("escapes"), "{err}");
+    assert!(!Path::new("/tmp/rcd-pull-escape").exists());
+    let (dirs, others) = snapshot_root(tmp.path());
+    assert!(dirs.len() <= 1, "only busybox may be there: {dirs:?}");
+    assert!(others.is_empty(), "{others:?}");
+}
+
+#[test]
+fn concurrent_unpacking_pulls_of_images_sharing_a_base_do_each_layer_once() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    push_image(
+        &reg,
+        &tmp.path().join("a"),
+        &three_layer_image("a"),
+        "a:latest",
+    );
+    push_image(
+        &reg,
+        &tmp.path().join("b"),
+        &three_layer_image("b"),
+        "b:latest",
+    );
+    let (store, snaps) = (store_in(tmp.path()), snapshots_in(tmp.path()));
+    let c = Arc::new(client());
+
+    let results = runtime().block_on(async {
+        let tasks: Vec<_> = ["a", "b", "a", "b"]
+            .into_iter()
+            .map(|name| {
+                let r = reference::parse(&reg.image(name)).unwrap();
+                let (c, store, snaps) = (c.clone(), store.clone(), snaps.clone());
+                tokio::spawn(async move {
+                    c.pull_and_unpack(&r, &store, &snaps, &Want::host(), &Progress::default())
+                        .await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    let pulled: Vec<Pulled> = results.into_iter().map(|r| r.unwrap()).collect();
+    // busybox, a's and b's middle layers, and the data layer twice (same blob, two chains).
+    let (dirs, others) = snapshot_root(tmp.path());
+    assert_eq!(dirs.len(), 5, "{dirs:?}");
+    assert!(others.is_empty(), "{others:?}");
+    for p in &pulled {
+        for dir in snaps.prepare(&layer_refs(p), &store).unwrap() {
+            assert!(dir.is_dir());
+        }
+    }
+    let base = pulled[0].layers[0].digest;
+    let gets = requests(&reg, &format!("/v2/a/blobs/{base}")).len()
+        + requests(&reg, &format!("/v2/b/blobs/{base}")).len();
+    assert_eq!(gets, 1, "the shared base is downloaded once");
+}
+
+#[test]
+fn a_resumed_layer_is_unpacked_after_its_download() {
+    let (reg, tmp, _layout, _) = busybox_registry("busybox");
+    let manifest = reg.manifest("busybox", "latest").json();
+    let digest: Digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let blob = std::fs::read(reg.blob_path(&digest.to_string())).unwrap();
+    let (store, snaps) = (store_in(tmp.path()), snapshots_in(tmp.path()));
+    std::fs::write(
+        tmp.path().join("content/ingest").join(digest.hex()),
+        &blob[..blob.len() / 2],
+    )
+    .unwrap();
+
+    let p = pull_unpacking(&client(), &store, &snaps, &reg.image("busybox")).unwrap();
+    let gets = requests(&reg, &format!("/v2/busybox/blobs/{digest}"));
+    assert!(gets[0].contains(" 206 "), "not a range request: {gets:#?}");
+    let chain = layer_refs(&p)[0].diff_id;
+    assert!(snaps.path(&chain).join("bin/busybox").is_file());
+    let (dirs, others) = snapshot_root(tmp.path());
+    assert_eq!((dirs.len(), others.len()), (1, 0));
 }
