@@ -18,8 +18,10 @@ use super::content::{self, ContentStore};
 use super::digest::Digest;
 use super::layer::{self, Limits};
 
-/// Chunks a streaming unpack may lag behind its download before the download waits for it.
+/// Pieces a streaming unpack may lag behind its download before the download waits for it,
+/// and their largest size (HTTP frames are cut to it): at most 8 MiB held per layer.
 const STREAM_BACKLOG: usize = 64;
+const STREAM_PIECE: usize = 128 << 10;
 
 /// A layer that could not be made into a snapshot.
 #[derive(Debug, thiserror::Error)]
@@ -356,11 +358,17 @@ impl Streaming {
     /// snapshot (unsafe, malformed, not its DiffID) and the unpack is over: the download may
     /// stop at once. Once the unpacker needs no more (the snapshot was already there), chunks
     /// are dropped.
-    pub async fn feed(&mut self, chunk: Bytes) -> Result<(), Error> {
+    pub async fn feed(&mut self, mut chunk: Bytes) -> Result<(), Error> {
         let Some(tx) = &self.tx else {
             return Ok(());
         };
-        if tx.send(chunk).await.is_ok() {
+        let mut sent = true;
+        while sent && !chunk.is_empty() {
+            // Split without copying, so the backlog's bound holds in bytes too.
+            let piece = chunk.split_to(chunk.len().min(STREAM_PIECE));
+            sent = tx.send(piece).await.is_ok();
+        }
+        if sent {
             return Ok(());
         }
         // The unpacker has stopped reading before the end: it failed, or had nothing to do.
