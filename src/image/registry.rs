@@ -204,13 +204,16 @@ pub enum Error {
         /// The cause (a digest or size mismatch, an I/O error).
         source: Box<content::Error>,
     },
-    /// A layer could not be unpacked into a snapshot (unsafe, malformed, not its DiffID).
-    #[error("registry {registry}: {repository}: {source}")]
+    /// A layer could not be unpacked into a snapshot (unsafe, malformed, not its DiffID, or
+    /// the disk is full).
+    #[error("registry {registry}: {repository}: unpack into {}: {source}", dir.display())]
     Unpack {
         /// The registry host.
         registry: String,
         /// The repository.
         repository: String,
+        /// The snapshots directory, so that "No space left on device" says which filesystem.
+        dir: PathBuf,
         /// The cause; it names the layer.
         source: Box<snapshot::Error>,
     },
@@ -590,10 +593,11 @@ impl Client {
         }
     }
 
-    fn unpack_err(&self, t: &Target<'_>, source: snapshot::Error) -> Error {
+    fn unpack_err(&self, t: &Target<'_>, to: &UnpackTo<'_>, source: snapshot::Error) -> Error {
         Error::Unpack {
             registry: t.registry.to_string(),
             repository: t.repository.to_string(),
+            dir: to.snapshots.dir().to_path_buf(),
             source: Box::new(source),
         }
     }
@@ -679,13 +683,14 @@ impl Client {
             .map_err(|e| {
                 self.unpack_err(
                     t,
+                    to,
                     snapshot::Error::Lost {
                         blob: l.digest,
                         reason: e.to_string(),
                     },
                 )
             })?
-            .map_err(|e| self.unpack_err(t, e))?;
+            .map_err(|e| self.unpack_err(t, to, e))?;
         Ok(())
     }
 
@@ -867,12 +872,12 @@ impl Client {
             .await
             .map_err(|e| Resumed(resumed, self.store_err(t, &d, io_join(e))))
             .and_then(|r| r.map_err(|e| Resumed(resumed, self.store_err(t, &d, e))));
-        let Some(streaming) = streaming else {
+        let (Some(streaming), Some(to)) = (streaming, unpack) else {
             return committed.map(|_| false);
         };
         let unpacked = streaming.finish(committed.is_ok()).await;
         committed?;
-        unpacked.map_err(|e| fail(self.unpack_err(t, e)))?;
+        unpacked.map_err(|e| fail(self.unpack_err(t, to, e)))?;
         Ok(true)
     }
 
@@ -962,11 +967,14 @@ impl Client {
                         self.store_err(t, digest, io_err(store, digest, e)),
                     ));
                 }
-                if let Some(s) = &mut streaming {
-                    // The layer cannot become a snapshot: no point in downloading the rest.
-                    s.feed(data)
-                        .await
-                        .map_err(|e| fail(self.unpack_err(t, e)))?;
+                if let (Some(s), Some(to)) = (&mut streaming, unpack) {
+                    if let Err(e) = s.feed(data).await {
+                        // The layer cannot become a snapshot: no point in downloading the rest,
+                        // nor in keeping it to resume (the same bytes fail the same way), nor
+                        // in holding the space of a full disk.
+                        let _ = ingest.restart();
+                        return Err(fail(self.unpack_err(t, to, e)));
+                    }
                 }
             }
         }

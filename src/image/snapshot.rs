@@ -123,6 +123,11 @@ impl Snapshots {
         })
     }
 
+    /// The directory holding the snapshots.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
     /// Where the snapshot for a chain id lives.
     pub fn path(&self, chain_id: &Digest) -> PathBuf {
         self.root.join(chain_id.hex())
