@@ -1,16 +1,17 @@
 #!/bin/bash
 # Pull + unpack, issue 3: one multi-layer image of more than 100 MB (compressed) on a local
 # registry, pulled and unpacked from an empty store, side by side:
-#   (a)  rcd: a unit naming the image is renamed into the units directory of a running daemon
-#        with an empty --root -> `rctl status` shows the container exited (pull, verify,
-#        unpack, overlay, `runc run` of `true`, exit; polled every 50 ms)
-#   (a0) rcd, the same kind of unit again with the image already stored: the part of (a)
-#        that is not pull + unpack (inotify, reconcile, overlay, runc, exit, polling)
+#   (a)  rcd: `rctl image pull REF` against a running daemon with an empty --root: manifest,
+#        config and layers downloaded and verified, every layer unpacked into its snapshot
+#   (a0) rcd, right after (a): a unit naming the image (`command = ["true"]`) renamed into the
+#        units directory -> `rctl status` shows it exited 0 (polled every 50 ms): what a start
+#        adds once the image is there (and, for a build that does not unpack at pull time,
+#        the unpack too: compare (a)+(a0) between builds)
 #   (b)  `skopeo copy docker://... oci:DIR:bench` then `umoci unpack --image DIR:bench BUNDLE`
 #        (also shown apart as (b1) and (b2))
 #   (c)  `podman pull` into a fresh, initialized, empty --root/--runroot (overlay driver)
-#   (a') with RCD_BASE_BIN_DIR set: (a) again with those binaries (another build of rcd), in
-#        the same rounds, to compare two builds under the same noise
+#   (a') with RCD_BASE_BIN_DIR set: (a) and (a0) again with those binaries (another build of
+#        rcd), in the same rounds, to compare two builds under the same noise
 # Prints median, min and max per scenario and the ratios; see docs/PERFORMANCE.md.
 #
 #   bash benches/pull.sh [ROUNDS]        (default 5; as root; builds nothing)
@@ -45,6 +46,9 @@ case $rounds in '' | *[!0-9]* | 0) die "ROUNDS must be a positive number, got '$
 for b in rcd rctl rcd-shim; do
   [ -x "$bin/$b" ] || die "$bin/$b missing: (cd $repo && cargo build --release --bins), or set RCD_BIN_DIR"
   [ -z "$base_bin" ] || [ -x "$base_bin/$b" ] || die "$base_bin/$b missing (RCD_BASE_BIN_DIR)"
+done
+for d in "$bin" $base_bin; do
+  "$d/rctl" image pull --help >/dev/null 2>&1 || die "$d/rctl has no 'image pull' (a build before it)"
 done
 for tool in docker-registry skopeo umoci podman runc gzip sha256sum python3 busybox; do
   command -v "$tool" >/dev/null 2>&1 ||
@@ -245,15 +249,19 @@ rcd_unit_run() {
 run_rcd() { rcd_round "$1" "$bin" a; }
 run_rcd_base() { rcd_round "$1" "$base_bin" a_base; }
 
-# One rcd round with the binaries in $2: a new daemon on a new root; samples as $3 (and a0).
+# One rcd round with the binaries in $2: a new daemon on a new root; samples as $3 and ${3}0
+# (and their sum as ${3}_sum).
 rcd_round() {
   local round=$1 bin=$2 key=$3
   local root="$work/rcd/root-$key-$round" units="$work/rcd/units" sock="$work/rcd/rcd.sock"
   mkdir -p "$units" "$work/rcd/staging"
   rm -f "$units"/*.toml
   rcd_tags+=("$(printf %s "$root" | sha256sum | cut -c1-6)")
+  # An empty config file: the defaults, whatever /etc/rcd holds.
+  : >"$work/rcd/rcd.toml"
   RCD_LOG=${RCD_LOG:-warn} "$bin/rcd" --units-dir "$units" --root "$root" --socket "$sock" \
-    --shim "$bin/rcd-shim" --runtime runc >>"$work/rcd/rcd.log" 2>&1 </dev/null &
+    --config "$work/rcd/rcd.toml" --shim "$bin/rcd-shim" --runtime runc \
+    >>"$work/rcd/rcd.log" 2>&1 </dev/null &
   rcd_pid=$!
   local i
   for i in $(seq 200); do
@@ -261,16 +269,18 @@ rcd_round() {
     sleep 0.05
   done
   sync
-  local t0
+  local t0 pulled ran
   t0=$(now_ns)
-  rcd_unit_run "$units" "pull$round" "$sock" "$bin"
-  record "$key" "$(ms_since "$t0")"
-  if [ "$key" = a ]; then
-    sync
-    t0=$(now_ns)
-    rcd_unit_run "$units" "again$round" "$sock" "$bin"
-    record a0 "$(ms_since "$t0")"
-  fi
+  "$bin/rctl" --socket "$sock" image pull "$image" >"$work/rcd/pull.out" 2>&1 ||
+    { cat "$work/rcd/pull.out" >&2; die "rcd: rctl image pull failed"; }
+  pulled=$(ms_since "$t0")
+  sync
+  t0=$(now_ns)
+  rcd_unit_run "$units" "run$round" "$sock" "$bin"
+  ran=$(ms_since "$t0")
+  record "$key" "$pulled"
+  record "${key}0" "$ran"
+  record "${key}_sum" $((pulled + ran))
   stop_rcd "$units" "$sock" "$bin"
   unmount_under "$root"
 }
@@ -334,6 +344,8 @@ build_image
 push_image
 echo "image:   $image: $image_layers layers (busybox + $random_layers of random files), $((image_bytes / 1024 / 1024)) MiB compressed (gzip)"
 
+last() { echo "${samples[$1]:-}" | awk '{ print $NF }'; }
+
 scenarios=(rcd skopeo_umoci podman)
 [ -z "$base_bin" ] || scenarios+=(rcd_base)
 n=${#scenarios[@]}
@@ -346,37 +358,50 @@ for r in $(seq "$rounds"); do
     s=${scenarios[$(((r + k) % n))]}
     "run_$s" "$r"
   done
-  log "round $r/$rounds: a $(echo "${samples[a]}" | awk '{print $NF}') ms, b $(echo "${samples[b]}" | awk '{print $NF}') ms, c $(echo "${samples[c]}" | awk '{print $NF}') ms"
+  line="round $r/$rounds: a $(last a) ms, b $(last b) ms, c $(last c) ms"
+  [ -z "$base_bin" ] || line="$line, base a $(last a_base) ms"
+  log "$line"
 done
 
 echo
-printf '%-58s %10s %18s\n' "scenario ($rounds rounds)" "median ms" "min-max ms"
+printf '%-62s %10s %14s\n' "scenario ($rounds rounds)" "median ms" "min-max ms"
 row() {
   local key=$1 label=$2 m lo hi
   # shellcheck disable=SC2086
   read -r m lo hi <<<"$(stats ${samples[$key]})"
-  printf '%-58s %10s %18s\n' "$label" "$m" "$lo-$hi"
+  printf '%-62s %10s %14s\n' "$label" "$m" "$lo-$hi"
 }
-row a "(a)  rcd: unit dropped -> pulled, unpacked, ran, exited"
-row a0 "(a0) rcd: the same, image already stored"
-row b "(b)  skopeo copy + umoci unpack"
-row b1 "(b1)   skopeo copy"
-row b2 "(b2)   umoci unpack"
-row c "(c)  podman pull"
-[ -z "$base_bin" ] || row a_base "(a') rcd as (a), binaries of RCD_BASE_BIN_DIR"
-# shellcheck disable=SC2086
-ma=$(median ${samples[a]}); ma0=$(median ${samples[a0]}); mb=$(median ${samples[b]}); mc=$(median ${samples[c]})
-echo
-awk -v a="$ma" -v a0="$ma0" -v b="$mb" -v c="$mc" 'BEGIN {
-  printf "rcd / (skopeo + umoci)   %.2fx\n", a / b
-  printf "rcd / podman             %.2fx\n", a / c
-  printf "rcd pull part (a - a0)   %d ms: %.2fx of skopeo + umoci, %.2fx of podman\n", a - a0, (a - a0) / b, (a - a0) / c
-}'
+row a "(a)    rcd: rctl image pull (pull + unpack)"
+row a0 "(a0)   rcd: then a unit on it: dropped -> ran true -> exited"
+row a_sum "(a+a0) rcd: both, per round"
+row b "(b)    skopeo copy + umoci unpack"
+row b1 "(b1)     skopeo copy"
+row b2 "(b2)     umoci unpack"
+row c "(c)    podman pull"
 if [ -n "$base_bin" ]; then
-  # shellcheck disable=SC2086
-  mab=$(median ${samples[a_base]})
-  awk -v a="$ma" -v ab="$mab" 'BEGIN { printf "rcd / rcd base (a / a\x27)  %.2fx (%+d ms)\n", a / ab, a - ab }'
+  row a_base "(a')   base rcd: rctl image pull"
+  row a_base0 "(a0')  base rcd: then a unit on it"
+  row a_base_sum "(a'+a0') base rcd: both, per round"
+fi
+m() { # shellcheck disable=SC2086
+  median ${samples[$1]}; }
+# Per round, the difference of two scenarios run in that round (the same noise).
+paired() { paste -d' ' <(printf '%s\n' ${samples[$1]}) <(printf '%s\n' ${samples[$2]}) |
+  awk '{ print $1 - $2 }' | sort -n | awk '{ v[NR] = $1 } END {
+    printf "%+d", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+echo
+awk -v a="$(m a)" -v b="$(m b)" -v c="$(m c)" 'BEGIN {
+  printf "rcd / (skopeo + umoci)     %.2fx (medians)\n", a / b
+  printf "rcd / podman               %.2fx (medians)\n", a / c
+}'
+echo "rcd - podman, per round     $(paired a c) ms (median of the differences)"
+if [ -n "$base_bin" ]; then
+  awk -v a="$(m a_sum)" -v ab="$(m a_base_sum)" 'BEGIN {
+    printf "rcd / base rcd (a+a0)      %.2fx (medians)\n", a / ab }'
+  echo "rcd - base rcd (a+a0)      $(paired a_sum a_base_sum) ms per round (median of the differences)"
 fi
 echo
-echo "raw samples (ms):"
-for k in a a0 b b1 b2 c a_base; do [ -z "${samples[$k]:-}" ] || echo "  $k:${samples[$k]}"; done
+echo "raw samples (ms), in round order:"
+for k in a a0 a_sum b b1 b2 c a_base a_base0 a_base_sum; do
+  [ -z "${samples[$k]:-}" ] || echo "  $k:${samples[$k]}"
+done
