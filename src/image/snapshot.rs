@@ -631,7 +631,12 @@ mod tests {
         let (_d, _store, snaps) = setup();
         let (blob, r) = layer(&[("a", "b")]);
         let mut s = snaps.stream(r, r.diff_id);
-        s.feed(Bytes::copy_from_slice(&blob)).await.unwrap();
+        // More pieces than the backlog holds: the last sends wait for the unpacker, which has
+        // then made its staging directory.
+        assert!(blob.len() > STREAM_BACKLOG + 1, "{}", blob.len());
+        for byte in blob.chunks(1) {
+            s.feed(Bytes::copy_from_slice(byte)).await.unwrap();
+        }
         drop(s);
         // The unpacking thread cleans up on its own, without a verdict.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
