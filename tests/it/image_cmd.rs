@@ -492,3 +492,27 @@ fn on_a_terminal_pull_draws_a_progress_bar() {
         "no plain lines on a terminal: {screen:?}"
     );
 }
+
+#[test]
+fn a_digest_pinned_unit_runs_that_manifest_and_a_wrong_digest_fails() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox:latest");
+    let pinned = format!("{}/busybox@{}", reg.addr, desc.digest);
+    let d = Daemon::start();
+    d.write_unit("pinned", &image_unit(&pinned, ""));
+    d.wait_state("pinned", "running", 15 * SEC);
+    let ls = images(&d);
+    assert_eq!(ls[0]["name"], pinned.as_str());
+    assert_eq!(ls[0]["manifest"], desc.digest.as_str());
+
+    // A digest the registry does not have: a clear error, the other unit untouched.
+    let wrong = format!("{}/busybox@sha256:{}", reg.addr, "0".repeat(64));
+    let err = first_failure(&d, "wrong", &wrong);
+    assert!(
+        err.contains(&wrong) && err.contains("manifest unknown"),
+        "{err}"
+    );
+    assert_eq!(d.status("pinned").unwrap()["state"], "running");
+}
