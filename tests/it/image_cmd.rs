@@ -310,11 +310,17 @@ fn slow_proxy(upstream: &str, rate: usize) -> String {
 }
 
 #[test]
-fn a_pulling_unit_shows_its_progress_in_status() {
+fn a_pulling_unit_shows_its_progress_and_is_never_cut_while_bytes_flow() {
     let (reg, _tmp) = registry_with(&["busybox:latest"]);
     // ~1 MB of layer at 400 kB/s: a few seconds of pulling to watch.
     let proxy = slow_proxy(&reg.addr, 400_000);
-    let d = Daemon::start();
+    // The start timeout and the registry idle timeout are both far shorter than the pull:
+    // neither may cut it while bytes flow (podman#18353 is what this avoids).
+    let mut d = Daemon::new();
+    d.args = vec!["--start-timeout".into(), "1s".into()];
+    d.write_config("idle_timeout = \"1s\"", "");
+    d.spawn();
+    let started = Instant::now();
     let image = format!("{proxy}/busybox:latest");
     d.write_unit("slow", &image_unit(&image, ""));
     d.wait_state("slow", "pulling", 10 * SEC);
@@ -338,8 +344,13 @@ fn a_pulling_unit_shows_its_progress_in_status() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let (done, total, out) = seen_partial.expect("a status showing part of the pull");
-    d.wait_state("slow", "running", 60 * SEC);
-    assert!(d.status("slow").unwrap()["pull"].is_null());
+    let s = d.wait_state("slow", "running", 60 * SEC);
+    assert!(
+        started.elapsed() > 2 * SEC,
+        "the pull took longer than both timeouts"
+    );
+    assert_eq!(s["restarts"], 0, "{s:#}");
+    assert!(s["pull"].is_null());
     assert_eq!(
         Some(total),
         images(&d)[0]["size"].as_u64(),
