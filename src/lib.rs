@@ -36,6 +36,7 @@ pub mod daemon;
 pub mod desired;
 pub mod image;
 pub mod logs;
+pub mod network;
 pub mod pipeline;
 pub mod reconcile;
 pub mod restart;
