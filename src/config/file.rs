@@ -25,6 +25,21 @@ pub struct FileConfig {
     pub registries: Registries,
     /// Bounds on what an image layer may unpack to.
     pub layer_limits: Limits,
+    /// Container networking.
+    pub network: Network,
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// The default network `rcd`'s bridge.
+    pub bridge: String,
+    /// The default network's IPv4 subnet (`a.b.c.d/len`).
+    pub subnet: String,
+    /// More networks, as CNI `*.conflist` files.
+    pub config_dir: PathBuf,
+    /// Where the CNI plugins are, searched in order.
+    pub plugin_dirs: Vec<PathBuf>,
 }
 
 /// `[registries]`.
@@ -51,6 +66,12 @@ impl Default for FileConfig {
                 idle_timeout: registry::DEFAULT_IDLE,
             },
             layer_limits: Limits::default(),
+            network: Network {
+                bridge: "rcd0".into(),
+                subnet: "10.89.0.0/16".into(),
+                config_dir: "/etc/rcd/networks".into(),
+                plugin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+            },
         }
     }
 }
@@ -95,6 +116,17 @@ struct Raw {
     registries: Option<RawRegistries>,
     #[serde(default)]
     images: Option<RawImages>,
+    #[serde(default)]
+    network: Option<RawNetwork>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    bridge: Option<Spanned<String>>,
+    subnet: Option<Spanned<String>>,
+    config_dir: Option<Spanned<String>>,
+    plugin_dirs: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -155,13 +187,7 @@ impl FileConfig {
                 (r.certs_dir, &mut config.registries.certs_dir),
             ] {
                 if let Some(v) = value {
-                    if !Path::new(v.get_ref()).is_absolute() {
-                        return Err(at(
-                            Some(v.span()),
-                            format!("\"{}\" is not an absolute path", v.get_ref()),
-                        ));
-                    }
-                    *slot = v.into_inner().into();
+                    *slot = absolute(&v).map_err(|m| at(Some(v.span()), m))?;
                 }
             }
             if let Some(v) = r.idle_timeout {
@@ -188,6 +214,27 @@ impl FileConfig {
                         at(Some(v.span()), "max_layer_entries must be above 0".into())
                     })?;
                 config.layer_limits.max_entries = n;
+            }
+        }
+        if let Some(n) = raw.network {
+            if let Some(b) = n.bridge {
+                check_bridge(b.get_ref()).map_err(|m| at(Some(b.span()), m))?;
+                config.network.bridge = b.into_inner();
+            }
+            if let Some(v) = n.subnet {
+                check_subnet(v.get_ref()).map_err(|m| at(Some(v.span()), m))?;
+                config.network.subnet = v.into_inner();
+            }
+            if let Some(v) = n.config_dir {
+                let p = absolute(&v).map_err(|m| at(Some(v.span()), m))?;
+                config.network.config_dir = p;
+            }
+            if let Some(dirs) = n.plugin_dirs {
+                let mut out = Vec::new();
+                for v in dirs {
+                    out.push(absolute(&v).map_err(|m| at(Some(v.span()), m))?);
+                }
+                config.network.plugin_dirs = out;
             }
         }
         Ok(config)
@@ -220,6 +267,54 @@ pub fn load_credentials(path: &Path) -> Result<HashMap<String, (String, String)>
             source,
         }),
     }
+}
+
+fn absolute(v: &Spanned<String>) -> Result<PathBuf, String> {
+    if Path::new(v.get_ref()).is_absolute() {
+        Ok(v.get_ref().into())
+    } else {
+        Err(format!("\"{}\" is not an absolute path", v.get_ref()))
+    }
+}
+
+/// A Linux interface name: 1 to 15 bytes of letters, digits, `_`, `.` and `-`.
+fn check_bridge(name: &str) -> Result<(), String> {
+    let ok = (1..=15).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{name}\" is not an interface name (1 to 15 letters, digits, '_', '.', '-')"
+        ))
+    }
+}
+
+/// An IPv4 network `a.b.c.d/len`, len 8 to 30, with no host bits set.
+fn check_subnet(text: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "\"{text}\" is not an IPv4 subnet (a.b.c.d/len): {why}"
+        ))
+    };
+    let Some((addr, len)) = text.split_once('/') else {
+        return bad("no /len");
+    };
+    let Ok(addr) = addr.parse::<std::net::Ipv4Addr>() else {
+        return bad("bad address");
+    };
+    let Ok(len) = len.parse::<u32>() else {
+        return bad("bad length");
+    };
+    if !(8..=30).contains(&len) {
+        return bad("the length must be 8 to 30");
+    }
+    if u32::from(addr) & (u32::MAX >> len) != 0 {
+        return bad("host bits are set");
+    }
+    Ok(())
 }
 
 /// An insecure-registry entry is `host[:port]`, as references name registries.
@@ -301,6 +396,44 @@ mod tests {
         ] {
             let got = parse(text).unwrap_err();
             assert!(got.starts_with(want), "{text:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn network_keys() {
+        let c = parse(
+            "[network]\nbridge = \"rcdt1\"\nsubnet = \"10.90.4.0/24\"\nconfig_dir = \"/x/nets\"\n\
+             plugin_dirs = [\"/x/cni\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.network.bridge, "rcdt1");
+        assert_eq!(c.network.subnet, "10.90.4.0/24");
+        assert_eq!(c.network.config_dir, Path::new("/x/nets"));
+        assert_eq!(c.network.plugin_dirs, [PathBuf::from("/x/cni")]);
+        for (text, want) in [
+            (
+                "[network]\nbridge = \"a-bridge-name-too-long\"\n",
+                "2:10: \"a-bridge-name-too-long\" is not an interface name",
+            ),
+            (
+                "[network]\nsubnet = \"10.89.0.1/16\"\n",
+                "2:10: \"10.89.0.1/16\" is not an IPv4 subnet (a.b.c.d/len): host bits are set",
+            ),
+            (
+                "[network]\nsubnet = \"10.89.0.0\"\n",
+                "2:10: \"10.89.0.0\" is not an IPv4 subnet (a.b.c.d/len): no /len",
+            ),
+            (
+                "[network]\nsubnet = \"10.0.0.0/31\"\n",
+                "the length must be 8 to 30",
+            ),
+            (
+                "[network]\nplugin_dirs = [\"cni\"]\n",
+                "2:16: \"cni\" is not an absolute path",
+            ),
+        ] {
+            let got = parse(text).unwrap_err();
+            assert!(got.contains(want), "{text:?}: {got}");
         }
     }
 
