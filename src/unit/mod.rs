@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 mod hash;
+mod links;
 mod load;
 pub mod ports;
 mod raw;
@@ -14,6 +15,7 @@ pub mod trust;
 pub(crate) mod units;
 mod validate;
 
+pub use links::{network_links, LinkProblem};
 pub use ports::{PortMapping, PortRange, Proto};
 pub use units::{parse_signal, SIGNAL_SHAPE};
 

@@ -714,6 +714,60 @@ fn check_paths_reports_everything() {
 }
 
 #[test]
+fn check_paths_follows_container_modes() {
+    let joins =
+        |target: &str| unit_with("", &format!("[network]\nmode = \"container:{target}\"\n"));
+    let good = unit_with("", "");
+    let (web, a, b) = (joins("db"), joins("b"), joins("a"));
+    let dir = unit_dir(&[
+        ("web.toml", &web),
+        ("a.toml", &a),
+        ("b.toml", &b),
+        ("ok.toml", &joins("broken")),
+        ("broken.toml", "[container]\n"),
+    ]);
+    let got: Vec<_> = check_paths(&[dir.path().to_path_buf()])
+        .into_iter()
+        .map(|d| {
+            let file = d.file.file_name().map(|f| f.to_string_lossy().into_owned());
+            format!(
+                "{}:{}:{}: {}",
+                file.unwrap_or_default(),
+                d.line,
+                d.column,
+                d.message
+            )
+        })
+        .collect();
+    // The mode value is on line 6 of `unit_with`'s text, after `mode = `.
+    assert_eq!(
+        got,
+        [
+            "a.toml:6:8: unit a: network mode container:b forms a cycle: a -> b -> a",
+            "b.toml:6:8: unit b: network mode container:a forms a cycle: b -> a -> b",
+            "broken.toml:1:1: missing required key `rootfs` or `image` in [container]",
+            "web.toml:6:8: unit web: network mode container:db names a unit that does not exist",
+        ]
+    );
+
+    // A lone file is judged against the files beside it.
+    let web_file = dir.path().join("web.toml");
+    let got = check_paths(std::slice::from_ref(&web_file));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].file.as_path(), got[0].line, got[0].column),
+        (web_file.as_path(), 6, 8)
+    );
+    assert!(fs::write(dir.path().join("db.toml"), &good).is_ok());
+    assert!(fs::set_permissions(
+        dir.path().join("db.toml"),
+        fs::Permissions::from_mode(0o644)
+    )
+    .is_ok());
+    assert_eq!(check_paths(&[web_file]), []);
+}
+
+#[test]
 fn unit_files_lists_units_only() {
     let dir = unit_dir(&[
         ("b.toml", ""),
