@@ -167,8 +167,8 @@ pub const DEFAULT_NETWORK: &str = "rcd";
 pub struct Network {
     /// The mode.
     pub mode: NetworkMode,
-    /// Bridge networks to join, in order (the first is the default route); empty unless
-    /// `mode` is `Bridge`, and then at least one, default `["rcd"]`.
+    /// Bridge networks to join, in file order (which comes first can matter: eth0, the default
+    /// route); empty unless `mode` is `Bridge`, and then at least one, default `["rcd"]`.
     pub networks: Vec<String>,
     /// Published ports, in file order; empty unless `mode` is `Bridge`.
     pub ports: Vec<PortMapping>,
