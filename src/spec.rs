@@ -359,8 +359,14 @@ fn build_inner(
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    if unit.network == NetworkMode::None {
-        namespaces.push(LinuxNamespaceType::Network);
+    match unit.network.mode {
+        NetworkMode::Host => {}
+        NetworkMode::None => namespaces.push(LinuxNamespaceType::Network),
+        // TODO(issue 4): bridge gets a CNI-configured namespace and container:<unit> joins the
+        // target's; until that is wired, both get a fresh one with only loopback, like none.
+        NetworkMode::Bridge | NetworkMode::Container(_) => {
+            namespaces.push(LinuxNamespaceType::Network)
+        }
     }
     let namespaces = namespaces
         .into_iter()

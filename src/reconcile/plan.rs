@@ -98,7 +98,7 @@ pub fn plan(input: Input<'_>) -> Action {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unit::{Container, NetworkMode, Policy, Resources, Restart, Source, User};
+    use crate::unit::{Container, Network, Policy, Resources, Restart, Source, User};
 
     fn unit(hash: &str, autostart: bool) -> Unit {
         Unit {
@@ -117,7 +117,7 @@ mod tests {
                 stop_timeout: Duration::from_secs(10),
             },
             mounts: vec![],
-            network: NetworkMode::None,
+            network: Network::default(),
             resources: Resources::default(),
             restart: Restart {
                 policy: Policy::No,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Container, Mount, NetworkMode, Resources, Source, User};
+use super::{Container, Mount, Network, NetworkMode, PortRange, Resources, Source, User};
 
 /// What is hashed. A private mirror of the public types rather than their own
 /// `Serialize`, so that reshaping the API's JSON cannot silently change every
@@ -31,7 +31,15 @@ struct Canonical<'a> {
     stop_signal: &'a str,
     stop_timeout_ns: u128,
     mounts: Vec<CanonicalMount<'a>>,
-    network: &'static str,
+    /// The mode as written ("none", "container:db").
+    network: Cow<'a, str>,
+    /// Bridge units only, so that units without networks keep their earlier hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    networks: Option<&'a [String]>,
+    /// Sorted: the order of `ports` does not change what is published. Left out when empty, so
+    /// that units without ports keep their earlier hash.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<CanonicalPort>,
     memory: Option<u64>,
     cpus: Option<f64>,
     pids: Option<i64>,
@@ -63,11 +71,20 @@ struct CanonicalMount<'a> {
     readonly: bool,
 }
 
+/// One published port, as hashed; `(first, last)` ranges.
+#[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
+struct CanonicalPort {
+    proto: &'static str,
+    host_ip: Option<String>,
+    host_port: Option<(u16, u16)>,
+    container_port: (u16, u16),
+}
+
 /// The hex SHA-256 of the container-defining parts.
 pub fn spec_hash(
     container: &Container,
     mounts: &[Mount],
-    network: NetworkMode,
+    network: &Network,
     resources: &Resources,
 ) -> String {
     let user = container.user.unwrap_or(User { uid: 0, gid: 0 });
@@ -103,9 +120,27 @@ pub fn spec_hash(
                 readonly: m.readonly,
             })
             .collect(),
-        network: match network {
-            NetworkMode::None => "none",
-            NetworkMode::Host => "host",
+        network: match &network.mode {
+            NetworkMode::None => Cow::Borrowed("none"),
+            NetworkMode::Host => Cow::Borrowed("host"),
+            NetworkMode::Bridge => Cow::Borrowed("bridge"),
+            NetworkMode::Container(unit) => Cow::Owned(format!("container:{unit}")),
+        },
+        networks: (!network.networks.is_empty()).then_some(&network.networks[..]),
+        ports: {
+            let range = |r: PortRange| (r.first, r.last);
+            let mut ports: Vec<CanonicalPort> = network
+                .ports
+                .iter()
+                .map(|p| CanonicalPort {
+                    proto: p.proto.as_str(),
+                    host_ip: p.host_ip.map(|ip| ip.to_string()),
+                    host_port: p.host_port.map(range),
+                    container_port: range(p.container_port),
+                })
+                .collect();
+            ports.sort();
+            ports
         },
         memory: resources.memory,
         cpus: resources.cpus,

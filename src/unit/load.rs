@@ -1,10 +1,11 @@
 //! Loading: unit file paths in, trust-checked and validated units (or diagnostics) out.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{parse, trust, unit_name, Diagnostic, Error, Unit};
+use super::{line_col, network_links, parse, raw, trust, unit_name, Diagnostic, Error, Unit};
 
 /// Unit files are a few hundred bytes; a cap keeps a stray huge file from
 /// being read whole into memory.
@@ -12,6 +13,11 @@ const MAX_UNIT_SIZE: u64 = 1024 * 1024;
 
 /// Reads, trust-checks and parses one unit file.
 pub fn load_file(path: &Path) -> Result<Unit, Error> {
+    load_with_text(path).map(|(unit, _)| unit)
+}
+
+/// `load_file`, also returning the text, to locate problems found later.
+fn load_with_text(path: &Path) -> Result<(Unit, String), Error> {
     let Some(name) = unit_name(path) else {
         return Err(Error::Invalid {
             diagnostics: vec![Diagnostic {
@@ -27,7 +33,10 @@ pub fn load_file(path: &Path) -> Result<Unit, Error> {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&name, path, &text).map_err(|diagnostics| Error::Invalid { diagnostics })
+    match parse(&name, path, &text) {
+        Ok(unit) => Ok((unit, text)),
+        Err(diagnostics) => Err(Error::Invalid { diagnostics }),
+    }
 }
 
 /// Reads a file as UTF-8, refusing one larger than `MAX_UNIT_SIZE`.
@@ -76,8 +85,20 @@ pub fn check_paths(paths: &[PathBuf]) -> Vec<Diagnostic> {
             }
         };
         if !is_dir {
-            if let Err(e) = load_file(path) {
-                out.extend(e.diagnostics());
+            match load_with_text(path) {
+                Ok(loaded) => {
+                    // A lone file is judged against the units beside it: the directory it
+                    // would be loaded from. Loops need the others loaded; the directory's
+                    // own check finds those.
+                    let dir = match path.parent() {
+                        Some(p) if !p.as_os_str().is_empty() => p,
+                        _ => Path::new("."),
+                    };
+                    if let Ok(files) = unit_files(dir) {
+                        out.extend(link_diagnostics(&[loaded], &names_of(&files)));
+                    }
+                }
+                Err(e) => out.extend(e.diagnostics()),
             }
             continue;
         }
@@ -88,11 +109,19 @@ pub fn check_paths(paths: &[PathBuf]) -> Vec<Diagnostic> {
         }
         match unit_files(path) {
             Ok(files) => {
+                let names = names_of(&files);
+                let mut found = Vec::new();
+                let mut loaded = Vec::new();
                 for file in files {
-                    if let Err(e) = load_file(&file) {
-                        out.extend(e.diagnostics());
+                    match load_with_text(&file) {
+                        Ok(unit) => loaded.push(unit),
+                        Err(e) => found.extend(e.diagnostics()),
                     }
                 }
+                found.extend(link_diagnostics(&loaded, &names));
+                // File by file, as the directory lists them; a file's own order is kept.
+                found.sort_by(|a, b| a.file.cmp(&b.file));
+                out.extend(found);
             }
             Err(source) => out.extend(
                 Error::Read {
@@ -104,4 +133,37 @@ pub fn check_paths(paths: &[PathBuf]) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+fn names_of(files: &[PathBuf]) -> BTreeSet<String> {
+    files.iter().filter_map(|f| unit_name(f)).collect()
+}
+
+/// The cross-file problems of `loaded` units (see `network_links`), each at its
+/// `[network] mode` value.
+fn link_diagnostics(loaded: &[(Unit, String)], names: &BTreeSet<String>) -> Vec<Diagnostic> {
+    let problems = network_links(loaded.iter().map(|(u, _)| u), names);
+    problems
+        .into_iter()
+        .filter_map(|p| {
+            let (unit, text) = loaded.iter().find(|(u, _)| u.name == p.unit)?;
+            let (line, column) = line_col(text, mode_offset(text));
+            Some(Diagnostic {
+                file: unit.file.clone(),
+                line,
+                column,
+                message: p.message,
+            })
+        })
+        .collect()
+}
+
+/// Where the value of `[network] mode` starts in a valid unit's text (0 if it is not there,
+/// which a unit with a `container:` mode cannot be).
+fn mode_offset(text: &str) -> usize {
+    raw::parse(text)
+        .ok()
+        .and_then(|(file, _)| file.network)
+        .and_then(|n| n.into_inner().mode)
+        .map_or(0, |m| m.span().start)
 }

@@ -7,12 +7,16 @@ use std::time::Duration;
 use serde::Serialize;
 
 mod hash;
+mod links;
 mod load;
+pub mod ports;
 mod raw;
 pub mod trust;
 pub(crate) mod units;
 mod validate;
 
+pub use links::{network_links, LinkProblem};
+pub use ports::{PortMapping, PortRange, Proto};
 pub use units::{parse_signal, SIGNAL_SHAPE};
 
 #[cfg(test)]
@@ -32,7 +36,7 @@ pub struct Unit {
     /// `[[mount]]` entries, in file order.
     pub mounts: Vec<Mount>,
     /// `[network]`.
-    pub network: NetworkMode,
+    pub network: Network,
     /// `[resources]`.
     pub resources: Resources,
     /// `[restart]`.
@@ -115,14 +119,81 @@ pub struct Mount {
     pub readonly: bool,
 }
 
-/// `[network] mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// `[network] mode`: Docker's `--network`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkMode {
     /// A fresh network namespace with only loopback.
     None,
     /// The host's network namespace.
     Host,
+    /// A network namespace of its own, attached to the bridge networks in `Network::networks`.
+    Bridge,
+    /// The network namespace of another unit's container, by unit name (never this unit's).
+    Container(String),
+}
+
+impl NetworkMode {
+    /// The mode of a unit that sets none. Issue 4 makes it `Bridge`, as in Docker, once
+    /// bridge networking is wired; until then it stays what units have always had.
+    pub fn default_mode() -> NetworkMode {
+        NetworkMode::None
+    }
+}
+
+impl std::fmt::Display for NetworkMode {
+    /// As written in a unit file: "none", "host", "bridge", "container:db".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetworkMode::None => f.write_str("none"),
+            NetworkMode::Host => f.write_str("host"),
+            NetworkMode::Bridge => f.write_str("bridge"),
+            NetworkMode::Container(unit) => write!(f, "container:{unit}"),
+        }
+    }
+}
+
+/// As the unit file's string, so `rctl inspect` shows `"container:db"` rather than a tagged object.
+impl Serialize for NetworkMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The network a bridge unit joins when it names none.
+pub const DEFAULT_NETWORK: &str = "rcd";
+
+/// `[network]`: how the container is networked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Network {
+    /// The mode.
+    pub mode: NetworkMode,
+    /// Bridge networks to join, in file order (which comes first can matter: eth0, the default
+    /// route); empty unless `mode` is `Bridge`, and then at least one, default `["rcd"]`.
+    pub networks: Vec<String>,
+    /// Published ports, in file order; empty unless `mode` is `Bridge`.
+    pub ports: Vec<PortMapping>,
+}
+
+impl Default for Network {
+    /// What a unit without a `[network]` table gets.
+    fn default() -> Self {
+        Network::with_mode(NetworkMode::default_mode())
+    }
+}
+
+impl Network {
+    /// `mode` with the default networks for it and no published ports.
+    pub fn with_mode(mode: NetworkMode) -> Self {
+        let networks = match mode {
+            NetworkMode::Bridge => vec![DEFAULT_NETWORK.to_owned()],
+            _ => Vec::new(),
+        };
+        Network {
+            mode,
+            networks,
+            ports: Vec::new(),
+        }
+    }
 }
 
 /// `[resources]`: cgroup limits.

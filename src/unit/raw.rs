@@ -114,8 +114,12 @@ pub struct MountSection {
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSection {
-    /// "none", "host", ...
+    /// "none", "host", "bridge" or "container:NAME".
     pub mode: Option<Spanned<String>>,
+    /// Bridge networks to join.
+    pub networks: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Published ports, Docker's `-p` syntax.
+    pub ports: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[resources]`.
@@ -358,7 +362,7 @@ fn unknown_top_level(key: &str, is_table: bool) -> (String, Option<&'static str>
     let home = [
         ("[container]", CONTAINER_KEYS),
         ("[[mount]]", &["source", "target", "readonly"][..]),
-        ("[network]", &["mode"][..]),
+        ("[network]", &["mode", "networks", "ports"][..]),
         ("[resources]", &["memory", "cpus", "pids"][..]),
         (
             "[restart]",

@@ -137,7 +137,11 @@ fn defaults() {
     assert_eq!(unit.container.stop_timeout, Duration::from_secs(10));
     assert!(unit.container.env.is_empty());
     assert!(unit.mounts.is_empty());
-    assert_eq!(unit.network, NetworkMode::None);
+    assert_eq!(unit.network, Network::default());
+    // Issue 4 changes the default to bridge once it is wired; until then, none.
+    assert_eq!(unit.network.mode, NetworkMode::default_mode());
+    assert_eq!(unit.network.mode, NetworkMode::None);
+    assert!(unit.network.networks.is_empty() && unit.network.ports.is_empty());
     assert_eq!(unit.resources, Resources::default());
     assert_eq!(
         unit.restart,
@@ -205,7 +209,7 @@ fn every_key_is_read() {
             },
         ]
     );
-    assert_eq!(unit.network, NetworkMode::Host);
+    assert_eq!(unit.network, Network::with_mode(NetworkMode::Host));
     assert_eq!(
         unit.resources,
         Resources {
@@ -384,6 +388,8 @@ fn spec_hash_table() {
         ("autostart", format!("{base}[install]\nautostart = false\n")),
         ("explicit defaults", base.replace("env =", "workdir = \"/\"\nuser = \"0:0\"\nstop_signal = \"TERM\"\nstop_timeout = \"10s\"\nhostname = \"test\"\nenv =")),
         ("network none", format!("{base}[network]\nmode = \"none\"\n")),
+        ("empty ports", format!("{base}[network]\nports = []\n")),
+        ("empty networks", format!("{base}[network]\nnetworks = []\n")),
     ];
     let differ: &[(&str, String)] = &[
         ("command", base.replace("\"x\"", "\"y\"")),
@@ -418,6 +424,14 @@ fn spec_hash_table() {
             "network host",
             format!("{base}[network]\nmode = \"host\"\n"),
         ),
+        (
+            "network bridge",
+            format!("{base}[network]\nmode = \"bridge\"\n"),
+        ),
+        (
+            "network container",
+            format!("{base}[network]\nmode = \"container:db\"\n"),
+        ),
         ("cpus", base.replace("cpus = 1", "cpus = 2")),
         ("memory", base.replace("\"64M\"", "\"65M\"")),
         ("pids", base.replace("cpus = 1", "cpus = 1\npids = 10")),
@@ -439,6 +453,147 @@ fn spec_hash_table() {
         format!("{base}[[mount]]\nsource = \"/s\"\ntarget = \"{a}\"\n[[mount]]\nsource = \"/s\"\ntarget = \"{b}\"\n")
     };
     assert_ne!(hash("ab", &m("/a", "/b")), hash("ba", &m("/b", "/a")));
+}
+
+#[test]
+fn network_spec_hash() {
+    let net = |lines: &str| unit_with("", &format!("[network]\nmode = \"bridge\"\n{lines}"));
+    let hash = |text: &str| match check_text(text) {
+        Ok(u) => u.spec_hash,
+        Err(e) => panic!("{e}\n{text}"),
+    };
+    let base = hash(&net("ports = [\"8080:80\", \"53:53/udp\"]"));
+    let same = [
+        // The default network written out, ports reordered or spelled out: the same container.
+        "networks = [\"rcd\"]\nports = [\"8080:80\", \"53:53/udp\"]",
+        "ports = [\"53:53/udp\", \"8080:80\"]",
+        "ports = [\"8080:80/tcp\", \"53:53/UDP\"]",
+        "ports = [\"8080-8080:80-80\", \"053:053/udp\"]",
+    ];
+    for lines in same {
+        assert_eq!(hash(&net(lines)), base, "{lines}");
+    }
+    let differ = [
+        "ports = [\"8080:80\"]",
+        "ports = [\"8080:80\", \"53:53/tcp\"]",
+        "ports = [\"8081:80\", \"53:53/udp\"]",
+        "ports = [\"8080:81\", \"53:53/udp\"]",
+        "ports = [\"127.0.0.1:8080:80\", \"53:53/udp\"]",
+        "ports = [\"80\", \"53:53/udp\"]",
+        "networks = [\"backend\"]\nports = [\"8080:80\", \"53:53/udp\"]",
+        "networks = [\"rcd\", \"backend\"]\nports = [\"8080:80\", \"53:53/udp\"]",
+    ];
+    for lines in differ {
+        assert_ne!(hash(&net(lines)), base, "{lines}");
+    }
+    // The first network is the default route: order matters.
+    assert_ne!(
+        hash(&net("networks = [\"a\", \"b\"]")),
+        hash(&net("networks = [\"b\", \"a\"]"))
+    );
+    let joined =
+        |target: &str| unit_with("", &format!("[network]\nmode = \"container:{target}\"\n"));
+    assert_ne!(hash(&joined("a")), hash(&joined("b")));
+}
+
+#[test]
+fn network_keys_are_read() {
+    let file = fixtures("good").join("published.toml");
+    let unit = match parse("published", &file, &read(&file)) {
+        Ok(unit) => unit,
+        Err(ds) => panic!("{}", render(&ds)),
+    };
+    let n = &unit.network;
+    assert_eq!(n.mode, NetworkMode::Bridge);
+    assert_eq!(n.networks, ["rcd", "backend", "a.b_c-9"]);
+    let shown: Vec<String> = n.ports.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "8080:80/tcp",
+            "127.0.0.1:8443:443/tcp",
+            "5353:53/udp",
+            "9999:9999/sctp",
+            "80/tcp",
+            "127.0.0.1::81/tcp",
+            "8000-8010:8000-8010/tcp",
+            "7000-7010:82/tcp",
+            "[::1]:8081:80/tcp",
+            "[::]::83/udp",
+            "127.0.0.2:8443:444/tcp",
+            "8080:80/udp",
+        ]
+    );
+    assert_eq!(
+        n.ports[1],
+        PortMapping {
+            host_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            host_port: Some(PortRange {
+                first: 8443,
+                last: 8443
+            }),
+            container_port: PortRange {
+                first: 443,
+                last: 443
+            },
+            proto: Proto::Tcp,
+        }
+    );
+    assert_eq!(
+        n.ports[4].host_port, None,
+        "a bare port is an ephemeral host port"
+    );
+
+    let Ok(bridge) = check_text(&unit_with("", "[network]\nmode = \"bridge\"\n")) else {
+        panic!("bridge unit rejected");
+    };
+    assert_eq!(bridge.network.networks, [DEFAULT_NETWORK]);
+    assert!(bridge.network.ports.is_empty());
+
+    let Ok(joined) = check_text(&unit_with("", "[network]\nmode = \"container:db\"\n")) else {
+        panic!("container unit rejected");
+    };
+    assert_eq!(joined.network.mode, NetworkMode::Container("db".into()));
+    assert!(joined.network.networks.is_empty());
+}
+
+/// `rctl inspect` shows the mode as written and ports as fields.
+#[test]
+fn network_json() {
+    let text = unit_with(
+        "",
+        "[network]\nmode = \"bridge\"\nports = [\"[::1]:8000-8001:80-81/udp\", \"80\"]\n",
+    );
+    let Ok(unit) = check_text(&text) else {
+        panic!("rejected");
+    };
+    let json = serde_json::to_value(&unit.network).unwrap_or_default();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "mode": "bridge",
+            "networks": ["rcd"],
+            "ports": [
+                {
+                    "host_ip": "::1",
+                    "host_port": {"first": 8000, "last": 8001},
+                    "container_port": {"first": 80, "last": 81},
+                    "proto": "udp"
+                },
+                {
+                    "host_ip": null,
+                    "host_port": null,
+                    "container_port": {"first": 80, "last": 80},
+                    "proto": "tcp"
+                }
+            ]
+        })
+    );
+    let joined = Network::with_mode(NetworkMode::Container("db".into()));
+    assert_eq!(
+        serde_json::to_value(&joined).unwrap_or_default()["mode"],
+        "container:db"
+    );
 }
 
 /// A root-owned 0755 directory holding `files` (name, text) at mode 0644.
@@ -556,6 +711,60 @@ fn check_paths_reports_everything() {
 
     let clean = unit_dir(&[("a.toml", &good), ("b.toml", &good)]);
     assert_eq!(check_paths(&[clean.path().to_path_buf()]), []);
+}
+
+#[test]
+fn check_paths_follows_container_modes() {
+    let joins =
+        |target: &str| unit_with("", &format!("[network]\nmode = \"container:{target}\"\n"));
+    let good = unit_with("", "");
+    let (web, a, b) = (joins("db"), joins("b"), joins("a"));
+    let dir = unit_dir(&[
+        ("web.toml", &web),
+        ("a.toml", &a),
+        ("b.toml", &b),
+        ("ok.toml", &joins("broken")),
+        ("broken.toml", "[container]\n"),
+    ]);
+    let got: Vec<_> = check_paths(&[dir.path().to_path_buf()])
+        .into_iter()
+        .map(|d| {
+            let file = d.file.file_name().map(|f| f.to_string_lossy().into_owned());
+            format!(
+                "{}:{}:{}: {}",
+                file.unwrap_or_default(),
+                d.line,
+                d.column,
+                d.message
+            )
+        })
+        .collect();
+    // The mode value is on line 6 of `unit_with`'s text, after `mode = `.
+    assert_eq!(
+        got,
+        [
+            "a.toml:6:8: unit a: network mode container:b forms a cycle: a -> b -> a",
+            "b.toml:6:8: unit b: network mode container:a forms a cycle: b -> a -> b",
+            "broken.toml:1:1: missing required key `rootfs` or `image` in [container]",
+            "web.toml:6:8: unit web: network mode container:db names a unit that does not exist",
+        ]
+    );
+
+    // A lone file is judged against the files beside it.
+    let web_file = dir.path().join("web.toml");
+    let got = check_paths(std::slice::from_ref(&web_file));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].file.as_path(), got[0].line, got[0].column),
+        (web_file.as_path(), 6, 8)
+    );
+    assert!(fs::write(dir.path().join("db.toml"), &good).is_ok());
+    assert!(fs::set_permissions(
+        dir.path().join("db.toml"),
+        fs::Permissions::from_mode(0o644)
+    )
+    .is_ok());
+    assert_eq!(check_paths(&[web_file]), []);
 }
 
 #[test]
@@ -687,6 +896,28 @@ fn spec_hashes_are_stable_across_releases() {
     ];
     for (text, want) in cases {
         match parse("t", Path::new("t.toml"), text) {
+            Ok(u) => assert_eq!(u.spec_hash, want, "{text}"),
+            Err(ds) => panic!("{text}: {}", render(&ds)),
+        }
+    }
+}
+
+/// Pinned when `[network]` gained bridge, container, networks and ports: a changed value
+/// recreates every such container on upgrade.
+#[test]
+fn network_spec_hashes_are_pinned() {
+    let base = "[container]\nrootfs = \"/r\"\ncommand = [\"x\"]\n[network]\n";
+    let cases = [
+        ("mode = \"bridge\"\n", "ece166c1bbfe1c068f1df0f43fe1cc480f2c26f67e8ef749ff2976657a233f3b"),
+        (
+            "mode = \"bridge\"\nnetworks = [\"rcd\", \"backend\"]\nports = [\"8080:80\", \"[::1]::53/udp\", \"8000-8001:9000-9001\"]\n",
+            "49e5f0436ba6eed9557d7b5b3d8636b5a6a19f4e080d47e9a8bce53966f459e1",
+        ),
+        ("mode = \"container:db\"\n", "e1e2285920984f1dbbc2c1c04de3dec56bdd53828d6738ad8f674a46ef3cf12f"),
+    ];
+    for (lines, want) in cases {
+        let text = format!("{base}{lines}");
+        match parse("t", Path::new("t.toml"), &text) {
             Ok(u) => assert_eq!(u.spec_hash, want, "{text}"),
             Err(ds) => panic!("{text}: {}", render(&ds)),
         }

@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
+use super::ports::{self, PortMapping};
 use super::raw::{
     ContainerSection, MountSection, NetworkSection, Problem, ResourcesSection, RestartSection,
     Scalar, UnitFile,
 };
 use super::units::{self, format_duration, format_size};
 use super::{
-    hash, Container, Mount, NetworkMode, Policy, PullPolicy, Resources, Restart, Source, Unit, User,
+    hash, valid_name, Container, Mount, Network, NetworkMode, Policy, PullPolicy, Resources,
+    Restart, Source, Unit, User,
 };
 
 /// Docker's smallest memory limit: below it a container cannot even start.
@@ -27,6 +29,8 @@ pub const MAX_CPUS: f64 = 1024.0;
 pub const MIN_CPUS: f64 = 0.01;
 /// The largest uid or gid; u32::MAX is the kernel's "no id" (-1).
 const MAX_ID: u32 = u32::MAX - 1;
+/// The longest network name: it ends up in CNI config names and file names.
+pub const MAX_NETWORK_NAME: usize = 64;
 
 /// Default `stop_timeout`.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,6 +50,11 @@ const TOP: Range<usize> = 0..0;
 pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Problem>> {
     let mut c = Checker::default();
     let description = raw.unit.and_then(|u| u.into_inner().description);
+    // `[network]` needs it: `container:` mode and a set hostname conflict.
+    let hostname_span = raw
+        .container
+        .as_ref()
+        .and_then(|c| c.get_ref().hostname.as_ref().map(Spanned::span));
     let container = match raw.container {
         Some(section) => c.container(section, name),
         None => {
@@ -57,8 +66,8 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
     };
     let mounts = c.mounts(raw.mounts);
     let network = match raw.network {
-        Some(section) => c.network(section.into_inner()),
-        None => Some(NetworkMode::None),
+        Some(section) => c.network(section.into_inner(), name, hostname_span),
+        None => Some(Network::default()),
     };
     let resources = match raw.resources {
         Some(section) => c.resources(section.into_inner()),
@@ -82,7 +91,7 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
         (Some(container), Some(mounts), Some(network), Some(resources), Some(restart))
             if c.problems.is_empty() =>
         {
-            let spec_hash = hash::spec_hash(&container, &mounts, network, &resources);
+            let spec_hash = hash::spec_hash(&container, &mounts, &network, &resources);
             Ok(Unit {
                 name: name.to_owned(),
                 file: file.to_path_buf(),
@@ -139,6 +148,30 @@ pub fn check_hostname(host: &str) -> Result<(), String> {
         if label.starts_with('-') || label.ends_with('-') {
             return Err("labels must not start or end with '-'".into());
         }
+    }
+    Ok(())
+}
+
+/// Why `name` is not a valid network name (`[a-z0-9][a-z0-9_.-]*`, at most 64), if it is not.
+pub fn check_network_name(name: &str) -> Result<(), String> {
+    let Some(first) = name.bytes().next() else {
+        return Err("must not be empty".into());
+    };
+    if name.len() > MAX_NETWORK_NAME {
+        return Err(format!(
+            "longer than {MAX_NETWORK_NAME} characters ({})",
+            name.len()
+        ));
+    }
+    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !allowed(first) {
+        return Err("must start with a lowercase letter or a digit".into());
+    }
+    if !name
+        .bytes()
+        .all(|b| allowed(b) || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err("may contain only lowercase letters, digits, '_', '.' and '-'".into());
     }
     Ok(())
 }
@@ -542,23 +575,164 @@ impl Checker {
         Some(target.into_inner())
     }
 
-    fn network(&mut self, section: NetworkSection) -> Option<NetworkMode> {
-        let Some(mode) = section.mode else {
-            return Some(NetworkMode::None);
+    /// `[network]`; `hostname` is where `[container] hostname` was set, if it was.
+    fn network(
+        &mut self,
+        section: NetworkSection,
+        name: &str,
+        hostname: Option<Range<usize>>,
+    ) -> Option<Network> {
+        let written = section.mode.is_some();
+        // None when the mode is invalid (already reported): checks that depend on it are skipped.
+        let mode = match section.mode {
+            None => Some(NetworkMode::default_mode()),
+            Some(m) => self.network_mode(m, name),
         };
-        match mode.get_ref().as_str() {
-            "none" => Some(NetworkMode::None),
-            "host" => Some(NetworkMode::Host),
-            other => {
-                let message = if other == "bridge" || other.starts_with("container:") {
-                    format!("network mode {other:?} is not supported yet; use \"none\" or \"host\"")
-                } else {
-                    format!("unknown network mode {other:?}, expected \"none\" or \"host\"")
-                };
-                self.err(mode.span(), message);
-                None
-            }
+        let mut ok = mode.is_some();
+        // Why `networks` and `ports` are refused, if they are: they need a bridge.
+        let not_bridge = match &mode {
+            Some(NetworkMode::Bridge) | None => None,
+            Some(m) if written => Some(format!("this unit's mode is \"{m}\"")),
+            Some(m) => Some(format!("the default mode is \"{m}\"")),
+        };
+
+        if let (Some(NetworkMode::Container(target)), Some(span)) = (&mode, hostname) {
+            // Docker refuses --hostname with --network container: (the hostname is the target's).
+            self.err(
+                span,
+                format!(
+                    "hostname cannot be set with network mode \"container:{target}\": the container takes {target}'s hostname"
+                ),
+            );
+            ok = false;
         }
+
+        let is_bridge = mode == Some(NetworkMode::Bridge);
+        let networks = section
+            .networks
+            .map(|list| self.networks(list, is_bridge, not_bridge.as_deref()));
+        let ports = match section.ports {
+            Some(list) => self.ports(list, not_bridge.as_deref()),
+            None => Some(Vec::new()),
+        };
+
+        let mut network = Network::with_mode(mode?);
+        // With another mode than bridge, only an empty list gets here.
+        if let Some(names) = networks {
+            network.networks = names?;
+        }
+        network.ports = ports?;
+        ok.then_some(network)
+    }
+
+    fn network_mode(&mut self, mode: Spanned<String>, name: &str) -> Option<NetworkMode> {
+        let message = match mode.get_ref().as_str() {
+            "none" => return Some(NetworkMode::None),
+            "host" => return Some(NetworkMode::Host),
+            "bridge" => return Some(NetworkMode::Bridge),
+            other => match other.strip_prefix("container:") {
+                Some("") => format!(
+                    "network mode {other:?} needs a unit name, e.g. \"container:db\""
+                ),
+                Some(target) if !valid_name(target) => format!(
+                    "network mode {other:?}: {target:?} is not a unit name (1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit)"
+                ),
+                Some(target) if target == name => format!(
+                    "network mode {other:?} names this unit itself; name the unit whose network to join"
+                ),
+                Some(target) => return Some(NetworkMode::Container(target.to_owned())),
+                None => format!(
+                    "unknown network mode {other:?}, expected \"none\", \"host\", \"bridge\" or \"container:NAME\""
+                ),
+            },
+        };
+        self.err(mode.span(), message);
+        None
+    }
+
+    /// `networks`, when set. An empty list asks for nothing, so only a bridge unit is refused
+    /// one; `not_bridge` says why a non-empty list is refused, if it is.
+    fn networks(
+        &mut self,
+        list: Spanned<Vec<Spanned<String>>>,
+        is_bridge: bool,
+        not_bridge: Option<&str>,
+    ) -> Option<Vec<String>> {
+        let span = list.span();
+        let names = list.into_inner();
+        let mut ok = true;
+        if names.is_empty() {
+            if is_bridge {
+                self.err(
+                    span,
+                    "networks must not be empty: a bridge unit joins at least one network (mode = \"none\" has none)",
+                );
+                ok = false;
+            }
+        } else if let Some(why) = not_bridge {
+            self.err(span, format!("networks need mode = \"bridge\" ({why})"));
+            ok = false;
+        }
+        let mut seen: Vec<&str> = Vec::with_capacity(names.len());
+        for n in &names {
+            let text = n.get_ref().as_str();
+            if let Err(reason) = check_network_name(text) {
+                self.err(n.span(), format!("invalid network name {text:?}: {reason}"));
+                ok = false;
+            } else if seen.contains(&text) {
+                self.err(n.span(), format!("network {text:?} is listed twice"));
+                ok = false;
+            }
+            seen.push(text);
+        }
+        ok.then(|| names.into_iter().map(Spanned::into_inner).collect())
+    }
+
+    /// `ports`, each in Docker's `-p` syntax; no host port bound twice.
+    fn ports(
+        &mut self,
+        list: Spanned<Vec<Spanned<String>>>,
+        not_bridge: Option<&str>,
+    ) -> Option<Vec<PortMapping>> {
+        let mut ok = true;
+        // An empty list publishes nothing, whatever the mode. Docker discards -p with
+        // --network host and refuses it with container:; here both are errors, never silence.
+        if let (Some(why), false) = (not_bridge, list.get_ref().is_empty()) {
+            self.err(list.span(), format!("ports need mode = \"bridge\" ({why})"));
+            ok = false;
+        }
+        let mut seen: Vec<(PortMapping, String)> = Vec::new();
+        for entry in list.into_inner() {
+            let text = entry.get_ref();
+            let mapping = match ports::parse(text) {
+                Ok(m) => m,
+                Err(reason) => {
+                    self.err(
+                        entry.span(),
+                        format!("invalid port mapping {text:?}: {reason}"),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            let clash = seen.iter().find_map(|(earlier, earlier_text)| {
+                mapping
+                    .collides_with(earlier)
+                    .map(|port| (port, earlier_text))
+            });
+            if let Some((port, earlier_text)) = clash {
+                self.err(
+                    entry.span(),
+                    format!(
+                        "host port {port}/{} is published twice: by {earlier_text:?} and by {text:?}",
+                        mapping.proto
+                    ),
+                );
+                ok = false;
+            }
+            seen.push((mapping, entry.into_inner()));
+        }
+        ok.then(|| seen.into_iter().map(|(m, _)| m).collect())
     }
 
     fn resources(&mut self, section: ResourcesSection) -> Option<Resources> {
@@ -825,6 +999,31 @@ mod tests {
         ];
         for (host, ok) in cases {
             assert_eq!(check_hostname(host).is_ok(), *ok, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn network_names() {
+        let longest = "n".repeat(64);
+        let too_long = "n".repeat(65);
+        let cases: &[(&str, bool)] = &[
+            ("rcd", true),
+            ("backend", true),
+            ("0net", true),
+            ("a.b_c-9", true),
+            (&longest, true),
+            ("", false),
+            ("Backend", false),
+            ("-x", false),
+            ("_x", false),
+            (".x", false),
+            ("a b", false),
+            ("a/b", false),
+            ("réseau", false),
+            (&too_long, false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(check_network_name(name).is_ok(), *ok, "{name:?}");
         }
     }
 
