@@ -2,12 +2,13 @@
 # Installs what rcd needs on Debian 12, as root: the OCI runtime, busybox-static (for the demo
 # and test root filesystems), and docker-registry + skopeo + zstd + openssl (the tests' local
 # registry, the tool that pushes test images to it, zstd-compressed test layers, and the TLS
-# registries' throwaway certificates), and umoci (benches/pull.sh unpacks with it). Extra
-# package names may be given as arguments.
+# registries' throwaway certificates), umoci (benches/pull.sh unpacks with it), and
+# containernetworking-plugins + iptables (bridge networking: the CNI plugins in /usr/lib/cni and
+# the iptables they run). Extra package names may be given as arguments.
 # Idempotent: installs only what is missing.
 set -eu
 need=""
-for pkg in runc busybox-static docker-registry skopeo zstd openssl umoci "$@"; do
+for pkg in runc busybox-static docker-registry skopeo zstd openssl umoci containernetworking-plugins iptables "$@"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then
