@@ -24,8 +24,8 @@
 //! ```
 //!
 //! Modules in flow order: [`unit`], [`watch`], [`desired`], [`reconcile`], [`restart`],
-//! [`pipeline`], [`rootfs`], [`spec`], [`runtime`], [`shim`], [`logs`], [`store`], [`api`],
-//! [`ctl`], [`daemon`], [`config`].
+//! [`pipeline`], [`rootfs`], [`network`], [`spec`], [`runtime`], [`shim`], [`logs`],
+//! [`store`], [`api`], [`ctl`], [`daemon`], [`config`].
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
