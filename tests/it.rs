@@ -6,6 +6,8 @@ mod harness;
 
 #[path = "it/check.rs"]
 mod check;
+#[path = "it/cni.rs"]
+mod cni;
 #[path = "it/image.rs"]
 mod image;
 #[path = "it/image_cmd.rs"]

@@ -6,16 +6,20 @@
 //! `/usr/lib/cni`. The default network `rcd` ([`default_network`], shipped as
 //! `packaging/cni/rcd.conflist`) is bridge `rcd0` with host-local addresses from
 //! 10.89.0.0/16, published ports (portmap) and the firewall plugin; [`bridge_network`]
-//! renders the same for another name, bridge and subnet (tests, a second root).
+//! renders the same for another name, bridge and subnet (tests, a second root). portmap with
+//! `snat` sets `route_localnet` on the bridge itself, so published ports answer on 127.0.0.1.
 //!
 //! Calls block (plugins are processes, run one after another); the daemon calls them from
 //! `spawn_blocking`. A plugin is bounded by [`Cni::timeout`] and killed with its helpers past
 //! it. Per the spec, the caller must not run two operations on the same container at once.
 //!
 //! DEL is idempotent and tolerant: no cached ADD, a namespace already gone, a second DEL all
-//! succeed. The bridge plugin never deletes its bridge; neither does this module (deleting it
-//! races with a concurrent ADD, and an idle bridge costs nothing): a test that made its own
-//! bridge removes it.
+//! succeed, and leave no per-container rule, veth or lease (the bridge plugin's masquerade
+//! chain, which it cannot find without the namespace, is removed here). What stays is shared:
+//! the chains the plugins create on first use (`CNI-FORWARD`, `CNI-ADMIN`, `CNI-HOSTPORT-*`)
+//! and the bridge. The bridge plugin never deletes its bridge; neither does this module
+//! (deleting it races with a concurrent ADD, and an idle bridge costs nothing): a test that
+//! made its own bridge removes it.
 
 mod cache;
 pub mod config;
