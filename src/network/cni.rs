@@ -342,7 +342,9 @@ impl Cni {
 
     /// ADD: runs the plugins in order, each given the previous one's result, and returns the
     /// last result, cached. If a plugin fails, the whole list is DELeted (undoing what the
-    /// others did) and the error returned, with the DEL's error too if that fails.
+    /// others did) and the error returned, with the DEL's error too if that fails. An
+    /// attachment the cache holds already (added, or interrupted by a crash) is refused:
+    /// DEL it first.
     pub fn add(&self, network: &NetworkList, att: &Attachment) -> Result<CniResult, Error> {
         att.check(&network.name)?;
         self.check_netns(network, att)?;
@@ -352,12 +354,7 @@ impl Cni {
                 message: "plugins: empty".into(),
             });
         };
-        let file = cache::path(
-            &self.cache_dir,
-            &network.name,
-            &att.container_id,
-            &att.ifname,
-        );
+        let file = self.cache_file(&network.name, att);
         if cache::read(&file)?.is_some() {
             return Err(Error::AlreadyAttached {
                 network: network.name.clone(),
@@ -423,12 +420,7 @@ impl Cni {
     ) -> Error {
         match self.run_del(network, att, prev, true) {
             Ok(()) => {
-                let file = cache::path(
-                    &self.cache_dir,
-                    &network.name,
-                    &att.container_id,
-                    &att.ifname,
-                );
+                let file = self.cache_file(&network.name, att);
                 match cache::remove(&file) {
                     Ok(()) => add,
                     Err(del) => Error::Rollback {
@@ -451,12 +443,7 @@ impl Cni {
     /// undo, a namespace that is gone, a second DEL: all success.
     pub fn del(&self, network: &NetworkList, att: &Attachment) -> Result<(), Error> {
         att.check(&network.name)?;
-        let file = cache::path(
-            &self.cache_dir,
-            &network.name,
-            &att.container_id,
-            &att.ifname,
-        );
+        let file = self.cache_file(&network.name, att);
         let cached = match cache::read(&file) {
             Ok(c) => c,
             // A damaged entry must not block the cleanup it exists for.
@@ -485,12 +472,7 @@ impl Cni {
         if network.disable_check || network.cni_version.starts_with("0.3.") {
             return Ok(());
         }
-        let file = cache::path(
-            &self.cache_dir,
-            &network.name,
-            &att.container_id,
-            &att.ifname,
-        );
+        let file = self.cache_file(&network.name, att);
         let prev = match cache::read(&file)? {
             Some(CachedAttachment {
                 result: Some(r),
@@ -615,6 +597,10 @@ impl Cni {
             })?;
         }
         Ok(())
+    }
+
+    fn cache_file(&self, network: &str, att: &Attachment) -> PathBuf {
+        cache::path(&self.cache_dir, network, &att.container_id, &att.ifname)
     }
 
     fn check_netns(&self, network: &NetworkList, att: &Attachment) -> Result<(), Error> {
