@@ -107,6 +107,10 @@ fn pull_ls_rm_refused_while_in_use_then_prune() {
     // The unit gone, rm frees its blobs and layers.
     d.remove_unit("web");
     wait_until(10 * SEC, "unit gone", || d.status("web").is_none());
+    // Its overlay is unmounted in the background; a layer still mounted would be kept.
+    wait_until(10 * SEC, "overlay unmounted", || {
+        mounts_under(&d.root).is_empty()
+    });
     let out = d.rctl(&["image", "rm", "--", &busybox]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
