@@ -302,11 +302,21 @@ pub fn build(
     process: &Process,
     rootfs: &Path,
     cgroups_path: &str,
+    net: Option<&NetSetup>,
 ) -> Result<Spec, Error> {
-    build_inner(unit, process, rootfs, cgroups_path).map_err(|source| Error {
+    build_inner(unit, process, rootfs, cgroups_path, net).map_err(|source| Error {
         unit: unit.name.clone(),
         source,
     })
+}
+
+/// A network prepared by rcd (bridge mode): the namespace to join and the files to mount.
+#[derive(Debug, Clone)]
+pub struct NetSetup {
+    /// The pinned namespace.
+    pub netns: std::path::PathBuf,
+    /// Generated files and where they go (`/etc/hosts`, ...), bind-mounted read-only.
+    pub files: Vec<(std::path::PathBuf, &'static str)>,
 }
 
 fn build_inner(
@@ -314,6 +324,7 @@ fn build_inner(
     p: &Process,
     rootfs: &Path,
     cgroups_path: &str,
+    net: Option<&NetSetup>,
 ) -> Result<Spec, oci_spec::OciSpecError> {
     let caps: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
     let process = ProcessBuilder::default()
@@ -359,19 +370,48 @@ fn build_inner(
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    match unit.network.mode {
-        NetworkMode::Host => {}
-        NetworkMode::None => namespaces.push(LinuxNamespaceType::Network),
-        // TODO(issue 4): bridge gets a CNI-configured namespace and container:<unit> joins the
-        // target's; until that is wired, both get a fresh one with only loopback, like none.
-        NetworkMode::Bridge | NetworkMode::Container(_) => {
+    let mut joined = None;
+    match (&unit.network.mode, net) {
+        (NetworkMode::Host, _) => {}
+        // Bridge: the namespace rcd made and CNI wired.
+        (_, Some(n)) => joined = Some(n.netns.clone()),
+        (NetworkMode::None | NetworkMode::Bridge, None) => {
             namespaces.push(LinuxNamespaceType::Network)
         }
+        // TODO(issue 4): container:<unit> joins the target's namespace; until that is wired it
+        // gets a fresh one with only loopback, like none.
+        (NetworkMode::Container(_), None) => namespaces.push(LinuxNamespaceType::Network),
     }
-    let namespaces = namespaces
+    let mut namespaces = namespaces
         .into_iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(path) = joined {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(path)
+                .build()?,
+        );
+    }
+    if let Some(n) = net {
+        for (source, dest) in &n.files {
+            mounts.push(
+                MountBuilder::default()
+                    .destination(*dest)
+                    .typ("bind")
+                    .source(source)
+                    .options(vec![
+                        "rbind".into(),
+                        "ro".into(),
+                        "nosuid".into(),
+                        "nodev".into(),
+                        "noexec".into(),
+                    ])
+                    .build()?,
+            );
+        }
+    }
 
     let mut resources = LinuxResourcesBuilder::default().devices(vec![
         // Deny every device; the runtime adds its default allow list (null, zero, tty, ...).

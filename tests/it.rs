@@ -4,6 +4,8 @@
 #[path = "it/harness.rs"]
 mod harness;
 
+#[path = "it/bridge.rs"]
+mod bridge;
 #[path = "it/check.rs"]
 mod check;
 #[path = "it/cni.rs"]

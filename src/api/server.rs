@@ -112,6 +112,7 @@ pub fn status_of(ctx: &Context, name: &str, e: &Entry) -> UnitStatus {
             .filter(|_| state == RecState::Pulling.as_str())
             .and_then(|i| ctx.images.progress(&i)),
         exposed_ports: r.map(|r| r.exposed_ports.clone()).unwrap_or_default(),
+        network: r.and_then(|r| r.network.clone()),
     }
 }
 

@@ -49,6 +49,9 @@ pub struct UnitStatus {
     /// The ports the container's image exposes (`80/tcp`): information, nothing is published.
     #[serde(default)]
     pub exposed_ports: Vec<String>,
+    /// The networks the container joined: addresses, gateways, published ports.
+    #[serde(default)]
+    pub network: Option<crate::network::attach::Joined>,
 }
 
 /// `rctl inspect`: the unit as loaded, its record and its bundle.

@@ -84,6 +84,20 @@ pub fn status(s: &UnitStatus, log: &str) -> String {
     if let Some(p) = &s.pull {
         out.push_str(&format!("    Pulling: {}\n", progress(p)));
     }
+    if let Some(n) = &s.network {
+        for j in &n.networks {
+            let via = j.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+            out.push_str(&format!(
+                "    Network: {} {} {}{via}\n",
+                j.name,
+                j.ifname,
+                j.address.as_deref().unwrap_or("-")
+            ));
+        }
+        if !n.ports.is_empty() {
+            out.push_str(&format!("  Published: {}\n", n.ports.join(", ")));
+        }
+    }
     if !s.exposed_ports.is_empty() {
         out.push_str(&format!(
             "      Ports: {} (exposed by the image; not published)\n",

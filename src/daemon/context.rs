@@ -47,6 +47,8 @@ pub struct Context {
     pub store: Store,
     /// Images: content, records, snapshots, registry client.
     pub images: Images,
+    /// Networks: CNI configs, the plugin runner, pinned namespaces.
+    pub networks: crate::network::attach::Networks,
     /// This boot's id.
     pub boot_id: String,
     /// Short digest of the root, in container ids and cgroup paths, so daemons never collide.
@@ -72,6 +74,7 @@ impl Context {
         start_timeout: std::time::Duration,
         store: Store,
         images: Images,
+        networks: crate::network::attach::Networks,
         tx: mpsc::UnboundedSender<Msg>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -84,6 +87,7 @@ impl Context {
             start_timeout,
             store,
             images,
+            networks,
             boot_id: boot_id(),
             start_permits: Semaphore::new((cores * 2).max(4)),
             tx,

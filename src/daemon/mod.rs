@@ -41,6 +41,9 @@ pub enum Error {
     /// The image directories could not be opened.
     #[error("images: {0}")]
     Images(String),
+    /// The networks could not be set up (config, CNI state directories).
+    #[error("networks: {0}")]
+    Networks(String),
     /// The watcher could not start.
     #[error("cannot watch {}: {source}", path.display())]
     Watch {
@@ -161,6 +164,8 @@ pub async fn run(
         .map_err(io(&paths.root))?;
     let store = Store::open(&paths.records)?;
     let images = context::Images::open(&paths.root, &config.file).map_err(Error::Images)?;
+    let networks = crate::network::attach::Networks::open(&paths.root, &config.file.network)
+        .map_err(Error::Networks)?;
     let runtime = Runtime::new(&runtime_bin, &paths.runtime_root);
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(
@@ -171,6 +176,7 @@ pub async fn run(
         config.start_timeout,
         store,
         images,
+        networks,
         tx,
     ));
     tracing::info!(

@@ -72,6 +72,7 @@ pub fn instance_blocking(ctx: &Context, id: &str, depth: Depth) -> Result<(), Er
     }
     rootfs::unmount(&ctx.paths.bundle(id).join("rootfs"))?;
     if depth == Depth::Retire {
+        ctx.networks.detach(id)?;
         let dir = ctx.paths.container(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}

@@ -54,6 +54,9 @@ pub enum Error {
     /// A blocking task was lost (the daemon is shutting down).
     #[error("internal: {0}")]
     Join(String),
+    /// The container's network could not be set up.
+    #[error(transparent)]
+    Network(#[from] crate::network::attach::Error),
     /// The unit stopped wanting this start while it waited for its image.
     #[error("start abandoned: the unit changed while its image was pulled")]
     Superseded,

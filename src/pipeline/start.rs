@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use crate::daemon::context::Context;
+use crate::network::attach::Joined;
 use crate::rootfs::Overlay;
 use crate::shim::{self, launch::Launched};
-use crate::unit::{Source, Unit};
+use crate::spec::NetSetup;
+use crate::unit::{NetworkMode, Source, Unit};
 
 use super::image::{self, Prepared};
 use super::{blocking, cleanup, Error};
@@ -20,6 +22,8 @@ pub struct Started {
     pub stop_signal: String,
     /// Its image's ExposedPorts (`80/tcp`), information only.
     pub exposed_ports: Vec<String>,
+    /// What it got from its networks (bridge mode).
+    pub network: Option<Joined>,
 }
 
 /// Starts container instance `id` of `unit`. On error nothing of it runs or stays mounted.
@@ -61,10 +65,11 @@ pub async fn start(
         Err(e) => Err(e),
     };
     match result {
-        Ok(launched) => Ok(Started {
+        Ok((launched, network)) => Ok(Started {
             launched,
             stop_signal,
             exposed_ports,
+            network,
         }),
         Err(error) => match cleanup::instance(ctx, id, cleanup::Depth::Unmount).await {
             Ok(()) => Err(error),
@@ -81,7 +86,7 @@ fn prepare_and_launch(
     unit: &Unit,
     id: &str,
     image: Option<&Prepared>,
-) -> Result<Launched, Error> {
+) -> Result<(Launched, Option<Joined>), Error> {
     let dir = ctx.paths.container(id);
     let bundle = ctx.paths.bundle(id);
     let rootfs = bundle.join("rootfs");
@@ -98,6 +103,20 @@ fn prepare_and_launch(
         }
     };
     Overlay::layered(lowers.clone(), &dir, &rootfs).mount()?;
+    // Step 6: network. A bridge unit's namespace and CNI attachments outlive restarts of the
+    // instance (found in place then); they go when the instance is retired.
+    let network = match unit.network.mode {
+        NetworkMode::Bridge => Some(ctx.networks.attach(id, unit, &dir)?),
+        _ => None,
+    };
+    let net = network.as_ref().map(|j| NetSetup {
+        netns: j.netns.clone(),
+        files: vec![
+            (dir.join("hosts"), "/etc/hosts"),
+            (dir.join("hostname"), "/etc/hostname"),
+            (dir.join("resolv.conf"), "/etc/resolv.conf"),
+        ],
+    });
     // Step 7: OCI spec -> bundle/config.json. A rootfs unit's depends only on the spec-hashed
     // parts of the unit, so a restart of the instance reuses it; an image unit's is rebuilt at
     // every start from the stored image config (a `pull = "always"` may have changed it).
@@ -110,7 +129,8 @@ fn prepare_and_launch(
                     reason,
                 }
             })?;
-        let spec = crate::spec::build(unit, &process, &rootfs, &ctx.cgroups_path(id))?;
+        let spec =
+            crate::spec::build(unit, &process, &rootfs, &ctx.cgroups_path(id), net.as_ref())?;
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Bundle {
             path: config.clone(),
             source: std::io::Error::other(e),
@@ -135,5 +155,6 @@ fn prepare_and_launch(
         log: ctx.paths.log(&unit.name),
         dir,
     };
-    Ok(shim::launch::launch(&ctx.shim, &opts, ctx.start_timeout)?)
+    let launched = shim::launch::launch(&ctx.shim, &opts, ctx.start_timeout)?;
+    Ok((launched, network))
 }

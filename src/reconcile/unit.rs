@@ -487,6 +487,7 @@ async fn start(
             r.restart_at_ms = None;
             r.stop_signal = Some(started.stop_signal);
             r.exposed_ports = started.exposed_ports;
+            r.network = started.network;
             r.stop_timeout_ms = Some(unit.container.stop_timeout.as_millis() as u64);
             r.error = None;
             r.set_state(State::Running, now);

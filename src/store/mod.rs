@@ -107,6 +107,9 @@ pub struct Record {
     /// The ports the current container's image exposes (`80/tcp`); information, not published.
     #[serde(default)]
     pub exposed_ports: Vec<String>,
+    /// What the current container got from its networks (bridge mode).
+    #[serde(default)]
+    pub network: Option<crate::network::attach::Joined>,
 }
 
 impl Record {
@@ -136,6 +139,7 @@ impl Record {
             stop_signal: None,
             stop_timeout_ms: None,
             exposed_ports: Vec::new(),
+            network: None,
         }
     }
 

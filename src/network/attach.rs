@@ -1,0 +1,283 @@
+//! A container instance's network, as the start pipeline needs it: for `mode = "bridge"`, a
+//! namespace pinned under the state root, joined to each of the unit's networks through CNI
+//! (published ports on the first), and `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`
+//! generated beside it. Kept across restarts of the instance, like its writable layer; taken
+//! down (CNI DEL, namespace removed) when the instance is retired.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::cni::{self, Attachment, Cni, NetworkList, PortMapping, Protocol};
+use super::{files, netns};
+use crate::config::file::Network as NetworkConfig;
+use crate::unit::ports::{PortMapping as UnitPort, Proto};
+use crate::unit::Unit;
+
+/// A network step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The unit names a network that is not configured.
+    #[error("unknown network {0:?} (configured: {1})")]
+    Unknown(String, String),
+    /// A host port cannot be published.
+    #[error("cannot publish {mapping}: {reason}")]
+    Port {
+        /// The mapping, as the unit wrote it.
+        mapping: String,
+        /// Why not (the port is taken, ...).
+        reason: String,
+    },
+    /// The namespace.
+    #[error(transparent)]
+    Netns(#[from] netns::Error),
+    /// A CNI call.
+    #[error(transparent)]
+    Cni(#[from] cni::Error),
+    /// A generated file.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// What a container got from its networks, for `rctl status` and the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    /// The pinned namespace.
+    pub netns: PathBuf,
+    /// One entry per network joined, in the unit's order.
+    pub networks: Vec<JoinedNetwork>,
+    /// Published ports (`127.0.0.1:8080->80/tcp`).
+    pub ports: Vec<String>,
+}
+
+/// One network a container joined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinedNetwork {
+    /// The network's name.
+    pub name: String,
+    /// The interface in the container.
+    pub ifname: String,
+    /// Its address with prefix (`10.89.0.5/16`).
+    pub address: Option<String>,
+    /// Its gateway.
+    pub gateway: Option<IpAddr>,
+}
+
+/// The daemon's networks and its CNI runner.
+pub struct Networks {
+    /// Runs the plugins.
+    pub cni: Cni,
+    /// Networks by name: the default `rcd`, then the config directory's.
+    pub lists: BTreeMap<String, NetworkList>,
+    /// Where namespaces are pinned.
+    pub netns_dir: PathBuf,
+}
+
+impl Networks {
+    /// The default network from the config, plus every `*.conflist` in its directory; CNI
+    /// state (the attachment cache, IPAM leases) under `root/cni`.
+    pub fn open(root: &Path, config: &NetworkConfig) -> Result<Self, String> {
+        let subnet = config
+            .subnet
+            .parse()
+            .map_err(|e| format!("[network] subnet: {e}"))?;
+        let default = cni::bridge_network(crate::unit::DEFAULT_NETWORK, &config.bridge, subnet)
+            .map_err(|e| e.to_string())?;
+        let mut lists = cni::load_dir(&config.config_dir).map_err(|e| e.to_string())?;
+        if lists.contains_key(&default.name) {
+            return Err(format!(
+                "{}: network {:?} is the built-in default; set [network] bridge and subnet instead",
+                config.config_dir.display(),
+                default.name
+            ));
+        }
+        lists.insert(default.name.clone(), default);
+        let mut cni = Cni::new(root.join("cni/cache"), root.join("cni/ipam"));
+        cni.plugin_dirs = config.plugin_dirs.clone();
+        let netns_dir = root.join("netns");
+        std::fs::create_dir_all(&netns_dir).map_err(|e| format!("{}: {e}", netns_dir.display()))?;
+        Ok(Networks {
+            cni,
+            lists,
+            netns_dir,
+        })
+    }
+
+    /// Where instance `id`'s namespace is pinned.
+    pub fn netns_path(&self, id: &str) -> PathBuf {
+        self.netns_dir.join(id)
+    }
+
+    /// Sets up instance `id`'s network (blocking); what a restart of the instance finds done
+    /// is kept. `dir` is the instance's directory, for the generated files.
+    pub fn attach(&self, id: &str, unit: &Unit, dir: &Path) -> Result<Joined, Error> {
+        let ns = self.netns_path(id);
+        netns::create(&ns)?;
+        let mut joined = Joined {
+            netns: ns.clone(),
+            ..Joined::default()
+        };
+        let ports = cni_ports(&unit.network.ports)?;
+        for (i, name) in unit.network.networks.iter().enumerate() {
+            let list = self.lists.get(name).ok_or_else(|| {
+                Error::Unknown(
+                    name.clone(),
+                    self.lists.keys().cloned().collect::<Vec<_>>().join(", "),
+                )
+            })?;
+            let ifname = format!("eth{i}");
+            let result = match self.cni.cached(name, id, &ifname)? {
+                Some(cni::CachedAttachment {
+                    complete: true,
+                    result: Some(done),
+                    ..
+                }) => done,
+                stale => {
+                    if stale.is_some() {
+                        // An ADD a crash interrupted: undo it, then do it whole.
+                        let att = Attachment::new(id, &ns, &ifname);
+                        self.cni.del(list, &att)?;
+                    }
+                    let mut att = Attachment::new(id, &ns, &ifname);
+                    if i == 0 {
+                        check_free(&unit.network.ports)?;
+                        att = att.with_ports(ports.clone());
+                    }
+                    self.cni.add(list, &att)?
+                }
+            };
+            let ip = result.container_ips().first().map(|c| (*c).clone());
+            joined.networks.push(JoinedNetwork {
+                name: name.clone(),
+                ifname,
+                address: ip.as_ref().map(|c| c.address.to_string()),
+                gateway: ip.and_then(|c| c.gateway),
+            });
+        }
+        joined.ports = unit.network.ports.iter().map(|p| p.to_string()).collect();
+        self.write_files(unit, dir, &joined)?;
+        Ok(joined)
+    }
+
+    fn write_files(&self, unit: &Unit, dir: &Path, joined: &Joined) -> Result<(), Error> {
+        let hostname = unit.container.hostname.clone();
+        let ip = joined
+            .networks
+            .first()
+            .and_then(|n| n.address.as_deref())
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok());
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        for (name, content) in [
+            ("hosts", files::hosts(&hostname, ip, &[])),
+            ("hostname", format!("{hostname}\n")),
+            ("resolv.conf", files::resolv_conf(&host_resolv)),
+        ] {
+            let path = dir.join(name);
+            files::write_in_place(&path, &content)
+                .map_err(|source| Error::File { path, source })?;
+        }
+        Ok(())
+    }
+
+    /// Takes instance `id`'s network down (blocking): CNI DEL of every attachment it has,
+    /// then the namespace. Idempotent.
+    pub fn detach(&self, id: &str) -> Result<(), Error> {
+        let mut first_error = None;
+        for c in self.cni.cached_all()? {
+            if c.attachment.container_id == id {
+                if let Err(e) = self.cni.del(&c.network, &c.attachment) {
+                    first_error.get_or_insert(Error::from(e));
+                }
+            }
+        }
+        netns::remove(&self.netns_path(id))?;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The unit's published ports as the portmap plugin takes them: one entry per port of a
+/// range; a port without a host port gets a free one now.
+fn cni_ports(ports: &[UnitPort]) -> Result<Vec<PortMapping>, Error> {
+    let mut out = Vec::new();
+    for p in ports {
+        let protocol = match p.proto {
+            Proto::Tcp => Protocol::Tcp,
+            Proto::Udp => Protocol::Udp,
+            Proto::Sctp => Protocol::Sctp,
+        };
+        let host = match p.host_port {
+            Some(h) => h,
+            None => {
+                let port = ephemeral(p).map_err(|reason| Error::Port {
+                    mapping: p.to_string(),
+                    reason,
+                })?;
+                crate::unit::ports::PortRange {
+                    first: port,
+                    last: port,
+                }
+            }
+        };
+        let count = p.container_port.last - p.container_port.first;
+        for k in 0..=count {
+            // A host range longer than one port maps one to one; a single host port is used
+            // for the first container port only (Docker picks one port from a host range for
+            // a single container port).
+            let host_port = if host.first == host.last {
+                host.first
+            } else {
+                host.first + k
+            };
+            out.push(PortMapping {
+                host_port,
+                container_port: p.container_port.first + k,
+                protocol,
+                host_ip: p.host_ip,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A free host port for `p` (bound and released: the kernel's choice, as Docker's).
+fn ephemeral(p: &UnitPort) -> Result<u16, String> {
+    let ip = p.host_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let port = match p.proto {
+        Proto::Udp => std::net::UdpSocket::bind((ip, 0)).and_then(|s| s.local_addr()),
+        _ => std::net::TcpListener::bind((ip, 0)).and_then(|s| s.local_addr()),
+    }
+    .map_err(|e| format!("no free port on {ip}: {e}"))?
+    .port();
+    Ok(port)
+}
+
+/// Refuses a host port something on the host already listens on: portmap's DNAT would
+/// silently take its traffic. (Docker's proxy fails the same way, by binding.)
+fn check_free(ports: &[UnitPort]) -> Result<(), Error> {
+    for p in ports {
+        let Some(host) = p.host_port else { continue };
+        let ip = p.host_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        for port in host.first..=host.last {
+            let taken = match p.proto {
+                Proto::Udp => std::net::UdpSocket::bind((ip, port)).err(),
+                Proto::Tcp => std::net::TcpListener::bind((ip, port)).err(),
+                Proto::Sctp => None,
+            };
+            if let Some(e) = taken {
+                return Err(Error::Port {
+                    mapping: p.to_string(),
+                    reason: format!("{ip}:{port} is in use on the host ({e})"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
