@@ -87,6 +87,14 @@ fn sweep(ctx: &Context, owned: &HashSet<String>) {
         }
         Err(e) => tracing::warn!("cannot list runtime containers: {e}"),
     }
+    for id in ctx.networks.instances() {
+        if id.starts_with(&prefix) && !owned.contains(&id) {
+            tracing::warn!(container = %id, "taking down a network no unit owns");
+            if let Err(e) = ctx.networks.detach(&id) {
+                tracing::warn!(container = %id, "network cleanup: {e}");
+            }
+        }
+    }
     if let Ok(dirs) = std::fs::read_dir(&ctx.paths.containers) {
         for d in dirs.flatten() {
             let id = d.file_name().to_string_lossy().into_owned();

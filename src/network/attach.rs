@@ -119,6 +119,11 @@ impl Networks {
     /// is kept. `dir` is the instance's directory, for the generated files.
     pub fn attach(&self, id: &str, unit: &Unit, dir: &Path) -> Result<Joined, Error> {
         let ns = self.netns_path(id);
+        if !netns::is_pinned(&ns) {
+            // A new namespace: attachments cached for an older one (before a reboot, or a
+            // crash between steps) describe interfaces that are gone; release them first.
+            self.del_cached(id)?;
+        }
         netns::create(&ns)?;
         let mut joined = Joined {
             netns: ns.clone(),
@@ -190,6 +195,13 @@ impl Networks {
     /// Takes instance `id`'s network down (blocking): CNI DEL of every attachment it has,
     /// then the namespace. Idempotent.
     pub fn detach(&self, id: &str) -> Result<(), Error> {
+        let deleted = self.del_cached(id);
+        netns::remove(&self.netns_path(id))?;
+        deleted
+    }
+
+    /// CNI DEL of every attachment cached for instance `id`; the first error, after trying all.
+    fn del_cached(&self, id: &str) -> Result<(), Error> {
         let mut first_error = None;
         for c in self.cni.cached_all()? {
             if c.attachment.container_id == id {
@@ -198,8 +210,26 @@ impl Networks {
                 }
             }
         }
-        netns::remove(&self.netns_path(id))?;
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Instances that have network state here (cached attachments, pinned namespaces), for
+    /// the sweep at daemon start.
+    pub fn instances(&self) -> std::collections::BTreeSet<String> {
+        let mut ids: std::collections::BTreeSet<String> = self
+            .cni
+            .cached_all()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.attachment.container_id)
+            .collect();
+        ids.extend(
+            netns::list(&self.netns_dir)
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned()),
+        );
+        ids
     }
 }
 

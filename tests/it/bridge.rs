@@ -120,12 +120,18 @@ fn a_bridge_unit_answers_on_its_published_port_and_leaves_nothing() {
     assert_eq!(attached.len(), 1, "one veth on the bridge: {attached:?}");
 
     d.remove_unit("web");
+    assert_no_trace(&d, &bridge, &id);
+}
+
+/// Waits for the unit `web` to be gone, then checks that nothing of container `id`'s network
+/// remains: namespace, iptables rules, veth on the bridge, IPAM lease.
+fn assert_no_trace(d: &Daemon, bridge: &Bridge, id: &str) {
     wait_until(15 * SEC, "network taken down", || {
         d.status("web").is_none()
             && std::fs::read_dir(d.root.join("netns")).map_or(0, |r| r.count()) == 0
     });
     let rules = lines_of(&["iptables-save"]);
-    let left: Vec<_> = rules.iter().filter(|l| l.contains(&id)).collect();
+    let left: Vec<_> = rules.iter().filter(|l| l.contains(id)).collect();
     assert!(left.is_empty(), "rules left: {left:#?}");
     // No veth left on this test's bridge (other tests run their own beside it).
     let ports_left = lines_of(&["ip", "-o", "link", "show", "master", &bridge.name]);
@@ -141,6 +147,21 @@ fn a_bridge_unit_answers_on_its_published_port_and_leaves_nothing() {
         })
         .unwrap_or_default();
     assert!(leases.is_empty(), "leases left: {leases:?}");
+}
+
+#[test]
+fn after_a_daemon_kill_a_removed_bridge_unit_leaves_nothing() {
+    let (mut d, bridge) = bridge_daemon();
+    d.write_unit(
+        "web",
+        &web_unit(&format!("\"127.0.0.1:{}:80\"", free_port())),
+    );
+    let s = d.wait_state("web", "running", 20 * SEC);
+    let id = s["container_id"].as_str().unwrap().to_string();
+    d.kill();
+    d.remove_unit("web");
+    d.spawn();
+    assert_no_trace(&d, &bridge, &id);
 }
 
 #[test]
@@ -161,4 +182,42 @@ fn a_host_port_in_use_is_a_clear_start_failure_retried_until_free() {
     wait_until(15 * SEC, "network taken down", || {
         std::fs::read_dir(d.root.join("netns")).map_or(0, |r| r.count()) == 0
     });
+}
+
+#[test]
+fn a_daemon_killed_between_cni_add_and_the_runtime_start_cleans_up_at_its_next_start() {
+    let (mut d, bridge) = bridge_daemon();
+    d.kill();
+    // A runtime that hangs at `run`: the start stops after the network is up.
+    let hung = d.dir.path().join("hung-runc");
+    std::fs::write(
+        &hung,
+        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = run ] && sleep 30; done\nexec runc \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hung, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    d.runtime = Some(hung);
+    d.spawn();
+    d.write_unit(
+        "web",
+        &web_unit(&format!("\"127.0.0.1:{}:80\"", free_port())),
+    );
+    wait_until(20 * SEC, "the network is up", || {
+        std::fs::read_dir(d.root.join("netns")).map_or(0, |r| r.count()) == 1
+            && !lines_of(&["ip", "-o", "link", "show", "master", &bridge.name]).is_empty()
+    });
+    let id = std::fs::read_dir(d.root.join("netns"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    d.kill();
+    // Back with the real runtime and the unit gone: nothing of that start may remain.
+    d.runtime = None;
+    d.remove_unit("web");
+    d.spawn();
+    assert_no_trace(&d, &bridge, &id);
 }
