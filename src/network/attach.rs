@@ -257,15 +257,25 @@ fn cni_ports(ports: &[UnitPort]) -> Result<Vec<PortMapping>, Error> {
             }
         };
         let count = p.container_port.last - p.container_port.first;
+        // Ranges of the same length map one to one; a host range for a single container port
+        // means one free port of it (Docker's rule).
+        let one_of = host.last - host.first != count;
+        let first_free = if one_of {
+            let ip = p.host_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            (host.first..=host.last)
+                .find(|port| match p.proto {
+                    Proto::Udp => std::net::UdpSocket::bind((ip, *port)).is_ok(),
+                    _ => std::net::TcpListener::bind((ip, *port)).is_ok(),
+                })
+                .ok_or_else(|| Error::Port {
+                    mapping: p.to_string(),
+                    reason: "every port of the host range is in use".into(),
+                })?
+        } else {
+            host.first
+        };
         for k in 0..=count {
-            // A host range longer than one port maps one to one; a single host port is used
-            // for the first container port only (Docker picks one port from a host range for
-            // a single container port).
-            let host_port = if host.first == host.last {
-                host.first
-            } else {
-                host.first + k
-            };
+            let host_port = if one_of { first_free } else { host.first + k };
             out.push(PortMapping {
                 host_port,
                 container_port: p.container_port.first + k,
