@@ -235,16 +235,21 @@ fn the_credentials_file_is_read_and_a_fix_applies_at_the_next_retry() {
     );
 }
 
+/// `rcd --config PATH --check-config`.
+fn check_config(path: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rcd"))
+        .arg("--config")
+        .arg(path)
+        .arg("--check-config")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_bad_config_file_stops_the_daemon_with_file_line_and_column() {
     let d = Daemon::new();
     d.write_config("insecure = [\"http://x\"]", "");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rcd"))
-        .arg("--config")
-        .arg(&d.config)
-        .arg("--check-config")
-        .output()
-        .unwrap();
+    let out = check_config(&d.config);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -258,20 +263,10 @@ fn a_bad_config_file_stops_the_daemon_with_file_line_and_column() {
         "insecure = [\"registry.lan:5000\"]\nidle_timeout = \"2m\"",
         "[images]\nmax_layer_size = \"1G\"\n",
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rcd"))
-        .arg("--config")
-        .arg(&d.config)
-        .arg("--check-config")
-        .output()
-        .unwrap();
+    let out = check_config(&d.config);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // Named but missing: refused, not silently the defaults.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rcd"))
-        .arg("--config")
-        .arg(d.dir.path().join("nope.toml"))
-        .arg("--check-config")
-        .output()
-        .unwrap();
+    let out = check_config(&d.dir.path().join("nope.toml"));
     assert_eq!(out.status.code(), Some(1));
 }
 
