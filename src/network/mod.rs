@@ -4,4 +4,5 @@
 pub mod attach;
 pub mod cni;
 pub mod files;
+pub mod names;
 pub mod netns;

@@ -391,6 +391,7 @@ async fn remove(
                 source: e.source,
             })?;
         tracing::info!("unit removed");
+        refresh_hosts(ctx).await;
     }
     let mut table = ctx.table();
     if let Some(e) = table.get_mut(name) {
@@ -493,6 +494,7 @@ async fn start(
             r.set_state(State::Running, now);
             tracing::info!(container = %id, pid = l.pid, "container started");
             save(ctx, r)?;
+            refresh_hosts(ctx).await;
             watch_exit(ctx, &unit.name, l.shim_pid, l.shim_start);
             Ok(())
         }
@@ -521,6 +523,55 @@ async fn start(
             }
             save(ctx, r)
         }
+    }
+}
+
+/// Rewrites the `/etc/hosts` of every running bridge container, so each lists the units it
+/// shares a network with at their current addresses. Failures are logged: a stale name is
+/// not worth failing a start or a removal for.
+async fn refresh_hosts(ctx: &Arc<Context>) {
+    let members: Vec<crate::network::names::Member> = {
+        let table = ctx.table();
+        table
+            .iter()
+            .filter_map(|(name, e)| {
+                let r = e.record.as_ref().filter(|r| r.state == State::Running)?;
+                let joined = r.network.as_ref()?;
+                let id = r.container_id.as_ref()?;
+                let unit = e.unit.as_ref()?;
+                Some(crate::network::names::Member {
+                    unit: name.clone(),
+                    hostname: unit.container.hostname.clone(),
+                    hosts_file: ctx.paths.container(id).join("hosts"),
+                    addresses: joined
+                        .networks
+                        .iter()
+                        .filter_map(|n| {
+                            let ip = n.address.as_deref()?.split('/').next()?.parse().ok()?;
+                            Some((n.name.clone(), ip))
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
+    };
+    if members.is_empty() {
+        return;
+    }
+    let written = pipeline::blocking(move || {
+        for (path, text) in crate::network::names::hosts_files(&members) {
+            // Never recreate the file of an instance being taken apart meanwhile.
+            if !path.exists() {
+                continue;
+            }
+            if let Err(e) = crate::network::files::write_in_place(&path, &text) {
+                tracing::warn!("{}: {e}", path.display());
+            }
+        }
+    })
+    .await;
+    if let Err(e) = written {
+        tracing::warn!("hosts files: {e}");
     }
 }
 

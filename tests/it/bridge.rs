@@ -221,3 +221,59 @@ fn a_daemon_killed_between_cni_add_and_the_runtime_start_cleans_up_at_its_next_s
     d.spawn();
     assert_no_trace(&d, &bridge, &id);
 }
+
+fn sleeper(extra: &str) -> String {
+    format!(
+        "[container]\nrootfs = \"{}\"\ncommand = [\"sleep\", \"1000\"]\nstop_signal = \"KILL\"\n{extra}\n[network]\nmode = \"bridge\"\n",
+        rootfs().display()
+    )
+}
+
+fn address_of(s: &serde_json::Value) -> String {
+    let a = s["network"]["networks"][0]["address"]
+        .as_str()
+        .unwrap_or_default();
+    a.split('/').next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn units_on_a_bridge_reach_each_other_by_name_and_names_follow_recreation() {
+    let (d, _bridge) = bridge_daemon();
+    d.write_unit("db", &sleeper(""));
+    let db = d.wait_state("db", "running", 20 * SEC);
+    // The client pings the database by its unit name (bounded: 50 tries).
+    d.write_unit(
+        "client",
+        &format!(
+            "[container]\nrootfs = \"{}\"\ncommand = [\"sh\", \"-c\", \"for i in $(seq 50); do ping -c1 -W1 db >/dev/null 2>&1 && echo reached-db && break; sleep 0.2; done; exec sleep 1000\"]\nstop_signal = \"KILL\"\n\n[network]\nmode = \"bridge\"\n",
+            rootfs().display()
+        ),
+    );
+    let client = d.wait_state("client", "running", 20 * SEC);
+    wait_until(15 * SEC, "client reached db by name", || {
+        String::from_utf8_lossy(&d.rctl(&["logs", "client"]).stdout).contains("reached-db")
+    });
+    let hosts = |pid: i64| std::fs::read_to_string(format!("/proc/{pid}/root/etc/hosts")).unwrap();
+    let client_pid = pid_of(&client);
+    assert!(hosts(client_pid).contains(&format!("{}\tdb\n", address_of(&db))));
+    // db sees client too.
+    assert!(hosts(pid_of(&db)).contains(&format!("{}\tclient\n", address_of(&client))));
+
+    // db recreated (a new spec): a new instance, a new address; client's file follows.
+    d.write_unit("db", &sleeper("env = { V = \"2\" }\n"));
+    let new_db = d.wait_new_pid("db", pid_of(&db), 20 * SEC);
+    let db2 = d.status("db").unwrap();
+    assert_eq!(pid_of(&db2), new_db);
+    wait_until(10 * SEC, "client's hosts names the new db", || {
+        hosts(client_pid).contains(&format!("{}\tdb\n", address_of(&db2)))
+    });
+    // Removed: gone from the others' files.
+    d.remove_unit("db");
+    wait_until(10 * SEC, "db gone from client's hosts", || {
+        !hosts(client_pid).contains("\tdb\n")
+    });
+    d.remove_unit("client");
+    wait_until(15 * SEC, "networks taken down", || {
+        std::fs::read_dir(d.root.join("netns")).map_or(0, |r| r.count()) == 0
+    });
+}
