@@ -1628,7 +1628,7 @@ pub fn credentials_from_docker_config(
                 (u.to_string(), p.to_string())
             }
             (None, Some(u), Some(p)) => (u, p),
-            // An entry without credentials (a credential helper's placeholder): skip it.
+            // An entry without credentials (a credential helper's placeholder) names no one.
             _ => continue,
         };
         out.insert(host.to_string(), pair);
