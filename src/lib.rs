@@ -35,6 +35,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod desired;
 pub mod image;
+pub mod keyed;
 pub mod logs;
 pub mod network;
 pub mod pipeline;

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -77,23 +77,6 @@ struct InFlight {
     progress: Progress,
 }
 
-/// A pull's hold on its map entry; the last one out removes it.
-struct Leave<'a> {
-    pulls: &'a Mutex<HashMap<String, Arc<InFlight>>>,
-    image: &'a str,
-    flight: Arc<InFlight>,
-}
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
-        // The map's reference and ours: nobody else waits.
-        if Arc::strong_count(&self.flight) == 2 {
-            pulls.remove(self.image);
-        }
-    }
-}
-
 /// The image side of the daemon.
 pub struct Images {
     /// Blobs by digest, `<root>/images/content`.
@@ -106,7 +89,7 @@ pub struct Images {
     pub client: Client,
     /// Shared by pulls, imports and unpacks; exclusive for removal and pruning.
     gc: RwLock<()>,
-    pulls: Mutex<HashMap<String, Arc<InFlight>>>,
+    pulls: crate::keyed::Keyed<String, InFlight>,
     /// The credentials file, and what it was (mtime, size, inode) when last read.
     auth_file: PathBuf,
     auth_seen: Mutex<Option<(SystemTime, u64, u64)>>,
@@ -125,7 +108,7 @@ impl Images {
             client: Client::new(file.client_config().map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?,
             gc: RwLock::new(()),
-            pulls: Mutex::new(HashMap::new()),
+            pulls: crate::keyed::Keyed::default(),
             auth_seen: Mutex::new(stamp(&file.registries.auth_file)),
             auth_file: file.registries.auth_file.clone(),
         })
@@ -142,8 +125,7 @@ impl Images {
 
     /// How far the pull of `image` in flight is, if one is.
     pub fn progress(&self, image: &str) -> Option<Counts> {
-        let pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
-        pulls.get(image).map(|p| p.progress.counts())
+        self.pulls.peek(&image.to_string(), |p| p.progress.counts())
     }
 
     /// Every image pulled or imported, by name.
@@ -156,18 +138,10 @@ impl Images {
     /// caller holds `shared()`.
     pub async fn pull(&self, image: &str) -> Result<Image, Error> {
         let r = reference::parse(image).map_err(|e| Error::Reference(e.to_string()))?;
-        let flight = {
-            let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
-            pulls.entry(image.to_string()).or_default().clone()
-        };
         // Leaves the map however this ends, a start that gave up on its pull included.
-        let flight = Leave {
-            pulls: &self.pulls,
-            image,
-            flight,
-        };
-        let _turn = flight.flight.turn.lock().await;
-        self.pull_now(image, &r, &flight.flight.progress).await
+        let flight = self.pulls.enter(&image.to_string());
+        let _turn = flight.turn.lock().await;
+        self.pull_now(image, &r, &flight.progress).await
     }
 
     async fn pull_now(

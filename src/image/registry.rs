@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -356,7 +356,7 @@ pub struct Client {
     /// `Authorization` values by `host/repository`, learnt from challenges.
     auth: Mutex<HashMap<String, HeaderValue>>,
     /// One lock per blob being fetched: the second puller waits and then finds it stored.
-    blob_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    blob_locks: crate::keyed::Keyed<Digest, tokio::sync::Mutex<()>>,
 }
 
 impl Client {
@@ -370,7 +370,7 @@ impl Client {
             credentials: RwLock::new(config.credentials.clone()),
             config,
             auth: Mutex::new(HashMap::new()),
-            blob_locks: Mutex::new(HashMap::new()),
+            blob_locks: crate::keyed::Keyed::default(),
         })
     }
 
@@ -769,10 +769,7 @@ impl Client {
         unpack: Option<&UnpackTo<'_>>,
         cancel: &CancellationToken,
     ) -> Result<bool, Error> {
-        let lock = {
-            let mut locks = self.blob_locks.lock().unwrap_or_else(|e| e.into_inner());
-            locks.entry(*digest).or_default().clone()
-        };
+        let lock = self.blob_locks.enter(digest);
         let result = async {
             let _held = tokio::select! {
                 held = lock.lock() => held,
@@ -798,10 +795,6 @@ impl Client {
             p.layer_done();
         }
         drop(lock);
-        let mut locks = self.blob_locks.lock().unwrap_or_else(|e| e.into_inner());
-        if locks.get(digest).is_some_and(|l| Arc::strong_count(l) == 1) {
-            locks.remove(digest);
-        }
         result
     }
 

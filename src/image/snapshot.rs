@@ -4,7 +4,6 @@
 //! Layers unpack either from the content store ([`Snapshots::prepare`], several at once) or
 //! from the bytes of a download as they arrive ([`Snapshots::stream`]).
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -109,7 +108,7 @@ pub struct Snapshots {
     root: PathBuf,
     limits: Limits,
     // One unpack per chain id at a time; others wait and then find it done.
-    locks: Arc<Mutex<HashMap<Digest, Arc<Mutex<()>>>>>,
+    locks: Arc<crate::keyed::Keyed<Digest, Mutex<()>>>,
 }
 
 impl Snapshots {
@@ -261,20 +260,9 @@ impl Snapshots {
 
     /// Runs `f` holding the lock of chain id `chain`, and forgets the lock once nobody holds it.
     fn locked<T>(&self, chain: &Digest, f: impl FnOnce() -> T) -> T {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(*chain).or_default().clone()
-        };
-        let result = {
-            let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-            f()
-        };
-        drop(lock);
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if locks.get(chain).is_some_and(|l| Arc::strong_count(l) == 1) {
-            locks.remove(chain);
-        }
-        result
+        let lock = self.locks.enter(chain);
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        f()
     }
 
     /// Runs `fill` on a fresh staging directory and renames it into place as the snapshot of
