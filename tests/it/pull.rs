@@ -301,11 +301,11 @@ fn concurrent_pulls_download_each_blob_once() {
                 })
             })
             .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
+        futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|t| t.unwrap())
+            .collect::<Vec<_>>()
     });
     let pulled: Vec<Pulled> = results.into_iter().map(|r| r.unwrap()).collect();
     for p in &pulled {
@@ -1039,11 +1039,11 @@ fn concurrent_unpacking_pulls_of_images_sharing_a_base_do_each_layer_once() {
                 })
             })
             .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
+        futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|t| t.unwrap())
+            .collect::<Vec<_>>()
     });
     let pulled: Vec<Pulled> = results.into_iter().map(|r| r.unwrap()).collect();
     // busybox, a's and b's middle layers, and the data layer twice (same blob, two chains).
