@@ -284,20 +284,25 @@ fn basic_auth_with_right_wrong_and_no_credentials() {
     assert!(fresh.list().unwrap().is_empty());
 }
 
-#[test]
-fn concurrent_pulls_download_each_blob_once() {
-    let (reg, tmp, _layout, _) = busybox_registry("busybox");
-    let store = store_in(tmp.path());
-    let c = Arc::new(client());
-    let r = reference::parse(&reg.image("busybox")).unwrap();
-
-    let results = runtime().block_on(async {
-        let tasks: Vec<_> = (0..3)
-            .map(|_| {
-                let (c, r, store) = (c.clone(), r.clone(), store.clone());
+/// Pulls `images` all at once through one client; with `snaps`, unpacking as they stream.
+fn pull_at_once(
+    c: &Arc<Client>,
+    store: &ContentStore,
+    snaps: Option<&Snapshots>,
+    images: &[String],
+) -> Vec<Result<Pulled, Error>> {
+    runtime().block_on(async {
+        let tasks: Vec<_> = images
+            .iter()
+            .map(|image| {
+                let r = reference::parse(image).unwrap();
+                let (c, store, snaps) = (c.clone(), store.clone(), snaps.cloned());
                 tokio::spawn(async move {
-                    c.pull(&r, &store, &Want::host(), &Progress::default())
-                        .await
+                    let p = Progress::default();
+                    match &snaps {
+                        Some(s) => c.pull_and_unpack(&r, &store, s, &Want::host(), &p).await,
+                        None => c.pull(&r, &store, &Want::host(), &p).await,
+                    }
                 })
             })
             .collect();
@@ -305,8 +310,18 @@ fn concurrent_pulls_download_each_blob_once() {
             .await
             .into_iter()
             .map(|t| t.unwrap())
-            .collect::<Vec<_>>()
-    });
+            .collect()
+    })
+}
+
+#[test]
+fn concurrent_pulls_download_each_blob_once() {
+    let (reg, tmp, _layout, _) = busybox_registry("busybox");
+    let store = store_in(tmp.path());
+    let c = Arc::new(client());
+
+    let images = vec![reg.image("busybox"); 3];
+    let results = pull_at_once(&c, &store, None, &images);
     let pulled: Vec<Pulled> = results.into_iter().map(|r| r.unwrap()).collect();
     for p in &pulled {
         assert_eq!(p.manifest_digest, pulled[0].manifest_digest);
@@ -1027,24 +1042,8 @@ fn concurrent_unpacking_pulls_of_images_sharing_a_base_do_each_layer_once() {
     let (store, snaps) = (store_in(tmp.path()), snapshots_in(tmp.path()));
     let c = Arc::new(client());
 
-    let results = runtime().block_on(async {
-        let tasks: Vec<_> = ["a", "b", "a", "b"]
-            .into_iter()
-            .map(|name| {
-                let r = reference::parse(&reg.image(name)).unwrap();
-                let (c, store, snaps) = (c.clone(), store.clone(), snaps.clone());
-                tokio::spawn(async move {
-                    c.pull_and_unpack(&r, &store, &snaps, &Want::host(), &Progress::default())
-                        .await
-                })
-            })
-            .collect();
-        futures_util::future::join_all(tasks)
-            .await
-            .into_iter()
-            .map(|t| t.unwrap())
-            .collect::<Vec<_>>()
-    });
+    let images: Vec<String> = ["a", "b", "a", "b"].iter().map(|n| reg.image(n)).collect();
+    let results = pull_at_once(&c, &store, Some(&snaps), &images);
     let pulled: Vec<Pulled> = results.into_iter().map(|r| r.unwrap()).collect();
     // busybox, a's and b's middle layers, and the data layer twice (same blob, two chains).
     let (dirs, others) = snapshot_root(tmp.path());
