@@ -310,11 +310,12 @@ pub fn build(
     })
 }
 
-/// A network prepared by rcd (bridge mode): the namespace to join and the files to mount.
-#[derive(Debug, Clone)]
+/// A network prepared by rcd: the namespace to join (bridge: rcd's pinned one; `container:`:
+/// the target's) and the generated files to mount.
+#[derive(Debug, Clone, Default)]
 pub struct NetSetup {
-    /// The pinned namespace.
-    pub netns: std::path::PathBuf,
+    /// The namespace to join; None: what the mode says (host's, or a fresh one).
+    pub netns: Option<std::path::PathBuf>,
     /// Generated files and where they go (`/etc/hosts`, ...), bind-mounted read-only.
     pub files: Vec<(std::path::PathBuf, &'static str)>,
 }
@@ -371,16 +372,13 @@ fn build_inner(
         LinuxNamespaceType::Mount,
     ];
     let mut joined = None;
-    match (&unit.network.mode, net) {
+    match (&unit.network.mode, net.and_then(|n| n.netns.as_ref())) {
         (NetworkMode::Host, _) => {}
-        // Bridge: the namespace rcd made and CNI wired.
-        (_, Some(n)) => joined = Some(n.netns.clone()),
-        (NetworkMode::None | NetworkMode::Bridge, None) => {
-            namespaces.push(LinuxNamespaceType::Network)
-        }
-        // TODO(issue 4): container:<unit> joins the target's namespace; until that is wired it
-        // gets a fresh one with only loopback, like none.
-        (NetworkMode::Container(_), None) => namespaces.push(LinuxNamespaceType::Network),
+        // Bridge: the namespace rcd made and CNI wired; container: the target's.
+        (_, Some(path)) => joined = Some(path.clone()),
+        // None; and never a bridge or container: unit, whose start gives a namespace, but
+        // if so, isolated rather than the host's.
+        (_, None) => namespaces.push(LinuxNamespaceType::Network),
     }
     let mut namespaces = namespaces
         .into_iter()

@@ -26,5 +26,7 @@ mod pull;
 mod recovery;
 #[path = "it/registry.rs"]
 mod registry;
+#[path = "it/shared_net.rs"]
+mod shared_net;
 #[path = "it/watching.rs"]
 mod watching;

@@ -112,7 +112,13 @@ pub fn status_of(ctx: &Context, name: &str, e: &Entry) -> UnitStatus {
             .filter(|_| state == RecState::Pulling.as_str())
             .and_then(|i| ctx.images.progress(&i)),
         exposed_ports: r.map(|r| r.exposed_ports.clone()).unwrap_or_default(),
-        network: r.and_then(|r| r.network.clone()),
+        network: r.and_then(|r| {
+            r.network
+                .clone()
+                .or_else(|| r.shared_network.as_ref().and_then(|s| s.network.clone()))
+        }),
+        shares_network_of: r.and_then(|r| r.shared_network.as_ref().map(|s| s.unit.clone())),
+        waiting_for: r.and_then(|r| r.waiting_for.clone()),
     }
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub struct UnitStatus {
     /// The unit's name.
     pub name: String,
-    /// pending, starting, running, exited, restarting, stopped, failed, or invalid (a file that
+    /// pending, waiting, starting, pulling, running, exited, restarting, stopped, failed, or invalid (a file that
     /// never had a valid version).
     pub state: String,
     /// Host pid of the container's first process.
@@ -49,9 +49,16 @@ pub struct UnitStatus {
     /// The ports the container's image exposes (`80/tcp`): information, nothing is published.
     #[serde(default)]
     pub exposed_ports: Vec<String>,
-    /// The networks the container joined: addresses, gateways, published ports.
+    /// The networks the container joined: addresses, gateways, published ports (for a
+    /// `container:` unit, those of the container whose network it shares).
     #[serde(default)]
     pub network: Option<crate::network::attach::Joined>,
+    /// For a `container:` unit: the unit whose network its container shares.
+    #[serde(default)]
+    pub shares_network_of: Option<String>,
+    /// While `waiting`: what for (`unit db to run`).
+    #[serde(default)]
+    pub waiting_for: Option<String>,
 }
 
 /// `rctl inspect`: the unit as loaded, its record and its bundle.

@@ -84,6 +84,12 @@ pub fn status(s: &UnitStatus, log: &str) -> String {
     if let Some(p) = &s.pull {
         out.push_str(&format!("    Pulling: {}\n", progress(p)));
     }
+    if let Some(w) = &s.waiting_for {
+        out.push_str(&format!("    Waiting: for {w}\n"));
+    }
+    if let Some(t) = &s.shares_network_of {
+        out.push_str(&format!("    Network: shares unit {t}'s (container:{t})\n"));
+    }
     if let Some(n) = &s.network {
         for j in &n.networks {
             let via = j.gateway.map(|g| format!(" via {g}")).unwrap_or_default();

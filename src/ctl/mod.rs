@@ -123,6 +123,9 @@ pub enum Command {
     Check {
         /// Files or directories.
         paths: Vec<PathBuf>,
+        /// The daemon config whose networks units may name.
+        #[arg(long, default_value = crate::config::file::DEFAULT_PATH)]
+        config: PathBuf,
     },
 }
 
@@ -130,7 +133,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> i32 {
     let client = Client::new(&cli.socket);
     let result = match cli.command {
-        Command::Check { paths } => return check(paths),
+        Command::Check { paths, config } => return check(paths, &config),
         Command::Status { units, output } => status(&client, units, output).await,
         Command::List { output } => list(&client, output).await,
         Command::Start { unit } => intent(&client, &unit, "start").await,
@@ -185,13 +188,26 @@ fn enc(s: &str) -> String {
     out
 }
 
-fn check(paths: Vec<PathBuf>) -> i32 {
+fn check(paths: Vec<PathBuf>, config: &std::path::Path) -> i32 {
     let paths = if paths.is_empty() {
         vec![PathBuf::from("/etc/rcd/units")]
     } else {
         paths
     };
-    let problems = crate::unit::check_paths(&paths);
+    // The networks the daemon would have: its config's default, plus its networks directory.
+    let explicit = config != std::path::Path::new(crate::config::file::DEFAULT_PATH);
+    let networks = crate::config::file::FileConfig::load(config, explicit)
+        .map_err(|e| e.to_string())
+        .and_then(|c| crate::network::attach::configured(&c.network));
+    let known = match networks {
+        Ok(lists) => lists.into_keys().collect(),
+        Err(e) => {
+            println!("{e}");
+            eprintln!("rctl: the daemon config is invalid");
+            return exit::FAILED;
+        }
+    };
+    let problems = crate::unit::check_paths(&paths, Some(&known));
     for p in &problems {
         println!("{p}");
     }

@@ -29,6 +29,7 @@ pub fn recover(ctx: &Context) {
             if let Some(id) = &r.container_id {
                 let _ = crate::pipeline::cleanup::instance_blocking(ctx, id, Depth::Unmount);
             }
+            r.clear_network();
             r.pid = None;
             r.shim_pid = None;
             r.shim_start = None;

@@ -84,21 +84,7 @@ impl Networks {
     /// The default network from the config, plus every `*.conflist` in its directory; CNI
     /// state (the attachment cache, IPAM leases) under `root/cni`.
     pub fn open(root: &Path, config: &NetworkConfig) -> Result<Self, String> {
-        let subnet = config
-            .subnet
-            .parse()
-            .map_err(|e| format!("[network] subnet: {e}"))?;
-        let default = cni::bridge_network(crate::unit::DEFAULT_NETWORK, &config.bridge, subnet)
-            .map_err(|e| e.to_string())?;
-        let mut lists = cni::load_dir(&config.config_dir).map_err(|e| e.to_string())?;
-        if lists.contains_key(&default.name) {
-            return Err(format!(
-                "{}: network {:?} is the built-in default; set [network] bridge and subnet instead",
-                config.config_dir.display(),
-                default.name
-            ));
-        }
-        lists.insert(default.name.clone(), default);
+        let lists = configured(config)?;
         let mut cni = Cni::new(root.join("cni/cache"), root.join("cni/ipam"));
         cni.plugin_dirs = config.plugin_dirs.clone();
         let netns_dir = root.join("netns");
@@ -231,6 +217,26 @@ impl Networks {
         );
         ids
     }
+}
+
+/// The networks `config` defines, by name: the default `rcd`, then the config directory's.
+pub fn configured(config: &NetworkConfig) -> Result<BTreeMap<String, NetworkList>, String> {
+    let subnet = config
+        .subnet
+        .parse()
+        .map_err(|e| format!("[network] subnet: {e}"))?;
+    let default = cni::bridge_network(crate::unit::DEFAULT_NETWORK, &config.bridge, subnet)
+        .map_err(|e| e.to_string())?;
+    let mut lists = cni::load_dir(&config.config_dir).map_err(|e| e.to_string())?;
+    if lists.contains_key(&default.name) {
+        return Err(format!(
+            "{}: network {:?} is the built-in default; set [network] bridge and subnet instead",
+            config.config_dir.display(),
+            default.name
+        ));
+    }
+    lists.insert(default.name.clone(), default);
+    Ok(lists)
 }
 
 /// The unit's published ports as the portmap plugin takes them: one entry per port of a

@@ -75,6 +75,21 @@ pub fn write_in_place(path: &Path, content: &str) -> std::io::Result<()> {
     f.sync_data()
 }
 
+/// For `mode = "host"`: copies of the host's `/etc/hosts` and `/etc/resolv.conf` in `dir`
+/// (Docker's rule: the host's files, as they were at the start, which the container cannot
+/// change on the host).
+pub fn write_host_copies(dir: &Path) -> std::io::Result<()> {
+    for (name, source) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
+        let content = match std::fs::read_to_string(source) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        write_in_place(&dir.join(name), &content)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

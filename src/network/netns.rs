@@ -2,6 +2,9 @@
 //! the namespace file under the state root (what `ip netns add` does under /run/netns), given to
 //! the runtime by path and to the CNI plugins as `CNI_NETNS`, removed with the container.
 
+// Bringing loopback up takes two interface ioctls, which nix does not wrap.
+#![allow(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -45,6 +48,9 @@ pub fn create(path: &Path) -> Result<(), Error> {
     // the namespace alive after the thread ends.
     let pinned = std::thread::spawn(move || -> Result<(), Error> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(|e| err(&target, "unshare")(e.into()))?;
+        // A new namespace's loopback is down; containers expect 127.0.0.1 to work (what the
+        // CNI loopback plugin does, without a process for it).
+        loopback_up().map_err(err(&target, "bring loopback up"))?;
         let tid = nix::unistd::gettid();
         let own = format!("/proc/self/task/{tid}/ns/net");
         mount(
@@ -68,6 +74,35 @@ pub fn create(path: &Path) -> Result<(), Error> {
         let _ = std::fs::remove_file(path);
     }
     pinned
+}
+
+/// Sets `lo` up in the calling thread's network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket(2) with constant arguments; the fd is owned (and closed) from here on.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write an ifreq, which `req` is; the flags
+    // member of the union is the one both use.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Unpins and deletes the namespace at `path` (gone when its last process leaves). Nothing
@@ -116,6 +151,15 @@ mod tests {
         let host = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
         let ns = std::fs::metadata(&path).unwrap().ino();
         assert_ne!(host, ns);
+        // Its loopback is up.
+        let flags = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", path.display()))
+            .args(["cat", "/sys/class/net/lo/flags"])
+            .output()
+            .unwrap();
+        let flags = String::from_utf8_lossy(&flags.stdout);
+        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+        assert_eq!(flags & libc::IFF_UP as u32, libc::IFF_UP as u32, "lo is up");
         // The calling thread stayed in the host's namespace.
         let me = std::fs::metadata(format!("/proc/self/task/{}/ns/net", nix::unistd::gettid()))
             .unwrap()

@@ -14,7 +14,9 @@ pub enum Depth {
     /// Only the runtime's record: the rootfs stays mounted for a restart of the same instance
     /// (unmounting syncs the upper layer's filesystem, which costs up to a second here).
     Runtime,
-    /// Also unmount the rootfs (stopped, failed, exited for good); the writable layer stays.
+    /// Also unmount the rootfs and take the network down (stopped, failed, exited for good):
+    /// nothing holds an address, a published port or a mount for a container that does not
+    /// run. The writable layer stays.
     Unmount,
     /// Also remove the instance's directory. The unmount and removal finish in the background;
     /// a daemon that dies meanwhile removes the leftover at its next start.
@@ -44,11 +46,18 @@ pub async fn instance(ctx: &Arc<Context>, id: &str, depth: Depth) -> Result<(), 
     Ok(())
 }
 
-/// Unmounts instance `id`'s rootfs only: for a container its shim already deleted from the
-/// runtime (it did if it recorded the exit).
+/// `Depth::Unmount` without the runtime step: for a container its shim already deleted from
+/// the runtime (it did if it recorded the exit).
 pub async fn unmount(ctx: &Arc<Context>, id: &str) -> Result<(), Error> {
-    let path = ctx.paths.bundle(id).join("rootfs");
-    blocking(move || rootfs::unmount(&path)).await??;
+    let c = ctx.clone();
+    let i = id.to_string();
+    blocking(move || unmount_blocking(&c, &i)).await??;
+    Ok(())
+}
+
+fn unmount_blocking(ctx: &Context, id: &str) -> Result<(), Error> {
+    rootfs::unmount(&ctx.paths.bundle(id).join("rootfs"))?;
+    ctx.networks.detach(id)?;
     Ok(())
 }
 
@@ -70,9 +79,8 @@ pub fn instance_blocking(ctx: &Context, id: &str, depth: Depth) -> Result<(), Er
     if depth == Depth::Runtime {
         return Ok(());
     }
-    rootfs::unmount(&ctx.paths.bundle(id).join("rootfs"))?;
+    unmount_blocking(ctx, id)?;
     if depth == Depth::Retire {
-        ctx.networks.detach(id)?;
         let dir = ctx.paths.container(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}

@@ -57,6 +57,14 @@ pub enum Error {
     /// The container's network could not be set up.
     #[error(transparent)]
     Network(#[from] crate::network::attach::Error),
+    /// A `container:` unit's target has no network to share.
+    #[error("network of unit {target}: {reason}")]
+    Shared {
+        /// The target unit.
+        target: String,
+        /// Why not.
+        reason: String,
+    },
     /// The unit stopped wanting this start while it waited for its image.
     #[error("start abandoned: the unit changed while its image was pulled")]
     Superseded,

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use crate::daemon::context::Context;
-use crate::network::attach::Joined;
+use crate::network::attach::{self, Joined};
+use crate::network::{files, shared};
 use crate::rootfs::Overlay;
 use crate::shim::{self, launch::Launched};
 use crate::spec::NetSetup;
-use crate::unit::{NetworkMode, Source, Unit};
+use crate::unit::{Container, NetworkMode, Source, Unit};
 
 use super::image::{self, Prepared};
 use super::{blocking, cleanup, Error};
@@ -27,12 +28,14 @@ pub struct Started {
 }
 
 /// Starts container instance `id` of `unit`. On error nothing of it runs or stays mounted.
+/// `join` is the target's network for a `container:` unit (required for one).
 /// `on_pull` is called when the start begins waiting for an image pull; if `superseded`
 /// resolves before the image is ready, the start gives up (`Error::Superseded`).
 pub async fn start(
     ctx: &Arc<Context>,
     unit: &Arc<Unit>,
     id: &str,
+    join: Option<&shared::Shared>,
     on_pull: &(dyn Fn() + Send + Sync),
     superseded: impl std::future::Future<Output = ()>,
 ) -> Result<Started, Error> {
@@ -59,7 +62,9 @@ pub async fn start(
     let c2 = ctx.clone();
     let u2 = unit.clone();
     let id2 = id.to_string();
-    let result = blocking(move || prepare_and_launch(&c2, &u2, &id2, image.as_ref())).await;
+    let join = join.cloned();
+    let result =
+        blocking(move || prepare_and_launch(&c2, &u2, &id2, image.as_ref(), join.as_ref())).await;
     let result = match result {
         Ok(inner) => inner,
         Err(e) => Err(e),
@@ -86,7 +91,23 @@ fn prepare_and_launch(
     unit: &Unit,
     id: &str,
     image: Option<&Prepared>,
+    join: Option<&shared::Shared>,
 ) -> Result<(Launched, Option<Joined>), Error> {
+    // A `container:` unit takes its target's hostname with its network (Docker's rule).
+    let renamed;
+    let unit = match join {
+        Some(s) => {
+            renamed = Unit {
+                container: Container {
+                    hostname: s.hostname.clone(),
+                    ..unit.container.clone()
+                },
+                ..unit.clone()
+            };
+            &renamed
+        }
+        None => unit,
+    };
     let dir = ctx.paths.container(id);
     let bundle = ctx.paths.bundle(id);
     let rootfs = bundle.join("rootfs");
@@ -105,23 +126,45 @@ fn prepare_and_launch(
     Overlay::layered(lowers.clone(), &dir, &rootfs).mount()?;
     // Step 6: network. A bridge unit's namespace and CNI attachments outlive restarts of the
     // instance (found in place then); they go when the instance is retired.
-    let network = match unit.network.mode {
-        NetworkMode::Bridge => Some(ctx.networks.attach(id, unit, &dir)?),
-        _ => None,
+    let (network, net) = match &unit.network.mode {
+        NetworkMode::None => (None, None),
+        NetworkMode::Bridge => {
+            let joined = ctx.networks.attach(id, unit, &dir)?;
+            let net = NetSetup {
+                netns: Some(joined.netns.clone()),
+                files: shared::files_in(Some(&dir)),
+            };
+            (Some(joined), Some(net))
+        }
+        NetworkMode::Host => {
+            files::write_host_copies(&dir).map_err(|source| attach::Error::File {
+                path: dir.clone(),
+                source,
+            })?;
+            let net = NetSetup {
+                netns: None,
+                files: shared::files_in(Some(&dir)),
+            };
+            (None, Some(net))
+        }
+        NetworkMode::Container(target) => {
+            let s = join.ok_or_else(|| Error::Shared {
+                target: target.clone(),
+                reason: "not running".into(),
+            })?;
+            let net = NetSetup {
+                netns: Some(s.netns.clone()),
+                files: s.files(),
+            };
+            (None, Some(net))
+        }
     };
-    let net = network.as_ref().map(|j| NetSetup {
-        netns: j.netns.clone(),
-        files: vec![
-            (dir.join("hosts"), "/etc/hosts"),
-            (dir.join("hostname"), "/etc/hostname"),
-            (dir.join("resolv.conf"), "/etc/resolv.conf"),
-        ],
-    });
     // Step 7: OCI spec -> bundle/config.json. A rootfs unit's depends only on the spec-hashed
     // parts of the unit, so a restart of the instance reuses it; an image unit's is rebuilt at
-    // every start from the stored image config (a `pull = "always"` may have changed it).
+    // every start from the stored image config (a `pull = "always"` may have changed it), a
+    // `container:` unit's from its target's network of the moment.
     let config = bundle.join("config.json");
-    if image.is_some() || !config.exists() {
+    if image.is_some() || join.is_some() || !config.exists() {
         let process =
             crate::spec::process(unit, image.map(|p| &p.config), &lowers).map_err(|reason| {
                 Error::Process {
@@ -156,5 +199,16 @@ fn prepare_and_launch(
         dir,
     };
     let launched = shim::launch::launch(&ctx.shim, &opts, ctx.start_timeout)?;
+    if let Some(s) = join {
+        // The target's init may have died and its pid been reused between the look at it and
+        // the runtime's join: only the namespace looked at will do.
+        let got = shared::netns_ino(&shared::netns_of(launched.pid)).ok();
+        if got != Some(s.ino) {
+            return Err(Error::Shared {
+                target: s.unit.clone(),
+                reason: "its network namespace changed while this container started".into(),
+            });
+        }
+    }
     Ok((launched, network))
 }

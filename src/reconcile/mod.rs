@@ -3,6 +3,7 @@
 //! the event that woke it. A reconcile that wants another look later returns a delay.
 
 pub mod intent;
+pub mod join;
 pub mod plan;
 pub mod unit;
 

@@ -26,6 +26,23 @@ pub enum Action {
     Hold,
     /// Run the start pipeline.
     Start,
+    /// It should start, but what it joins does not run: wait (it is looked at again when
+    /// that starts).
+    Wait,
+    /// It runs, but the container whose network it shares now runs in another namespace:
+    /// stop it and start it again there (not a restart by policy).
+    Rejoin,
+}
+
+/// For a `container:` unit: where the container whose network it shares stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// Not a `container:` unit.
+    NotNeeded,
+    /// The target runs, in the network namespace with this inode.
+    Ready(u64),
+    /// The target does not run (or does not exist).
+    Missing,
 }
 
 /// What `plan` looks at.
@@ -39,10 +56,19 @@ pub struct Input<'a> {
     pub alive: bool,
     /// Now, in ms since the epoch.
     pub now_ms: u64,
+    /// The network it joins, for a `container:` unit.
+    pub join: Join,
 }
 
 /// Decides the next action for one unit.
 pub fn plan(input: Input<'_>) -> Action {
+    match decide(input) {
+        Action::Start if input.join == Join::Missing => Action::Wait,
+        action => action,
+    }
+}
+
+fn decide(input: Input<'_>) -> Action {
     let Some(record) = input.record else {
         return match input.unit {
             Some(u) if u.autostart => Action::Start,
@@ -76,14 +102,21 @@ pub fn plan(input: Input<'_>) -> Action {
         };
     }
     if input.alive {
+        let moved = match input.join {
+            Join::Ready(ino) => record.shared_network.as_ref().is_some_and(|s| s.ino != ino),
+            _ => false,
+        };
         return if record.restart_requested {
             Action::Stop { hold: false }
+        } else if moved {
+            Action::Rejoin
         } else {
             Action::Idle(None)
         };
     }
     match record.state {
         State::Pending if unit.autostart || record.start_requested => Action::Start,
+        State::Waiting => Action::Start,
         State::Restarting => match record.restart_at_ms {
             Some(at) if at > input.now_ms => {
                 Action::Idle(Some(Duration::from_millis(at - input.now_ms)))
@@ -316,6 +349,136 @@ mod tests {
                 record: record.as_ref(),
                 alive,
                 now_ms: 1000,
+                join: Join::NotNeeded,
+            });
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_container_unit_waits_for_its_target_and_follows_it_to_a_new_namespace() {
+        let on = unit("h1", true);
+        let off = unit("h1", false);
+        let joined = |ino: u64| {
+            move |r: &mut Record| {
+                r.shared_network = Some(crate::network::shared::Shared {
+                    unit: "db".into(),
+                    container_id: "c".into(),
+                    netns: "/proc/1/ns/net".into(),
+                    ino,
+                    files_dir: None,
+                    hostname: "db".into(),
+                    network: None,
+                })
+            }
+        };
+        type Case<'a> = (
+            &'a str,
+            Option<&'a Unit>,
+            Option<Record>,
+            bool,
+            Join,
+            Action,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "new, target down",
+                Some(&on),
+                None,
+                false,
+                Join::Missing,
+                Action::Wait,
+            ),
+            (
+                "new, target up",
+                Some(&on),
+                None,
+                false,
+                Join::Ready(7),
+                Action::Start,
+            ),
+            (
+                "new, no autostart",
+                Some(&off),
+                None,
+                false,
+                Join::Missing,
+                Action::Idle(None),
+            ),
+            (
+                "waiting, target still down",
+                Some(&on),
+                Some(rec(State::Waiting, None, |_| {})),
+                false,
+                Join::Missing,
+                Action::Wait,
+            ),
+            (
+                "waiting, target up",
+                Some(&on),
+                Some(rec(State::Waiting, None, |_| {})),
+                false,
+                Join::Ready(7),
+                Action::Start,
+            ),
+            (
+                "waiting, held by rctl stop",
+                Some(&on),
+                Some(rec(State::Waiting, None, |r| r.hold = true)),
+                false,
+                Join::Missing,
+                Action::Hold,
+            ),
+            (
+                "restart due, target down",
+                Some(&on),
+                Some(rec(State::Restarting, Some("h1"), |r| {
+                    r.restart_at_ms = Some(900)
+                })),
+                false,
+                Join::Missing,
+                Action::Wait,
+            ),
+            (
+                "running in the target's namespace",
+                Some(&on),
+                Some(rec(State::Running, Some("h1"), joined(7))),
+                true,
+                Join::Ready(7),
+                Action::Idle(None),
+            ),
+            (
+                "the target moved to another namespace",
+                Some(&on),
+                Some(rec(State::Running, Some("h1"), joined(7))),
+                true,
+                Join::Ready(8),
+                Action::Rejoin,
+            ),
+            (
+                "the target stopped: keep running",
+                Some(&on),
+                Some(rec(State::Running, Some("h1"), joined(7))),
+                true,
+                Join::Missing,
+                Action::Idle(None),
+            ),
+            (
+                "the spec changed: recreate first",
+                Some(&on),
+                Some(rec(State::Running, Some("h0"), joined(7))),
+                true,
+                Join::Ready(8),
+                Action::Recreate,
+            ),
+        ];
+        for (name, unit, record, alive, join, want) in cases {
+            let got = plan(Input {
+                unit,
+                record: record.as_ref(),
+                alive,
+                now_ms: 1000,
+                join,
             });
             assert_eq!(got, want, "{name}");
         }

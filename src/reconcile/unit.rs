@@ -16,6 +16,7 @@ use crate::store::{Record, State};
 use crate::unit::Unit;
 
 use super::intent::{self, Intent};
+use super::join;
 use super::plan::{plan, Action, Input};
 
 /// After an unexpected error, look again after this long.
@@ -98,11 +99,13 @@ pub async fn reconcile(
             }
         };
         let alive = record.as_ref().is_some_and(shim_alive);
+        let target = join::look(ctx, unit.as_deref());
         let action = plan(Input {
             unit: unit.as_deref(),
             record: record.as_ref(),
             alive,
             now_ms: now_ms(),
+            join: target.join,
         });
         if action != Action::Idle(None) {
             tracing::debug!(?action, "reconcile step");
@@ -123,8 +126,17 @@ pub async fn reconcile(
             Action::Recreate => recreate(ctx, record, alive, unit.as_deref()).await,
             Action::Stop { hold } => stop(ctx, unit.as_deref(), record, hold).await,
             Action::Hold => hold(ctx, name, record).await,
+            Action::Wait => {
+                // Looked at again when what it waits for starts (see `poke_joiners`).
+                if let Err(e) = wait(ctx, name, record, target.waiting_for) {
+                    tracing::error!("{e}");
+                    return Some(RETRY);
+                }
+                return None;
+            }
+            Action::Rejoin => rejoin(ctx, unit.as_deref(), record).await,
             Action::Start => match unit {
-                Some(u) => start(ctx, &u, record, nudge).await,
+                Some(u) => start(ctx, &u, record, nudge, target.shared.as_ref()).await,
                 None => Ok(()),
             },
         };
@@ -266,6 +278,9 @@ async fn observe_exit(
         (false, true) => pipeline::cleanup::instance(ctx, &id, Depth::Runtime).await?,
         (false, false) => pipeline::cleanup::instance(ctx, &id, Depth::Unmount).await?,
     }
+    if !restart {
+        r.clear_network();
+    }
     apply(&mut r, decision, at.max(now), now);
     if r.state == State::Restarting && r.restart_at_ms.is_some_and(|t| t <= now) {
         // Restarting right now: the start persists the record. After a crash in between, the
@@ -330,6 +345,7 @@ async fn hold(
     if let Some(id) = &r.container_id {
         // A container waiting to restart still has its rootfs mounted.
         pipeline::cleanup::instance(ctx, id, Depth::Unmount).await?;
+        r.clear_network();
     }
     r.set_state(State::Stopped, now_ms());
     r.restart_at_ms = None;
@@ -369,6 +385,9 @@ async fn stop_container(
         }
     }
     pipeline::cleanup::instance(ctx, &id, depth).await?;
+    if depth != Depth::Runtime {
+        r.clear_network();
+    }
     r.pid = None;
     r.shim_pid = None;
     r.shim_start = None;
@@ -393,6 +412,7 @@ async fn remove(
         tracing::info!("unit removed");
         refresh_hosts(ctx).await;
     }
+    poke_joiners(ctx, name);
     let mut table = ctx.table();
     if let Some(e) = table.get_mut(name) {
         if e.unit.is_none() {
@@ -436,12 +456,62 @@ async fn recreate(
     save(ctx, r)
 }
 
+/// Records that the unit waits (for the container whose network it would share).
+fn wait(
+    ctx: &Context,
+    name: &str,
+    record: Option<Record>,
+    why: Option<String>,
+) -> Result<(), pipeline::Error> {
+    let mut r = record.unwrap_or_else(|| Record::new(name, now_ms()));
+    if r.state == State::Waiting && r.waiting_for == why {
+        return Ok(());
+    }
+    if let Some(why) = &why {
+        tracing::info!("waiting for {why}");
+    }
+    r.set_state(State::Waiting, now_ms());
+    r.waiting_for = why;
+    r.restart_at_ms = None;
+    save(ctx, r)?;
+    // Those waiting for this one say why anew (a circle names every member).
+    poke_joiners(ctx, name);
+    Ok(())
+}
+
+/// The container whose network this one shares runs in another namespace now (it was
+/// recreated, or restarted without a pinned one): stop this one and start it again there.
+async fn rejoin(
+    ctx: &Arc<Context>,
+    unit: Option<&Unit>,
+    record: Option<Record>,
+) -> Result<(), pipeline::Error> {
+    let Some(mut r) = record else { return Ok(()) };
+    if let Some(s) = &r.shared_network {
+        tracing::info!(target = %s.unit, "the network this container shares moved; starting it again there");
+    }
+    // The instance stays (as for a restart by policy); only its namespace changes.
+    stop_container(ctx, unit, &mut r, Depth::Runtime).await?;
+    r.start_requested = true;
+    r.set_state(State::Pending, now_ms());
+    save(ctx, r)
+}
+
+/// Asks the reconciler to look at the units that share `target`'s network: they wait for it
+/// to start, and follow it into a new namespace.
+fn poke_joiners(ctx: &Context, target: &str) {
+    for name in join::joiners(ctx, |t| t == target) {
+        ctx.poke(&name);
+    }
+}
+
 /// Runs the start pipeline and records the result; a failure goes through the policy.
 async fn start(
     ctx: &Arc<Context>,
     unit: &Arc<Unit>,
     record: Option<Record>,
     nudge: &Nudge,
+    join: Option<&crate::network::shared::Shared>,
 ) -> Result<(), pipeline::Error> {
     let now = now_ms();
     let mut r = record.unwrap_or_else(|| Record::new(&unit.name, now));
@@ -473,7 +543,7 @@ async fn start(
         }
     };
     let superseded = nudge.superseded(ctx, unit);
-    let result = pipeline::start::start(ctx, unit, &id, &on_pull, superseded).await;
+    let result = pipeline::start::start(ctx, unit, &id, join, &on_pull, superseded).await;
     let now = now_ms();
     r.start_requested = false;
     r.restart_requested = false;
@@ -489,6 +559,7 @@ async fn start(
             r.stop_signal = Some(started.stop_signal);
             r.exposed_ports = started.exposed_ports;
             r.network = started.network;
+            r.shared_network = join.cloned();
             r.stop_timeout_ms = Some(unit.container.stop_timeout.as_millis() as u64);
             r.error = None;
             r.set_state(State::Running, now);
@@ -496,6 +567,7 @@ async fn start(
             save(ctx, r)?;
             refresh_hosts(ctx).await;
             watch_exit(ctx, &unit.name, l.shim_pid, l.shim_start);
+            poke_joiners(ctx, &unit.name);
             Ok(())
         }
         Err(pipeline::Error::Superseded) => {
@@ -508,6 +580,7 @@ async fn start(
         Err(e) => {
             tracing::error!(container = %id, "start failed: {e}");
             r.error = Some(e.to_string());
+            r.clear_network();
             r.exit_code = None;
             let decision = restart::decide(
                 &unit.restart,

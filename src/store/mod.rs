@@ -37,6 +37,8 @@ pub enum State {
     Stopped,
     /// Its policy gave up (max_retries reached, or a start failure under `no`).
     Failed,
+    /// Wants to start, but waits for another unit (its `container:` network's target).
+    Waiting,
 }
 
 impl State {
@@ -51,6 +53,7 @@ impl State {
             State::Restarting => "restarting",
             State::Stopped => "stopped",
             State::Failed => "failed",
+            State::Waiting => "waiting",
         }
     }
 }
@@ -110,6 +113,12 @@ pub struct Record {
     /// What the current container got from its networks (bridge mode).
     #[serde(default)]
     pub network: Option<crate::network::attach::Joined>,
+    /// The network the current container shares (`container:` mode).
+    #[serde(default)]
+    pub shared_network: Option<crate::network::shared::Shared>,
+    /// While waiting: what for.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
 }
 
 impl Record {
@@ -140,11 +149,22 @@ impl Record {
             stop_timeout_ms: None,
             exposed_ports: Vec::new(),
             network: None,
+            shared_network: None,
+            waiting_for: None,
         }
+    }
+
+    /// Forgets the container's network: it was taken down (or, shared, is not its own).
+    pub fn clear_network(&mut self) {
+        self.network = None;
+        self.shared_network = None;
     }
 
     /// Moves to `state`, stamping the time.
     pub fn set_state(&mut self, state: State, now_ms: u64) {
+        if state != State::Waiting {
+            self.waiting_for = None;
+        }
         if self.state != state {
             self.state = state;
             self.since_ms = now_ms;

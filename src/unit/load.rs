@@ -68,7 +68,7 @@ pub fn unit_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Checks files and directories of unit files; see `unit::check_paths`.
-pub fn check_paths(paths: &[PathBuf]) -> Vec<Diagnostic> {
+pub fn check_paths(paths: &[PathBuf], networks: Option<&BTreeSet<String>>) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for path in paths {
         let is_dir = match fs::metadata(path) {
@@ -94,8 +94,12 @@ pub fn check_paths(paths: &[PathBuf]) -> Vec<Diagnostic> {
                         Some(p) if !p.as_os_str().is_empty() => p,
                         _ => Path::new("."),
                     };
+                    let loaded = [loaded];
                     if let Ok(files) = unit_files(dir) {
-                        out.extend(link_diagnostics(&[loaded], &names_of(&files)));
+                        out.extend(link_diagnostics(&loaded, &names_of(&files)));
+                    }
+                    if let Some(known) = networks {
+                        out.extend(network_diagnostics(&loaded, known));
                     }
                 }
                 Err(e) => out.extend(e.diagnostics()),
@@ -119,6 +123,9 @@ pub fn check_paths(paths: &[PathBuf]) -> Vec<Diagnostic> {
                     }
                 }
                 found.extend(link_diagnostics(&loaded, &names));
+                if let Some(known) = networks {
+                    found.extend(network_diagnostics(&loaded, known));
+                }
                 // File by file, as the directory lists them; a file's own order is kept.
                 found.sort_by(|a, b| a.file.cmp(&b.file));
                 out.extend(found);
@@ -156,6 +163,39 @@ fn link_diagnostics(loaded: &[(Unit, String)], names: &BTreeSet<String>) -> Vec<
             })
         })
         .collect()
+}
+
+/// The networks that `loaded` units name and `known` lacks, each at its place in `networks`.
+fn network_diagnostics(loaded: &[(Unit, String)], known: &BTreeSet<String>) -> Vec<Diagnostic> {
+    let configured = known.iter().cloned().collect::<Vec<_>>().join(", ");
+    let mut out = Vec::new();
+    for (unit, text) in loaded {
+        let listed: Vec<(String, usize)> = raw::parse(text)
+            .ok()
+            .and_then(|(file, _)| file.network)
+            .and_then(|n| n.into_inner().networks)
+            .map(|list| {
+                list.into_inner()
+                    .into_iter()
+                    .map(|n| (n.get_ref().clone(), n.span().start))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in unit.network.networks.iter().filter(|n| !known.contains(*n)) {
+            let at = listed
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(0, |(_, at)| *at);
+            let (line, column) = line_col(text, at);
+            out.push(Diagnostic {
+                file: unit.file.clone(),
+                line,
+                column,
+                message: format!("unknown network {name:?} (configured: {configured})"),
+            });
+        }
+    }
+    out
 }
 
 /// Where the value of `[network] mode` starts in a valid unit's text (0 if it is not there,

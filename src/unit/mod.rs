@@ -133,10 +133,9 @@ pub enum NetworkMode {
 }
 
 impl NetworkMode {
-    /// The mode of a unit that sets none. Issue 4 makes it `Bridge`, as in Docker, once
-    /// bridge networking is wired; until then it stays what units have always had.
+    /// The mode of a unit that sets none: `Bridge` on the default network, as in Docker.
     pub fn default_mode() -> NetworkMode {
-        NetworkMode::None
+        NetworkMode::Bridge
     }
 }
 
@@ -385,8 +384,12 @@ pub fn load_file(path: &Path) -> Result<Unit, Error> {
 /// Checks unit files for `rctl check`: each path is a unit file or a directory of
 /// them (its `*.toml` files, as `unit_name` selects). Every problem comes back as a
 /// diagnostic, read errors and trust refusals at line 1, column 1; none means all good.
-pub fn check_paths(paths: &[PathBuf]) -> Vec<Diagnostic> {
-    load::check_paths(paths)
+/// With `networks` (the configured network names), a unit naming another is a problem too.
+pub fn check_paths(
+    paths: &[PathBuf],
+    networks: Option<&std::collections::BTreeSet<String>>,
+) -> Vec<Diagnostic> {
+    load::check_paths(paths, networks)
 }
 
 /// The unit files in `dir` (as `unit_name` selects them), sorted by path.

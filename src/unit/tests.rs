@@ -138,10 +138,11 @@ fn defaults() {
     assert!(unit.container.env.is_empty());
     assert!(unit.mounts.is_empty());
     assert_eq!(unit.network, Network::default());
-    // Issue 4 changes the default to bridge once it is wired; until then, none.
+    // Docker's default: a bridge, on the default network.
     assert_eq!(unit.network.mode, NetworkMode::default_mode());
-    assert_eq!(unit.network.mode, NetworkMode::None);
-    assert!(unit.network.networks.is_empty() && unit.network.ports.is_empty());
+    assert_eq!(unit.network.mode, NetworkMode::Bridge);
+    assert_eq!(unit.network.networks, [crate::unit::DEFAULT_NETWORK]);
+    assert!(unit.network.ports.is_empty());
     assert_eq!(unit.resources, Resources::default());
     assert_eq!(
         unit.restart,
@@ -387,9 +388,9 @@ fn spec_hash_table() {
         ("restart policy", format!("{base}[restart]\npolicy = \"always\"\ndelay = \"1s\"\n")),
         ("autostart", format!("{base}[install]\nautostart = false\n")),
         ("explicit defaults", base.replace("env =", "workdir = \"/\"\nuser = \"0:0\"\nstop_signal = \"TERM\"\nstop_timeout = \"10s\"\nhostname = \"test\"\nenv =")),
-        ("network none", format!("{base}[network]\nmode = \"none\"\n")),
+        ("network bridge", format!("{base}[network]\nmode = \"bridge\"\n")),
+        ("default network", format!("{base}[network]\nnetworks = [\"rcd\"]\n")),
         ("empty ports", format!("{base}[network]\nports = []\n")),
-        ("empty networks", format!("{base}[network]\nnetworks = []\n")),
     ];
     let differ: &[(&str, String)] = &[
         ("command", base.replace("\"x\"", "\"y\"")),
@@ -425,8 +426,8 @@ fn spec_hash_table() {
             format!("{base}[network]\nmode = \"host\"\n"),
         ),
         (
-            "network bridge",
-            format!("{base}[network]\nmode = \"bridge\"\n"),
+            "network none",
+            format!("{base}[network]\nmode = \"none\"\n"),
         ),
         (
             "network container",
@@ -663,11 +664,14 @@ fn check_paths_reports_everything() {
     assert!(fs::set_permissions(&loose, fs::Permissions::from_mode(0o664)).is_ok());
     let missing = dir.path().join("missing.toml");
 
-    let got = check_paths(&[
-        dir.path().to_path_buf(),
-        missing.clone(),
-        dir.path().join("a_good.toml"),
-    ]);
+    let got = check_paths(
+        &[
+            dir.path().to_path_buf(),
+            missing.clone(),
+            dir.path().join("a_good.toml"),
+        ],
+        None,
+    );
     let want = [
         (
             dir.path().join("b_bad.toml"),
@@ -702,7 +706,7 @@ fn check_paths_reports_everything() {
 
     // A directory others can write is refused once, not once per file.
     assert!(fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).is_ok());
-    let got = check_paths(&[dir.path().to_path_buf()]);
+    let got = check_paths(&[dir.path().to_path_buf()], None);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(
         got[0].message,
@@ -710,7 +714,7 @@ fn check_paths_reports_everything() {
     );
 
     let clean = unit_dir(&[("a.toml", &good), ("b.toml", &good)]);
-    assert_eq!(check_paths(&[clean.path().to_path_buf()]), []);
+    assert_eq!(check_paths(&[clean.path().to_path_buf()], None), []);
 }
 
 #[test]
@@ -726,7 +730,7 @@ fn check_paths_follows_container_modes() {
         ("ok.toml", &joins("broken")),
         ("broken.toml", "[container]\n"),
     ]);
-    let got: Vec<_> = check_paths(&[dir.path().to_path_buf()])
+    let got: Vec<_> = check_paths(&[dir.path().to_path_buf()], None)
         .into_iter()
         .map(|d| {
             let file = d.file.file_name().map(|f| f.to_string_lossy().into_owned());
@@ -752,7 +756,7 @@ fn check_paths_follows_container_modes() {
 
     // A lone file is judged against the files beside it.
     let web_file = dir.path().join("web.toml");
-    let got = check_paths(std::slice::from_ref(&web_file));
+    let got = check_paths(std::slice::from_ref(&web_file), None);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(
         (got[0].file.as_path(), got[0].line, got[0].column),
@@ -764,7 +768,7 @@ fn check_paths_follows_container_modes() {
         fs::Permissions::from_mode(0o644)
     )
     .is_ok());
-    assert_eq!(check_paths(&[web_file]), []);
+    assert_eq!(check_paths(&[web_file], None), []);
 }
 
 #[test]
@@ -877,21 +881,23 @@ fn image_spec_hash() {
 }
 
 /// A changed hash recreates every container on upgrade: these are the values of earlier
-/// releases, and must stay so.
+/// releases, and must stay so. (They changed once, on purpose, when the default network mode
+/// became bridge: a unit that sets no mode then gets a network, so a new container.)
 #[test]
 fn spec_hashes_are_stable_across_releases() {
     let cases = [
         (
             "[container]\nimage = \"busybox\"\n",
-            "808064a144a742e3d819886ce4dfb668a82793240421a1b61cb8cc560fab49e7",
+            "e2c1f434cba1e84d33dfff9384d305a07dcb6452e980d14114cc7cbd470c3ec8",
         ),
         (
             "[container]\nrootfs = \"/r\"\ncommand = [\"x\"]\n",
-            "dcebdd18fddcd77038d7635bf1fa5382e3e785f2d0d7c0a9fef38471274e44ec",
+            // The same as `mode = "bridge"` written out (see below).
+            "ece166c1bbfe1c068f1df0f43fe1cc480f2c26f67e8ef749ff2976657a233f3b",
         ),
         (
             "[container]\nrootfs = \"/r\"\ncommand = [\"x\"]\nstop_signal = \"QUIT\"\n",
-            "de6d57e10f6ee0565fe059888ccd2246f98223b4a825b4e97d0eb5d0dcbe42ac",
+            "faacea8b62de3838dd48a06ea129c02166f0e6ffcba305a9e1e5c12d401f4917",
         ),
     ];
     for (text, want) in cases {

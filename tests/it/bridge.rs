@@ -12,44 +12,9 @@ use crate::registry::http;
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// This test's bridge; deleted when dropped (the bridge plugin never removes it).
-struct Bridge {
-    name: String,
-    subnet_prefix: String,
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.name])
-            .status();
-    }
-}
-
-/// A daemon whose default network has a bridge and a /24 of its own.
-fn bridge_daemon() -> (Daemon, Bridge) {
-    let n = (std::process::id() as u64 * 31 + now_nanos()) % 250 + 1;
-    let bridge = Bridge {
-        name: format!("rcdt{:04x}", (now_nanos() % 0xffff) as u16),
-        subnet_prefix: format!("10.91.{n}."),
-    };
-    let mut d = Daemon::new();
-    d.write_config(
-        "",
-        &format!(
-            "[network]\nbridge = \"{}\"\nsubnet = \"10.91.{n}.0/24\"\nconfig_dir = \"{}\"\n",
-            bridge.name,
-            d.dir.path().join("networks").display()
-        ),
-    );
-    d.spawn();
-    (d, bridge)
-}
-
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64)
+/// A daemon; its default network has a bridge and a /24 of its own (see `TestNet`).
+fn bridge_daemon() -> Daemon {
+    Daemon::start()
 }
 
 fn free_port() -> u16 {
@@ -76,7 +41,7 @@ fn web_unit(ports: &str) -> String {
 
 #[test]
 fn a_bridge_unit_answers_on_its_published_port_and_leaves_nothing() {
-    let (d, bridge) = bridge_daemon();
+    let d = bridge_daemon();
     let port = free_port();
     d.write_unit("web", &web_unit(&format!("\"127.0.0.1:{port}:80\"")));
     let s = d.wait_state("web", "running", 20 * SEC);
@@ -84,7 +49,7 @@ fn a_bridge_unit_answers_on_its_published_port_and_leaves_nothing() {
     assert_eq!(net["name"], "rcd");
     assert_eq!(net["ifname"], "eth0");
     let address = net["address"].as_str().unwrap_or_default().to_string();
-    assert!(address.starts_with(&bridge.subnet_prefix), "{s:#}");
+    assert!(address.starts_with(&d.net.prefix), "{s:#}");
     let id = s["container_id"].as_str().unwrap().to_string();
     let text = String::from_utf8_lossy(&d.rctl(&["status", "web"]).stdout).to_string();
     assert!(
@@ -116,16 +81,16 @@ fn a_bridge_unit_answers_on_its_published_port_and_leaves_nothing() {
         "portmap/firewall rules for {id}"
     );
 
-    let attached = lines_of(&["ip", "-o", "link", "show", "master", &bridge.name]);
+    let attached = lines_of(&["ip", "-o", "link", "show", "master", &d.net.bridge]);
     assert_eq!(attached.len(), 1, "one veth on the bridge: {attached:?}");
 
     d.remove_unit("web");
-    assert_no_trace(&d, &bridge, &id);
+    assert_no_trace(&d, &id);
 }
 
 /// Waits for the unit `web` to be gone, then checks that nothing of container `id`'s network
 /// remains: namespace, iptables rules, veth on the bridge, IPAM lease.
-fn assert_no_trace(d: &Daemon, bridge: &Bridge, id: &str) {
+fn assert_no_trace(d: &Daemon, id: &str) {
     wait_until(15 * SEC, "network taken down", || {
         d.status("web").is_none()
             && std::fs::read_dir(d.root.join("netns")).map_or(0, |r| r.count()) == 0
@@ -134,7 +99,7 @@ fn assert_no_trace(d: &Daemon, bridge: &Bridge, id: &str) {
     let left: Vec<_> = rules.iter().filter(|l| l.contains(id)).collect();
     assert!(left.is_empty(), "rules left: {left:#?}");
     // No veth left on this test's bridge (other tests run their own beside it).
-    let ports_left = lines_of(&["ip", "-o", "link", "show", "master", &bridge.name]);
+    let ports_left = lines_of(&["ip", "-o", "link", "show", "master", &d.net.bridge]);
     assert!(ports_left.is_empty(), "veths left: {ports_left:?}");
     // No lease left: host-local keeps one file per address.
     let ipam = d.root.join("cni/ipam/rcd");
@@ -142,7 +107,7 @@ fn assert_no_trace(d: &Daemon, bridge: &Bridge, id: &str) {
         .map(|r| {
             r.flatten()
                 .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| n.starts_with(&bridge.subnet_prefix))
+                .filter(|n| n.starts_with(&d.net.prefix))
                 .collect()
         })
         .unwrap_or_default();
@@ -151,7 +116,7 @@ fn assert_no_trace(d: &Daemon, bridge: &Bridge, id: &str) {
 
 #[test]
 fn after_a_daemon_kill_a_removed_bridge_unit_leaves_nothing() {
-    let (mut d, bridge) = bridge_daemon();
+    let mut d = bridge_daemon();
     d.write_unit(
         "web",
         &web_unit(&format!("\"127.0.0.1:{}:80\"", free_port())),
@@ -161,12 +126,12 @@ fn after_a_daemon_kill_a_removed_bridge_unit_leaves_nothing() {
     d.kill();
     d.remove_unit("web");
     d.spawn();
-    assert_no_trace(&d, &bridge, &id);
+    assert_no_trace(&d, &id);
 }
 
 #[test]
 fn a_host_port_in_use_is_a_clear_start_failure_retried_until_free() {
-    let (d, _bridge) = bridge_daemon();
+    let d = bridge_daemon();
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port();
     d.write_unit("web", &web_unit(&format!("\"127.0.0.1:{port}:80\"")));
@@ -186,7 +151,7 @@ fn a_host_port_in_use_is_a_clear_start_failure_retried_until_free() {
 
 #[test]
 fn a_daemon_killed_between_cni_add_and_the_runtime_start_cleans_up_at_its_next_start() {
-    let (mut d, bridge) = bridge_daemon();
+    let mut d = bridge_daemon();
     d.kill();
     // A runtime that hangs at `run`: the start stops after the network is up.
     let hung = d.dir.path().join("hung-runc");
@@ -204,7 +169,7 @@ fn a_daemon_killed_between_cni_add_and_the_runtime_start_cleans_up_at_its_next_s
     );
     wait_until(20 * SEC, "the network is up", || {
         std::fs::read_dir(d.root.join("netns")).map_or(0, |r| r.count()) == 1
-            && !lines_of(&["ip", "-o", "link", "show", "master", &bridge.name]).is_empty()
+            && !lines_of(&["ip", "-o", "link", "show", "master", &d.net.bridge]).is_empty()
     });
     let id = std::fs::read_dir(d.root.join("netns"))
         .unwrap()
@@ -219,7 +184,7 @@ fn a_daemon_killed_between_cni_add_and_the_runtime_start_cleans_up_at_its_next_s
     d.runtime = None;
     d.remove_unit("web");
     d.spawn();
-    assert_no_trace(&d, &bridge, &id);
+    assert_no_trace(&d, &id);
 }
 
 fn sleeper(extra: &str) -> String {
@@ -238,7 +203,7 @@ fn address_of(s: &serde_json::Value) -> String {
 
 #[test]
 fn units_on_a_bridge_reach_each_other_by_name_and_names_follow_recreation() {
-    let (d, _bridge) = bridge_daemon();
+    let d = bridge_daemon();
     d.write_unit("db", &sleeper(""));
     let db = d.wait_state("db", "running", 20 * SEC);
     // The client pings the database by its unit name (bounded: 50 tries).
@@ -276,4 +241,223 @@ fn units_on_a_bridge_reach_each_other_by_name_and_names_follow_recreation() {
     wait_until(15 * SEC, "networks taken down", || {
         std::fs::read_dir(d.root.join("netns")).map_or(0, |r| r.count()) == 0
     });
+}
+
+/// What of daemon `d`'s networks shows on the host: veths on its bridge, lines of
+/// `iptables-save` and `nft list ruleset` that name its containers or its subnet, `ip netns`
+/// entries that name them, its pinned namespaces, its IPAM leases and CNI cache entries.
+fn traces(d: &Daemon) -> BTreeSet<String> {
+    let tag = format!("rcd-{}-", rcd::config::root_tag(&d.root));
+    let mine = |l: &String| l.contains(&tag) || l.contains(&d.net.prefix);
+    let mut out = BTreeSet::new();
+    let mut add = |what: &str, lines: BTreeSet<String>| {
+        out.extend(lines.into_iter().map(|l| format!("{what}: {l}")));
+    };
+    add(
+        "veth",
+        lines_of(&["ip", "-o", "link", "show", "master", &d.net.bridge]),
+    );
+    add(
+        "netns",
+        lines_of(&["ip", "netns", "list"])
+            .into_iter()
+            .filter(mine)
+            .collect(),
+    );
+    add(
+        "iptables",
+        lines_of(&["iptables-save"])
+            .into_iter()
+            .filter(mine)
+            .collect(),
+    );
+    add(
+        "nft",
+        lines_of(&["nft", "list", "ruleset"])
+            .into_iter()
+            .filter(mine)
+            .collect(),
+    );
+    let files = |dir: std::path::PathBuf| -> BTreeSet<String> {
+        walk(&dir)
+            .into_iter()
+            .map(|p| p.display().to_string())
+            .collect()
+    };
+    add("pinned", files(d.root.join("netns")));
+    add("cache", files(d.root.join("cni/cache")));
+    // host-local keeps one file per leased address (and its own bookkeeping beside them).
+    add(
+        "lease",
+        files(d.root.join("cni/ipam"))
+            .into_iter()
+            .filter(|p| p.contains(&d.net.prefix))
+            .collect(),
+    );
+    out
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_daemon_killed_with_networked_containers_then_restarted_and_emptied_leaves_no_trace() {
+    let mut d = bridge_daemon();
+    let before = traces(&d);
+    let port = free_port();
+    d.write_unit("web", &web_unit(&format!("\"{port}:80\"")));
+    d.write_unit("db", &sleeper(""));
+    d.write_unit(
+        "side",
+        &format!(
+            "[container]\nrootfs = \"{}\"\ncommand = [\"sleep\", \"1000\"]\nstop_signal = \"KILL\"\n[network]\nmode = \"container:web\"\n",
+            rootfs().display()
+        ),
+    );
+    d.write_unit(
+        "solo",
+        &sleeper("").replace("mode = \"bridge\"", "mode = \"none\""),
+    );
+    let names = ["web", "db", "side", "solo"];
+    let pids: Vec<i64> = names
+        .iter()
+        .map(|n| pid_of(&d.wait_state(n, "running", 20 * SEC)))
+        .collect();
+    // What the check looks at does see the networks while they are up.
+    let up = traces(&d);
+    let count = |what: &str| up.iter().filter(|l| l.starts_with(what)).count();
+    assert_eq!(count("veth:"), 2, "{up:#?}");
+    assert_eq!(count("pinned:"), 2, "{up:#?}");
+    assert_eq!(count("lease:"), 2, "{up:#?}");
+    assert!(count("iptables:") > 0 && count("nft:") > 0, "{up:#?}");
+
+    d.kill();
+    d.spawn();
+    for (n, pid) in names.iter().zip(&pids) {
+        assert_eq!(pid_of(&d.wait_state(n, "running", 10 * SEC)), *pid, "{n}");
+    }
+    assert_eq!(traces(&d), up, "a restart changes no network");
+    for n in names {
+        d.remove_unit(n);
+    }
+    wait_until(20 * SEC, "every unit gone", || d.statuses().is_empty());
+    wait_until(10 * SEC, "every network gone", || traces(&d) == before);
+    assert!(d.runtime_containers().is_empty());
+    assert!(d.mounts().is_empty(), "{:?}", d.mounts());
+}
+
+/// A namespace "outside" the host, joined to it by a veth pair of its own /30: a client on
+/// another machine, as far as the host's firewall and routing can tell.
+struct Outside {
+    netns: String,
+    host_ip: String,
+}
+
+impl Outside {
+    fn new(slot: u32) -> Self {
+        let netns = format!("rcdo{slot}");
+        let (host_if, peer_if) = (format!("rcdo{slot}h"), format!("rcdo{slot}c"));
+        let net = format!("10.{}.{}.", 108 + slot / 256, slot % 256);
+        let host_ip = format!("{net}1");
+        let _ = Command::new("ip").args(["netns", "del", &netns]).output();
+        let o = Outside { netns, host_ip };
+        let peer_addr = format!("{net}2/30");
+        let host_addr = format!("{}/30", o.host_ip);
+        let steps: [&[&str]; 7] = [
+            &["ip", "netns", "add", &o.netns],
+            &[
+                "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if, "netns",
+                &o.netns,
+            ],
+            &["ip", "addr", "add", &host_addr, "dev", &host_if],
+            &["ip", "link", "set", &host_if, "up"],
+            &[
+                "ip", "-n", &o.netns, "addr", "add", &peer_addr, "dev", &peer_if,
+            ],
+            &["ip", "-n", &o.netns, "link", "set", &peer_if, "up"],
+            &["ip", "-n", &o.netns, "link", "set", "lo", "up"],
+        ];
+        for step in steps {
+            let out = Command::new(step[0]).args(&step[1..]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{step:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        o
+    }
+
+    /// One HTTP GET from outside to the host's address on `port` (2 s at most).
+    fn get(&self, port: u16) -> Option<String> {
+        let url = format!("http://{}:{port}/", self.host_ip);
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "busybox",
+                "wget",
+                "-q",
+                "-T",
+                "2",
+                "-O",
+                "-",
+                &url,
+            ])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair with it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+    }
+}
+
+#[test]
+fn a_published_port_answers_from_outside_the_host_unless_bound_to_loopback() {
+    let d = bridge_daemon();
+    let outside = Outside::new(d.net.slot);
+    let (open, local) = (free_port(), free_port());
+    d.write_unit("web", &web_unit(&format!("\"{open}:80\"")));
+    d.write_unit("private", &web_unit(&format!("\"127.0.0.1:{local}:80\"")));
+    d.wait_state("web", "running", 20 * SEC);
+    d.wait_state("private", "running", 20 * SEC);
+    let mut body = None;
+    for _ in 0..20 {
+        body = outside.get(open).filter(|b| b.contains("hello-bridge"));
+        if body.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        body.is_some(),
+        "web answers from outside on {}:{open}",
+        outside.host_ip
+    );
+    // Bound to the host's loopback: reachable there, not from outside.
+    wait_until(10 * SEC, "private answers on 127.0.0.1", || {
+        http(&format!("127.0.0.1:{local}"), "GET", "/", &[], b"")
+            .is_ok_and(|r| r.text().contains("hello-bridge"))
+    });
+    assert_eq!(outside.get(local), None);
 }

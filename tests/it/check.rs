@@ -55,3 +55,57 @@ fn shipped_units_and_examples_parse() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn check_knows_the_configured_networks_and_locates_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let nets = dir.path().join("networks");
+    std::fs::create_dir(&nets).unwrap();
+    let backend = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/cni/rcd.conflist"
+    ))
+    .unwrap()
+    .replace("\"name\": \"rcd\"", "\"name\": \"backend\"")
+    .replace("rcd0", "rcdback0")
+    .replace("10.89.", "10.88.");
+    std::fs::write(nets.join("backend.conflist"), backend).unwrap();
+    let config = dir.path().join("rcd.toml");
+    std::fs::write(
+        &config,
+        format!("[network]\nconfig_dir = \"{}\"\n", nets.display()),
+    )
+    .unwrap();
+    let units = dir.path().join("units");
+    std::fs::create_dir(&units).unwrap();
+    let with = |networks: &str| unit("sleep 1", &format!("[network]\nnetworks = [{networks}]\n"));
+    std::fs::write(units.join("good.toml"), with("\"rcd\", \"backend\"")).unwrap();
+    std::fs::write(units.join("bad.toml"), with("\"rcd\", \"frontend\"")).unwrap();
+    let check = |config: &std::path::Path| {
+        let out = Command::new(RCTL)
+            .arg("check")
+            .arg("--config")
+            .arg(config)
+            .arg(&units)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = check(&config);
+    assert_eq!(code, Some(1), "{text}");
+    // `networks = ["rcd", "frontend"]` is the unit's 6th line; "frontend" at column 20.
+    assert_eq!(
+        text,
+        format!(
+            "{}:6:20: unknown network \"frontend\" (configured: backend, rcd)\n",
+            units.join("bad.toml").display()
+        )
+    );
+    // A config that cannot be read is said so, not taken for "no networks".
+    let (code, text) = check(&dir.path().join("missing.toml"));
+    assert_eq!(code, Some(1));
+    assert!(text.contains("missing.toml"), "{text}");
+}

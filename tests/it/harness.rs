@@ -72,6 +72,61 @@ pub struct Daemon {
     /// The daemon config file (`--config`); its auth file and certs.d are in `dir` too, so no
     /// test reads the host's /etc/rcd.
     pub config: PathBuf,
+    /// The default network's bridge and subnet: this daemon's own, so daemons of tests that
+    /// run in parallel never share a bridge or hand out the same address.
+    pub net: TestNet,
+}
+
+/// A bridge name and a /24 no other test daemon on this machine holds at the same time (a
+/// lock file per slot, held while this lives); the bridge is deleted when it drops.
+pub struct TestNet {
+    /// The bridge (`rcdt17`).
+    pub bridge: String,
+    /// The subnet (`10.100.17.0/24`).
+    pub subnet: String,
+    /// The subnet's first three octets with the dot (`10.100.17.`).
+    pub prefix: String,
+    /// The slot (0..1024), for other names a test needs unique on the machine.
+    pub slot: u32,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl TestNet {
+    const SLOTS: u32 = 1024;
+
+    fn take() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = Path::new("/run/rcd-test-nets");
+        std::fs::create_dir_all(dir).unwrap();
+        let start = std::process::id() * 61;
+        for _ in 0..Self::SLOTS {
+            let k = (start + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % Self::SLOTS;
+            let file = std::fs::File::create(dir.join(format!("{k}.lock"))).unwrap();
+            let Ok(lock) =
+                nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            else {
+                continue;
+            };
+            let prefix = format!("10.{}.{}.", 100 + k / 256, k % 256);
+            return TestNet {
+                bridge: format!("rcdt{k}"),
+                subnet: format!("{prefix}0/24"),
+                prefix,
+                slot: k,
+                _lock: lock,
+            };
+        }
+        panic!("all {} test network slots are taken", Self::SLOTS);
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        // The bridge plugin creates the bridge and never removes it.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
 }
 
 impl Daemon {
@@ -94,18 +149,34 @@ impl Daemon {
             cwd: None,
             args: Vec::new(),
             config,
+            net: TestNet::take(),
         }
     }
 
     /// Writes the config file: `registries` lines go into `[registries]` (after the auth file
-    /// and certs.d, which point into the test's directory), `rest` after it.
-    pub fn write_config(&self, registries: &str, rest: &str) {
+    /// and certs.d, which point into the test's directory), `network` lines into `[network]`
+    /// (after this daemon's bridge, subnet and networks directory), `rest` after both.
+    pub fn write_config_with(&self, registries: &str, network: &str, rest: &str) {
         let text = format!(
-            "[registries]\nauth_file = \"{}\"\ncerts_dir = \"{}\"\n{registries}\n{rest}",
+            "[registries]\nauth_file = \"{}\"\ncerts_dir = \"{}\"\n{registries}\n\
+             [network]\nbridge = \"{}\"\nsubnet = \"{}\"\nconfig_dir = \"{}\"\n{network}\n{rest}",
             self.auth_file().display(),
-            self.dir.path().join("certs.d").display()
+            self.dir.path().join("certs.d").display(),
+            self.net.bridge,
+            self.net.subnet,
+            self.networks_dir().display(),
         );
         std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// `write_config_with` without network lines.
+    pub fn write_config(&self, registries: &str, rest: &str) {
+        self.write_config_with(registries, "", rest)
+    }
+
+    /// Where this daemon's config says more networks (`*.conflist`) are.
+    pub fn networks_dir(&self) -> PathBuf {
+        self.dir.path().join("networks")
     }
 
     /// Where the config file says the credentials are.
@@ -305,10 +376,31 @@ impl Drop for Daemon {
                 .args(["delete", "--force", &id])
                 .output();
         }
+        // The daemon was killed with its containers' networks up: take them down as it would
+        // (CNI DEL releases the iptables rules and leases that outlive a namespace).
+        self.detach_networks();
         for m in self.mounts() {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
         rcd::pipeline::cleanup::remove_cgroup_parents(&rcd::config::root_tag(&self.root));
+    }
+}
+
+impl Daemon {
+    /// CNI DEL and namespace removal for every container network under this daemon's root,
+    /// through the daemon's own code, with its config.
+    pub fn detach_networks(&self) {
+        let Ok(config) = rcd::config::file::FileConfig::load(&self.config, true) else {
+            return;
+        };
+        let Ok(nets) = rcd::network::attach::Networks::open(&self.root, &config.network) else {
+            return;
+        };
+        for id in nets.instances() {
+            if let Err(e) = nets.detach(&id) {
+                eprintln!("test cleanup: network of {id}: {e}");
+            }
+        }
     }
 }
 
