@@ -161,3 +161,24 @@ fn container_units_in_a_circle_say_so_and_wait() {
     d.wait_state("b", "running", 20 * SEC);
     d.wait_state("a", "running", 20 * SEC);
 }
+
+#[test]
+fn a_host_unit_has_the_hosts_network_and_copies_of_its_hosts_and_resolv_conf() {
+    let d = Daemon::start();
+    d.write_unit("h", &unit("exec sleep 1000", "[network]\nmode = \"host\"\n"));
+    let s = d.wait_state("h", "running", 20 * SEC);
+    let pid = pid_of(&s);
+    assert_eq!(netns_ino(pid), netns_ino(std::process::id() as i64));
+    for f in ["/etc/hosts", "/etc/resolv.conf"] {
+        assert_eq!(
+            file_in(pid, f),
+            std::fs::read_to_string(f).unwrap_or_default(),
+            "{f}"
+        );
+    }
+    // A joiner of a host unit is on the host's network too, with the same files.
+    d.write_unit("j", &client("h"));
+    let j = pid_of(&d.wait_state("j", "running", 20 * SEC));
+    assert_eq!(netns_ino(j), netns_ino(pid));
+    assert_eq!(file_in(j, "/etc/hosts"), file_in(pid, "/etc/hosts"));
+}
