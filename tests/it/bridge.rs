@@ -457,3 +457,78 @@ fn a_published_port_answers_from_outside_the_host_unless_bound_to_loopback() {
     });
     assert_eq!(outside.get(local), None);
 }
+
+#[test]
+fn a_unit_joins_several_networks_and_an_unknown_one_is_a_clear_start_failure() {
+    let mut d = Daemon::new();
+    let (bridge, prefix) = d.net.second();
+    let backend = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/cni/rcd.conflist"
+    ))
+    .unwrap()
+    .replace("\"name\": \"rcd\"", "\"name\": \"backend\"")
+    .replace("rcd0", &bridge)
+    .replace("10.89.0.0/16", &format!("{prefix}0/24"))
+    .replace("10.89.0.1", &format!("{prefix}1"));
+    std::fs::create_dir_all(d.networks_dir()).unwrap();
+    std::fs::write(d.networks_dir().join("backend.conflist"), backend).unwrap();
+    d.spawn();
+    let on = |networks: &str| {
+        sleeper("").replace(
+            "mode = \"bridge\"",
+            &format!("mode = \"bridge\"\nnetworks = [{networks}]"),
+        )
+    };
+    d.write_unit("multi", &on("\"rcd\", \"backend\""));
+    d.write_unit("peer", &on("\"backend\""));
+    d.write_unit("lonely", &on("\"rcd\""));
+    let m = d.wait_state("multi", "running", 20 * SEC);
+    let nets = m["network"]["networks"].as_array().unwrap();
+    let got: Vec<(&str, &str, bool)> = nets
+        .iter()
+        .map(|n| {
+            let a = n["address"].as_str().unwrap_or_default();
+            (
+                n["name"].as_str().unwrap_or_default(),
+                n["ifname"].as_str().unwrap_or_default(),
+                a.starts_with(&d.net.prefix) || a.starts_with(&prefix),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [("rcd", "eth0", true), ("backend", "eth1", true)],
+        "{m:#}"
+    );
+    let p = d.wait_state("peer", "running", 20 * SEC);
+    let l = d.wait_state("lonely", "running", 20 * SEC);
+    let peer_ip = address_of(&p);
+    assert!(peer_ip.starts_with(&prefix), "{p:#}");
+    // Names are per network: multi shares backend with peer, lonely does not.
+    let hosts = |s: &serde_json::Value| {
+        std::fs::read_to_string(format!("/proc/{}/root/etc/hosts", pid_of(s))).unwrap()
+    };
+    wait_until(10 * SEC, "multi knows peer", || {
+        hosts(&m).contains(&format!("{peer_ip}\tpeer\n"))
+    });
+    assert!(!hosts(&l).contains("\tpeer\n"), "{}", hosts(&l));
+
+    // A network nobody defined: the start fails and says which ones exist.
+    d.write_unit("bad", &on("\"nope\""));
+    let b = d.wait_state("bad", "failed", 20 * SEC);
+    let err = b["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("unknown network \"nope\" (configured: backend, rcd)"),
+        "{b:#}"
+    );
+    for u in ["multi", "peer", "lonely", "bad"] {
+        d.remove_unit(u);
+    }
+    wait_until(20 * SEC, "all gone", || d.statuses().is_empty());
+    wait_until(10 * SEC, "no lease left on either network", || {
+        walk(&d.root.join("cni/ipam")).iter().all(|p| {
+            !p.to_string_lossy().contains(&prefix) && !p.to_string_lossy().contains(&d.net.prefix)
+        })
+    });
+}

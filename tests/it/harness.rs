@@ -94,6 +94,16 @@ pub struct TestNet {
 impl TestNet {
     const SLOTS: u32 = 1024;
 
+    /// A second bridge and /24 of this slot, for a test that defines another network: the
+    /// bridge name and the subnet's prefix (`10.104.17.`).
+    pub fn second(&self) -> (String, String) {
+        let k = self.slot;
+        (
+            format!("rcdb{k}"),
+            format!("10.{}.{}.", 104 + k / 256, k % 256),
+        )
+    }
+
     fn take() -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = Path::new("/run/rcd-test-nets");
@@ -123,9 +133,9 @@ impl TestNet {
 impl Drop for TestNet {
     fn drop(&mut self) {
         // The bridge plugin creates the bridge and never removes it.
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
+        for bridge in [&self.bridge, &self.second().0] {
+            let _ = Command::new("ip").args(["link", "del", bridge]).output();
+        }
     }
 }
 

@@ -165,7 +165,10 @@ fn container_units_in_a_circle_say_so_and_wait() {
 #[test]
 fn a_host_unit_has_the_hosts_network_and_copies_of_its_hosts_and_resolv_conf() {
     let d = Daemon::start();
-    d.write_unit("h", &unit("exec sleep 1000", "[network]\nmode = \"host\"\n"));
+    d.write_unit(
+        "h",
+        &unit("exec sleep 1000", "[network]\nmode = \"host\"\n"),
+    );
     let s = d.wait_state("h", "running", 20 * SEC);
     let pid = pid_of(&s);
     assert_eq!(netns_ino(pid), netns_ino(std::process::id() as i64));
