@@ -68,6 +68,9 @@ pub struct JoinedNetwork {
     pub address: Option<String>,
     /// Its gateway.
     pub gateway: Option<IpAddr>,
+    /// The CNI result of the ADD as the plugins returned it (interfaces, MACs, routes, DNS).
+    #[serde(default)]
+    pub result: Option<serde_json::Value>,
 }
 
 /// The daemon's networks and its CNI runner.
@@ -150,6 +153,7 @@ impl Networks {
                 ifname,
                 address: ip.as_ref().map(|c| c.address.to_string()),
                 gateway: ip.and_then(|c| c.gateway),
+                result: Some(result.raw),
             });
         }
         joined.ports = unit.network.ports.iter().map(|p| p.to_string()).collect();

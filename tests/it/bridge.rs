@@ -61,6 +61,24 @@ fn a_bridge_unit_answers_on_its_published_port_and_leaves_nothing() {
         "{text}"
     );
 
+    // `rctl inspect` has the record with the CNI result as the plugins returned it.
+    let out = d.rctl(&["inspect", "web"]);
+    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let joined = &inspect["record"]["network"]["networks"][0];
+    assert_eq!(
+        joined["gateway"],
+        format!("{}1", d.net.prefix),
+        "{joined:#}"
+    );
+    let result = &joined["result"];
+    assert_eq!(result["ips"][0]["address"], address, "{result:#}");
+    assert!(
+        result["interfaces"].as_array().is_some_and(|i| i
+            .iter()
+            .any(|i| i["name"] == "eth0" && i["mac"].is_string())),
+        "{result:#}"
+    );
+
     // The published port answers on the host's loopback (bounded retries: httpd starting).
     let mut body = String::new();
     for _ in 0..50 {
