@@ -20,20 +20,40 @@ trigger:
   d-floor runc     the same interval for a supervisor loop `while :; do runc run ...; done`
                    (runc create + start + delete in one runc process, the floor for a restart)
 
+Bridge networking (issue 4; benches/network.sh runs a,n,b,c,p,pc). These containers run
+`echo TAG > /ready/X.fifo; exec httpd -f -p 80 -h /www` and publish container port 80 on a
+host port; besides "process running" (the FIFO, as above) each round also times the first
+HTTP answer on 127.0.0.1:HOSTPORT (X-http), which also proves the port works:
+
+  n       rcd      as (a), with `[network] mode = "bridge"`, `ports = ["HOSTPORT:80"]`, on the
+                   daemon's default network (its own bridge and subnet, from --config)
+  p       podman   as (c), with `-p HOSTPORT:80` on its default network (as shipped: netavark
+                   on podman 4.3 when no CNI container exists)
+  pc      podman   as (p), with podman's CNI backend (CONTAINERS_CONF) on a network of its own
+                   with podman's CNI plugin chain, its own bridge and subnet
+
+(a) and (c), which set up no network (rcd `mode = "none"`, podman `--network none`; both still
+make an empty network namespace), are the baselines the network's share is taken against.
+rcd's own time in each CNI plugin comes from its log (the `cni plugin` debug lines).
+
 Rounds are interleaved: each round runs every scenario once, in an order rotated per round,
 so all share the machine's noise. Every container is removed (outside the timed interval)
 before the next scenario runs: rcd's by deleting its unit file and waiting until rcd has
 stopped it, unmounted and removed its directory; runc's by `runc delete -f`; podman's by
-`podman rm -f`. Everything started is stopped at the end, also on error or Ctrl-C.
+`podman rm -f`. Everything started is stopped at the end, also on error or Ctrl-C, and the
+bridges this run made are deleted.
 """
 
 import argparse
 import hashlib
+import ipaddress
 import json
 import os
+import re
 import select
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +72,13 @@ PODMAN_FLAGS = [
 ]
 
 WAIT = 30.0  # seconds: bound on every wait
+HTTP_WAIT = 10.0  # seconds: bound on waiting for the first HTTP answer
+HTTP_ATTEMPTS = 2000  # and on the connection attempts
+
+# Container commands, `% (tag, fifo)`: signal readiness, then stay up (a, b, b2, c), or
+# serve /www on port 80 (the bridge scenarios n, p, pc).
+SLEEPER = "echo %s > /ready/%s.fifo; exec sleep 3600"
+HTTPD = "echo %s > /ready/%s.fifo; exec httpd -f -p 80 -h /www"
 
 
 def log(msg):
@@ -131,6 +158,61 @@ class Fifo:
         os.close(self.fd)
 
 
+def http_answer(port):
+    """Time of the first HTTP answer on 127.0.0.1:port: a GET per attempt, retried (2 ms
+    apart) while the port refuses, resets or stays silent; bounded in time and attempts."""
+    deadline = time.monotonic() + HTTP_WAIT
+    for _ in range(HTTP_ATTEMPTS):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"GET / HTTP/1.0\r\nHost: bench\r\n\r\n")
+                if s.recv(16).startswith(b"HTTP/"):
+                    return now()
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.002)
+    raise TimeoutError("no HTTP answer on 127.0.0.1:%d within %ss" % (port, HTTP_WAIT))
+
+
+def free_port(port):
+    """True if nothing on the host listens on TCP `port` (all addresses)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
+
+
+def check_subnet(subnet, what):
+    """Refuses a subnet that overlaps a route the host already has (another bridge's)."""
+    net = ipaddress.ip_network(subnet)
+    out = run(["ip", "-4", "route", "show"]).stdout.decode()
+    for line in out.splitlines():
+        dst = line.split()[0] if line.split() else ""
+        try:
+            other = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        if other.prefixlen > 0 and net.overlaps(other):
+            raise RuntimeError("%s subnet %s overlaps the host's route %r; pick another with "
+                               "RCD_BENCH_SUBNET / RCD_BENCH_PODMAN_SUBNET" % (what, subnet, line))
+
+
+DURATION = re.compile(r"^([0-9.]+)(ns|µs|us|ms|s)$")
+
+
+def duration_ms(text):
+    """Rust's Debug of a Duration (`12.3456ms`, `950.1µs`, `1.2s`) in ms."""
+    m = DURATION.match(text)
+    if not m:
+        return None
+    scale = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
 def wait_until(cond, what, within=WAIT, every=0.01):
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -158,37 +240,94 @@ class Bench:
         self.runc_root = os.path.join(self.work, "runc-root")
         self.bundles = os.path.join(self.work, "bundles")
         self.cg_parent = "rcdbench-" + self.tag
+        # Bridge networks: names of our own (<= 15 bytes), subnets that clash with nothing.
+        hexid = hashlib.sha256(self.work.encode()).hexdigest()[:6]
+        self.config = os.path.join(self.work, "rcd.toml")
+        self.bridge = "rcdbench" + hexid
+        self.subnet = args.subnet
+        self.podman_net = "rcdbench-" + hexid
+        self.podman_bridge = "rcdbpc" + hexid
+        self.podman_subnet = args.podman_subnet
+        self.podman_conf = os.path.join(self.work, "podman-cni.conf")
+        self.ports = {k: args.port + i for i, k in enumerate(("n", "p", "pc"))}
         self.daemon = None
         self.daemon_log = None
         self.loop = None  # the d-floor supervisor loop
         self.fifos = {}
         self.template = None
-        self.podman_names = set()
+        self.podman_names = {}  # name -> environment its podman commands need
         self.results = {}
 
     # ---------------------------------------------------------------- setup
 
-    def setup(self):
+    def setup(self, keys):
         log("work directory: %s" % self.work)
         for d in (self.ready, self.units, self.staging, self.bundles, self.runc_root):
             os.makedirs(d)
         os.chmod(self.units, 0o755)
         log("building the busybox rootfs (tests/fixtures/mkrootfs.sh)")
         run(["sh", MKROOTFS, self.rootfs])
-        for name in ("a", "b", "b2", "c", "d", "e", "probe"):
+        # What the bridge scenarios' httpd serves (the same rootfs for every scenario).
+        os.makedirs(os.path.join(self.rootfs, "www"))
+        with open(os.path.join(self.rootfs, "www", "index.html"), "w") as f:
+            f.write("rcd bench\n")
+        for name in ("a", "b", "b2", "c", "d", "e", "n", "p", "pc", "probe"):
             self.fifos[name] = Fifo(self.ready, name + ".fifo")
         for name in ("go-d", "go-e"):
             self.fifos[name] = Fifo(self.ready, name + ".fifo")
+        self.setup_networks(keys)
         self.start_daemon()
         self.make_template()
+
+    def setup_networks(self, keys):
+        """rcd's config (its default network on a bridge and subnet of this run's own); for
+        `pc`, podman's CNI backend with a network of the same kind. Checks nothing clashes."""
+        nets = os.path.join(self.work, "networks")
+        os.makedirs(nets)
+        with open(self.config, "w") as f:
+            f.write('[network]\nbridge = %s\nsubnet = %s\nconfig_dir = %s\n'
+                    % (json.dumps(self.bridge), json.dumps(self.subnet), json.dumps(nets)))
+        wanted = [(k, self.ports[k]) for k in ("n", "p", "pc") if k in keys]
+        for key, port in wanted:
+            if not free_port(port):
+                raise RuntimeError("host port %d (for %s) is in use; pick another base with "
+                                   "--port" % (port, key))
+        if "n" in keys:
+            check_subnet(self.subnet, "rcd's")
+            log("rcd's default network: bridge %s, %s, port %d"
+                % (self.bridge, self.subnet, self.ports["n"]))
+        if "pc" in keys:
+            check_subnet(self.podman_subnet, "podman's CNI")
+            # podman's own CNI default (/etc/cni/net.d/87-podman-bridge.conflist), renamed.
+            conflist = {
+                "cniVersion": "0.4.0", "name": self.podman_net,
+                "plugins": [
+                    {"type": "bridge", "bridge": self.podman_bridge, "isGateway": True,
+                     "ipMasq": True, "hairpinMode": True,
+                     "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
+                              "ranges": [[{"subnet": self.podman_subnet}]]}},
+                    {"type": "portmap", "capabilities": {"portMappings": True}},
+                    {"type": "firewall"},
+                    {"type": "tuning"},
+                ]}
+            pdir = os.path.join(self.work, "podman-cni")
+            os.makedirs(pdir)
+            with open(os.path.join(pdir, self.podman_net + ".conflist"), "w") as f:
+                json.dump(conflist, f, indent=2)
+            with open(self.podman_conf, "w") as f:
+                f.write('[network]\nnetwork_backend = "cni"\nnetwork_config_dir = %s\n'
+                        % json.dumps(pdir))
+            log("podman's CNI network: %s, bridge %s, %s, port %d"
+                % (self.podman_net, self.podman_bridge, self.podman_subnet, self.ports["pc"]))
 
     def start_daemon(self):
         self.daemon_log = open(os.path.join(self.work, "rcd.log"), "ab")
         env = dict(os.environ)
-        env.setdefault("RCD_LOG", "warn")
+        # The CNI runner's debug lines time each plugin call (see rcd_cni_times).
+        env.setdefault("RCD_LOG", "warn,rcd::network::cni=debug")
         cmd = [os.path.join(self.bin, "rcd"), "--units-dir", self.units, "--root", self.root,
                "--socket", self.socket, "--shim", os.path.join(self.bin, "rcd-shim"),
-               "--runtime", "runc"]
+               "--runtime", "runc", "--config", self.config]
         self.daemon = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.daemon_log,
                                        stderr=self.daemon_log, env=env)
         wait_until(lambda: self.rctl(["list"], check=False).returncode == 0, "rcd to answer",
@@ -208,7 +347,7 @@ class Bench:
     @staticmethod
     def script_ready(fifo, tag):
         """(a, b, b2, c): signal readiness, then stay up."""
-        return "echo %s > /ready/%s.fifo; exec sleep 3600" % (tag, fifo)
+        return SLEEPER % (tag, fifo)
 
     @staticmethod
     def script_restart(fifo):
@@ -216,11 +355,18 @@ class Bench:
         return ("echo ready > /ready/{f}.fifo; read x < /ready/go-{f}.fifo; "
                 "echo bye > /ready/{f}.fifo; exit 0").format(f=fifo)
 
-    def unit_text(self, script, restart=False):
+    def unit_text(self, script, restart=False, ports=None):
+        """`ports` None: no network (`mode = "none"`, written out: the default mode is to
+        become bridge); else bridge mode on the default network with these published ports."""
+        if ports is None:
+            network = 'mode = "none"\n'
+        else:
+            network = 'mode = "bridge"\nports = %s\n' % json.dumps(ports)
         text = ('[container]\nrootfs = {rootfs}\ncommand = ["sh", "-c", {script}]\n'
                 'stop_timeout = "0s"\n\n[[mount]]\nsource = {ready}\ntarget = "/ready"\n'
+                '\n[network]\n{network}'
                 .format(rootfs=json.dumps(self.rootfs), script=json.dumps(script),
-                        ready=json.dumps(self.ready)))
+                        ready=json.dumps(self.ready), network=network))
         if restart:
             # max_delay 0s too: rcd backs a zero delay off to 100 ms, doubling, after the first
             # of consecutive restarts of runs shorter than reset_after; the benchmark wants
@@ -251,6 +397,9 @@ class Bench:
             # Container ids are rcd-<tag>-<unit>-<generation>; the directory goes last
             # (rcd unmounts and removes it in the background).
             left = [c for c in os.listdir(containers) if ("-%s-" % name) in c]
+            netns = os.path.join(self.root, "netns")
+            if os.path.isdir(netns):
+                left += [c for c in os.listdir(netns) if ("-%s-" % name) in c]
             return not left
         wait_until(gone, "rcd to remove unit %s" % name, every=0.02)
 
@@ -348,24 +497,60 @@ class Bench:
         self.drop_bundle(cid)
         return t1 - t0
 
-    def sc_c(self, i):
-        name = "rcdb-%s-c%d" % (self.tag, i)
-        tag = "c-%d" % i
-        cmd = (["podman", "run", "-d", "--rm", "--name", name] + PODMAN_FLAGS +
-               ["--network", "none", "-v", "%s:/ready" % self.ready,
-                "--rootfs", self.rootfs + ":O", "sh", "-c", self.script_ready("c", tag)])
-        self.podman_names.add(name)
+    def podman_run(self, fifo, i, net, script, env=None):
+        """`podman run -d --rm` of the rootfs with network options `net`; (t0, t1, name): the
+        exec and the arrival of the container's tag. `env` for `pc` (its CNI backend)."""
+        name = "rcdb-%s-%s%d" % (self.tag, fifo, i)
+        tag = "%s-%d" % (fifo, i)
+        cmd = (["podman", "run", "-d", "--rm", "--name", name] + PODMAN_FLAGS + net +
+               ["-v", "%s:/ready" % self.ready, "--rootfs", self.rootfs + ":O",
+                "sh", "-c", script % (tag, fifo)])
+        self.podman_names[name] = env
         with tempfile.TemporaryFile(dir=self.work) as err:
             t0 = now()
             p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=err)
-            t1 = self.fifos["c"].wait(tag)
+                                 stderr=err, env=env)
+            t1 = self.fifos[fifo].wait(tag)
             if p.wait(timeout=WAIT) != 0:
                 err.seek(0)
                 raise RuntimeError("podman run: %s" % err.read().decode(errors="replace"))
-        run(["podman", "rm", "-f", "-t", "0", name])
-        self.podman_names.discard(name)
+        return t0, t1, name
+
+    def podman_rm(self, name):
+        run(["podman", "rm", "-f", "-t", "0", name], env=self.podman_names[name])
+        del self.podman_names[name]
+
+    def sc_c(self, i):
+        t0, t1, name = self.podman_run("c", i, ["--network", "none"], SLEEPER)
+        self.podman_rm(name)
         return t1 - t0
+
+    def sc_n(self, i):
+        """rcd, bridge mode, one published port: (process running, first HTTP answer)."""
+        name = "n%d" % i
+        tag = "n-%d" % i
+        port = self.ports["n"]
+        t0 = self.drop_unit(name, self.unit_text(HTTPD % (tag, "n"), ports=["%d:80" % port]))
+        t1 = self.fifos["n"].wait(tag)
+        t2 = http_answer(port)
+        self.remove_unit(name)
+        return t1 - t0, {"n-http": t2 - t0}
+
+    def podman_published(self, key, i, net, env=None):
+        port = self.ports[key]
+        t0, t1, name = self.podman_run(key, i, net + ["-p", "%d:80" % port], HTTPD, env)
+        t2 = http_answer(port)
+        self.podman_rm(name)
+        return t1 - t0, {key + "-http": t2 - t0}
+
+    def sc_p(self, i):
+        """podman -p on its default network, as it ships."""
+        return self.podman_published("p", i, [])
+
+    def sc_pc(self, i):
+        """podman -p with its CNI backend, on a network of this run's own."""
+        env = dict(os.environ, CONTAINERS_CONF=self.podman_conf)
+        return self.podman_published("pc", i, ["--network", self.podman_net], env)
 
     def start_d(self):
         """The restarting rcd unit; its first instance waits for a go."""
@@ -405,12 +590,26 @@ class Bench:
         ("c", "podman run -d --rm (peer)", "sc_c"),
         ("d", "rcd: exit -> restarted (always, 0s)", "sc_d"),
         ("d-floor", "runc run loop: exit -> restarted", "sc_e"),
+        ("n", "rcd: bridge + 1 port -> process running", "sc_n"),
+        ("p", "podman run -d --rm -p (netavark)", "sc_p"),
+        ("pc", "podman run -d --rm -p (CNI backend)", "sc_pc"),
     ]
+    # Second figures the bridge scenarios take in the same rounds.
+    EXTRA = {
+        "n": ("n-http", "  rcd: ... -> first HTTP answer"),
+        "p": ("p-http", "  podman (netavark): ... -> HTTP answer"),
+        "pc": ("pc-http", "  podman (CNI): ... -> HTTP answer"),
+    }
 
     def main(self):
-        self.setup()
         chosen = [s for s in self.SCENARIOS if s[0] in self.args.scenarios]
         keys = [s[0] for s in chosen]
+        unknown = set(self.args.scenarios) - {s[0] for s in self.SCENARIOS}
+        if unknown or not chosen:
+            raise SystemExit("unknown scenarios: %s (known: %s)" % (
+                ",".join(sorted(unknown)) or "none chosen",
+                ",".join(s[0] for s in self.SCENARIOS)))
+        self.setup(keys)
         if "d" in keys:
             self.start_d()
         if "d-floor" in keys:
@@ -423,9 +622,11 @@ class Bench:
             line = []
             for key, _, fn in order:
                 ns = getattr(self, fn)(r)
-                if not warm:
-                    self.results.setdefault(key, []).append(ns / 1e6)
-                line.append("%s %.1f" % (key, ns / 1e6))
+                ns, extra = ns if isinstance(ns, tuple) else (ns, {})
+                for k, v in [(key, ns)] + sorted(extra.items()):
+                    if not warm:
+                        self.results.setdefault(k, []).append(v / 1e6)
+                    line.append("%s %.1f" % (k, v / 1e6))
             if warm:
                 log("warm-up %d/%d: %s" % (r + 1, self.args.warmup, ", ".join(line)))
             else:
@@ -444,13 +645,18 @@ class Bench:
         out.append("")
         out.append("rcd start latency, %d rounds (+%d warm-up), interleaved; ms, wall clock"
                    % (self.args.iterations, self.args.warmup))
-        out.append("%-8s %-38s %8s %8s %8s %8s" % ("scenario", "", "median", "min", "max",
+        out.append("%-8s %-40s %8s %8s %8s %8s" % ("scenario", "", "median", "min", "max",
                                                    "n"))
+        rows = []
         for key, desc, _ in chosen:
+            rows.append((key, desc))
+            if key in self.EXTRA:
+                rows.append(self.EXTRA[key])
+        for key, desc in rows:
             v = self.results.get(key, [])
             if not v:
                 continue
-            out.append("%-8s %-38s %8.1f %8.1f %8.1f %8d"
+            out.append("%-8s %-40s %8.1f %8.1f %8.1f %8d"
                        % (key, desc, statistics.median(v), min(v), max(v), len(v)))
         out.append("")
 
@@ -477,6 +683,7 @@ class Bench:
         if d is not None and e is not None:
             out.append("restart: rcd/runc-loop = %.2fx  rcd - runc = %+.1f ms (paired %+.1f)"
                        % (d / e, d - e, paired("d", "d-floor")))
+        out.extend(self.report_network(med, paired))
         if self.args.iterations < 10:
             out.append("(only %d rounds: the verdicts above are not meaningful; use 30)"
                        % self.args.iterations)
@@ -487,6 +694,83 @@ class Bench:
             with open(self.args.json, "w") as f:
                 json.dump({"iterations": self.args.iterations, "warmup": self.args.warmup,
                            "ms": self.results}, f, indent=1)
+
+    def report_network(self, med, paired):
+        """The bridge scenarios: the network's share of the start, against the same tool with
+        no network in the same rounds; then rcd's own time in the CNI plugins."""
+        out = []
+        a, b, c, n, p, pc = (med(k) for k in ("a", "b", "c", "n", "p", "pc"))
+        if n is None and p is None and pc is None:
+            return out
+        out.append("network's share of the start (bridge + 1 published port, against no "
+                   "network in the same rounds):")
+        for who, x, base in (("rcd", "n", "a"), ("podman", "p", "c"), ("podman CNI", "pc", "c")):
+            mx, mb = med(x), med(base)
+            if mx is None or mb is None:
+                continue
+            out.append("  %-11s %s - %s = %+.1f ms (paired %+.1f) = %.0f%% of the bridge start "
+                       "(%.1f ms)" % (who, x, base, mx - mb, paired(x, base),
+                                      100 * (mx - mb) / mx, mx))
+        if b is not None:
+            out.append("  floor: runc run -d, no network = %.1f ms%s" % (
+                b, "" if n is None else "; rcd bridge - runc = %+.1f ms (%.2fx)" % (n - b, n / b)))
+        for peer, m in (("p", p), ("pc", pc)):
+            if n is not None and m is not None:
+                wins = sum(1 for x, y in zip(self.results["n"], self.results[peer]) if x < y)
+                out.append("  rcd/podman bridge start (n/%s) = %.2fx  %+.1f ms (paired %+.1f); "
+                           "rcd faster in %d/%d rounds" % (peer, n / m, n - m, paired("n", peer),
+                                                           wins, len(self.results["n"])))
+        for key in ("n", "p", "pc"):
+            h = med(key + "-http")
+            if h is not None:
+                out.append("  %-3s first HTTP answer on 127.0.0.1:%d: %.1f ms (%+.1f after the "
+                           "process ran, paired)" % (key, self.ports[key], h,
+                                                      paired(key + "-http", key)))
+        cni = self.rcd_cni_times("ADD")
+        if cni:
+            per_round = [sum(v.values()) for v in cni.values()]
+            total = statistics.median(per_round)
+            plugins = sorted({k for v in cni.values() for k in v})
+            parts = ", ".join("%s %.1f" % (k, statistics.median([v.get(k, 0.0)
+                                                                  for v in cni.values()]))
+                              for k in plugins)
+            share = ""
+            if n is not None and a is not None and n > a:
+                share = " = %.0f%% of n - a" % (100 * total / (n - a))
+            out.append("  rcd's CNI ADD per start, from its log (medians over %d starts): "
+                       "%.1f ms%s; per plugin: %s" % (len(per_round), total, share, parts))
+            dels = self.rcd_cni_times("DEL")
+            if dels:
+                out.append("  (and CNI DEL per removal, outside the clock: %.1f ms)"
+                           % statistics.median([sum(v.values()) for v in dels.values()]))
+        elif n is not None:
+            out.append("  (no `cni plugin` lines in rcd's log: run with RCD_LOG including "
+                       "rcd::network::cni=debug for rcd's time per plugin)")
+        return out
+
+    def rcd_cni_times(self, command):
+        """{round: {plugin: ms}} of the CNI `command` (ADD, DEL) calls for the counted `n`
+        units, from the daemon's debug lines
+        `cni plugin network=N plugin=P command="ADD" container=ID elapsed=D`."""
+        line_re = re.compile(r'cni plugin .*plugin=(\S+) command="?%s"? container=(\S+) '
+                             r'elapsed=(\S+)' % command)
+        id_re = re.compile(r"-n(\d+)-\d+$")
+        times = {}
+        try:
+            with open(os.path.join(self.work, "rcd.log"), errors="replace") as f:
+                for line in f:
+                    m = line_re.search(line)
+                    if not m:
+                        continue
+                    r = id_re.search(m.group(2))
+                    ms = duration_ms(m.group(3))
+                    if r is None or ms is None or int(r.group(1)) < self.args.warmup:
+                        continue
+                    per = times.setdefault(int(r.group(1)), {})
+                    per[m.group(1)] = per.get(m.group(1), 0.0) + ms
+        except OSError:
+            return {}
+        return times
 
     # ---------------------------------------------------------------- teardown
 
@@ -525,8 +809,13 @@ class Bench:
                 for cid in p.stdout.decode().split():
                     log("  leftover runc container %s" % cid)
                     run(["runc", "--root", root, "delete", "-f", cid], check=False)
-        for name in sorted(self.podman_names):
-            run(["podman", "rm", "-f", "-t", "0", name], check=False)
+        for name, env in sorted(self.podman_names.items()):
+            run(["podman", "rm", "-f", "-t", "0", name], check=False, env=env)
+        # The bridges this run made (rcd never removes its bridge; CNI's bridge plugin neither).
+        for bridge in (self.bridge, self.podman_bridge):
+            if os.path.exists(os.path.join("/sys/class/net", bridge)):
+                run(["ip", "link", "del", bridge], check=False)
+                log("  deleted bridge %s" % bridge)
         for m in reversed(mounts_under(self.work)):
             run(["umount", "-l", m], check=False)
         # Empty parent cgroups: ours, and the one rcd made for this root (rcd-<tag>).
@@ -561,7 +850,14 @@ def main():
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--scenarios", default="a,b,b2,c,d,d-floor",
-                    help="comma-separated subset of a,b,b2,c,d,d-floor")
+                    help="comma-separated subset of a,b,b2,c,d,d-floor,n,p,pc")
+    ap.add_argument("--port", type=int, default=int(os.environ.get("RCD_BENCH_PORT", "19380")),
+                    help="host ports for n, p, pc: PORT, PORT+1, PORT+2")
+    ap.add_argument("--subnet", default=os.environ.get("RCD_BENCH_SUBNET", "10.97.0.0/24"),
+                    help="rcd's default network for n (its own bridge)")
+    ap.add_argument("--podman-subnet",
+                    default=os.environ.get("RCD_BENCH_PODMAN_SUBNET", "10.98.0.0/24"),
+                    help="podman's CNI network for pc (its own bridge)")
     ap.add_argument("--work-dir", default=os.environ.get("RCD_BENCH_DIR"),
                     help="where the temporary directory goes (default /var/tmp)")
     ap.add_argument("--json", help="also write the raw samples here")
