@@ -10,6 +10,8 @@ mod bridge;
 mod check;
 #[path = "it/cni.rs"]
 mod cni;
+#[path = "it/deps.rs"]
+mod deps;
 #[path = "it/image.rs"]
 mod image;
 #[path = "it/image_cmd.rs"]

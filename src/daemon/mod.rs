@@ -227,10 +227,10 @@ pub async fn run(
             let changed = tokio::task::spawn_blocking(move || crate::desired::scan(&c))
                 .await
                 .unwrap_or_default();
-            // Units that share the network of a changed one look again: what they wait for
-            // may have appeared, gone, or changed.
+            // Units that name a changed one look again: what they wait for may have appeared,
+            // gone, or changed.
             let set: std::collections::HashSet<&str> = changed.iter().map(String::as_str).collect();
-            let joiners = crate::reconcile::join::joiners(&wctx, |t| set.contains(t));
+            let joiners = crate::reconcile::deps::dependents(&wctx, |t| set.contains(t));
             for name in changed.iter().chain(&joiners) {
                 wctx.poke(name);
             }

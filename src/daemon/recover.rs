@@ -88,9 +88,18 @@ fn sweep(ctx: &Context, owned: &HashSet<String>) {
         }
         Err(e) => tracing::warn!("cannot list runtime containers: {e}"),
     }
+    // A network belongs to a container that runs or is about to restart; one of a stopped
+    // container is what a failed CNI DEL left.
+    let networked: HashSet<String> = ctx
+        .table()
+        .values()
+        .filter_map(|e| e.record.as_ref())
+        .filter(|r| matches!(r.state, State::Running | State::Restarting))
+        .filter_map(|r| r.container_id.clone())
+        .collect();
     for id in ctx.networks.instances() {
-        if id.starts_with(&prefix) && !owned.contains(&id) {
-            tracing::warn!(container = %id, "taking down a network no unit owns");
+        if id.starts_with(&prefix) && !networked.contains(&id) {
+            tracing::warn!(container = %id, "taking down a network no running unit owns");
             if let Err(e) = ctx.networks.detach(&id) {
                 tracing::warn!(container = %id, "network cleanup: {e}");
             }

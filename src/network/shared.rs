@@ -59,6 +59,30 @@ pub fn netns_ino(path: &Path) -> std::io::Result<u64> {
     std::fs::metadata(path).map(|m| m.ino())
 }
 
+/// Opens the namespace at `path` if it is still the one with inode `ino`.
+pub fn open_checked(path: &Path, ino: u64) -> Result<std::fs::File, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let got = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .ino();
+    if got != ino {
+        return Err("its network namespace changed since it was looked at".into());
+    }
+    Ok(file)
+}
+
+/// A path to an open namespace file that any process of this host can open while this
+/// process holds it: `/proc/<pid>/fd/<fd>`.
+pub fn fd_path(file: &std::fs::File) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!(
+        "/proc/{}/fd/{}",
+        std::process::id(),
+        file.as_raw_fd()
+    ))
+}
+
 /// The network namespace of process `pid`.
 pub fn netns_of(pid: i32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/ns/net"))
@@ -74,6 +98,11 @@ mod tests {
         let by_self = netns_ino(Path::new("/proc/self/ns/net")).expect("own netns");
         assert_eq!(netns_ino(&me).expect("own netns by pid"), by_self);
         assert!(netns_ino(Path::new("/proc/0/ns/net")).is_err());
+
+        // Opened by descriptor: the same namespace, through another path.
+        let file = open_checked(&me, by_self).expect("open own netns");
+        assert_eq!(netns_ino(&fd_path(&file)).expect("by fd"), by_self);
+        assert!(open_checked(&me, by_self + 1).is_err());
 
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(files_in(Some(dir.path())).is_empty());

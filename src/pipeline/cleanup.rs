@@ -57,7 +57,12 @@ pub async fn unmount(ctx: &Arc<Context>, id: &str) -> Result<(), Error> {
 
 fn unmount_blocking(ctx: &Context, id: &str) -> Result<(), Error> {
     rootfs::unmount(&ctx.paths.bundle(id).join("rootfs"))?;
-    ctx.networks.detach(id)?;
+    // A CNI DEL that fails must not keep a stopped container from being recorded as stopped;
+    // what it left is released again at the instance's next start (its namespace gone, its
+    // cached attachments are deleted first), at its retirement, or at the next daemon start.
+    if let Err(e) = ctx.networks.detach(id) {
+        tracing::warn!(container = %id, "taking the network down: {e}");
+    }
     Ok(())
 }
 
@@ -81,6 +86,7 @@ pub fn instance_blocking(ctx: &Context, id: &str, depth: Depth) -> Result<(), Er
     }
     unmount_blocking(ctx, id)?;
     if depth == Depth::Retire {
+        ctx.networks.detach(id)?;
         let dir = ctx.paths.container(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}

@@ -125,7 +125,8 @@ fn prepare_and_launch(
     };
     Overlay::layered(lowers.clone(), &dir, &rootfs).mount()?;
     // Step 6: network. A bridge unit's namespace and CNI attachments outlive restarts of the
-    // instance (found in place then); they go when the instance is retired.
+    // instance by its policy (found in place then); they go when it stops for longer.
+    let mut held_netns = None;
     let (network, net) = match &unit.network.mode {
         NetworkMode::None => (None, None),
         NetworkMode::Bridge => {
@@ -152,10 +153,18 @@ fn prepare_and_launch(
                 target: target.clone(),
                 reason: "not running".into(),
             })?;
+            // Held open until the runtime has joined it, and given to the runtime by this
+            // descriptor: the namespace checked is the one joined, whatever happens to the
+            // target (a restart, a reused pid) in between.
+            let file = shared::open_checked(&s.netns, s.ino).map_err(|reason| Error::Shared {
+                target: target.clone(),
+                reason,
+            })?;
             let net = NetSetup {
-                netns: Some(s.netns.clone()),
+                netns: Some(shared::fd_path(&file)),
                 files: s.files(),
             };
+            held_netns = Some(file);
             (None, Some(net))
         }
     };
@@ -199,16 +208,6 @@ fn prepare_and_launch(
         dir,
     };
     let launched = shim::launch::launch(&ctx.shim, &opts, ctx.start_timeout)?;
-    if let Some(s) = join {
-        // The target's init may have died and its pid been reused between the look at it and
-        // the runtime's join: only the namespace looked at will do.
-        let got = shared::netns_ino(&shared::netns_of(launched.pid)).ok();
-        if got != Some(s.ino) {
-            return Err(Error::Shared {
-                target: s.unit.clone(),
-                reason: "its network namespace changed while this container started".into(),
-            });
-        }
-    }
+    drop(held_netns);
     Ok((launched, network))
 }

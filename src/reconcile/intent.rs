@@ -12,6 +12,8 @@ pub enum Intent {
     Stop,
     /// Clear a hold, reset the restart count and backoff, stop if running, start.
     Restart,
+    /// Start if down and not held: a unit that wants or requires this one is starting.
+    PullIn,
 }
 
 impl Intent {
@@ -33,6 +35,15 @@ pub fn apply(r: &mut Record, intent: Intent) {
             r.hold = true;
             r.start_requested = false;
             r.restart_requested = false;
+        }
+        Intent::PullIn => {
+            let down = matches!(
+                r.state,
+                State::Pending | State::Exited | State::Stopped | State::Failed
+            );
+            if !r.hold && down {
+                r.start_requested = true;
+            }
         }
         Intent::Start | Intent::Restart => {
             r.hold = false;

@@ -2,8 +2,8 @@
 //! parallel. Level-triggered: a reconcile reads the current desired and observed state, never
 //! the event that woke it. A reconcile that wants another look later returns a delay.
 
+pub mod deps;
 pub mod intent;
-pub mod join;
 pub mod plan;
 pub mod unit;
 

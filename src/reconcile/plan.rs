@@ -32,6 +32,9 @@ pub enum Action {
     /// It runs, but the container whose network it shares now runs in another namespace:
     /// stop it and start it again there (not a restart by policy).
     Rejoin,
+    /// It runs, but a unit it requires was stopped or removed: stop it, and wait for that
+    /// unit to be back.
+    Yield,
 }
 
 /// For a `container:` unit: where the container whose network it shares stands.
@@ -58,12 +61,16 @@ pub struct Input<'a> {
     pub now_ms: u64,
     /// The network it joins, for a `container:` unit.
     pub join: Join,
+    /// A unit it names is not ready for it to start (see `deps::Gate`).
+    pub blocked: bool,
+    /// A unit it requires was stopped or removed.
+    pub required_stopped: bool,
 }
 
 /// Decides the next action for one unit.
 pub fn plan(input: Input<'_>) -> Action {
     match decide(input) {
-        Action::Start if input.join == Join::Missing => Action::Wait,
+        Action::Start if input.blocked || input.join == Join::Missing => Action::Wait,
         action => action,
     }
 }
@@ -106,7 +113,9 @@ fn decide(input: Input<'_>) -> Action {
             Join::Ready(ino) => record.shared_network.as_ref().is_some_and(|s| s.ino != ino),
             _ => false,
         };
-        return if record.restart_requested {
+        return if input.required_stopped {
+            Action::Yield
+        } else if record.restart_requested {
             Action::Stop { hold: false }
         } else if moved {
             Action::Rejoin
@@ -138,6 +147,7 @@ mod tests {
             name: "web".into(),
             file: "/u/web.toml".into(),
             description: None,
+            deps: Default::default(),
             container: Container {
                 source: Source::Rootfs("/r".into()),
                 entrypoint: None,
@@ -350,6 +360,71 @@ mod tests {
                 alive,
                 now_ms: 1000,
                 join: Join::NotNeeded,
+                blocked: false,
+                required_stopped: false,
+            });
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_unit_waits_while_blocked_and_yields_when_what_it_requires_stops() {
+        let on = unit("h1", true);
+        // (name, record, alive, blocked, required_stopped, want)
+        type Case = (&'static str, Option<Record>, bool, bool, bool, Action);
+        let cases: Vec<Case> = vec![
+            ("new, blocked", None, false, true, false, Action::Wait),
+            ("new, free", None, false, false, false, Action::Start),
+            (
+                "waiting, freed",
+                Some(rec(State::Waiting, None, |_| {})),
+                false,
+                false,
+                false,
+                Action::Start,
+            ),
+            (
+                "running, blocked does not matter",
+                Some(rec(State::Running, Some("h1"), |_| {})),
+                true,
+                true,
+                false,
+                Action::Idle(None),
+            ),
+            (
+                "running, a required unit stopped",
+                Some(rec(State::Running, Some("h1"), |_| {})),
+                true,
+                true,
+                true,
+                Action::Yield,
+            ),
+            (
+                "held: the hold wins",
+                Some(rec(State::Running, Some("h1"), |r| r.hold = true)),
+                true,
+                true,
+                true,
+                Action::Stop { hold: true },
+            ),
+            (
+                "exited, a required unit stopped",
+                Some(rec(State::Exited, Some("h1"), |_| {})),
+                false,
+                true,
+                true,
+                Action::Idle(None),
+            ),
+        ];
+        for (name, record, alive, blocked, required_stopped, want) in cases {
+            let got = plan(Input {
+                unit: Some(&on),
+                record: record.as_ref(),
+                alive,
+                now_ms: 1000,
+                join: Join::NotNeeded,
+                blocked,
+                required_stopped,
             });
             assert_eq!(got, want, "{name}");
         }
@@ -479,6 +554,8 @@ mod tests {
                 alive,
                 now_ms: 1000,
                 join,
+                blocked: false,
+                required_stopped: false,
             });
             assert_eq!(got, want, "{name}");
         }

@@ -15,8 +15,8 @@ use crate::shim::launch;
 use crate::store::{Record, State};
 use crate::unit::Unit;
 
+use super::deps;
 use super::intent::{self, Intent};
-use super::join;
 use super::plan::{plan, Action, Input};
 
 /// After an unexpected error, look again after this long.
@@ -99,13 +99,15 @@ pub async fn reconcile(
             }
         };
         let alive = record.as_ref().is_some_and(shim_alive);
-        let target = join::look(ctx, unit.as_deref());
+        let gate = deps::look(ctx, unit.as_deref());
         let action = plan(Input {
             unit: unit.as_deref(),
             record: record.as_ref(),
             alive,
             now_ms: now_ms(),
-            join: target.join,
+            join: gate.join,
+            blocked: gate.blocked.is_some(),
+            required_stopped: gate.required_stopped.is_some(),
         });
         if action != Action::Idle(None) {
             tracing::debug!(?action, "reconcile step");
@@ -127,16 +129,20 @@ pub async fn reconcile(
             Action::Stop { hold } => stop(ctx, unit.as_deref(), record, hold).await,
             Action::Hold => hold(ctx, name, record).await,
             Action::Wait => {
-                // Looked at again when what it waits for starts (see `poke_joiners`).
-                if let Err(e) = wait(ctx, name, record, target.waiting_for) {
+                // Looked at again when what it waits for changes (see `poke_dependents`).
+                if let Err(e) = wait(ctx, name, record, gate.blocked, gate.problem) {
                     tracing::error!("{e}");
                     return Some(RETRY);
                 }
                 return None;
             }
             Action::Rejoin => rejoin(ctx, unit.as_deref(), record).await,
+            Action::Yield => yield_to(ctx, unit.as_deref(), record, gate.required_stopped).await,
             Action::Start => match unit {
-                Some(u) => start(ctx, &u, record, nudge, target.shared.as_ref()).await,
+                Some(u) => {
+                    pull_in(ctx, &gate.pull_in);
+                    start(ctx, &u, record, nudge, gate.shared.as_ref()).await
+                }
                 None => Ok(()),
             },
         };
@@ -174,8 +180,25 @@ pub fn now_ms() -> u64 {
 
 fn save(ctx: &Context, record: Record) -> Result<(), pipeline::Error> {
     let result = ctx.store.save(&record);
-    if let Some(e) = ctx.table().get_mut(&record.unit) {
+    let name = record.unit.clone();
+    let changed = {
+        let mut table = ctx.table();
+        let Some(e) = table.get_mut(&record.unit) else {
+            return result.map_err(|e| pipeline::Error::Bundle {
+                path: e.path,
+                source: e.source,
+            });
+        };
+        let changed = e.record.as_ref().is_none_or(|old| {
+            (old.state, old.hold, &old.waiting_for)
+                != (record.state, record.hold, &record.waiting_for)
+        });
         e.record = Some(record);
+        changed
+    };
+    if changed {
+        // Units that wait for this one, or require it, look again.
+        poke_dependents(ctx, &name);
     }
     result.map_err(|e| pipeline::Error::Bundle {
         path: e.path,
@@ -326,7 +349,10 @@ async fn stop(
     hold: bool,
 ) -> Result<(), pipeline::Error> {
     let Some(mut r) = record else { return Ok(()) };
-    stop_container(ctx, unit, &mut r, Depth::Unmount).await?;
+    // A restart keeps the instance's rootfs mounted and its network up, as a restart by
+    // policy does (same address, and units sharing its network are not bounced).
+    let depth = if hold { Depth::Unmount } else { Depth::Runtime };
+    stop_container(ctx, unit, &mut r, depth).await?;
     r.set_state(State::Stopped, now_ms());
     if hold {
         r.restart_requested = false;
@@ -412,7 +438,7 @@ async fn remove(
         tracing::info!("unit removed");
         refresh_hosts(ctx).await;
     }
-    poke_joiners(ctx, name);
+    poke_dependents(ctx, name);
     let mut table = ctx.table();
     if let Some(e) = table.get_mut(name) {
         if e.unit.is_none() {
@@ -462,21 +488,53 @@ fn wait(
     name: &str,
     record: Option<Record>,
     why: Option<String>,
+    problem: Option<String>,
 ) -> Result<(), pipeline::Error> {
     let mut r = record.unwrap_or_else(|| Record::new(name, now_ms()));
-    if r.state == State::Waiting && r.waiting_for == why {
+    if r.state == State::Waiting && r.waiting_for == why && r.error == problem {
         return Ok(());
     }
+    if let Some(p) = &problem {
+        tracing::warn!("{p}");
+    }
+    r.error = problem;
     if let Some(why) = &why {
         tracing::info!("waiting for {why}");
     }
     r.set_state(State::Waiting, now_ms());
     r.waiting_for = why;
     r.restart_at_ms = None;
-    save(ctx, r)?;
-    // Those waiting for this one say why anew (a circle names every member).
-    poke_joiners(ctx, name);
-    Ok(())
+    // Saving pokes those waiting for this one, who say why anew (a circle names every member).
+    save(ctx, r)
+}
+
+/// A unit it requires was stopped or removed: stop the container, and wait for that unit.
+async fn yield_to(
+    ctx: &Arc<Context>,
+    unit: Option<&Unit>,
+    record: Option<Record>,
+    why: Option<String>,
+) -> Result<(), pipeline::Error> {
+    let Some(mut r) = record else { return Ok(()) };
+    if let Some(why) = &why {
+        tracing::info!("stopping: waiting for {why}");
+    }
+    stop_container(ctx, unit, &mut r, Depth::Unmount).await?;
+    r.set_state(State::Waiting, now_ms());
+    r.waiting_for = why;
+    save(ctx, r)
+}
+
+/// Asks the units that `names` (wanted or required, and down) to start, as an operator's
+/// `rctl start` would but without clearing a hold (see `Intent::PullIn`).
+fn pull_in(ctx: &Context, names: &[String]) {
+    for name in names {
+        tracing::info!(wanted = %name, "starting a unit this one wants or requires");
+        let (tx, _) = tokio::sync::oneshot::channel();
+        let _ = ctx
+            .tx
+            .send(super::Msg::Intent(name.clone(), Intent::PullIn, tx));
+    }
 }
 
 /// The container whose network this one shares runs in another namespace now (it was
@@ -490,17 +548,19 @@ async fn rejoin(
     if let Some(s) = &r.shared_network {
         tracing::info!(target = %s.unit, "the network this container shares moved; starting it again there");
     }
+    // Saved first: a crash during the stop must not read as an exit for the policy.
+    r.start_requested = true;
+    save(ctx, r.clone())?;
     // The instance stays (as for a restart by policy); only its namespace changes.
     stop_container(ctx, unit, &mut r, Depth::Runtime).await?;
-    r.start_requested = true;
     r.set_state(State::Pending, now_ms());
     save(ctx, r)
 }
 
-/// Asks the reconciler to look at the units that share `target`'s network: they wait for it
-/// to start, and follow it into a new namespace.
-fn poke_joiners(ctx: &Context, target: &str) {
-    for name in join::joiners(ctx, |t| t == target) {
+/// Asks the reconciler to look at the units that name `target`: they wait for it to run (or
+/// be healthy), stop when it is stopped, follow it into a new namespace.
+fn poke_dependents(ctx: &Context, target: &str) {
+    for name in deps::dependents(ctx, |t| t == target) {
         ctx.poke(&name);
     }
 }
@@ -567,8 +627,16 @@ async fn start(
             save(ctx, r)?;
             refresh_hosts(ctx).await;
             watch_exit(ctx, &unit.name, l.shim_pid, l.shim_start);
-            poke_joiners(ctx, &unit.name);
             Ok(())
+        }
+        Err(pipeline::Error::Shared { target, reason }) => {
+            // The target moved or stopped since it was looked at: not this unit's failure.
+            // It waits, and the target's next state change (or a short retry) looks again.
+            tracing::info!(container = %id, "start deferred: unit {target}'s network: {reason}");
+            r.set_state(State::Waiting, now);
+            r.waiting_for = Some(format!("unit {target} to run"));
+            r.clear_network();
+            save(ctx, r)
         }
         Err(pipeline::Error::Superseded) => {
             // Nothing of the instance exists yet; what superseded it decides what comes next.

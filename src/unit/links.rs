@@ -1,65 +1,147 @@
-//! Links between units: the valid units of one directory in, the `container:<unit>` network
-//! modes that name a missing unit or form a cycle out.
+//! Links between units: the valid units of one directory in, the references that cannot be
+//! met out. A `container:<unit>` network mode and `[unit] after`, `requires`, `wants` must name
+//! a unit that exists; the ones that order starts (`container:` and `after`) must not lead back
+//! to where they started.
 //!
 //! One file cannot tell whether another exists, so this runs over a whole directory
-//! (`rctl check`); the daemon can run it over its unit table.
+//! (`rctl check`); the daemon runs it for one unit at a time over its unit table.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::{NetworkMode, Unit};
 
-/// A unit whose `container:<unit>` network mode cannot be met.
+/// A reference from one unit to another that cannot be met.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkProblem {
-    /// The unit whose `[network] mode` is at fault.
+    /// The unit whose key is at fault.
     pub unit: String,
+    /// The key: `mode` (of `[network]`), or `after`, `requires`, `wants` (of `[unit]`).
+    pub key: &'static str,
+    /// The unit it names.
+    pub target: String,
     /// What is wrong, naming the unit.
     pub message: String,
+    /// For a cycle: the units around it, from this one back to it.
+    pub cycle: Option<Vec<String>>,
 }
 
-/// Checks the `container:<unit>` network modes of `units` against each other: each must name
-/// a unit in `names` (every unit file present, valid or not: an invalid one reports its own
-/// errors), and following them from unit to unit must not lead back to where it started.
-/// Problems come sorted by unit name.
-pub fn network_links<'a>(
+impl LinkProblem {
+    /// What the unit waits for because of it, as `rctl status` says (`Waiting: for ...`).
+    pub fn waiting_for(&self) -> String {
+        match &self.cycle {
+            Some(path) => format!("a cycle to be broken: {}", path.join(" -> ")),
+            None => format!("unit {}, which does not exist", self.target),
+        }
+    }
+}
+
+/// Every unit `unit` names, with the key naming it: its `container:` target, then its deps.
+pub fn references(unit: &Unit) -> impl Iterator<Item = (&'static str, &str)> {
+    let joined = match &unit.network.mode {
+        NetworkMode::Container(t) => Some(("mode", t.as_str())),
+        _ => None,
+    };
+    joined
+        .into_iter()
+        .chain(unit.deps.all().map(|(k, n)| (k, n.as_str())))
+}
+
+/// The units whose start `unit`'s waits for: its `container:` target and its `after`.
+fn ordering(unit: &Unit) -> impl Iterator<Item = (&'static str, &str)> {
+    references(unit).filter(|(k, _)| matches!(*k, "mode" | "after"))
+}
+
+fn phrase(key: &str, target: &str) -> String {
+    match key {
+        "mode" => format!("network mode container:{target}"),
+        _ => format!("{key} {target:?}"),
+    }
+}
+
+/// Checks the references of every unit in `units` against each other; `names` is every unit
+/// file present, valid or not (an invalid one reports its own errors). Problems come sorted
+/// by unit name, then in the unit's key order.
+pub fn links<'a>(
     units: impl IntoIterator<Item = &'a Unit>,
     names: &BTreeSet<String>,
 ) -> Vec<LinkProblem> {
-    let joins: BTreeMap<&str, &str> = units
-        .into_iter()
-        .filter_map(|u| match &u.network.mode {
-            NetworkMode::Container(target) => Some((u.name.as_str(), target.as_str())),
-            _ => None,
-        })
-        .collect();
+    let by_name: BTreeMap<&str, &Unit> = units.into_iter().map(|u| (u.name.as_str(), u)).collect();
+    by_name
+        .values()
+        .flat_map(|u| unit_links(u, |n| by_name.get(n).copied(), |n| names.contains(n)))
+        .collect()
+}
+
+/// The problems of one unit's references: `lookup` finds a valid unit by name, `exists` says
+/// whether a unit file of that name is present at all.
+pub fn unit_links<'a>(
+    unit: &Unit,
+    lookup: impl Fn(&str) -> Option<&'a Unit>,
+    exists: impl Fn(&str) -> bool,
+) -> Vec<LinkProblem> {
     let mut problems = Vec::new();
-    for (&unit, &target) in &joins {
-        let problem = |message: String| LinkProblem {
-            unit: unit.to_owned(),
-            message: format!("unit {unit}: network mode container:{target} {message}"),
-        };
-        if !names.contains(target) {
-            problems.push(problem("names a unit that does not exist".to_owned()));
+    let problem = |key: &'static str, target: &str, what: String| LinkProblem {
+        unit: unit.name.clone(),
+        key,
+        target: target.to_owned(),
+        message: format!("unit {}: {} {what}", unit.name, phrase(key, target)),
+        cycle: None,
+    };
+    for (key, target) in references(unit) {
+        if !exists(target) {
+            problems.push(problem(
+                key,
+                target,
+                "names a unit that does not exist".into(),
+            ));
+        }
+    }
+    for (key, target) in ordering(unit) {
+        if !exists(target) {
             continue;
         }
-        // Each unit joins at most one other, so the path from here is a single chain.
-        let mut path = vec![unit, target];
-        let mut at = target;
-        while let Some(&next) = joins.get(at) {
-            if next == unit {
-                path.push(next);
-                problems.push(problem(format!("forms a cycle: {}", path.join(" -> "))));
-                break;
-            }
-            if path.contains(&next) {
-                // A circle further on, not through this unit: reported by its own members.
-                break;
-            }
-            path.push(next);
-            at = next;
+        if let Some(path) = path_back(&unit.name, target, &lookup) {
+            let mut cycle = vec![unit.name.clone()];
+            cycle.extend(path);
+            let what = format!("forms a cycle: {}", cycle.join(" -> "));
+            let mut p = problem(key, target, what);
+            p.cycle = Some(cycle);
+            problems.push(p);
         }
     }
     problems
+}
+
+/// The shortest chain of ordering references from `from` to `home` (both ends included), if
+/// there is one.
+fn path_back<'a>(
+    home: &str,
+    from: &str,
+    lookup: &impl Fn(&str) -> Option<&'a Unit>,
+) -> Option<Vec<String>> {
+    let mut came_from: BTreeMap<String, String> = BTreeMap::new();
+    let mut queue = VecDeque::from([from.to_owned()]);
+    let mut seen = BTreeSet::from([from.to_owned()]);
+    while let Some(at) = queue.pop_front() {
+        if at == home {
+            let mut path = vec![at.clone()];
+            let mut cur = at;
+            while let Some(prev) = came_from.get(&cur) {
+                path.push(prev.clone());
+                cur = prev.clone();
+            }
+            path.reverse();
+            return Some(path);
+        }
+        let Some(u) = lookup(&at) else { continue };
+        for (_, next) in ordering(u) {
+            if seen.insert(next.to_owned()) {
+                came_from.insert(next.to_owned(), at.clone());
+                queue.push_back(next.to_owned());
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -79,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn links() {
+    fn container_links() {
         type Case = (
             &'static [(&'static str, &'static str)],
             &'static [&'static str],
@@ -120,7 +202,7 @@ mod tests {
         for (units, want) in cases {
             let units: Vec<Unit> = units.iter().map(|(n, m)| unit(n, m)).collect();
             let names = units.iter().map(|u| u.name.clone()).collect();
-            let got: Vec<String> = network_links(&units, &names)
+            let got: Vec<String> = links(&units, &names)
                 .into_iter()
                 .map(|p| p.message)
                 .collect();
@@ -129,6 +211,6 @@ mod tests {
         // A unit file that exists but is invalid still exists.
         let web = unit("web", "container:db");
         let names = ["web", "db"].map(String::from).into_iter().collect();
-        assert_eq!(network_links([&web], &names), []);
+        assert_eq!(links([&web], &names), []);
     }
 }

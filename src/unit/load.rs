@@ -5,7 +5,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{line_col, network_links, parse, raw, trust, unit_name, Diagnostic, Error, Unit};
+use super::{line_col, links, parse, raw, trust, unit_name, Diagnostic, Error, Unit};
 
 /// Unit files are a few hundred bytes; a cap keeps a stray huge file from
 /// being read whole into memory.
@@ -146,15 +146,15 @@ fn names_of(files: &[PathBuf]) -> BTreeSet<String> {
     files.iter().filter_map(|f| unit_name(f)).collect()
 }
 
-/// The cross-file problems of `loaded` units (see `network_links`), each at its
-/// `[network] mode` value.
+/// The cross-file problems of `loaded` units (see `links`), each at the value naming the
+/// other unit.
 fn link_diagnostics(loaded: &[(Unit, String)], names: &BTreeSet<String>) -> Vec<Diagnostic> {
-    let problems = network_links(loaded.iter().map(|(u, _)| u), names);
+    let problems = links(loaded.iter().map(|(u, _)| u), names);
     problems
         .into_iter()
         .filter_map(|p| {
             let (unit, text) = loaded.iter().find(|(u, _)| u.name == p.unit)?;
-            let (line, column) = line_col(text, mode_offset(text));
+            let (line, column) = line_col(text, reference_offset(text, p.key, &p.target));
             Some(Diagnostic {
                 file: unit.file.clone(),
                 line,
@@ -198,12 +198,43 @@ fn network_diagnostics(loaded: &[(Unit, String)], known: &BTreeSet<String>) -> V
     out
 }
 
-/// Where the value of `[network] mode` starts in a valid unit's text (0 if it is not there,
-/// which a unit with a `container:` mode cannot be).
-fn mode_offset(text: &str) -> usize {
-    raw::parse(text)
-        .ok()
-        .and_then(|(file, _)| file.network)
-        .and_then(|n| n.into_inner().mode)
-        .map_or(0, |m| m.span().start)
+/// `p` as a diagnostic at its place in the unit's file, read again (line 1, column 1 if the
+/// file cannot be read).
+pub fn locate_link(file: &Path, p: &super::LinkProblem) -> Diagnostic {
+    let text = read_capped(file).unwrap_or_default();
+    let (line, column) = line_col(&text, reference_offset(&text, p.key, &p.target));
+    Diagnostic {
+        file: file.to_path_buf(),
+        line,
+        column,
+        message: p.message.clone(),
+    }
+}
+
+/// Where, in a valid unit's text, `key` names `target`: the value of `[network] mode`, or the
+/// entry of `[unit] after`, `requires` or `wants` (0 if not found, which cannot happen for a
+/// reference the unit has).
+fn reference_offset(text: &str, key: &str, target: &str) -> usize {
+    let Ok((file, _)) = raw::parse(text) else {
+        return 0;
+    };
+    if key == "mode" {
+        return file
+            .network
+            .and_then(|n| n.into_inner().mode)
+            .map_or(0, |m| m.span().start);
+    }
+    let Some(unit) = file.unit.map(|u| u.into_inner()) else {
+        return 0;
+    };
+    let list = match key {
+        "after" => unit.after,
+        "requires" => unit.requires,
+        _ => unit.wants,
+    };
+    list.map(|l| l.into_inner())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|n| n.get_ref() == target)
+        .map_or(0, |n| n.span().start)
 }

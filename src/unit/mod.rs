@@ -15,7 +15,7 @@ pub mod trust;
 pub(crate) mod units;
 mod validate;
 
-pub use links::{network_links, LinkProblem};
+pub use links::{links, references, unit_links, LinkProblem};
 pub use ports::{PortMapping, PortRange, Proto};
 pub use units::{parse_signal, SIGNAL_SHAPE};
 
@@ -31,6 +31,9 @@ pub struct Unit {
     pub file: PathBuf,
     /// `[unit] description`.
     pub description: Option<String>,
+    /// `[unit] after`, `requires`, `wants`: how it depends on other units (not part of the
+    /// container, so not of the spec hash).
+    pub deps: Deps,
     /// `[container]`.
     pub container: Container,
     /// `[[mount]]` entries, in file order.
@@ -45,6 +48,30 @@ pub struct Unit {
     pub autostart: bool,
     /// Hex SHA-256 of the container-defining parts (container, mounts, network, resources).
     pub spec_hash: String,
+}
+
+/// `[unit]` dependencies, with systemd's meanings; each a list of unit names, never this one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Deps {
+    /// Start only once these run (are healthy, if they have a health check), if they are to
+    /// run at all.
+    pub after: Vec<String>,
+    /// Started along with this one; this one stops when one of them is stopped or removed,
+    /// and starts again when it is back.
+    pub requires: Vec<String>,
+    /// Started along with this one; nothing more.
+    pub wants: Vec<String>,
+}
+
+impl Deps {
+    /// Every unit named, with the key naming it, in key order.
+    pub fn all(&self) -> impl Iterator<Item = (&'static str, &String)> {
+        let after = self.after.iter().map(|n| ("after", n));
+        let requires = self.requires.iter().map(|n| ("requires", n));
+        after
+            .chain(requires)
+            .chain(self.wants.iter().map(|n| ("wants", n)))
+    }
 }
 
 /// Where a container's root filesystem comes from.
@@ -374,6 +401,11 @@ pub fn parse(name: &str, file: &Path, text: &str) -> Result<Unit, Vec<Diagnostic
             Err(diagnostics)
         }
     }
+}
+
+/// A link problem of the unit in `file`, located in that file (`rctl status`).
+pub fn locate_link(file: &Path, p: &LinkProblem) -> Diagnostic {
+    load::locate_link(file, p)
 }
 
 /// Reads, trust-checks and parses one unit file.

@@ -68,6 +68,12 @@ pub struct UnitFile {
 pub struct UnitSection {
     /// Free text for `rctl status`.
     pub description: Option<String>,
+    /// Units this one starts after.
+    pub after: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Units this one needs running.
+    pub requires: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Units this one starts along.
+    pub wants: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[container]`.

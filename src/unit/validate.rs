@@ -49,7 +49,14 @@ const TOP: Range<usize> = 0..0;
 /// empty when a table is missing only because the raw stage could not read it.
 pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Problem>> {
     let mut c = Checker::default();
-    let description = raw.unit.and_then(|u| u.into_inner().description);
+    let (description, deps) = match raw.unit {
+        Some(u) => {
+            let u = u.into_inner();
+            let deps = c.deps(u.after, u.requires, u.wants, name);
+            (u.description, deps)
+        }
+        None => (None, Some(super::Deps::default())),
+    };
     // `[network]` needs it: `container:` mode and a set hostname conflict.
     let hostname_span = raw
         .container
@@ -87,15 +94,21 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
         .and_then(|i| i.into_inner().autostart)
         .unwrap_or(true);
 
-    match (container, mounts, network, resources, restart) {
-        (Some(container), Some(mounts), Some(network), Some(resources), Some(restart))
-            if c.problems.is_empty() =>
-        {
+    match (container, mounts, network, resources, restart, deps) {
+        (
+            Some(container),
+            Some(mounts),
+            Some(network),
+            Some(resources),
+            Some(restart),
+            Some(deps),
+        ) if c.problems.is_empty() => {
             let spec_hash = hash::spec_hash(&container, &mounts, &network, &resources);
             Ok(Unit {
                 name: name.to_owned(),
                 file: file.to_path_buf(),
                 description,
+                deps,
                 container,
                 mounts,
                 network,
@@ -623,6 +636,42 @@ impl Checker {
         }
         network.ports = ports?;
         ok.then_some(network)
+    }
+
+    /// `[unit] after`, `requires`, `wants`: unit names, not this one, none twice in a list.
+    fn deps(
+        &mut self,
+        after: Option<Spanned<Vec<Spanned<String>>>>,
+        requires: Option<Spanned<Vec<Spanned<String>>>>,
+        wants: Option<Spanned<Vec<Spanned<String>>>>,
+        name: &str,
+    ) -> Option<super::Deps> {
+        let mut ok = true;
+        let mut list = |key: &str, list: Option<Spanned<Vec<Spanned<String>>>>| {
+            let mut out: Vec<String> = Vec::new();
+            for n in list.map(Spanned::into_inner).unwrap_or_default() {
+                let text = n.get_ref();
+                let message = if !valid_name(text) {
+                    format!("{key}: {text:?} is not a unit name (1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit)")
+                } else if text == name {
+                    format!("{key}: a unit cannot depend on itself")
+                } else if out.contains(text) {
+                    format!("{key}: {text:?} is listed twice")
+                } else {
+                    out.push(text.clone());
+                    continue;
+                };
+                self.err(n.span(), message);
+                ok = false;
+            }
+            out
+        };
+        let deps = super::Deps {
+            after: list("after", after),
+            requires: list("requires", requires),
+            wants: list("wants", wants),
+        };
+        ok.then_some(deps)
     }
 
     fn network_mode(&mut self, mode: Spanned<String>, name: &str) -> Option<NetworkMode> {

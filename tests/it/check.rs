@@ -4,12 +4,32 @@ use std::process::Command;
 
 use crate::harness::*;
 
+/// A daemon config with every default, so no test reads the host's /etc/rcd.
+fn empty_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("rcd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[network]\nconfig_dir = \"{}\"\n",
+            dir.join("networks").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
 #[test]
 fn check_accepts_good_and_locates_bad() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, unit("sleep 1", "")).unwrap();
-    let out = Command::new(RCTL).arg("check").arg(&good).output().unwrap();
+    let out = Command::new(RCTL)
+        .arg("check")
+        .arg("--config")
+        .arg(empty_config(dir.path()))
+        .arg(&good)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -22,7 +42,13 @@ fn check_accepts_good_and_locates_bad() {
         "[container]\nrootfs = \"/r\"\ncommand = [\"sh\"]\nstop_timeout = \"soon\"\n",
     )
     .unwrap();
-    let out = Command::new(RCTL).arg("check").arg(&bad).output().unwrap();
+    let out = Command::new(RCTL)
+        .arg("check")
+        .arg("--config")
+        .arg(empty_config(dir.path()))
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with(&format!("{}:4:", bad.display())), "{text}");
@@ -44,8 +70,11 @@ fn shipped_units_and_examples_parse() {
             .count();
     }
     assert!(count > 0, "units/ holds sample units");
+    let dir = tempfile::tempdir().unwrap();
     let out = Command::new(RCTL)
         .arg("check")
+        .arg("--config")
+        .arg(empty_config(dir.path()))
         .args(&paths)
         .output()
         .unwrap();

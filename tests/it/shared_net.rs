@@ -10,14 +10,25 @@ use crate::harness::*;
 
 const SEC: Duration = Duration::from_secs(1);
 
+/// The inode of process `pid`'s network namespace; the process must exist.
 fn netns_ino(pid: i64) -> u64 {
     std::fs::metadata(format!("/proc/{pid}/ns/net"))
         .map(|m| m.ino())
-        .unwrap_or(0)
+        .unwrap_or_else(|e| panic!("netns of {pid}: {e}"))
 }
 
+/// A file as process `pid` sees it; the process and the file must exist.
 fn file_in(pid: i64, path: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/root{path}")).unwrap_or_default()
+    std::fs::read_to_string(format!("/proc/{pid}/root{path}"))
+        .unwrap_or_else(|e| panic!("{path} of {pid}: {e}"))
+}
+
+fn sigkill(pid: i64) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
 }
 
 /// A web server listening on the loopback of its namespace only.
@@ -79,11 +90,7 @@ fn a_container_unit_waits_for_its_target_shares_its_localhost_and_follows_its_re
 
     // Web's process dies and its policy restarts it in the same instance, which keeps its
     // pinned namespace: app keeps running as it is.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(web_pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(web_pid);
     let web_pid2 = d.wait_new_pid("web", web_pid, 20 * SEC);
     assert_eq!(netns_ino(web_pid2), netns_ino(app_pid));
     std::thread::sleep(SEC / 2);
@@ -101,9 +108,7 @@ fn a_container_unit_waits_for_its_target_shares_its_localhost_and_follows_its_re
     d.write_unit("web", &web("bridge", "2"));
     let web_pid3 = d.wait_new_pid("web", web_pid2, 20 * SEC);
     let app_pid2 = d.wait_new_pid("app", app_pid, 20 * SEC);
-    wait_until(10 * SEC, "app in web's new namespace", || {
-        netns_ino(app_pid2) == netns_ino(web_pid3) && netns_ino(web_pid3) != 0
-    });
+    assert_eq!(netns_ino(app_pid2), netns_ino(web_pid3));
     wait_until(15 * SEC, "app reached the new web on 127.0.0.1", || {
         reached(&d, "app") == 2
     });
@@ -133,14 +138,70 @@ fn a_container_unit_follows_a_target_without_a_pinned_namespace_through_its_rest
     wait_until(15 * SEC, "app reached web on 127.0.0.1", || {
         reached(&d, "app") == 1
     });
-    // Web's namespace was the runtime's: it dies with web's process, so app follows.
-    assert!(d.rctl(&["restart", "web"]).status.success());
+    // Web's namespace was the runtime's: it dies with web's process, so app follows, after
+    // a restart by web's policy as after an operator's restart; neither counts for app.
+    sigkill(pid_of(&w));
     let web_pid = d.wait_new_pid("web", pid_of(&w), 20 * SEC);
     let app_pid = d.wait_new_pid("app", pid_of(&a), 20 * SEC);
     assert_eq!(netns_ino(app_pid), netns_ino(web_pid));
     wait_until(15 * SEC, "app reached the restarted web", || {
         reached(&d, "app") == 2
     });
+    assert!(d.rctl(&["restart", "web"]).status.success());
+    let web_pid2 = d.wait_new_pid("web", web_pid, 20 * SEC);
+    let app_pid2 = d.wait_new_pid("app", app_pid, 20 * SEC);
+    assert_eq!(netns_ino(app_pid2), netns_ino(web_pid2));
+    wait_until(15 * SEC, "app reached web again", || {
+        reached(&d, "app") == 3
+    });
+    assert_eq!(d.status("app").unwrap()["restarts"], 0);
+}
+
+#[test]
+fn a_chain_of_container_units_follows_its_end_through_stop_start_and_recreation() {
+    let d = Daemon::start();
+    // c joins b, which joins a; b and c run under policy `no`, so a failed join would stay.
+    d.write_unit("a", &web("bridge", "1"));
+    d.write_unit("b", &client("a"));
+    d.write_unit("c", &client("b"));
+    let pids = |d: &Daemon| -> Vec<i64> {
+        ["a", "b", "c"]
+            .iter()
+            .map(|n| pid_of(&d.wait_state(n, "running", 20 * SEC)))
+            .collect()
+    };
+    let one_namespace = |p: &[i64]| {
+        let a = netns_ino(p[0]);
+        assert!(p.iter().all(|&x| netns_ino(x) == a), "{p:?}");
+    };
+    let first = pids(&d);
+    one_namespace(&first);
+    assert_eq!(file_in(first[2], "/etc/hostname"), "a\n");
+    // a stopped and started: its namespace is new, and both follow it, b then c.
+    assert!(d.rctl(&["stop", "a"]).status.success());
+    d.wait_state("a", "stopped", 10 * SEC);
+    assert!(d.rctl(&["start", "a"]).status.success());
+    let a2 = d.wait_new_pid("a", first[0], 20 * SEC);
+    let b2 = d.wait_new_pid("b", first[1], 20 * SEC);
+    let c2 = d.wait_new_pid("c", first[2], 20 * SEC);
+    one_namespace(&[a2, b2, c2]);
+    wait_until(15 * SEC, "c reached a through the chain", || {
+        reached(&d, "c") == 2
+    });
+    // a recreated: the same again.
+    d.write_unit("a", &web("bridge", "2"));
+    let a3 = d.wait_new_pid("a", a2, 20 * SEC);
+    let b3 = d.wait_new_pid("b", b2, 20 * SEC);
+    let c3 = d.wait_new_pid("c", c2, 20 * SEC);
+    one_namespace(&[a3, b3, c3]);
+    for n in ["b", "c"] {
+        let s = d.status(n).unwrap();
+        assert_eq!(
+            (&s["state"], &s["restarts"]),
+            (&"running".into(), &0.into()),
+            "{s:#}"
+        );
+    }
 }
 
 #[test]
@@ -149,10 +210,19 @@ fn container_units_in_a_circle_say_so_and_wait() {
     d.write_unit("a", &client("b"));
     d.write_unit("b", &client("a"));
     for (unit, other) in [("a", "b"), ("b", "a")] {
-        let s = d.wait_state(unit, "waiting", 10 * SEC);
-        let why = s["waiting_for"].as_str().unwrap_or_default();
-        assert!(
-            why.contains(&format!("container:{other} forms a cycle")),
+        wait_until(10 * SEC, "the cycle reported", || {
+            d.status(unit).is_some_and(|s| {
+                s["waiting_for"] == format!("a cycle to be broken: {unit} -> {other} -> {unit}")
+            })
+        });
+        // With its place in the file: `mode = "container:..."` on line 7, its value at column 8.
+        let s = d.status(unit).unwrap();
+        assert_eq!(
+            s["error"],
+            format!(
+                "{}:7:8: unit {unit}: network mode container:{other} forms a cycle: {unit} -> {other} -> {unit}",
+                d.units.join(format!("{unit}.toml")).display()
+            ),
             "{s:#}"
         );
     }

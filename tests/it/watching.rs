@@ -122,7 +122,12 @@ fn a_hundred_malformed_files_are_each_reported_and_the_daemon_is_unharmed() {
     assert_eq!(pid_of(&s), pid);
     assert!(d.runtime_containers().len() == 1);
     // rctl check reports each file with file:line:col and exits 1.
-    let out = d.rctl(&["check", d.units.to_str().unwrap()]);
+    let out = d.rctl(&[
+        "check",
+        "--config",
+        d.config.to_str().unwrap(),
+        d.units.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     for i in 0..100 {
