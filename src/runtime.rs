@@ -116,6 +116,19 @@ impl Runtime {
         })
     }
 
+    /// `exec`: a command in the running container, with the container's process settings
+    /// (user, environment, capabilities). The caller picks stdio and waits; the process's host
+    /// pid goes to `pid_file`.
+    pub fn exec_command(&self, id: &str, argv: &[String], pid_file: &Path, tty: bool) -> Command {
+        let mut cmd = self.command();
+        cmd.arg("exec").arg("--pid-file").arg(pid_file);
+        if tty {
+            cmd.arg("--tty");
+        }
+        cmd.arg(id).args(argv);
+        cmd
+    }
+
     /// `kill`: sends a signal to the container's init (or all its processes); a container
     /// that is gone or already stopped is success.
     pub fn kill(&self, id: &str, signal: &str, all: bool) -> Result<(), Error> {

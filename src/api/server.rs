@@ -119,6 +119,11 @@ pub fn status_of(ctx: &Context, name: &str, e: &Entry) -> UnitStatus {
         }),
         shares_network_of: r.and_then(|r| r.shared_network.as_ref().map(|s| s.unit.clone())),
         waiting_for: r.and_then(|r| r.waiting_for.clone()),
+        health: r
+            .filter(|r| r.state == RecState::Running)
+            .and_then(|r| r.container_id.as_deref())
+            .and_then(|id| ctx.health.get(id)),
+        deps: e.unit.as_ref().map(|u| u.deps.clone()).unwrap_or_default(),
     }
 }
 

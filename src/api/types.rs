@@ -59,6 +59,12 @@ pub struct UnitStatus {
     /// While `waiting`: what for (`unit db to run`).
     #[serde(default)]
     pub waiting_for: Option<String>,
+    /// The running container's health: status, failing streak, last 5 probe results.
+    #[serde(default)]
+    pub health: Option<crate::health::State>,
+    /// `[unit] after`, `requires`, `wants`.
+    #[serde(default)]
+    pub deps: crate::unit::Deps,
 }
 
 /// `rctl inspect`: the unit as loaded, its record and its bundle.

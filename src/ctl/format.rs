@@ -84,8 +84,38 @@ pub fn status(s: &UnitStatus, log: &str) -> String {
     if let Some(p) = &s.pull {
         out.push_str(&format!("    Pulling: {}\n", progress(p)));
     }
+    let deps: Vec<String> = [
+        ("after", &s.deps.after),
+        ("requires", &s.deps.requires),
+        ("wants", &s.deps.wants),
+    ]
+    .iter()
+    .filter(|(_, l)| !l.is_empty())
+    .map(|(k, l)| format!("{k} {}", l.join(", ")))
+    .collect();
+    if !deps.is_empty() {
+        out.push_str(&format!("    Depends: {}\n", deps.join("; ")));
+    }
     if let Some(w) = &s.waiting_for {
         out.push_str(&format!("    Waiting: for {w}\n"));
+    }
+    if let Some(h) = &s.health {
+        let streak = if h.failing_streak > 0 {
+            format!(", {} failing in a row", h.failing_streak)
+        } else {
+            String::new()
+        };
+        out.push_str(&format!("     Health: {}{streak}\n", h.status.as_str()));
+        if let Some(last) = h.log.back() {
+            let text = last.output.trim();
+            let first = text.lines().next().unwrap_or("");
+            out.push_str(&format!(
+                " Last probe: exit {} in {} ms{}{first}\n",
+                last.exit_code,
+                last.took_ms,
+                if first.is_empty() { "" } else { ": " }
+            ));
+        }
     }
     if let Some(t) = &s.shares_network_of {
         out.push_str(&format!("    Network: shares unit {t}'s (container:{t})\n"));
@@ -136,7 +166,11 @@ pub fn table(all: &[UnitStatus]) -> String {
         .map(|s| {
             [
                 s.name.clone(),
-                s.state.clone(),
+                match &s.health {
+                    // Docker's `Up 5 minutes (healthy)`.
+                    Some(h) => format!("{} ({})", s.state, h.status.as_str()),
+                    None => s.state.clone(),
+                },
                 s.pid.map_or("-".into(), |p| p.to_string()),
                 s.restarts.to_string(),
                 s.exit_code.map_or("-".into(), |c| c.to_string()),

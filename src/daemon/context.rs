@@ -59,6 +59,8 @@ pub struct Context {
     pub tx: mpsc::UnboundedSender<Msg>,
     /// The unit table.
     table: Mutex<BTreeMap<String, Entry>>,
+    /// Health of the monitored containers.
+    pub health: crate::health::Registry,
     /// A problem with the units directory itself (untrusted, unreadable).
     pub dir_error: Mutex<Option<String>>,
 }
@@ -92,6 +94,7 @@ impl Context {
             start_permits: Semaphore::new((cores * 2).max(4)),
             tx,
             table: Mutex::new(BTreeMap::new()),
+            health: crate::health::Registry::default(),
             dir_error: Mutex::new(None),
         }
     }

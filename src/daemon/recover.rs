@@ -120,6 +120,7 @@ fn sweep(ctx: &Context, owned: &HashSet<String>) {
 /// watches every shim that still runs, so its exit is seen.
 pub fn adopt(ctx: &Arc<Context>) {
     let mut watch = Vec::new();
+    let mut monitor = Vec::new();
     let mut save = Vec::new();
     {
         let mut table = ctx.table();
@@ -138,12 +139,19 @@ pub fn adopt(ctx: &Arc<Context>) {
                 if launch::alive(pid, start) {
                     tracing::info!(unit = %name, pid = ?r.pid, "re-adopted running container");
                     watch.push((name.clone(), pid, start));
+                    if let Some(id) = &r.container_id {
+                        let started = r.started_at_ms.unwrap_or(0);
+                        monitor.push((name.clone(), id.clone(), r.image_health.clone(), started));
+                    }
                 }
             }
         }
     }
     for r in save {
         let _ = ctx.store.save(&r);
+    }
+    for (name, id, image, started) in monitor {
+        crate::health::spawn_monitor(ctx, &name, &id, image, started, true);
     }
     for (name, pid, start) in watch {
         crate::reconcile::unit::watch_exit(ctx, &name, pid, start);

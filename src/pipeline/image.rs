@@ -18,6 +18,8 @@ pub struct Prepared {
     pub config: ImageConfiguration,
     /// Its layer directories, top first.
     pub lowers: Vec<PathBuf>,
+    /// Its HEALTHCHECK, if its (Docker) config has one.
+    pub health: Option<crate::health::ImageHealth>,
 }
 
 fn fail(image: &str, reason: impl std::fmt::Display) -> Error {
@@ -79,5 +81,9 @@ pub async fn prepare(
     let lowers = super::blocking(move || snapshots.prepare(&layers, &content))
         .await?
         .map_err(|e| fail(image, format!("unpack into {}: {e}", into.display())))?;
-    Ok(Prepared { config, lowers })
+    Ok(Prepared {
+        config,
+        lowers,
+        health: crate::health::image_health(&config_bytes),
+    })
 }

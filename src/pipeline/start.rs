@@ -25,6 +25,8 @@ pub struct Started {
     pub exposed_ports: Vec<String>,
     /// What it got from its networks (bridge mode).
     pub network: Option<Joined>,
+    /// Its image's HEALTHCHECK.
+    pub image_health: Option<crate::health::ImageHealth>,
 }
 
 /// Starts container instance `id` of `unit`. On error nothing of it runs or stays mounted.
@@ -56,6 +58,7 @@ pub async fn start(
         reason,
     })?;
     let exposed_ports = crate::spec::exposed_ports(config);
+    let image_health = image.as_ref().and_then(|p| p.health.clone());
     // Pulls wait outside the bound on concurrent starts: a slow registry must not hold up
     // units that are ready to run.
     let _permit = ctx.start_permits.acquire().await;
@@ -75,6 +78,7 @@ pub async fn start(
             stop_signal,
             exposed_ports,
             network,
+            image_health,
         }),
         Err(error) => match cleanup::instance(ctx, id, cleanup::Depth::Unmount).await {
             Ok(()) => Err(error),

@@ -83,7 +83,7 @@ pub fn look(ctx: &Context, unit: Option<&Unit>) -> Gate {
         let Some(e) = table.get(name.as_str()) else {
             continue;
         };
-        match (ready(e), coming(e)) {
+        match (ready(ctx, e), coming(e)) {
             (Ok(()), _) | (_, false) => {}
             (Err(why), true) => gate.block(format!("unit {name} to {why}")),
         }
@@ -109,11 +109,27 @@ pub fn look(ctx: &Context, unit: Option<&Unit>) -> Gate {
 
 /// Whether `e`'s container runs (and is healthy, if it has a health check); if not, what it
 /// has yet to do ("run", "be healthy").
-fn ready(e: &Entry) -> Result<(), &'static str> {
-    match &e.record {
-        Some(r) if r.state == State::Running && shim_alive(r) => Ok(()),
-        _ => Err("run"),
+fn ready(ctx: &Context, e: &Entry) -> Result<(), &'static str> {
+    let Some(r) = e
+        .record
+        .as_ref()
+        .filter(|r| r.state == State::Running && shim_alive(r))
+    else {
+        return Err("run");
+    };
+    let checked = e
+        .unit
+        .as_deref()
+        .is_some_and(|u| crate::health::resolve(&u.health, r.image_health.as_ref()).is_some());
+    let healthy = r
+        .container_id
+        .as_deref()
+        .and_then(|id| ctx.health.get(id))
+        .is_some_and(|h| h.status == crate::health::Status::Healthy);
+    if checked && !healthy {
+        return Err("be healthy");
     }
+    Ok(())
 }
 
 /// Whether `e` is on its way to running: a unit waits for one that is, and not for one that

@@ -35,6 +35,9 @@ pub enum Action {
     /// It runs, but a unit it requires was stopped or removed: stop it, and wait for that
     /// unit to be back.
     Yield,
+    /// It runs but is unhealthy, and its `on_unhealthy` says to act: restart it (counted,
+    /// with backoff) or stop it.
+    Unhealthy(crate::unit::OnUnhealthy),
 }
 
 /// For a `container:` unit: where the container whose network it shares stands.
@@ -65,6 +68,8 @@ pub struct Input<'a> {
     pub blocked: bool,
     /// A unit it requires was stopped or removed.
     pub required_stopped: bool,
+    /// Its container's health check says unhealthy.
+    pub unhealthy: bool,
 }
 
 /// Decides the next action for one unit.
@@ -113,8 +118,11 @@ fn decide(input: Input<'_>) -> Action {
             Join::Ready(ino) => record.shared_network.as_ref().is_some_and(|s| s.ino != ino),
             _ => false,
         };
+        let on_unhealthy = unit.health.on_unhealthy;
         return if input.required_stopped {
             Action::Yield
+        } else if input.unhealthy && on_unhealthy != crate::unit::OnUnhealthy::None {
+            Action::Unhealthy(on_unhealthy)
         } else if record.restart_requested {
             Action::Stop { hold: false }
         } else if moved {
@@ -148,6 +156,7 @@ mod tests {
             file: "/u/web.toml".into(),
             description: None,
             deps: Default::default(),
+            health: Default::default(),
             container: Container {
                 source: Source::Rootfs("/r".into()),
                 entrypoint: None,
@@ -362,8 +371,43 @@ mod tests {
                 join: Join::NotNeeded,
                 blocked: false,
                 required_stopped: false,
+                unhealthy: false,
             });
             assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unhealthy_container_is_acted_on_only_as_its_unit_says() {
+        use crate::unit::OnUnhealthy;
+        let running = rec(State::Running, Some("h1"), |_| {});
+        for (on, unhealthy, want) in [
+            (OnUnhealthy::None, true, Action::Idle(None)),
+            (
+                OnUnhealthy::Restart,
+                true,
+                Action::Unhealthy(OnUnhealthy::Restart),
+            ),
+            (
+                OnUnhealthy::Stop,
+                true,
+                Action::Unhealthy(OnUnhealthy::Stop),
+            ),
+            (OnUnhealthy::Restart, false, Action::Idle(None)),
+        ] {
+            let mut u = unit("h1", true);
+            u.health.on_unhealthy = on;
+            let got = plan(Input {
+                unit: Some(&u),
+                record: Some(&running),
+                alive: true,
+                now_ms: 1000,
+                join: Join::NotNeeded,
+                blocked: false,
+                required_stopped: false,
+                unhealthy,
+            });
+            assert_eq!(got, want, "{on:?} {unhealthy}");
         }
     }
 
@@ -425,6 +469,7 @@ mod tests {
                 join: Join::NotNeeded,
                 blocked,
                 required_stopped,
+                unhealthy: false,
             });
             assert_eq!(got, want, "{name}");
         }
@@ -556,6 +601,7 @@ mod tests {
                 join,
                 blocked: false,
                 required_stopped: false,
+                unhealthy: false,
             });
             assert_eq!(got, want, "{name}");
         }

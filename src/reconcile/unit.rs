@@ -108,6 +108,11 @@ pub async fn reconcile(
             join: gate.join,
             blocked: gate.blocked.is_some(),
             required_stopped: gate.required_stopped.is_some(),
+            unhealthy: record
+                .as_ref()
+                .and_then(|r| r.container_id.as_deref())
+                .and_then(|id| ctx.health.get(id))
+                .is_some_and(|h| h.status == crate::health::Status::Unhealthy),
         });
         if action != Action::Idle(None) {
             tracing::debug!(?action, "reconcile step");
@@ -138,6 +143,7 @@ pub async fn reconcile(
             }
             Action::Rejoin => rejoin(ctx, unit.as_deref(), record).await,
             Action::Yield => yield_to(ctx, unit.as_deref(), record, gate.required_stopped).await,
+            Action::Unhealthy(on) => unhealthy(ctx, unit.as_deref(), record, on).await,
             Action::Start => match unit {
                 Some(u) => {
                     pull_in(ctx, &gate.pull_in);
@@ -525,6 +531,51 @@ async fn yield_to(
     save(ctx, r)
 }
 
+/// The container is unhealthy and its unit says to act: restart it through the restart path
+/// (counted, with backoff, whatever the policy), or stop it (`failed` until started again).
+async fn unhealthy(
+    ctx: &Arc<Context>,
+    unit: Option<&Unit>,
+    record: Option<Record>,
+    on: crate::unit::OnUnhealthy,
+) -> Result<(), pipeline::Error> {
+    let (Some(mut r), Some(unit)) = (record, unit) else {
+        return Ok(());
+    };
+    let now = now_ms();
+    let ran_for = r
+        .started_at_ms
+        .map(|s| Duration::from_millis(now.saturating_sub(s)));
+    if let Some(id) = &r.container_id {
+        ctx.health.forget(id);
+    }
+    if on == crate::unit::OnUnhealthy::Stop {
+        tracing::warn!("unhealthy: stopping (on_unhealthy = \"stop\")");
+        stop_container(ctx, Some(unit), &mut r, Depth::Unmount).await?;
+        r.error = Some("stopped: unhealthy (on_unhealthy = \"stop\")".into());
+        r.set_state(State::Failed, now);
+        return save(ctx, r);
+    }
+    tracing::warn!("unhealthy: restarting (on_unhealthy = \"restart\")");
+    // Kept for the restart, as for a restart by policy: rootfs mounted, network up.
+    stop_container(ctx, Some(unit), &mut r, Depth::Runtime).await?;
+    let always = crate::unit::Restart {
+        policy: crate::unit::Policy::Always,
+        ..unit.restart.clone()
+    };
+    let code = r.exit_code.unwrap_or(137);
+    let decision = restart::decide(
+        &always,
+        Outcome::Exited(code),
+        r.restarts,
+        r.backoff_step,
+        ran_for,
+    );
+    apply(&mut r, decision, now, now);
+    r.error = Some("restarted: unhealthy (on_unhealthy = \"restart\")".into());
+    save(ctx, r)
+}
+
 /// Asks the units that `names` (wanted or required, and down) to start, as an operator's
 /// `rctl start` would but without clearing a hold (see `Intent::PullIn`).
 fn pull_in(ctx: &Context, names: &[String]) {
@@ -620,13 +671,16 @@ async fn start(
             r.exposed_ports = started.exposed_ports;
             r.network = started.network;
             r.shared_network = join.cloned();
+            r.image_health = started.image_health;
             r.stop_timeout_ms = Some(unit.container.stop_timeout.as_millis() as u64);
             r.error = None;
             r.set_state(State::Running, now);
             tracing::info!(container = %id, pid = l.pid, "container started");
+            let image_health = r.image_health.clone();
             save(ctx, r)?;
             refresh_hosts(ctx).await;
             watch_exit(ctx, &unit.name, l.shim_pid, l.shim_start);
+            crate::health::spawn_monitor(ctx, &unit.name, &id, image_health, now, false);
             Ok(())
         }
         Err(pipeline::Error::Shared { target, reason }) => {

@@ -119,6 +119,10 @@ pub struct Record {
     /// While waiting: what for.
     #[serde(default)]
     pub waiting_for: Option<String>,
+    /// The current container's image's HEALTHCHECK (its monitor needs it after a restart of
+    /// the daemon).
+    #[serde(default)]
+    pub image_health: Option<crate::health::ImageHealth>,
 }
 
 impl Record {
@@ -151,6 +155,7 @@ impl Record {
             network: None,
             shared_network: None,
             waiting_for: None,
+            image_health: None,
         }
     }
 

@@ -44,6 +44,8 @@ pub struct Unit {
     pub resources: Resources,
     /// `[restart]`.
     pub restart: Restart,
+    /// `[health]` (not part of the spec hash: a change applies to the running container).
+    pub health: Health,
     /// `[install] autostart`, default true.
     pub autostart: bool,
     /// Hex SHA-256 of the container-defining parts (container, mounts, network, resources).
@@ -51,7 +53,7 @@ pub struct Unit {
 }
 
 /// `[unit]` dependencies, with systemd's meanings; each a list of unit names, never this one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Deps {
     /// Start only once these run (are healthy, if they have a health check), if they are to
     /// run at all.
@@ -72,6 +74,45 @@ impl Deps {
             .chain(requires)
             .chain(self.wants.iter().map(|n| ("wants", n)))
     }
+}
+
+/// `[health]`: the unit's health check, each key unset where the image's (or Docker's
+/// default) applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// No health check at all, not even the image's.
+    pub disable: bool,
+    /// The probe's argv (a shell string becomes `["/bin/sh", "-c", string]`).
+    pub cmd: Option<Vec<String>>,
+    /// Time between probes.
+    #[serde(with = "humantime_serde_shim::option")]
+    pub interval: Option<Duration>,
+    /// Time a probe may take before it is killed and counted as failed.
+    #[serde(with = "humantime_serde_shim::option")]
+    pub timeout: Option<Duration>,
+    /// Consecutive failures that make the container unhealthy.
+    pub retries: Option<u32>,
+    /// Time after the start during which failures do not count.
+    #[serde(with = "humantime_serde_shim::option")]
+    pub start_period: Option<Duration>,
+    /// Time between probes during the start period.
+    #[serde(with = "humantime_serde_shim::option")]
+    pub start_interval: Option<Duration>,
+    /// What to do once unhealthy.
+    pub on_unhealthy: OnUnhealthy,
+}
+
+/// `[health] on_unhealthy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnhealthy {
+    /// Report it, nothing more (Docker's behaviour).
+    #[default]
+    None,
+    /// Restart the container through its restart path (counted, with backoff).
+    Restart,
+    /// Stop the container; the unit is `failed` until started again.
+    Stop,
 }
 
 /// Where a container's root filesystem comes from.
@@ -273,6 +314,20 @@ mod humantime_serde_shim {
 
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub mod option {
+        use std::time::Duration;
+
+        pub fn serialize<S: serde::Serializer>(
+            d: &Option<Duration>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
     }
 }
 

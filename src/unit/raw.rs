@@ -38,6 +38,7 @@ const TABLES: &[&str] = &[
     "network",
     "resources",
     "restart",
+    "health",
     "install",
 ];
 
@@ -56,6 +57,8 @@ pub struct UnitFile {
     pub resources: Option<Spanned<ResourcesSection>>,
     /// `[restart]`.
     pub restart: Option<Spanned<RestartSection>>,
+    /// `[health]`.
+    pub health: Option<Spanned<HealthSection>>,
     /// `[install]`.
     pub install: Option<Spanned<InstallSection>>,
     /// Tables present but not deserializable; "missing" checks skip them.
@@ -154,6 +157,38 @@ pub struct RestartSection {
     pub max_delay: Option<Spanned<Scalar>>,
     /// Run time that resets the backoff.
     pub reset_after: Option<Spanned<Scalar>>,
+}
+
+/// `[health]`: Docker's HEALTHCHECK, plus what to do about an unhealthy container.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// The probe: a shell string or an argv.
+    pub cmd: Option<Spanned<HealthCmd>>,
+    /// Time between probes.
+    pub interval: Option<Spanned<Scalar>>,
+    /// Time a probe may take.
+    pub timeout: Option<Spanned<Scalar>>,
+    /// Consecutive failures that make the container unhealthy.
+    pub retries: Option<Spanned<Integer>>,
+    /// Time after the start during which failures do not count.
+    pub start_period: Option<Spanned<Scalar>>,
+    /// Time between probes during the start period.
+    pub start_interval: Option<Spanned<Scalar>>,
+    /// No health check, not even the image's.
+    pub disable: Option<Spanned<bool>>,
+    /// What to do once unhealthy.
+    pub on_unhealthy: Option<Spanned<String>>,
+}
+
+/// `cmd = "curl -f localhost"` (run with `/bin/sh -c`) or `cmd = ["curl", "-f", "localhost"]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum HealthCmd {
+    /// A shell command line.
+    Shell(String),
+    /// An argv.
+    Exec(Vec<String>),
 }
 
 /// `[install]`.
@@ -320,6 +355,7 @@ pub fn parse(text: &str) -> Result<(UnitFile, Vec<Problem>), Vec<Problem>> {
                 file.resources = section(value, "resources", &mut file.broken, &mut problems)
             }
             "restart" => file.restart = section(value, "restart", &mut file.broken, &mut problems),
+            "health" => file.health = section(value, "health", &mut file.broken, &mut problems),
             "install" => file.install = section(value, "install", &mut file.broken, &mut problems),
             other => {
                 let is_table = matches!(value.get_ref(), DeValue::Table(_))
@@ -375,7 +411,20 @@ fn unknown_top_level(key: &str, is_table: bool) -> (String, Option<&'static str>
             &["policy", "max_retries", "delay", "max_delay", "reset_after"][..],
         ),
         ("[install]", &["autostart"][..]),
-        ("[unit]", &["description"][..]),
+        (
+            "[health]",
+            &[
+                "cmd",
+                "interval",
+                "timeout",
+                "retries",
+                "start_period",
+                "start_interval",
+                "disable",
+                "on_unhealthy",
+            ][..],
+        ),
+        ("[unit]", &["description", "after", "requires", "wants"][..]),
     ]
     .iter()
     .find(|(_, keys)| keys.contains(&key))

@@ -12,8 +12,8 @@ use serde_spanned::Spanned;
 
 use super::ports::{self, PortMapping};
 use super::raw::{
-    ContainerSection, MountSection, NetworkSection, Problem, ResourcesSection, RestartSection,
-    Scalar, UnitFile,
+    self, ContainerSection, MountSection, NetworkSection, Problem, ResourcesSection,
+    RestartSection, Scalar, UnitFile,
 };
 use super::units::{self, format_duration, format_size};
 use super::{
@@ -89,12 +89,16 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
             reset_after: DEFAULT_RESET_AFTER,
         }),
     };
+    let health = match raw.health {
+        Some(section) => c.health(section.into_inner()),
+        None => Some(super::Health::default()),
+    };
     let autostart = raw
         .install
         .and_then(|i| i.into_inner().autostart)
         .unwrap_or(true);
 
-    match (container, mounts, network, resources, restart, deps) {
+    match (container, mounts, network, resources, restart, deps, health) {
         (
             Some(container),
             Some(mounts),
@@ -102,6 +106,7 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
             Some(resources),
             Some(restart),
             Some(deps),
+            Some(health),
         ) if c.problems.is_empty() => {
             let spec_hash = hash::spec_hash(&container, &mounts, &network, &resources);
             Ok(Unit {
@@ -114,6 +119,7 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
                 network,
                 resources,
                 restart,
+                health,
                 autostart,
                 spec_hash,
             })
@@ -924,6 +930,105 @@ impl Checker {
             delay: delay?,
             max_delay: max_delay?,
             reset_after: reset_after?,
+        })
+    }
+
+    /// `[health]`.
+    fn health(&mut self, section: raw::HealthSection) -> Option<super::Health> {
+        let mut ok = true;
+        let disable = section.disable.as_ref().is_some_and(|d| *d.get_ref());
+        let cmd = match section.cmd {
+            None => None,
+            Some(cmd) => {
+                let span = cmd.span();
+                let argv = match cmd.into_inner() {
+                    raw::HealthCmd::Shell(line) if line.trim().is_empty() => Err(
+                        "cmd must not be empty (to turn the image's check off, set disable = true)",
+                    ),
+                    raw::HealthCmd::Shell(line) => Ok(vec!["/bin/sh".into(), "-c".into(), line]),
+                    raw::HealthCmd::Exec(argv) if argv.first().is_none_or(|a| a.is_empty()) => {
+                        Err("cmd must start with a program")
+                    }
+                    raw::HealthCmd::Exec(argv) => Ok(argv),
+                };
+                match argv {
+                    Ok(argv) if disable => {
+                        self.err(span, "cmd and disable = true contradict each other");
+                        ok = false;
+                        Some(argv)
+                    }
+                    Ok(argv) => Some(argv),
+                    Err(message) => {
+                        self.err(span, message);
+                        ok = false;
+                        None
+                    }
+                }
+            }
+        };
+        let mut positive = |c: &mut Self, v: Option<&Spanned<Scalar>>, key: &str| {
+            let d = v.and_then(|v| c.duration(Some(v), Duration::ZERO));
+            match (v, d) {
+                (Some(_), None) => {
+                    ok = false;
+                    None
+                }
+                (Some(v), Some(d)) if d.is_zero() && key != "start_period" => {
+                    c.err(v.span(), format!("{key} must be more than 0"));
+                    ok = false;
+                    None
+                }
+                (_, d) => d,
+            }
+        };
+        let interval = positive(self, section.interval.as_ref(), "interval");
+        let timeout = positive(self, section.timeout.as_ref(), "timeout");
+        let start_period = positive(self, section.start_period.as_ref(), "start_period");
+        let start_interval = positive(self, section.start_interval.as_ref(), "start_interval");
+        let retries = match &section.retries {
+            None => None,
+            Some(r) => match u32::try_from(r.get_ref().0) {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    self.err(
+                        r.span(),
+                        format!(
+                            "retries must be from 1 to {} (got {})",
+                            u32::MAX,
+                            r.get_ref().0
+                        ),
+                    );
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let on_unhealthy = match section
+            .on_unhealthy
+            .as_ref()
+            .map(|o| (o.get_ref().as_str(), o.span()))
+        {
+            None | Some(("none", _)) => super::OnUnhealthy::None,
+            Some(("restart", _)) => super::OnUnhealthy::Restart,
+            Some(("stop", _)) => super::OnUnhealthy::Stop,
+            Some((other, span)) => {
+                self.err(
+                    span,
+                    format!("unknown on_unhealthy {other:?}, expected \"none\", \"restart\" or \"stop\""),
+                );
+                ok = false;
+                super::OnUnhealthy::None
+            }
+        };
+        ok.then_some(super::Health {
+            disable,
+            cmd,
+            interval,
+            timeout,
+            retries,
+            start_period,
+            start_interval,
+            on_unhealthy,
         })
     }
 

@@ -17,7 +17,7 @@ fn logs(d: &Daemon, name: &str) -> String {
     String::from_utf8_lossy(&d.rctl(&["logs", name]).stdout).to_string()
 }
 
-fn image_unit(image: &str, extra: &str) -> String {
+pub fn image_unit(image: &str, extra: &str) -> String {
     format!("[container]\nimage = \"{image}\"\n{extra}")
 }
 
@@ -253,7 +253,7 @@ const RETRY: &str =
     "[restart]\npolicy = \"on-failure\"\ndelay = \"100ms\"\nmax_delay = \"400ms\"\n";
 
 /// Pushes `image` to `reg` as `reference` (`name:tag`); returns what a unit names.
-fn push_image(reg: &Registry, reference: &str, image: &Image) -> String {
+pub fn push_image(reg: &Registry, reference: &str, image: &Image) -> String {
     let dir = tempfile::tempdir().unwrap();
     let layout = OciLayout::create(&dir.path().join("layout"));
     let desc = layout.add_image(image);

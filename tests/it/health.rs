@@ -1,0 +1,218 @@
+//! Health checks with Docker's semantics, run in the container through the runtime's exec,
+//! and what they drive: `on_unhealthy`, and units that start `after` a healthy one.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::*;
+use crate::image::{image_unit, push_image};
+use crate::registry::{Image, Registry};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn health(d: &Daemon, name: &str) -> serde_json::Value {
+    d.status(name)
+        .map(|s| s["health"].clone())
+        .unwrap_or_default()
+}
+
+fn wait_health(d: &Daemon, name: &str, status: &str, within: Duration) -> serde_json::Value {
+    wait_until(within, &format!("{name} {status}"), || {
+        health(d, name)["status"] == status
+    });
+    health(d, name)
+}
+
+/// Processes whose command line is exactly `cmdline` (space-separated).
+fn processes(cmdline: &str) -> Vec<i64> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|p| cmdline_of(*p) == cmdline)
+        .collect()
+}
+
+fn cmdline_of(pid: i64) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .trim_end_matches('\0')
+                .replace('\0', " ")
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_unhealthy_container_is_restarted_when_its_unit_says_so() {
+    let d = Daemon::start();
+    // Healthy for about a second after each start, then the probe fails.
+    d.write_unit(
+        "flaky",
+        &unit(
+            "touch /tmp/ok; (sleep 1; rm -f /tmp/ok) & exec sleep 1000",
+            "stop_signal = \"KILL\"\n\n[health]\ncmd = \"test -f /tmp/ok\"\ninterval = \"200ms\"\ntimeout = \"2s\"\nretries = 2\non_unhealthy = \"restart\"\n\n[restart]\ndelay = \"100ms\"\n",
+        ),
+    );
+    let first = pid_of(&d.wait_state("flaky", "running", 20 * SEC));
+    let h = wait_health(&d, "flaky", "healthy", 10 * SEC);
+    assert_eq!(h["failing_streak"], 0);
+    let text = String::from_utf8_lossy(&d.rctl(&["status", "flaky"]).stdout).to_string();
+    assert!(text.contains("Health: healthy"), "{text}");
+    assert!(text.contains("Last probe: exit 0"), "{text}");
+    // Unhealthy after 2 failures: restarted through the restart path (policy `no`
+    // notwithstanding), counted.
+    let second = d.wait_new_pid("flaky", first, 15 * SEC);
+    assert!(!pid_alive(first));
+    let s = d.wait_state("flaky", "running", 10 * SEC);
+    assert_eq!(pid_of(&s), second);
+    assert_eq!(s["restarts"], 1, "{s:#}");
+    // The new container's health starts over.
+    assert_ne!(health(&d, "flaky")["status"], "unhealthy");
+}
+
+#[test]
+fn failures_in_the_start_period_do_not_count_and_on_unhealthy_stop_stops() {
+    let d = Daemon::start();
+    d.write_unit(
+        "slow",
+        &unit(
+            "exec sleep 1000",
+            "stop_signal = \"KILL\"\n\n[health]\ncmd = [\"false\"]\ninterval = \"100ms\"\nstart_interval = \"100ms\"\nstart_period = \"2s\"\nretries = 1\non_unhealthy = \"stop\"\n",
+        ),
+    );
+    let began = Instant::now();
+    let pid = pid_of(&d.wait_state("slow", "running", 20 * SEC));
+    // Probes fail from the first, but none counts inside the start period.
+    wait_until(5 * SEC, "a few probes", || {
+        health(&d, "slow")["log"]
+            .as_array()
+            .is_some_and(|l| l.len() >= 3)
+    });
+    let h = health(&d, "slow");
+    if began.elapsed() < Duration::from_millis(1800) {
+        assert_eq!(
+            (&h["status"], &h["failing_streak"]),
+            (&json!("starting"), &json!(0)),
+            "{h:#}"
+        );
+    }
+    // After it, one failure (retries = 1) is unhealthy, and the unit stops it.
+    let s = d.wait_state("slow", "failed", 15 * SEC);
+    assert!(began.elapsed() >= Duration::from_secs(2));
+    assert!(!pid_alive(pid));
+    assert_eq!(
+        s["error"], "stopped: unhealthy (on_unhealthy = \"stop\")",
+        "{s:#}"
+    );
+}
+
+#[test]
+fn a_probe_that_hangs_is_killed_at_its_timeout_with_what_it_started() {
+    let d = Daemon::start();
+    d.write_unit(
+        "hang",
+        &unit(
+            "exec sleep 1000",
+            "stop_signal = \"KILL\"\n\n[health]\ncmd = \"sleep 1235; true\"\ninterval = \"100ms\"\ntimeout = \"300ms\"\nretries = 2\n",
+        ),
+    );
+    d.wait_state("hang", "running", 20 * SEC);
+    let h = wait_health(&d, "hang", "unhealthy", 10 * SEC);
+    let last = &h["log"][h["log"].as_array().map_or(0, |l| l.len()) - 1];
+    assert_eq!(last["exit_code"], -1, "{h:#}");
+    assert!(
+        last["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exceeded timeout (300ms)"),
+        "{h:#}"
+    );
+    let took = last["took_ms"].as_u64().unwrap_or(0);
+    assert!((300..2000).contains(&took), "{h:#}");
+    // No probe left behind: neither the shell nor its sleep.
+    wait_until(5 * SEC, "no probe process", || {
+        processes("sleep 1235").is_empty() && processes("/bin/sh -c sleep 1235; true").is_empty()
+    });
+    // `on_unhealthy` defaults to none: it keeps running.
+    assert_eq!(d.status("hang").unwrap()["state"], "running");
+}
+
+#[test]
+fn a_unit_after_a_healthy_one_starts_once_it_is_healthy() {
+    let d = Daemon::start();
+    d.write_unit(
+        "db",
+        &unit(
+            "sleep 2; touch /tmp/ready; exec sleep 1000",
+            "stop_signal = \"KILL\"\n\n[health]\ncmd = \"test -f /tmp/ready\"\ninterval = \"100ms\"\nretries = 100\n",
+        ),
+    );
+    d.write_unit(
+        "web",
+        &format!(
+            "[unit]\nafter = [\"db\"]\nrequires = [\"db\"]\n{}",
+            unit("exec sleep 1000", "stop_signal = \"KILL\"\n")
+        ),
+    );
+    d.wait_state("db", "running", 20 * SEC);
+    let s = d.wait_state("web", "waiting", 10 * SEC);
+    assert_eq!(s["waiting_for"], "unit db to be healthy", "{s:#}");
+    let text = String::from_utf8_lossy(&d.rctl(&["status", "web"]).stdout).to_string();
+    assert!(text.contains("Depends: after db; requires db"), "{text}");
+    wait_health(&d, "db", "healthy", 10 * SEC);
+    let web = d.wait_state("web", "running", 10 * SEC);
+    // Started after db's first passing probe.
+    let healthy_at = health(&d, "db")["log"]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["exit_code"] == 0))
+        .and_then(|c| c["start_ms"].as_u64())
+        .unwrap_or(u64::MAX);
+    let started: u64 = humantime::parse_rfc3339(web["started_at"].as_str().unwrap())
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        started >= healthy_at,
+        "web started {started}, db healthy {healthy_at}"
+    );
+}
+
+#[test]
+fn an_images_healthcheck_applies_unless_the_unit_disables_it() {
+    let reg = Registry::start();
+    let mut img = Image::busybox();
+    img.config["Cmd"] = json!(["sleep", "1000"]);
+    img.config["Healthcheck"] = json!({
+        "Test": ["CMD-SHELL", "echo from-the-image; exit 3"],
+        "Interval": 100_000_000u64,
+        "Retries": 2,
+    });
+    let image = push_image(&reg, "checked:latest", &img);
+    let d = Daemon::start();
+    d.write_unit("checked", &image_unit(&image, "stop_signal = \"KILL\"\n"));
+    d.write_unit(
+        "unchecked",
+        &image_unit(
+            &image,
+            "stop_signal = \"KILL\"\n\n[health]\ndisable = true\n",
+        ),
+    );
+    let h = wait_health(&d, "checked", "unhealthy", 20 * SEC);
+    assert!(
+        h["log"][0]["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("from-the-image"),
+        "{h:#}"
+    );
+    assert_eq!(h["log"][0]["exit_code"], 3);
+    d.wait_state("unchecked", "running", 20 * SEC);
+    std::thread::sleep(SEC / 2);
+    assert_eq!(
+        d.status("unchecked").unwrap()["health"],
+        serde_json::Value::Null
+    );
+}
