@@ -248,6 +248,52 @@ fn clean_message(stderr: &str) -> Option<String> {
     Some(line.trim().to_string())
 }
 
+/// Kills the process named in `pid_file` (an `exec`'s) and all its descendants: a shell's
+/// children would otherwise outlive it, reparented inside the container.
+pub fn kill_tree(pid_file: &Path) {
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let mut victims = vec![pid];
+    let mut i = 0;
+    // Stop each before listing its children, so none is born unseen.
+    while i < victims.len() {
+        let p = victims[i];
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGSTOP,
+        );
+        victims.extend(children(p));
+        i += 1;
+    }
+    for p in victims {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// The children of `pid` (from `/proc/<pid>/task/*/children`).
+fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

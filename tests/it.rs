@@ -12,6 +12,8 @@ mod check;
 mod cni;
 #[path = "it/deps.rs"]
 mod deps;
+#[path = "it/exec.rs"]
+mod exec;
 #[path = "it/health.rs"]
 mod health;
 #[path = "it/image.rs"]

@@ -103,6 +103,53 @@ impl Client {
         Err(Error::Status { code, message })
     }
 
+    /// Opens an exec stream (`rctl exec`, `path` its route): the request, then the connection
+    /// upgraded to the raw protocol of `api::exec`.
+    pub async fn exec(
+        &self,
+        path: &str,
+        request: &super::exec::ExecRequest,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, Error> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| Error::Connect {
+                socket: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Error::Http(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let json = serde_json::to_vec(request).map_err(|e| Error::Http(e.to_string()))?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("host", "rcd")
+            .header("content-type", "application/json")
+            .header(hyper::header::CONNECTION, "upgrade")
+            .header(hyper::header::UPGRADE, super::exec::PROTOCOL)
+            .body(Full::new(Bytes::from(json)))
+            .map_err(|e| Error::Http(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| Error::Http(e.to_string()))?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let code = resp.status();
+            let body = collect(resp).await?;
+            let message = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(Error::Status { code, message });
+        }
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| Error::Http(e.to_string()))?;
+        Ok(TokioIo::new(upgraded))
+    }
+
     /// GET, decoding a JSON answer.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
         let resp = self.send(Method::GET, path).await?;

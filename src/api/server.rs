@@ -27,6 +27,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/units/{name}", get(status))
         .route("/v1/units/{name}/inspect", get(inspect))
         .route("/v1/units/{name}/logs", get(logs))
+        .route("/v1/units/{name}/exec", post(super::exec::exec))
         .route("/v1/units/{name}/{verb}", post(intent))
         .route("/v1/reload", post(reload))
         .route("/v1/daemon", get(daemon))
@@ -35,7 +36,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
 }
 
 /// An error answer: its status and message.
-pub(super) struct ApiError(pub StatusCode, pub String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

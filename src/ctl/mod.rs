@@ -1,6 +1,7 @@
 //! rctl: the command line in, requests to the daemon (or, for `check`, the unit parser) out,
 //! and what the operator reads.
 
+mod exec;
 mod format;
 mod image;
 
@@ -108,6 +109,20 @@ pub enum Command {
         #[arg(long, short)]
         timestamps: bool,
     },
+    /// Run a command in a unit's running container; exits with its exit code.
+    Exec {
+        /// Forward stdin to the command.
+        #[arg(long, short)]
+        interactive: bool,
+        /// Give the command a terminal.
+        #[arg(long, short)]
+        tty: bool,
+        /// The unit.
+        unit: String,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
     /// A unit as loaded, its container record and its bundle, as JSON.
     Inspect {
         /// The unit.
@@ -153,6 +168,18 @@ pub async fn run(cli: Cli) -> i32 {
             timestamps,
         } => logs(&client, &unit, tail, follow, timestamps).await,
         Command::Image { command } => image::run(&client, command).await,
+        Command::Exec {
+            interactive,
+            tty,
+            unit,
+            cmd,
+        } => {
+            let path = format!("/v1/units/{}/exec", enc(&unit));
+            match exec::run(&client, &path, cmd, interactive, tty).await {
+                Ok(code) => return code,
+                Err(e) => Err(e),
+            }
+        }
         Command::Inspect { unit } => client
             .get::<Inspect>(&format!("/v1/units/{}/inspect", enc(&unit)))
             .await
