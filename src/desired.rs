@@ -78,6 +78,13 @@ pub fn scan(ctx: &Context) -> BTreeSet<String> {
                 entry.file_error = None;
                 if entry.unit.as_deref() != Some(&u) {
                     tracing::info!(unit = %name, file = %path.display(), "unit loaded");
+                    let action = if entry.unit.is_some() {
+                        "changed"
+                    } else {
+                        "loaded"
+                    };
+                    ctx.events
+                        .emit(&name, action, &[("file", path.display().to_string())]);
                     entry.unit = Some(Arc::new(u));
                     changed.insert(name);
                 } else if entry.record.is_none() {
@@ -87,6 +94,7 @@ pub fn scan(ctx: &Context) -> BTreeSet<String> {
             Err(e) => {
                 let msg = e.to_string();
                 tracing::error!(unit = %name, "invalid unit file, keeping its last valid version: {msg}");
+                ctx.events.emit(&name, "invalid", &[("error", msg.clone())]);
                 entry.file_error = Some(msg);
             }
         }
@@ -94,6 +102,7 @@ pub fn scan(ctx: &Context) -> BTreeSet<String> {
     for (name, entry) in table.iter_mut() {
         if entry.present && !present.contains(name) {
             tracing::info!(unit = %name, "unit file removed");
+            ctx.events.emit(name, "file-removed", &[]);
             entry.present = false;
             entry.digest = None;
             entry.file_error = None;

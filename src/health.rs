@@ -420,6 +420,14 @@ pub fn spawn_monitor(
                 ctx.health.set(&id, started_ms, state.clone(), &dir, changed);
                 if changed {
                     tracing::info!(container = %id, "health: {}", state.status.as_str());
+                    ctx.events.emit(
+                        &name,
+                        "health",
+                        &[
+                            ("container", id.clone()),
+                            ("status", state.status.as_str().to_string()),
+                        ],
+                    );
                     ctx.poke(&name);
                     for d in crate::reconcile::deps::dependents(&ctx, |t| t == name) {
                         ctx.poke(&d);

@@ -34,6 +34,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod desired;
+pub mod events;
 pub mod health;
 pub mod image;
 pub mod keyed;

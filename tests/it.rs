@@ -12,6 +12,8 @@ mod check;
 mod cni;
 #[path = "it/deps.rs"]
 mod deps;
+#[path = "it/events.rs"]
+mod events;
 #[path = "it/exec.rs"]
 mod exec;
 #[path = "it/health.rs"]

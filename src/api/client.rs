@@ -191,23 +191,21 @@ impl Client {
         &self,
         path: &str,
         body: &impl Serialize,
-        mut sink: impl FnMut(T),
+        sink: impl FnMut(T),
     ) -> Result<(), Error> {
-        let mut resp = self.send_json(path, body).await?;
-        let mut rest = Vec::new();
-        while let Some(frame) = resp.body_mut().frame().await {
-            let frame = frame.map_err(|e| Error::Http(e.to_string()))?;
-            if let Some(data) = frame.data_ref() {
-                rest.extend_from_slice(data);
-            }
-            while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = rest.drain(..=end).collect();
-                sink(serde_json::from_slice(&line).map_err(|e| Error::Decode(e.to_string()))?);
-            }
-        }
-        Ok(())
+        let resp = self.send_json(path, body).await?;
+        json_lines(resp, sink).await
     }
 
+    /// GET a stream of JSON lines, each passed to `sink` as it arrives.
+    pub async fn get_lines<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        sink: impl FnMut(T),
+    ) -> Result<(), Error> {
+        let resp = self.send(Method::GET, path).await?;
+        json_lines(resp, sink).await
+    }
     /// POST a file as the body (streamed, not read into memory), decoding a JSON answer.
     pub async fn post_file<T: DeserializeOwned>(
         &self,
@@ -255,4 +253,23 @@ async fn collect(resp: Response<Incoming>) -> Result<Bytes, Error> {
 async fn decode<T: DeserializeOwned>(resp: Response<Incoming>) -> Result<T, Error> {
     let body = collect(resp).await?;
     serde_json::from_slice(&body).map_err(|e| Error::Decode(e.to_string()))
+}
+
+/// Decodes a body of JSON lines as it arrives.
+async fn json_lines<T: DeserializeOwned>(
+    mut resp: Response<Incoming>,
+    mut sink: impl FnMut(T),
+) -> Result<(), Error> {
+    let mut rest = Vec::new();
+    while let Some(frame) = resp.body_mut().frame().await {
+        let frame = frame.map_err(|e| Error::Http(e.to_string()))?;
+        if let Some(data) = frame.data_ref() {
+            rest.extend_from_slice(data);
+        }
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = rest.drain(..=end).collect();
+            sink(serde_json::from_slice(&line).map_err(|e| Error::Decode(e.to_string()))?);
+        }
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! hands operator intents to the reconciler; `client` is what rctl uses.
 
 pub mod client;
+pub mod events;
 pub mod exec;
 pub mod images;
 pub mod server;

@@ -29,6 +29,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/units/{name}/logs", get(logs))
         .route("/v1/units/{name}/exec", post(super::exec::exec))
         .route("/v1/units/{name}/{verb}", post(intent))
+        .route("/v1/events", get(super::events::events))
         .route("/v1/reload", post(reload))
         .route("/v1/daemon", get(daemon))
         .merge(super::images::routes())

@@ -1,6 +1,7 @@
 //! rctl: the command line in, requests to the daemon (or, for `check`, the unit parser) out,
 //! and what the operator reads.
 
+mod events;
 mod exec;
 mod format;
 mod image;
@@ -109,6 +110,22 @@ pub enum Command {
         #[arg(long, short)]
         timestamps: bool,
     },
+    /// What happened: units loaded, changed, started, exited, restarting, ... (Docker's events).
+    Events {
+        /// From this time (RFC 3339, Unix seconds, or a duration ago: `10m`); the past is kept
+        /// on disk, across daemon restarts.
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time (same forms; `0s` is now), then exit; default: follow.
+        #[arg(long)]
+        until: Option<String>,
+        /// One unit's only.
+        #[arg(long)]
+        unit: Option<String>,
+        /// `text` or `json` (one object per line).
+        #[arg(long, short, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Run a command in a unit's running container; exits with its exit code.
     Exec {
         /// Forward stdin to the command.
@@ -168,6 +185,24 @@ pub async fn run(cli: Cli) -> i32 {
             timestamps,
         } => logs(&client, &unit, tail, follow, timestamps).await,
         Command::Image { command } => image::run(&client, command).await,
+        Command::Events {
+            since,
+            until,
+            unit,
+            output,
+        } => {
+            let now = std::time::SystemTime::now();
+            let parse = |t: Option<String>| t.map(|t| events::parse_time(&t, now)).transpose();
+            match (parse(since), parse(until)) {
+                (Ok(since), Ok(until)) => {
+                    events::run(&client, since, until, unit, output == Output::Json).await
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("rctl: {e}");
+                    return exit::USAGE;
+                }
+            }
+        }
         Command::Exec {
             interactive,
             tty,

@@ -61,6 +61,8 @@ pub struct Context {
     table: Mutex<BTreeMap<String, Entry>>,
     /// Health of the monitored containers.
     pub health: crate::health::Registry,
+    /// What happened, for `rctl events`.
+    pub events: crate::events::Log,
     /// A problem with the units directory itself (untrusted, unreadable).
     pub dir_error: Mutex<Option<String>>,
 }
@@ -77,6 +79,7 @@ impl Context {
         store: Store,
         images: Images,
         networks: crate::network::attach::Networks,
+        events: crate::events::Log,
         tx: mpsc::UnboundedSender<Msg>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -95,6 +98,7 @@ impl Context {
             tx,
             table: Mutex::new(BTreeMap::new()),
             health: crate::health::Registry::default(),
+            events,
             dir_error: Mutex::new(None),
         }
     }

@@ -166,6 +166,8 @@ pub async fn run(
     let images = context::Images::open(&paths.root, &config.file).map_err(Error::Images)?;
     let networks = crate::network::attach::Networks::open(&paths.root, &config.file.network)
         .map_err(Error::Networks)?;
+    let events_dir = paths.root.join("events");
+    let events = crate::events::Log::open(&events_dir).map_err(io(&events_dir))?;
     let runtime = Runtime::new(&runtime_bin, &paths.runtime_root);
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context::new(
@@ -177,6 +179,7 @@ pub async fn run(
         store,
         images,
         networks,
+        events,
         tx,
     ));
     tracing::info!(

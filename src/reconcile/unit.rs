@@ -195,6 +195,7 @@ fn save(ctx: &Context, record: Record) -> Result<(), pipeline::Error> {
                 source: e.source,
             });
         };
+        transition_event(ctx, e.record.as_ref(), &record);
         let changed = e.record.as_ref().is_none_or(|old| {
             (old.state, old.hold, &old.waiting_for)
                 != (record.state, record.hold, &record.waiting_for)
@@ -214,9 +215,58 @@ fn save(ctx: &Context, record: Record) -> Result<(), pipeline::Error> {
 
 /// Updates the table's copy of a record without persisting it.
 fn set(ctx: &Context, record: Record) {
-    if let Some(e) = ctx.table().get_mut(&record.unit) {
-        e.record = Some(record);
+    let old = {
+        let mut table = ctx.table();
+        let Some(e) = table.get_mut(&record.unit) else {
+            return;
+        };
+        e.record.replace(record.clone())
+    };
+    transition_event(ctx, old.as_ref(), &record);
+}
+
+/// The event of a record's move to another state, if that move is one (`rctl events`).
+fn transition_event(ctx: &Context, old: Option<&Record>, new: &Record) {
+    if old.is_some_and(|o| o.state == new.state) {
+        return;
     }
+    let mut attrs: Vec<(&str, String)> = Vec::new();
+    if let Some(id) = &new.container_id {
+        attrs.push(("container", id.clone()));
+    }
+    let action = match new.state {
+        State::Running => {
+            attrs.extend(new.pid.map(|p| ("pid", p.to_string())));
+            "start"
+        }
+        State::Restarting => {
+            // The delay the policy chose: counted from when the state was entered.
+            let after = new
+                .restart_at_ms
+                .map_or(0, |t| t.saturating_sub(new.since_ms));
+            attrs.push((
+                "after",
+                humantime::format_duration(Duration::from_millis(after)).to_string(),
+            ));
+            attrs.extend(new.error.clone().map(|e| ("error", e)));
+            "restarting"
+        }
+        State::Failed => {
+            attrs.extend(new.error.clone().map(|e| ("error", e)));
+            "failed"
+        }
+        State::Waiting => {
+            attrs.extend(new.waiting_for.clone().map(|w| ("for", w)));
+            "waiting"
+        }
+        // `exited` is sent where the exit is observed, with its code; `stopped` where a
+        // running container is stopped (for whatever reason); `pulling` and `create` where
+        // they begin.
+        State::Pending | State::Starting | State::Pulling | State::Exited | State::Stopped => {
+            return
+        }
+    };
+    ctx.events.emit(&new.unit, action, &attrs);
 }
 
 fn set_error(ctx: &Context, name: &str, error: String) {
@@ -288,6 +338,11 @@ async fn observe_exit(
         .started_at_ms
         .map(|s| Duration::from_millis(at.saturating_sub(s)));
     tracing::info!(container = %id, exit_code = code, "container exited");
+    ctx.events.emit(
+        &r.unit,
+        "exited",
+        &[("container", id.clone()), ("exit_code", code.to_string())],
+    );
     let decision = match unit {
         Some(u) => restart::decide(
             &u.restart,
@@ -409,11 +464,14 @@ async fn stop_container(
     if let (Some(pid), Some(start)) = (r.shim_pid, r.shim_start) {
         if launch::alive(pid, start) {
             tracing::info!(container = %id, "stopping with {signal}, timeout {timeout:?}");
-            if let Some(exit) = pipeline::stop::stop(ctx, &id, pid, start, &signal, timeout).await?
-            {
+            let exit = pipeline::stop::stop(ctx, &id, pid, start, &signal, timeout).await?;
+            if let Some(exit) = exit {
                 r.exit_code = Some(exit.code);
                 r.finished_at_ms = Some(exit.at_ms);
             }
+            let mut attrs = vec![("container", id.clone()), ("signal", signal.clone())];
+            attrs.extend(exit.map(|e| ("exit_code", e.code.to_string())));
+            ctx.events.emit(&r.unit, "stopped", &attrs);
         }
     }
     pipeline::cleanup::instance(ctx, &id, depth).await?;
@@ -442,6 +500,7 @@ async fn remove(
                 source: e.source,
             })?;
         tracing::info!("unit removed");
+        ctx.events.emit(name, "removed", &[]);
         refresh_hosts(ctx).await;
     }
     poke_dependents(ctx, name);
@@ -633,7 +692,10 @@ async fn start(
             // Unique across the unit's lifetimes too (a record is forgotten when its file goes,
             // and the old instance may still be cleaned up in the background).
             r.generation = (r.generation + 1).max(now);
-            ctx.container_id(&unit.name, r.generation)
+            let id = ctx.container_id(&unit.name, r.generation);
+            ctx.events
+                .emit(&unit.name, "create", &[("container", id.clone())]);
+            id
         }
     };
     r.container_id = Some(id.clone());
@@ -647,10 +709,16 @@ async fn start(
     let on_pull = {
         let ctx = ctx.clone();
         let name = unit.name.clone();
+        let image = match &unit.container.source {
+            crate::unit::Source::Image { reference, .. } => reference.clone(),
+            crate::unit::Source::Rootfs(_) => String::new(),
+        };
         move || {
             if let Some(r) = ctx.table().get_mut(&name).and_then(|e| e.record.as_mut()) {
                 r.set_state(State::Pulling, now_ms());
             }
+            ctx.events
+                .emit(&name, "pulling", &[("image", image.clone())]);
         }
     };
     let superseded = nudge.superseded(ctx, unit);
