@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
@@ -61,6 +62,27 @@ impl Client {
         self.send_body(method, path, None, empty).await
     }
 
+    /// A connection to the daemon; the caller drives it (with upgrades or not).
+    async fn handshake(
+        &self,
+    ) -> Result<
+        (
+            http1::SendRequest<BoxBody<Bytes, std::io::Error>>,
+            http1::Connection<TokioIo<tokio::net::UnixStream>, BoxBody<Bytes, std::io::Error>>,
+        ),
+        Error,
+    > {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| Error::Connect {
+                socket: self.socket.clone(),
+                source,
+            })?;
+        http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Error::Http(e.to_string()))
+    }
+
     async fn send_body(
         &self,
         method: Method,
@@ -68,15 +90,7 @@ impl Client {
         content_type: Option<&str>,
         body: BoxBody<Bytes, std::io::Error>,
     ) -> Result<Response<Incoming>, Error> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| Error::Connect {
-                socket: self.socket.clone(),
-                source,
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Error::Http(e.to_string()))?;
+        let (mut sender, conn) = self.handshake().await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -110,15 +124,7 @@ impl Client {
         path: &str,
         request: &super::exec::ExecRequest,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>, Error> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| Error::Connect {
-                socket: self.socket.clone(),
-                source,
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Error::Http(e.to_string()))?;
+        let (mut sender, conn) = self.handshake().await?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
@@ -130,7 +136,11 @@ impl Client {
             .header("content-type", "application/json")
             .header(hyper::header::CONNECTION, "upgrade")
             .header(hyper::header::UPGRADE, super::exec::PROTOCOL)
-            .body(Full::new(Bytes::from(json)))
+            .body(
+                Full::new(Bytes::from(json))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
             .map_err(|e| Error::Http(e.to_string()))?;
         let resp = sender
             .send_request(req)
