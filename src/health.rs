@@ -322,22 +322,27 @@ pub fn run_probe(runtime: &Runtime, id: &str, probe: &Probe, scratch: &Path) -> 
         })
     })
     .collect();
-    let deadline = began + probe.timeout;
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => {
-                timed_out = true;
-                crate::runtime::kill_tree(&pid_file);
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => break None,
+    // Waited for at once (no polling); a watchdog kills it, with what it started, at its
+    // timeout. The runtime is killed only while unreaped (the wait has not returned), so its
+    // pid cannot have been reused.
+    let (done, stop) = std::sync::mpsc::channel::<()>();
+    let runtime_pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let watched = pid_file.clone();
+    let timeout = probe.timeout;
+    let watchdog = std::thread::spawn(move || {
+        let fired = matches!(
+            stop.recv_timeout(timeout),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        );
+        if fired {
+            crate::runtime::kill_tree(&watched);
+            let _ = nix::sys::signal::kill(runtime_pid, nix::sys::signal::Signal::SIGKILL);
         }
-    };
+        fired
+    });
+    let status = child.wait().ok();
+    let _ = done.send(());
+    let timed_out = watchdog.join().unwrap_or(false);
     let mut output = Vec::new();
     for r in readers {
         if let Ok(mut b) = r.join() {
