@@ -162,3 +162,19 @@ fn an_after_cycle_blocks_only_its_members_and_rctl_check_reports_it() {
     d.wait_state("b", "running", 20 * SEC);
     d.wait_state("a", "running", 20 * SEC);
 }
+
+#[test]
+fn at_daemon_start_the_graph_starts_in_dependency_order() {
+    // As at boot: the files are there before the daemon.
+    let mut d = Daemon::new();
+    d.write_unit("c", &sleeper("after = [\"b\"]", ""));
+    d.write_unit("b", &sleeper("after = [\"a\"]\nrequires = [\"a\"]", ""));
+    d.write_unit("a", &sleeper("", ""));
+    d.write_unit("free", &sleeper("", ""));
+    d.spawn();
+    for n in ["a", "b", "c", "free"] {
+        d.wait_state(n, "running", 20 * SEC);
+    }
+    assert!(started_at(&d, "a") <= started_at(&d, "b"));
+    assert!(started_at(&d, "b") <= started_at(&d, "c"));
+}
