@@ -3,5 +3,6 @@
 
 pub mod client;
 pub mod images;
+pub mod logs;
 pub mod server;
 pub mod types;

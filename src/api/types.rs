@@ -59,6 +59,10 @@ pub struct UnitStatus {
     /// While `waiting`: what for (`unit db to run`).
     #[serde(default)]
     pub waiting_for: Option<String>,
+    /// Log lines the shim dropped since the container started (the log file could not keep
+    /// up; see docs/operations.md).
+    #[serde(default)]
+    pub logs_dropped: u64,
 }
 
 /// `rctl inspect`: the unit as loaded, its record and its bundle.

@@ -84,6 +84,12 @@ pub fn status(s: &UnitStatus, log: &str) -> String {
     if let Some(p) = &s.pull {
         out.push_str(&format!("    Pulling: {}\n", progress(p)));
     }
+    if s.logs_dropped > 0 {
+        out.push_str(&format!(
+            "       Logs: {} lines dropped (the log file could not keep up)\n",
+            s.logs_dropped
+        ));
+    }
     if let Some(w) = &s.waiting_for {
         out.push_str(&format!("    Waiting: for {w}\n"));
     }

@@ -61,6 +61,8 @@ pub struct Context {
     table: Mutex<BTreeMap<String, Entry>>,
     /// A problem with the units directory itself (untrusted, unreadable).
     pub dir_error: Mutex<Option<String>>,
+    /// Log limits of units that set none (daemon config `[logs]`).
+    pub log_limits: crate::logs::Limits,
 }
 
 impl Context {
@@ -93,6 +95,7 @@ impl Context {
             tx,
             table: Mutex::new(BTreeMap::new()),
             dir_error: Mutex::new(None),
+            log_limits: crate::logs::Limits::default(),
         }
     }
 

@@ -39,6 +39,7 @@ const TABLES: &[&str] = &[
     "resources",
     "restart",
     "install",
+    "logs",
 ];
 
 /// What the operator wrote. A table that failed to deserialize is `None` and named in `broken`.
@@ -58,6 +59,8 @@ pub struct UnitFile {
     pub restart: Option<Spanned<RestartSection>>,
     /// `[install]`.
     pub install: Option<Spanned<InstallSection>>,
+    /// `[logs]`.
+    pub logs: Option<Spanned<LogsSection>>,
     /// Tables present but not deserializable; "missing" checks skip them.
     pub broken: Vec<&'static str>,
 }
@@ -162,6 +165,16 @@ pub struct RestartSection {
 pub struct InstallSection {
     /// Start at file drop and at boot.
     pub autostart: Option<bool>,
+}
+
+/// `[logs]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsSection {
+    /// Size text or a byte count.
+    pub max_size: Option<Spanned<Scalar>>,
+    /// Files kept, the current one included.
+    pub max_files: Option<Spanned<Integer>>,
 }
 
 /// A number, integer or float (`cpus = 1` and `cpus = 1.0` are the same), with
@@ -321,6 +334,7 @@ pub fn parse(text: &str) -> Result<(UnitFile, Vec<Problem>), Vec<Problem>> {
             }
             "restart" => file.restart = section(value, "restart", &mut file.broken, &mut problems),
             "install" => file.install = section(value, "install", &mut file.broken, &mut problems),
+            "logs" => file.logs = section(value, "logs", &mut file.broken, &mut problems),
             other => {
                 let is_table = matches!(value.get_ref(), DeValue::Table(_))
                     || value
@@ -375,6 +389,7 @@ fn unknown_top_level(key: &str, is_table: bool) -> (String, Option<&'static str>
             &["policy", "max_retries", "delay", "max_delay", "reset_after"][..],
         ),
         ("[install]", &["autostart"][..]),
+        ("[logs]", &["max_size", "max_files"][..]),
         ("[unit]", &["description"][..]),
     ]
     .iter()

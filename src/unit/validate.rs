@@ -93,6 +93,7 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
         .install
         .and_then(|i| i.into_inner().autostart)
         .unwrap_or(true);
+    let logs = super::logs::validate(raw.logs, &mut c.problems);
 
     match (container, mounts, network, resources, restart, deps) {
         (
@@ -115,6 +116,7 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
                 resources,
                 restart,
                 autostart,
+                logs,
                 spec_hash,
             })
         }
