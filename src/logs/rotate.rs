@@ -40,11 +40,17 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The unit a file of the logs directory belongs to: `web.log` and `web.log.3` are `web`'s;
-/// anything else (a stray file) is nobody's.
+/// Where a file dropped by rotation waits for its deletion (`web.log.removing7`): freeing a
+/// large file's pages takes milliseconds, which the writer must not spend.
+const TRASH: &str = ".removing";
+
+/// The unit a file of the logs directory belongs to: `web.log`, `web.log.3` and a file
+/// rotation left to delete (`web.log.removing3`) are `web`'s; anything else is nobody's.
 pub fn unit_of(file_name: &str) -> Option<&str> {
+    let digits = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
     let base = match file_name.rsplit_once('.') {
-        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        Some((base, n)) if digits(n) => base,
+        Some((base, n)) if n.strip_prefix(&TRASH[1..]).is_some_and(digits) => base,
         _ => file_name,
     };
     let unit = base.strip_suffix(".log")?;
@@ -153,6 +159,28 @@ impl Rotator {
         Ok(())
     }
 
+    /// Moves `path` (if it exists) out of the way and deletes it on a thread of its own.
+    fn discard(&mut self, path: &Path) {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut trash = self.path.as_os_str().to_owned();
+        trash.push(format!("{TRASH}{n}"));
+        let trash = PathBuf::from(trash);
+        match std::fs::rename(path, &trash) {
+            Ok(()) => {
+                let spawned = std::thread::Builder::new().spawn({
+                    let trash = trash.clone();
+                    move || std::fs::remove_file(trash)
+                });
+                if spawned.is_err() {
+                    let _ = std::fs::remove_file(&trash);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => self.last_error = Some(format!("cannot rotate {}: {e}", path.display())),
+        }
+    }
+
     fn open(&mut self) -> io::Result<()> {
         let file = OpenOptions::new()
             .create(true)
@@ -176,6 +204,13 @@ impl Rotator {
                 break;
             }
         }
+        // The file that drops out goes to a name of its own, deleted on another thread.
+        let oldest = if max > 1 {
+            rotated(&self.path, max - 1)
+        } else {
+            self.path.clone()
+        };
+        self.discard(&oldest);
         let mut result = Ok(());
         for n in (1..max.saturating_sub(1)).rev() {
             match std::fs::rename(rotated(&self.path, n), rotated(&self.path, n + 1)) {
@@ -184,9 +219,13 @@ impl Rotator {
             }
         }
         let moved = if max > 1 {
-            std::fs::rename(&self.path, rotated(&self.path, 1))
+            match std::fs::rename(&self.path, rotated(&self.path, 1)) {
+                // Moved or deleted by hand meanwhile: a new file all the same.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
         } else {
-            std::fs::remove_file(&self.path)
+            Ok(())
         };
         if let Err(e) = moved.and(result) {
             self.last_error = Some(format!("cannot rotate {}: {e}", self.path.display()));
@@ -224,6 +263,10 @@ mod tests {
             (".log", None),
             ("web.log.x", None),
             (".web.log.tmp1.2", None),
+            ("web.log.removing12", Some("web")),
+            ("a.log.removing.log", Some("a.log.removing")),
+            ("web.log.removing", None),
+            ("web.log.removingx", None),
         ] {
             assert_eq!(unit_of(name), unit, "{name}");
         }
@@ -309,6 +352,23 @@ mod tests {
         r.write(&record(1, 100)).unwrap();
         assert_eq!(files(&path), vec![path.clone()]);
         assert_eq!(std::fs::read(&path).unwrap(), record(1, 100));
+    }
+
+    #[test]
+    fn a_file_deleted_by_hand_is_started_anew_at_the_next_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.log");
+        let limits = Limits {
+            max_size: 150,
+            max_files: 3,
+        };
+        let mut r = Rotator::new(path.clone(), File::create(&path).unwrap(), limits);
+        r.write(&record(1, 100)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        r.write(&record(2, 100)).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), record(2, 100));
+        assert!(!rotated(&path, 1).exists());
+        assert_eq!(r.last_error, None);
     }
 
     #[test]
