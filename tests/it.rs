@@ -26,6 +26,8 @@ mod image_cmd;
 mod layers;
 #[path = "it/lifecycle.rs"]
 mod lifecycle;
+#[path = "it/logs.rs"]
+mod logs;
 #[path = "it/policy.rs"]
 mod policy;
 #[path = "it/pull.rs"]

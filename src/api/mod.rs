@@ -5,5 +5,6 @@ pub mod client;
 pub mod events;
 pub mod exec;
 pub mod images;
+pub mod logs;
 pub mod server;
 pub mod types;

@@ -4,13 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::types::{DaemonInfo, ErrorBody, Inspect, Reloaded, UnitStatus};
@@ -26,13 +24,13 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/units", get(list))
         .route("/v1/units/{name}", get(status))
         .route("/v1/units/{name}/inspect", get(inspect))
-        .route("/v1/units/{name}/logs", get(logs))
         .route("/v1/units/{name}/exec", post(super::exec::exec))
         .route("/v1/units/{name}/{verb}", post(intent))
         .route("/v1/events", get(super::events::events))
         .route("/v1/reload", post(reload))
         .route("/v1/daemon", get(daemon))
         .merge(super::images::routes())
+        .merge(super::logs::routes())
         .with_state(ctx)
 }
 
@@ -126,6 +124,9 @@ pub fn status_of(ctx: &Context, name: &str, e: &Entry) -> UnitStatus {
             .and_then(|r| r.container_id.as_deref())
             .and_then(|id| ctx.health.get(id)),
         deps: e.unit.as_ref().map(|u| u.deps.clone()).unwrap_or_default(),
+        logs_dropped: r.and_then(|r| r.container_id.as_ref()).map_or(0, |id| {
+            crate::logs::writer::Dropped::read(&ctx.paths.container(id)).total()
+        }),
     }
 }
 
@@ -230,80 +231,4 @@ async fn reload(State(ctx): State<Arc<Context>>) -> Json<Reloaded> {
     Json(Reloaded {
         changed: changed.into_iter().collect(),
     })
-}
-
-#[derive(Deserialize)]
-struct LogQuery {
-    tail: Option<usize>,
-    #[serde(default)]
-    follow: bool,
-}
-
-async fn logs(
-    State(ctx): State<Arc<Context>>,
-    Path(name): Path<String>,
-    Query(q): Query<LogQuery>,
-) -> Result<Response, ApiError> {
-    let path = ctx.paths.log(&name);
-    if !ctx.table().contains_key(&name) && !path.exists() {
-        return Err(unknown(&name));
-    }
-    let p = path.clone();
-    let tail = q.tail;
-    let (lines, offset) = tokio::task::spawn_blocking(move || crate::logs::tail(&p, tail))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{}: {e}", path.display()),
-            )
-        })?;
-    let mut head = lines.join("\n");
-    if !head.is_empty() {
-        head.push('\n');
-    }
-    if !q.follow {
-        return Ok(head.into_response());
-    }
-    let stream = futures_util::stream::unfold(
-        (Some(head), path, offset),
-        |(head, path, mut offset)| async move {
-            if let Some(h) = head {
-                return Some((
-                    Ok::<_, std::io::Error>(h.into_bytes()),
-                    (None, path, offset),
-                ));
-            }
-            loop {
-                // Following is the one place that polls: only while a client follows.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let len = tokio::fs::metadata(&path)
-                    .await
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-                if len < offset {
-                    offset = 0; // truncated or replaced
-                }
-                if len > offset {
-                    let data = read_from(&path, offset, len).await.unwrap_or_default();
-                    // Only whole lines; the rest next time.
-                    if let Some(end) = data.iter().rposition(|&b| b == b'\n') {
-                        offset += end as u64 + 1;
-                        return Some((Ok(data[..=end].to_vec()), (None, path, offset)));
-                    }
-                }
-            }
-        },
-    );
-    Ok(Body::from_stream(stream).into_response())
-}
-
-async fn read_from(path: &std::path::Path, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut f = tokio::fs::File::open(path).await?;
-    f.seek(std::io::SeekFrom::Start(from)).await?;
-    let mut buf = vec![0u8; (to - from) as usize];
-    f.read_exact(&mut buf).await?;
-    Ok(buf)
 }

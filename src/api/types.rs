@@ -65,6 +65,10 @@ pub struct UnitStatus {
     /// `[unit] after`, `requires`, `wants`.
     #[serde(default)]
     pub deps: crate::unit::Deps,
+    /// Log lines the shim dropped since the container started (the log file could not keep
+    /// up; see docs/operations.md).
+    #[serde(default)]
+    pub logs_dropped: u64,
 }
 
 /// `rctl inspect`: the unit as loaded, its record and its bundle.

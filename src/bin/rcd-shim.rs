@@ -26,6 +26,12 @@ struct Args {
     /// Container directory (exit file, pid file, runtime log).
     #[arg(long)]
     dir: PathBuf,
+    /// Rotate the log file before it passes this many bytes.
+    #[arg(long, default_value_t = rcd::logs::DEFAULT_MAX_SIZE)]
+    log_max_size: u64,
+    /// Log files kept, the current one included.
+    #[arg(long, default_value_t = rcd::logs::DEFAULT_MAX_FILES)]
+    log_max_files: u32,
 }
 
 fn main() {
@@ -37,6 +43,10 @@ fn main() {
         runtime_root: a.runtime_root,
         log: a.log,
         dir: a.dir,
+        log_limits: rcd::logs::Limits {
+            max_size: a.log_max_size,
+            max_files: a.log_max_files,
+        },
     });
     std::process::exit(code);
 }

@@ -1,5 +1,5 @@
 //! The daemon config file (`/etc/rcd/rcd.toml`, `--config`): registries (insecure ones, the
-//! credentials file, private CAs, the idle timeout) and image limits. A missing default file
+//! credentials file, private CAs, the idle timeout), image limits, networks and logs. A missing default file
 //! means the defaults; a bad file is refused with file:line:col, as unit files are.
 
 use std::collections::HashMap;
@@ -27,6 +27,17 @@ pub struct FileConfig {
     pub layer_limits: Limits,
     /// Container networking.
     pub network: Network,
+    /// Container logs.
+    pub logs: Logs,
+}
+
+/// `[logs]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logs {
+    /// Limits of units that set none.
+    pub limits: crate::logs::Limits,
+    /// How long the logs of a removed unit are kept after their last write.
+    pub keep_removed: Duration,
 }
 
 /// `[network]`.
@@ -71,6 +82,10 @@ impl Default for FileConfig {
                 subnet: "10.89.0.0/16".into(),
                 config_dir: "/etc/rcd/networks".into(),
                 plugin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+            },
+            logs: Logs {
+                limits: crate::logs::Limits::default(),
+                keep_removed: crate::logs::DEFAULT_KEEP_REMOVED,
             },
         }
     }
@@ -118,6 +133,16 @@ struct Raw {
     images: Option<RawImages>,
     #[serde(default)]
     network: Option<RawNetwork>,
+    #[serde(default)]
+    logs: Option<RawLogs>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    max_size: Option<Spanned<String>>,
+    max_files: Option<Spanned<i64>>,
+    keep_removed: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -235,6 +260,28 @@ impl FileConfig {
                     out.push(absolute(&v).map_err(|m| at(Some(v.span()), m))?);
                 }
                 config.network.plugin_dirs = out;
+            }
+        }
+        if let Some(l) = raw.logs {
+            if let Some(v) = l.max_size {
+                let bytes = parse_size(v.get_ref())
+                    .and_then(crate::logs::check_max_size)
+                    .map_err(|m| at(Some(v.span()), m))?;
+                config.logs.limits.max_size = bytes;
+            }
+            if let Some(v) = l.max_files {
+                config.logs.limits.max_files = crate::logs::check_max_files(*v.get_ref())
+                    .map_err(|m| at(Some(v.span()), m))?;
+            }
+            if let Some(v) = l.keep_removed {
+                let d = parse_duration(v.get_ref()).map_err(|m| at(Some(v.span()), m))?;
+                if d.is_zero() {
+                    return Err(at(
+                        Some(v.span()),
+                        "keep_removed must be above 0 (rctl logs --prune removes at once)".into(),
+                    ));
+                }
+                config.logs.keep_removed = d;
             }
         }
         Ok(config)
@@ -434,6 +481,46 @@ mod tests {
         ] {
             let got = parse(text).unwrap_err();
             assert!(got.contains(want), "{text:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn logs_keys() {
+        let c = parse("").unwrap();
+        assert_eq!(c.logs.limits, crate::logs::Limits::default());
+        assert_eq!(c.logs.keep_removed, Duration::from_secs(7 * 86400));
+        let c = parse("[logs]\nmax_size = \"1M\"\nmax_files = 5\nkeep_removed = \"2d\"\n").unwrap();
+        assert_eq!(c.logs.limits.max_size, 1 << 20);
+        assert_eq!(c.logs.limits.max_files, 5);
+        assert_eq!(c.logs.keep_removed, Duration::from_secs(2 * 86400));
+        for (text, want) in [
+            (
+                "[logs]\nmax_size = \"1k\"\n",
+                "/etc/rcd/rcd.toml:2:12: max_size must be at least 64K",
+            ),
+            (
+                "[logs]\nmax_size = \"lots\"\n",
+                "/etc/rcd/rcd.toml:2:12: expected a number of bytes",
+            ),
+            (
+                "[logs]\nmax_files = 0\n",
+                "/etc/rcd/rcd.toml:2:13: max_files must be between 1 and 100",
+            ),
+            (
+                "[logs]\nkeep_removed = \"0s\"\n",
+                "/etc/rcd/rcd.toml:2:16: keep_removed must be above 0",
+            ),
+            (
+                "[logs]\nkeep_removed = \"week\"\n",
+                "/etc/rcd/rcd.toml:2:16:",
+            ),
+            (
+                "[logs]\nmax_file = 2\n",
+                "/etc/rcd/rcd.toml:2:1: unknown field `max_file`",
+            ),
+        ] {
+            let got = parse(text).unwrap_err();
+            assert!(got.starts_with(want), "{text:?}: {got}");
         }
     }
 

@@ -5,22 +5,6 @@ use std::time::SystemTime;
 use crate::api::types::{ImageInfo, UnitStatus};
 use crate::image::progress::Counts;
 
-/// One log-file line as `rctl logs` prints it: the text, and with `timestamps` the time and
-/// stream; a partial record prints without its newline, so the line continues.
-pub fn log_line(line: &str, timestamps: bool) -> String {
-    match crate::logs::parse_line(line) {
-        Some(r) => {
-            let nl = if r.full { "\n" } else { "" };
-            if timestamps {
-                format!("{} {} {}{nl}", r.time, r.stream, r.text)
-            } else {
-                format!("{}{nl}", r.text)
-            }
-        }
-        None => format!("{line}\n"),
-    }
-}
-
 fn ago(ts: &str) -> String {
     let Ok(t) = humantime::parse_rfc3339_weak(ts) else {
         return String::new();
@@ -96,6 +80,12 @@ pub fn status(s: &UnitStatus, log: &str) -> String {
     if !deps.is_empty() {
         out.push_str(&format!("    Depends: {}\n", deps.join("; ")));
     }
+    if s.logs_dropped > 0 {
+        out.push_str(&format!(
+            "       Logs: {} lines dropped (the log file could not keep up)\n",
+            s.logs_dropped
+        ));
+    }
     if let Some(w) = &s.waiting_for {
         out.push_str(&format!("    Waiting: for {w}\n"));
     }
@@ -152,9 +142,12 @@ pub fn status(s: &UnitStatus, log: &str) -> String {
     }
     if !log.trim().is_empty() {
         out.push('\n');
+        let mut printer = super::logs::Printer::new(true);
+        let mut buf = Vec::new();
         for line in log.lines() {
-            out.push_str(&log_line(line, true));
+            printer.line(line.as_bytes(), &mut buf);
         }
+        out.push_str(&String::from_utf8_lossy(&buf));
     }
     out
 }

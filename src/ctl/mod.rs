@@ -5,6 +5,7 @@ mod events;
 mod exec;
 mod format;
 mod image;
+mod logs;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -96,20 +97,8 @@ pub enum Command {
     },
     /// Rescan the units directory now.
     Reload,
-    /// Show a unit's container output.
-    Logs {
-        /// The unit.
-        unit: String,
-        /// Only the last N lines.
-        #[arg(long, short = 'n')]
-        tail: Option<usize>,
-        /// Keep printing new lines.
-        #[arg(long, short)]
-        follow: bool,
-        /// Prefix each line with its time and stream.
-        #[arg(long, short)]
-        timestamps: bool,
-    },
+    /// Show a unit's container output (or remove the logs of removed units: --prune).
+    Logs(logs::LogsArgs),
     /// What happened: units loaded, changed, started, exited, restarting, ... (Docker's events).
     Events {
         /// From this time (RFC 3339, Unix seconds, or a duration ago: `10m`); the past is kept
@@ -178,12 +167,7 @@ pub async fn run(cli: Cli) -> i32 {
                 println!("changed: {}", r.changed.join(", "));
             }
         }),
-        Command::Logs {
-            unit,
-            tail,
-            follow,
-            timestamps,
-        } => logs(&client, &unit, tail, follow, timestamps).await,
+        Command::Logs(args) => logs::run(&client, args).await,
         Command::Image { command } => image::run(&client, command).await,
         Command::Events {
             since,
@@ -344,37 +328,5 @@ async fn intent(client: &Client, unit: &str, verb: &str) -> Result<(), ClientErr
         .post(&format!("/v1/units/{}/{verb}", enc(unit)))
         .await?;
     println!("{}: {}", s.name, s.state);
-    Ok(())
-}
-
-async fn logs(
-    client: &Client,
-    unit: &str,
-    tail: Option<usize>,
-    follow: bool,
-    timestamps: bool,
-) -> Result<(), ClientError> {
-    let mut path = format!("/v1/units/{}/logs?follow={follow}", enc(unit));
-    if let Some(n) = tail {
-        path.push_str(&format!("&tail={n}"));
-    }
-    let mut rest = Vec::new();
-    let mut out = std::io::stdout();
-    client
-        .stream(&path, |chunk| {
-            rest.extend_from_slice(chunk);
-            let Some(end) = rest.iter().rposition(|&b| b == b'\n') else {
-                return;
-            };
-            let text = String::from_utf8_lossy(&rest[..end]).into_owned();
-            rest.drain(..=end);
-            let mut lock = out.lock();
-            for line in text.lines() {
-                let _ = lock.write_all(format::log_line(line, timestamps).as_bytes());
-            }
-            let _ = lock.flush();
-        })
-        .await?;
-    let _ = out.flush();
     Ok(())
 }

@@ -65,6 +65,8 @@ pub struct Context {
     pub events: crate::events::Log,
     /// A problem with the units directory itself (untrusted, unreadable).
     pub dir_error: Mutex<Option<String>>,
+    /// Log limits of units that set none (daemon config `[logs]`).
+    pub log_limits: crate::logs::Limits,
 }
 
 impl Context {
@@ -100,6 +102,7 @@ impl Context {
             health: crate::health::Registry::default(),
             events,
             dir_error: Mutex::new(None),
+            log_limits: crate::logs::Limits::default(),
         }
     }
 

@@ -170,7 +170,7 @@ pub async fn run(
     let events = crate::events::Log::open(&events_dir).map_err(io(&events_dir))?;
     let runtime = Runtime::new(&runtime_bin, &paths.runtime_root);
     let (tx, rx) = mpsc::unbounded_channel();
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         paths,
         config.units_dir.clone(),
         runtime,
@@ -181,7 +181,9 @@ pub async fn run(
         networks,
         events,
         tx,
-    ));
+    );
+    ctx.log_limits = config.file.logs.limits;
+    let ctx = Arc::new(ctx);
     tracing::info!(
         runtime = %runtime_bin.display(),
         root = %config.root.display(),
@@ -252,6 +254,12 @@ pub async fn run(
         })
     };
 
+    // After the scan: before it, every unit's logs look like a removed unit's.
+    tokio::spawn(crate::logs::retention::run(
+        ctx.clone(),
+        config.file.logs.keep_removed,
+        stop_rx.clone(),
+    ));
     let loop_task = tokio::spawn(reconcile::run(ctx.clone(), rx, shutdown_all));
     shutdown.await;
     tracing::info!("rcd stopping; containers keep running");

@@ -178,6 +178,7 @@ mod tests {
                 reset_after: Duration::from_secs(10),
             },
             autostart,
+            logs: Default::default(),
             spec_hash: hash.into(),
         }
     }

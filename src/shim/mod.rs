@@ -37,6 +37,9 @@ pub struct Options {
     pub log: PathBuf,
     /// The container's directory (exit file, pid file, runtime log).
     pub dir: PathBuf,
+    /// When the log file rotates and how many files are kept (fixed for this container's
+    /// life: a changed limit applies at the next start).
+    pub log_limits: crate::logs::Limits,
 }
 
 impl Options {
@@ -53,6 +56,13 @@ impl Options {
         ] {
             args.push(flag.into());
             args.push(value.as_os_str().to_owned());
+        }
+        for (flag, value) in [
+            ("--log-max-size", self.log_limits.max_size),
+            ("--log-max-files", u64::from(self.log_limits.max_files)),
+        ] {
+            args.push(flag.into());
+            args.push(value.to_string().into());
         }
         args
     }

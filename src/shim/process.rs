@@ -6,7 +6,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -51,7 +50,7 @@ pub fn run(opts: Options) -> i32 {
     }
     let runtime = Runtime::new(&opts.runtime, &opts.runtime_root);
     match start(&opts, &runtime) {
-        Ok((pid, copiers)) => {
+        Ok((pid, logger)) => {
             let report = Report::Started {
                 pid: pid.as_raw(),
                 shim_pid: std::process::id() as i32,
@@ -59,13 +58,17 @@ pub fn run(opts: Options) -> i32 {
             send(&mut sync, &report);
             drop(sync);
             let exit = wait_exit(pid);
-            // The init is gone, so the kernel ended the rest of its pid namespace; the
-            // copiers end when the last writer closes. Bound the wait anyway.
-            for c in copiers {
-                let deadline = std::time::Instant::now() + Duration::from_secs(2);
-                while !c.is_finished() && std::time::Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+            // The init is gone, so the kernel ended the rest of its pid namespace; the readers
+            // end when the last writer closes. Bound the wait for the disk anyway.
+            let (dropped, error) = logger.finish(Duration::from_secs(2));
+            if let Some(e) = error {
+                log_shim(&format!("log: {e}"));
+            }
+            if dropped.total() > 0 {
+                log_shim(&format!(
+                    "log: dropped {} stdout and {} stderr lines (the log file could not keep up)",
+                    dropped.stdout, dropped.stderr
+                ));
             }
             // Deleted before the exit is recorded: an exit file means the runtime no longer
             // knows the container, so the daemon can restart it without a delete of its own.
@@ -116,15 +119,12 @@ fn detach() -> Result<(), i32> {
     }
 }
 
-type Copiers = Vec<std::thread::JoinHandle<()>>;
-
-fn start(opts: &Options, runtime: &Runtime) -> Result<(Pid, Copiers), String> {
+fn start(opts: &Options, runtime: &Runtime) -> Result<(Pid, logs::writer::Logger), String> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&opts.log)
         .map_err(|e| format!("cannot open log {}: {e}", opts.log.display()))?;
-    let log = Arc::new(Mutex::new(log));
     let (out_r, out_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let pid_file = opts.dir.join(PID_FILE);
@@ -132,6 +132,8 @@ fn start(opts: &Options, runtime: &Runtime) -> Result<(Pid, Copiers), String> {
     let runtime_log = opts.dir.join(RUNTIME_LOG);
     let _ = std::fs::remove_file(&runtime_log);
     let _ = std::fs::remove_file(opts.dir.join(EXIT_FILE));
+    let dropped = opts.dir.join(logs::writer::DROPPED_FILE);
+    let _ = std::fs::remove_file(&dropped);
     runtime
         .run_detached(
             &opts.id,
@@ -144,23 +146,19 @@ fn start(opts: &Options, runtime: &Runtime) -> Result<(Pid, Copiers), String> {
         .map_err(|e| e.to_string())?;
     // Our copies of the write ends are closed now (moved into the runtime's Command), so the
     // readers end exactly when the container's last process closes its stdio.
-    let copiers = vec![
-        spawn_copier(out_r, "stdout", log.clone()),
-        spawn_copier(err_r, "stderr", log),
-    ];
+    let logger = logs::writer::start(
+        opts.log.clone(),
+        log,
+        opts.log_limits,
+        dropped,
+        out_r,
+        err_r,
+    );
     let pid = std::fs::read_to_string(&pid_file)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
         .ok_or_else(|| format!("runtime wrote no pid to {}", pid_file.display()))?;
-    Ok((Pid::from_raw(pid), copiers))
-}
-
-fn spawn_copier(
-    input: std::io::PipeReader,
-    stream: &'static str,
-    log: Arc<Mutex<File>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || logs::copy_stream(input, stream, log))
+    Ok((Pid::from_raw(pid), logger))
 }
 
 /// Waits for the exact init pid (never -1: that would steal the runtime's statuses).

@@ -9,6 +9,7 @@ use serde::Serialize;
 mod hash;
 mod links;
 mod load;
+mod logs;
 pub mod ports;
 mod raw;
 pub mod trust;
@@ -16,6 +17,7 @@ pub(crate) mod units;
 mod validate;
 
 pub use links::{links, references, unit_links, LinkProblem};
+pub use logs::Logs;
 pub use ports::{PortMapping, PortRange, Proto};
 pub use units::{parse_signal, SIGNAL_SHAPE};
 
@@ -48,6 +50,8 @@ pub struct Unit {
     pub health: Health,
     /// `[install] autostart`, default true.
     pub autostart: bool,
+    /// `[logs]`: the unit's log limits (not part of the spec hash).
+    pub logs: Logs,
     /// Hex SHA-256 of the container-defining parts (container, mounts, network, resources).
     pub spec_hash: String,
 }

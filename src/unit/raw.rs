@@ -40,6 +40,7 @@ const TABLES: &[&str] = &[
     "restart",
     "health",
     "install",
+    "logs",
 ];
 
 /// What the operator wrote. A table that failed to deserialize is `None` and named in `broken`.
@@ -61,6 +62,8 @@ pub struct UnitFile {
     pub health: Option<Spanned<HealthSection>>,
     /// `[install]`.
     pub install: Option<Spanned<InstallSection>>,
+    /// `[logs]`.
+    pub logs: Option<Spanned<LogsSection>>,
     /// Tables present but not deserializable; "missing" checks skip them.
     pub broken: Vec<&'static str>,
 }
@@ -197,6 +200,16 @@ pub enum HealthCmd {
 pub struct InstallSection {
     /// Start at file drop and at boot.
     pub autostart: Option<bool>,
+}
+
+/// `[logs]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsSection {
+    /// Size text or a byte count.
+    pub max_size: Option<Spanned<Scalar>>,
+    /// Files kept, the current one included.
+    pub max_files: Option<Spanned<Integer>>,
 }
 
 /// A number, integer or float (`cpus = 1` and `cpus = 1.0` are the same), with
@@ -357,6 +370,7 @@ pub fn parse(text: &str) -> Result<(UnitFile, Vec<Problem>), Vec<Problem>> {
             "restart" => file.restart = section(value, "restart", &mut file.broken, &mut problems),
             "health" => file.health = section(value, "health", &mut file.broken, &mut problems),
             "install" => file.install = section(value, "install", &mut file.broken, &mut problems),
+            "logs" => file.logs = section(value, "logs", &mut file.broken, &mut problems),
             other => {
                 let is_table = matches!(value.get_ref(), DeValue::Table(_))
                     || value
@@ -424,6 +438,7 @@ fn unknown_top_level(key: &str, is_table: bool) -> (String, Option<&'static str>
                 "on_unhealthy",
             ][..],
         ),
+        ("[logs]", &["max_size", "max_files"][..]),
         ("[unit]", &["description", "after", "requires", "wants"][..]),
     ]
     .iter()

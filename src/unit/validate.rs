@@ -97,6 +97,7 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
         .install
         .and_then(|i| i.into_inner().autostart)
         .unwrap_or(true);
+    let logs = super::logs::validate(raw.logs, &mut c.problems);
 
     match (container, mounts, network, resources, restart, deps, health) {
         (
@@ -121,6 +122,7 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
                 restart,
                 health,
                 autostart,
+                logs,
                 spec_hash,
             })
         }
