@@ -43,8 +43,7 @@ fn after_orders_starts_and_says_what_each_unit_waits_for() {
         err.ends_with("db.toml:2:10: unit db: after \"seed\" names a unit that does not exist"),
         "{db:#}"
     );
-    let web = d.wait_state("web", "waiting", 10 * SEC);
-    assert_eq!(web["waiting_for"], "unit db to run", "{web:#}");
+    d.wait_waiting_for("web", "unit db to run", 10 * SEC);
     let text = String::from_utf8_lossy(&d.rctl(&["status", "web"]).stdout).to_string();
     assert!(text.contains("Waiting: for unit db to run"), "{text}");
 
@@ -75,12 +74,12 @@ fn requires_stops_the_dependent_with_what_it_requires_and_starts_it_again() {
     // db stopped by the operator: web stops too, and waits for it.
     assert!(d.rctl(&["stop", "db"]).status.success());
     d.wait_state("db", "stopped", 10 * SEC);
-    let s = d.wait_state("web", "waiting", 10 * SEC);
-    assert!(!pid_alive(web));
-    assert_eq!(
-        s["waiting_for"], "unit db, which it requires, to be started (it was stopped)",
-        "{s:#}"
+    let s = d.wait_waiting_for(
+        "web",
+        "unit db, which it requires, to be started (it was stopped)",
+        10 * SEC,
     );
+    assert!(!pid_alive(web));
     assert_eq!(s["restarts"], 0, "not a restart by policy");
 
     // db started again: web follows.
@@ -92,9 +91,8 @@ fn requires_stops_the_dependent_with_what_it_requires_and_starts_it_again() {
 
     // db's file removed: web stops, and says why with the place in its file.
     d.remove_unit("db");
-    let s = d.wait_state("web", "waiting", 15 * SEC);
+    let s = d.wait_waiting_for("web", "unit db, which does not exist", 15 * SEC);
     assert!(!pid_alive(web2));
-    assert_eq!(s["waiting_for"], "unit db, which does not exist", "{s:#}");
     let err = s["error"].as_str().unwrap_or_default();
     assert!(
         err.contains("web.toml:2:10: unit web: after \"db\" names a unit that does not exist"),

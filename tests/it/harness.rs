@@ -327,6 +327,16 @@ impl Daemon {
     }
 
     /// Waits for `name` to be running with a pid different from `old`; returns the new pid.
+    /// Waits until `name` is `waiting` for `what` (the reason can change on the way: a unit
+    /// named before its file is read "does not exist" at first).
+    pub fn wait_waiting_for(&self, name: &str, what: &str, within: Duration) -> Value {
+        wait_until(within, &format!("{name} waiting for {what}"), || {
+            self.status(name)
+                .is_some_and(|s| s["state"] == "waiting" && s["waiting_for"] == what)
+        });
+        self.status(name).unwrap_or_default()
+    }
+
     pub fn wait_new_pid(&self, name: &str, old: i64, within: Duration) -> i64 {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {

@@ -157,8 +157,7 @@ fn a_unit_after_a_healthy_one_starts_once_it_is_healthy() {
         ),
     );
     d.wait_state("db", "running", 20 * SEC);
-    let s = d.wait_state("web", "waiting", 10 * SEC);
-    assert_eq!(s["waiting_for"], "unit db to be healthy", "{s:#}");
+    d.wait_waiting_for("web", "unit db to be healthy", 10 * SEC);
     let text = String::from_utf8_lossy(&d.rctl(&["status", "web"]).stdout).to_string();
     assert!(text.contains("Depends: after db; requires db"), "{text}");
     wait_health(&d, "db", "healthy", 10 * SEC);
