@@ -33,28 +33,14 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 MKROOTFS = os.path.join(REPO, "tests", "fixtures", "mkrootfs.sh")
-PODMAN_FLAGS = ["--runtime", "runc", "--ulimit", "nofile=1024:1024",
-                "--ulimit", "nproc=1024:1024"]
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def run(cmd, check=True, **kw):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-    if check and p.returncode != 0:
-        raise RuntimeError("%s: exit %d: %s" % (" ".join(cmd), p.returncode,
-                                               p.stderr.decode(errors="replace").strip()))
-    return p
+sys.path.insert(0, HERE)
+import benchlib  # noqa: E402 - after the path it is found on
+from benchlib import PODMAN_FLAGS, log, run  # noqa: E402
 
 
 def cpu_ms(pid):
-    """utime + stime + cutime + cstime of `pid`, in ms."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) * 1000.0 / TICK
+    """utime + stime + cutime + cstime of `pid` (its reaped children's included), in ms."""
+    return sum(benchlib.proc_cpu_ticks(pid)) * 1000.0 / benchlib.CLK_TCK
 
 
 def children_cpu_ms():
@@ -63,12 +49,7 @@ def children_cpu_ms():
 
 
 def wait_until(cond, what, within=30.0):
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise RuntimeError("timed out waiting for " + what)
+    benchlib.wait_until(cond, what, within, every=0.05)
 
 
 def med(xs):
@@ -255,20 +236,7 @@ def main():
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     bench = Bench(args)
-
-    def interrupt(*_):
-        raise KeyboardInterrupt()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
-    try:
-        bench.main()
-        return 0
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        bench.teardown()
-
+    return benchlib.run_cleaning_up(bench.main, bench.teardown)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -40,57 +40,29 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402 - after the path it is found on
+from benchlib import PODMAN_FLAGS, log, now, run  # noqa: E402,F401
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 MKROOTFS = os.path.join(REPO, "tests", "fixtures", "mkrootfs.sh")
 
-# podman needs these on this kind of machine (see docs/PERFORMANCE.md).
-PODMAN_FLAGS = [
-    "--runtime", "runc",
-    "--ulimit", "nofile=1024:1024",
-    "--ulimit", "nproc=1024:1024",
-]
 
 # 99 bytes and the newline.
 LINE = ("0123456789abcdefghijklmnopqrstuvwxyz" * 3)[:99]
 WAIT = 60.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SCENARIOS = ("rcd", "rcd-rot", "podman", "podman-rot")
 
 
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def now():
-    return time.monotonic_ns()
-
-
-def run(cmd, check=True, **kw):
-    kw.setdefault("stdin", subprocess.DEVNULL)
-    kw.setdefault("capture_output", True)
-    p = subprocess.run(cmd, **kw)
-    if check and p.returncode != 0:
-        raise RuntimeError("%s: exit %d: %s" % (" ".join(cmd), p.returncode,
-                                               p.stderr.decode(errors="replace").strip()))
-    return p
-
-
 def wait_until(cond, what, within=WAIT, every=0.01):
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(every)
-    raise TimeoutError("timed out waiting for " + what)
+    benchlib.wait_until(cond, what, within, every)
 
 
 def cpu_seconds(pid):
     """(user, system) CPU seconds of a process so far."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # Fields 14 (utime) and 15 (stime) of the line; counted from the state (field 3) here.
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    utime, stime, _, _ = benchlib.proc_cpu_ticks(pid)
+    return utime / benchlib.CLK_TCK, stime / benchlib.CLK_TCK
 
 
 def peak_rss_kib(pid):

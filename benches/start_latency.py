@@ -64,12 +64,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 MKROOTFS = os.path.join(REPO, "tests", "fixtures", "mkrootfs.sh")
 
-# podman needs these on this kind of machine (see docs/PERFORMANCE.md).
-PODMAN_FLAGS = [
-    "--runtime", "runc",
-    "--ulimit", "nofile=1024:1024",
-    "--ulimit", "nproc=1024:1024",
-]
+sys.path.insert(0, HERE)
+import benchlib  # noqa: E402 - after the path it is found on
+from benchlib import PODMAN_FLAGS, log, now, run  # noqa: E402,F401
+
 
 WAIT = 30.0  # seconds: bound on every wait
 HTTP_WAIT = 10.0  # seconds: bound on waiting for the first HTTP answer
@@ -79,24 +77,6 @@ HTTP_ATTEMPTS = 2000  # and on the connection attempts
 # serve /www on port 80 (the bridge scenarios n, p, pc).
 SLEEPER = "echo %s > /ready/%s.fifo; exec sleep 3600"
 HTTPD = "echo %s > /ready/%s.fifo; exec httpd -f -p 80 -h /www"
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def now():
-    return time.monotonic_ns()
-
-
-def run(cmd, check=True, **kw):
-    kw.setdefault("stdin", subprocess.DEVNULL)
-    kw.setdefault("capture_output", True)
-    p = subprocess.run(cmd, **kw)
-    if check and p.returncode != 0:
-        raise RuntimeError("%s: exit %d: %s" % (" ".join(cmd), p.returncode,
-                                               p.stderr.decode(errors="replace").strip()))
-    return p
 
 
 def mounts_under(prefix):
@@ -214,12 +194,7 @@ def duration_ms(text):
 
 
 def wait_until(cond, what, within=WAIT, every=0.01):
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(every)
-    raise TimeoutError("timed out after %ss waiting for %s" % (within, what))
+    benchlib.wait_until(cond, what, within, every)
 
 
 class Bench:
@@ -867,20 +842,7 @@ def main():
     if args.iterations < 1 or args.iterations > 1000:
         ap.error("iterations must be in 1..1000")
     bench = Bench(args)
-    # SIGTERM and SIGHUP clean up like Ctrl-C does.
-    def interrupt(*_):
-        raise KeyboardInterrupt()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
-    try:
-        bench.main()
-        return 0
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    finally:
-        bench.teardown()
-
+    return benchlib.run_cleaning_up(bench.main, bench.teardown)
 
 if __name__ == "__main__":
     sys.exit(main())
