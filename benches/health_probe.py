@@ -152,10 +152,12 @@ class Bench:
         return {"wall_ms": walls, "cpu_ms": cpus}
 
     def measure_podman(self):
-        run(["podman", "run", "-d", "--name", self.podman_name, "--rootfs", self.rootfs + ":O",
-             "--network", "none", "--health-cmd", "true", "--health-interval", "disable"]
-            + PODMAN_FLAGS + ["sleep", "3600"])
-        self.podman = True
+        # `--rootfs` is a switch and the rootfs is the first argument: podman reads no options
+        # after it (they would become the container's command), so every option goes before.
+        self.podman = True  # teardown removes it also when it was created but failed to start
+        run(["podman", "run", "-d", "--name", self.podman_name, "--network", "none",
+             "--health-cmd", "true", "--health-interval", "disable"]
+            + PODMAN_FLAGS + ["--rootfs", self.rootfs + ":O", "sleep", "3600"])
         run(["podman", "healthcheck", "run", self.podman_name])  # warm up
         walls, cpus = [], []
         for _ in range(self.args.iterations):
