@@ -36,6 +36,8 @@ mod pull;
 mod recovery;
 #[path = "it/registry.rs"]
 mod registry;
+#[path = "it/service.rs"]
+mod service;
 #[path = "it/shared_net.rs"]
 mod shared_net;
 #[path = "it/watching.rs"]

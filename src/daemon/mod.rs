@@ -4,6 +4,7 @@
 pub mod context;
 pub mod images;
 mod recover;
+pub mod service;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -254,6 +255,9 @@ pub async fn run(
         })
     };
 
+    // The listener answers from here on: the service manager may call the daemon started.
+    service::ready(&ctx, stop_rx.clone());
+
     // After the scan: before it, every unit's logs look like a removed unit's.
     tokio::spawn(crate::logs::retention::run(
         ctx.clone(),
@@ -263,6 +267,7 @@ pub async fn run(
     let loop_task = tokio::spawn(reconcile::run(ctx.clone(), rx, shutdown_all));
     shutdown.await;
     tracing::info!("rcd stopping; containers keep running");
+    service::stopping();
     let _ = stop_tx.send(true);
     let _ = loop_task.await;
     let _ = watch_task.await;

@@ -69,6 +69,8 @@ pub struct Daemon {
     pub cwd: Option<PathBuf>,
     /// More daemon flags.
     pub args: Vec<String>,
+    /// More environment for the daemon.
+    pub env: Vec<(String, String)>,
     /// The daemon config file (`--config`); its auth file and certs.d are in `dir` too, so no
     /// test reads the host's /etc/rcd.
     pub config: PathBuf,
@@ -158,6 +160,7 @@ impl Daemon {
             runtime: None,
             cwd: None,
             args: Vec::new(),
+            env: Vec::new(),
             config,
             net: TestNet::take(),
         }
@@ -234,6 +237,7 @@ impl Daemon {
             cmd.current_dir(cwd);
         }
         cmd.args(&self.args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn().expect("spawn rcd"));
         wait_until(Duration::from_secs(10), "daemon answers", || {
             self.try_rctl(&["list"]).is_some_and(|o| o.status.success())

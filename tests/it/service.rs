@@ -1,0 +1,118 @@
+//! rcd as a systemd service: the unit file that ships verifies, and the daemon speaks
+//! sd_notify (READY=1 once its units are read and its containers re-adopted, STATUS= with
+//! counts, WATCHDOG=1 as `WatchdogSec=` asks, STOPPING=1).
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[test]
+fn the_shipped_systemd_unit_verifies() {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/rcd.service"
+    ))
+    .unwrap();
+    for line in [
+        "Type=notify",
+        "KillMode=process",
+        "Delegate=yes",
+        "WatchdogSec=30s",
+    ] {
+        assert!(shipped.lines().any(|l| l == line), "{line} in rcd.service");
+    }
+    // The binary is not installed here: the unit as shipped, pointed at this build's.
+    assert!(shipped.contains("ExecStart=/usr/bin/rcd\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("rcd.service");
+    std::fs::write(
+        &unit,
+        shipped.replace("ExecStart=/usr/bin/rcd\n", &format!("ExecStart={RCD}\n")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package)");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.trim().is_empty(), "warnings: {said}");
+}
+
+/// Receives the next notification within `within`.
+fn next(sock: &UnixDatagram, within: Duration) -> String {
+    sock.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a notification");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn ready_comes_after_readoption_then_status_watchdog_and_stopping() {
+    let mut d = Daemon::new();
+    d.write_unit("kept", &unit("exec sleep 1000", "stop_signal = \"KILL\"\n"));
+    d.write_unit(
+        "off",
+        &unit("exec sleep 1000", "[install]\nautostart = false\n"),
+    );
+    d.spawn();
+    let pid = pid_of(&d.wait_state("kept", "running", 20 * SEC));
+    d.kill();
+
+    let sock_path = d.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    d.env = vec![
+        ("NOTIFY_SOCKET".into(), sock_path.display().to_string()),
+        ("WATCHDOG_USEC".into(), "200000".into()),
+    ];
+    d.spawn();
+    let first = next(&sock, 10 * SEC);
+    assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
+    // By READY the running container is re-adopted (same pid), and the status says so.
+    let s = d.status("kept").unwrap();
+    assert_eq!((s["state"].as_str(), pid_of(&s)), (Some("running"), pid));
+    let status = first
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS="))
+        .unwrap_or_default();
+    assert_eq!(status, "2 units: 1 pending, 1 running", "{first:?}");
+    // The watchdog every 100 ms (half of WATCHDOG_USEC).
+    let began = Instant::now();
+    let mut pets = 0;
+    while pets < 3 {
+        if next(&sock, 2 * SEC).lines().any(|l| l == "WATCHDOG=1") {
+            pets += 1;
+        }
+    }
+    assert!(
+        began.elapsed() < 2 * SEC,
+        "{:?} for 3 pets",
+        began.elapsed()
+    );
+    // A change shows in STATUS= at the next refresh.
+    assert!(d.rctl(&["start", "off"]).status.success());
+    d.wait_state("off", "running", 20 * SEC);
+    let deadline = Instant::now() + 5 * SEC;
+    loop {
+        let m = next(&sock, 2 * SEC);
+        if m.contains("STATUS=2 units: 2 running") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new STATUS; last {m:?}");
+    }
+    d.terminate();
+    let deadline = Instant::now() + 5 * SEC;
+    loop {
+        if next(&sock, 2 * SEC).lines().any(|l| l == "STOPPING=1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no STOPPING=1");
+    }
+    // Live restore: the containers outlive the daemon.
+    assert!(pid_alive(pid));
+}
