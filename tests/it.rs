@@ -4,6 +4,8 @@
 #[path = "it/harness.rs"]
 mod harness;
 
+#[path = "it/api.rs"]
+mod api;
 #[path = "it/bridge.rs"]
 mod bridge;
 #[path = "it/check.rs"]

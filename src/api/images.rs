@@ -104,7 +104,7 @@ async fn list(State(ctx): State<Arc<Context>>) -> Result<Json<Vec<ImageInfo>>, A
 /// with the image or the error. The pull goes on if the client leaves: it is the daemon's work.
 async fn pull(
     State(ctx): State<Arc<Context>>,
-    Json(req): Json<ImageRequest>,
+    super::access::JsonBody(req): super::access::JsonBody<ImageRequest>,
 ) -> Result<Response, ApiError> {
     let image = normalize(&req.reference)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<PullLine>(4);
@@ -159,7 +159,7 @@ async fn pull(
 
 async fn remove(
     State(ctx): State<Arc<Context>>,
-    Json(req): Json<ImageRequest>,
+    super::access::JsonBody(req): super::access::JsonBody<ImageRequest>,
 ) -> Result<Json<ImageRemoved>, ApiError> {
     let image = normalize(&req.reference)?;
     let stored = ctx

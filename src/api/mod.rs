@@ -1,6 +1,7 @@
 //! The API: HTTP/JSON over the daemon's Unix socket. `server` answers from the unit table and
 //! hands operator intents to the reconciler; `client` is what rctl uses.
 
+pub mod access;
 pub mod client;
 pub mod events;
 pub mod exec;

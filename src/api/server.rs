@@ -31,6 +31,11 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/daemon", get(daemon))
         .merge(super::images::routes())
         .merge(super::logs::routes())
+        .fallback(super::access::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            super::access::MAX_BODY,
+        ))
+        .layer(axum::middleware::from_fn(super::access::log_requests))
         .with_state(ctx)
 }
 

@@ -247,7 +247,8 @@ pub async fn run(
         let router = crate::api::server::router(ctx.clone());
         let mut astop = stop_rx.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
+            let service = router.into_make_service_with_connect_info::<crate::api::access::Peer>();
+            let _ = axum::serve(listener, service)
                 .with_graceful_shutdown(async move {
                     let _ = astop.wait_for(|v| *v).await;
                 })
