@@ -42,5 +42,7 @@ mod registry;
 mod service;
 #[path = "it/shared_net.rs"]
 mod shared_net;
+#[path = "it/stats.rs"]
+mod stats;
 #[path = "it/watching.rs"]
 mod watching;

@@ -8,4 +8,5 @@ pub mod exec;
 pub mod images;
 pub mod logs;
 pub mod server;
+pub mod stats;
 pub mod types;

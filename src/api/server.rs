@@ -27,6 +27,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/units/{name}/exec", post(super::exec::exec))
         .route("/v1/units/{name}/{verb}", post(intent))
         .route("/v1/events", get(super::events::events))
+        .route("/v1/stats", get(super::stats::stats))
         .route("/v1/reload", post(reload))
         .route("/v1/daemon", get(daemon))
         .merge(super::images::routes())
@@ -95,6 +96,7 @@ pub fn status_of(ctx: &Context, name: &str, e: &Entry) -> UnitStatus {
         }),
         restarts: r.map_or(0, |r| r.restarts),
         exit_code: r.and_then(|r| r.exit_code),
+        exit_reason: r.and_then(|r| r.exit_reason.clone()),
         error: e
             .file_error
             .clone()

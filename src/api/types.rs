@@ -16,6 +16,9 @@ pub struct UnitStatus {
     pub restarts: u32,
     /// The last exit code.
     pub exit_code: Option<i32>,
+    /// Why it ended, when the code does not say: `oom`.
+    #[serde(default)]
+    pub exit_reason: Option<String>,
     /// The file's current problem if any, else the last start or policy error.
     pub error: Option<String>,
     /// Spec hash of the running (or last) container; else of the loaded unit.

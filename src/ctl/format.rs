@@ -18,7 +18,7 @@ fn ago(ts: &str) -> String {
 }
 
 /// The `rctl status` block for one unit, in the spirit of `systemctl status`.
-pub fn status(s: &UnitStatus, log: &str) -> String {
+pub fn status(s: &UnitStatus, usage: Option<&crate::cgroup::Usage>, log: &str) -> String {
     let mut out = String::new();
     let dot = match s.state.as_str() {
         "running" => "●",
@@ -42,9 +42,11 @@ pub fn status(s: &UnitStatus, log: &str) -> String {
     if let Some(at) = &s.restart_at {
         out.push_str(&format!("    Restart: at {at}\n"));
     }
-    let exit = s
-        .exit_code
-        .map_or_else(|| "-".to_string(), |c| c.to_string());
+    let exit = match (s.exit_code, &s.exit_reason) {
+        (Some(c), Some(why)) => format!("{c} ({why})"),
+        (Some(c), None) => c.to_string(),
+        (None, _) => "-".to_string(),
+    };
     out.push_str(&format!(
         "   Restarts: {}   Last exit: {exit}\n",
         s.restarts
@@ -85,6 +87,9 @@ pub fn status(s: &UnitStatus, log: &str) -> String {
             "       Logs: {} lines dropped (the log file could not keep up)\n",
             s.logs_dropped
         ));
+    }
+    if let Some(u) = usage {
+        out.push_str(&format!("  Resources: {}\n", resources(u)));
     }
     if let Some(w) = &s.waiting_for {
         out.push_str(&format!("    Waiting: for {w}\n"));
@@ -179,6 +184,24 @@ pub fn table(all: &[UnitStatus]) -> String {
         ["UNIT", "STATE", "PID", "RESTARTS", "EXIT", "ERROR"].map(String::from),
         &rows,
     )
+}
+
+/// `memory 1.2 MB of 16.8 MB, cpu 0.45 s, 3 pids`: what is known of it.
+pub fn resources(u: &crate::cgroup::Usage) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = u.memory_bytes {
+        parts.push(match u.memory_limit {
+            Some(l) => format!("memory {} of {}", bytes(m), bytes(l)),
+            None => format!("memory {}", bytes(m)),
+        });
+    }
+    if let Some(c) = u.cpu_usec {
+        parts.push(format!("cpu {:.2} s", c as f64 / 1e6));
+    }
+    if let Some(p) = u.pids {
+        parts.push(format!("{p} pids"));
+    }
+    parts.join(", ")
 }
 
 /// Bytes as Docker shows them (decimal units, one decimal).

@@ -6,6 +6,7 @@ mod exec;
 mod format;
 mod image;
 mod logs;
+mod stats;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -115,6 +116,14 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Each running container's CPU (over one second), memory and pids, from its cgroup.
+    Stats {
+        /// Only these units (default: all running).
+        units: Vec<String>,
+        /// `text` or `json`.
+        #[arg(long, short, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Run a command in a unit's running container; exits with its exit code.
     Exec {
         /// Forward stdin to the command.
@@ -169,6 +178,9 @@ pub async fn run(cli: Cli) -> i32 {
         }),
         Command::Logs(args) => logs::run(&client, args).await,
         Command::Image { command } => image::run(&client, command).await,
+        Command::Stats { units, output } => {
+            stats::run(&client, units, output == Output::Json).await
+        }
         Command::Events {
             since,
             until,
@@ -307,7 +319,20 @@ async fn status(client: &Client, units: Vec<String>, output: Output) -> Result<(
         } else {
             String::new()
         };
-        let _ = write!(out, "{}", format::status(s, &lines));
+        let usage = if with_logs && s.state == "running" {
+            client
+                .get::<Vec<crate::api::stats::UnitUsage>>(&format!(
+                    "/v1/stats?unit={}",
+                    enc(&s.name)
+                ))
+                .await
+                .ok()
+                .and_then(|v| v.into_iter().next())
+                .map(|u| u.usage)
+        } else {
+            None
+        };
+        let _ = write!(out, "{}", format::status(s, usage.as_ref(), &lines));
     }
     Ok(())
 }

@@ -334,15 +334,14 @@ async fn observe_exit(
     let at = exit.map_or(now, |e| e.at_ms);
     r.exit_code = Some(code);
     r.finished_at_ms = Some(at);
+    r.exit_reason = exit.filter(|e| e.oom).map(|_| "oom".to_string());
     let ran_for = r
         .started_at_ms
         .map(|s| Duration::from_millis(at.saturating_sub(s)));
     tracing::info!(container = %id, exit_code = code, "container exited");
-    ctx.events.emit(
-        &r.unit,
-        "exited",
-        &[("container", id.clone()), ("exit_code", code.to_string())],
-    );
+    let mut attrs = vec![("container", id.clone()), ("exit_code", code.to_string())];
+    attrs.extend(r.exit_reason.clone().map(|why| ("reason", why)));
+    ctx.events.emit(&r.unit, "exited", &attrs);
     let decision = match unit {
         Some(u) => restart::decide(
             &u.restart,
@@ -468,6 +467,7 @@ async fn stop_container(
             if let Some(exit) = exit {
                 r.exit_code = Some(exit.code);
                 r.finished_at_ms = Some(exit.at_ms);
+                r.exit_reason = exit.oom.then(|| "oom".to_string());
             }
             let mut attrs = vec![("container", id.clone()), ("signal", signal.clone())];
             attrs.extend(exit.map(|e| ("exit_code", e.code.to_string())));

@@ -95,6 +95,9 @@ pub struct Exit {
     pub signal: Option<i32>,
     /// When the shim saw it, in milliseconds since the epoch.
     pub at_ms: u64,
+    /// The kernel's OOM killer killed a process of the container (its cgroup says so).
+    #[serde(default)]
+    pub oom: bool,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -57,7 +57,10 @@ pub fn run(opts: Options) -> i32 {
             };
             send(&mut sync, &report);
             drop(sync);
-            let exit = wait_exit(pid);
+            let mut exit = wait_exit(pid);
+            // Read before the delete removes the cgroup: did the OOM killer end it?
+            exit.oom = cgroups_path(&opts.bundle)
+                .is_some_and(|c| crate::cgroup::usage(&c).oom_kills.unwrap_or(0) > 0);
             // The init is gone, so the kernel ended the rest of its pid namespace; the readers
             // end when the last writer closes. Bound the wait for the disk anyway.
             let (dropped, error) = logger.finish(Duration::from_secs(2));
@@ -162,6 +165,16 @@ fn start(opts: &Options, runtime: &Runtime) -> Result<(Pid, logs::writer::Logger
 }
 
 /// Waits for the exact init pid (never -1: that would steal the runtime's statuses).
+/// The container's cgroup, from its bundle's spec.
+fn cgroups_path(bundle: &std::path::Path) -> Option<String> {
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
+    spec.get("linux")?
+        .get("cgroupsPath")?
+        .as_str()
+        .map(str::to_string)
+}
+
 fn wait_exit(pid: Pid) -> Exit {
     loop {
         match waitpid(pid, None) {
@@ -170,6 +183,7 @@ fn wait_exit(pid: Pid) -> Exit {
                     code,
                     signal: None,
                     at_ms: super::now_ms(),
+                    oom: false,
                 }
             }
             Ok(WaitStatus::Signaled(_, sig, _)) => {
@@ -177,6 +191,7 @@ fn wait_exit(pid: Pid) -> Exit {
                     code: 128 + sig as i32,
                     signal: Some(sig as i32),
                     at_ms: super::now_ms(),
+                    oom: false,
                 }
             }
             Ok(_) => continue,
@@ -190,6 +205,7 @@ fn wait_exit(pid: Pid) -> Exit {
                     code: 255,
                     signal: None,
                     at_ms: super::now_ms(),
+                    oom: false,
                 };
             }
         }

@@ -119,6 +119,10 @@ pub struct Record {
     /// While waiting: what for.
     #[serde(default)]
     pub waiting_for: Option<String>,
+    /// Why the last container ended, when more than its code says: `oom` (killed by the
+    /// kernel's OOM killer).
+    #[serde(default)]
+    pub exit_reason: Option<String>,
     /// The current container's image's HEALTHCHECK (its monitor needs it after a restart of
     /// the daemon).
     #[serde(default)]
@@ -156,6 +160,7 @@ impl Record {
             shared_network: None,
             waiting_for: None,
             image_health: None,
+            exit_reason: None,
         }
     }
 
