@@ -29,6 +29,9 @@ pub struct FileConfig {
     pub network: Network,
     /// Container logs.
     pub logs: Logs,
+    /// `[daemon] live_restore`: containers keep running when the daemon stops (default);
+    /// false stops them all, dependents first, at a clean shutdown.
+    pub live_restore: bool,
 }
 
 /// `[logs]`.
@@ -87,6 +90,7 @@ impl Default for FileConfig {
                 limits: crate::logs::Limits::default(),
                 keep_removed: crate::logs::DEFAULT_KEEP_REMOVED,
             },
+            live_restore: true,
         }
     }
 }
@@ -135,6 +139,14 @@ struct Raw {
     network: Option<RawNetwork>,
     #[serde(default)]
     logs: Option<RawLogs>,
+    #[serde(default)]
+    daemon: Option<RawDaemon>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    live_restore: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +273,9 @@ impl FileConfig {
                 }
                 config.network.plugin_dirs = out;
             }
+        }
+        if let Some(d) = raw.daemon {
+            config.live_restore = d.live_restore.unwrap_or(true);
         }
         if let Some(l) = raw.logs {
             if let Some(v) = l.max_size {
@@ -393,6 +408,19 @@ mod tests {
 
     fn parse(text: &str) -> Result<FileConfig, String> {
         FileConfig::parse(Path::new("/etc/rcd/rcd.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn live_restore_is_on_unless_turned_off() {
+        assert!(parse("").map(|c| c.live_restore).unwrap_or(false));
+        assert_eq!(
+            parse("[daemon]\nlive_restore = false\n").map(|c| c.live_restore),
+            Ok(false)
+        );
+        let e = parse("[daemon]\nlive_restore = \"no\"\n").unwrap_err();
+        assert!(e.starts_with("/etc/rcd/rcd.toml:2:16:"), "{e}");
+        let e = parse("[daemon]\nlive = true\n").unwrap_err();
+        assert!(e.starts_with("/etc/rcd/rcd.toml:2:1:") && e.contains("unknown field"), "{e}");
     }
 
     #[test]

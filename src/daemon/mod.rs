@@ -267,10 +267,22 @@ pub async fn run(
     ));
     let loop_task = tokio::spawn(reconcile::run(ctx.clone(), rx, shutdown_all));
     shutdown.await;
-    tracing::info!("rcd stopping; containers keep running");
+    tracing::info!(
+        "rcd stopping; {}",
+        if config.file.live_restore {
+            "containers keep running"
+        } else {
+            "stopping the containers"
+        }
+    );
     service::stopping();
     let _ = stop_tx.send(true);
     let _ = loop_task.await;
+    if !config.file.live_restore {
+        // The loop is done: nothing restarts what this stops.
+        tracing::info!("live_restore = false: stopping every container");
+        reconcile::unit::stop_all(&ctx).await;
+    }
     let _ = watch_task.await;
     // Followers of `rctl logs -f` would hold a graceful shutdown forever.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api).await;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::daemon::context::Context;
 use crate::pipeline;
@@ -846,4 +847,53 @@ pub fn watch_exit(ctx: &Arc<Context>, name: &str, shim_pid: i32, shim_start: u64
         launch::wait(shim_pid, shim_start).await;
         ctx.poke(&name);
     });
+}
+
+/// A clean shutdown without live restore (`[daemon] live_restore = false`): stops every running
+/// container, those that name others (`after`, `requires`, `container:`) before the ones they
+/// name, each wave in parallel, each with its stop signal and timeout. They are left `pending`,
+/// so the next daemon start starts them as its rules say (not held, as after `rctl stop`).
+pub async fn stop_all(ctx: &Arc<Context>) {
+    loop {
+        let running: Vec<(String, Record, Option<Arc<Unit>>)> = ctx
+            .table()
+            .iter()
+            .filter_map(|(n, e)| {
+                let r = e.record.as_ref().filter(|r| shim_alive(r))?;
+                Some((n.clone(), r.clone(), e.unit.clone()))
+            })
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let named = |name: &str| {
+            running.iter().any(|(other, _, u)| {
+                other != name
+                    && u.as_deref()
+                        .is_some_and(|u| crate::unit::references(u).any(|(_, t)| t == name))
+            })
+        };
+        let mut wave: Vec<_> = running
+            .iter()
+            .filter(|(n, _, _)| !named(n))
+            .cloned()
+            .collect();
+        if wave.is_empty() {
+            // A circle: nothing is first; stop them together.
+            wave = running;
+        }
+        let stops = wave.into_iter().map(|(name, mut r, unit)| {
+            async move {
+                if let Err(e) = stop_container(ctx, unit.as_deref(), &mut r, Depth::Unmount).await {
+                    tracing::error!("stopping at shutdown: {e}");
+                }
+                r.set_state(State::Pending, now_ms());
+                if let Err(e) = save(ctx, r) {
+                    tracing::error!("{e}");
+                }
+            }
+            .instrument(tracing::info_span!("unit", unit = %name))
+        });
+        futures_util::future::join_all(stops).await;
+    }
 }

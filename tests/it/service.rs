@@ -116,3 +116,47 @@ fn ready_comes_after_readoption_then_status_watchdog_and_stopping() {
     // Live restore: the containers outlive the daemon.
     assert!(pid_alive(pid));
 }
+
+#[test]
+fn without_live_restore_a_clean_shutdown_stops_everything_dependents_first() {
+    let mut d = Daemon::new();
+    d.write_config("", "[daemon]\nlive_restore = false\n");
+    let sleeper = |deps: &str| {
+        format!(
+            "[unit]\n{deps}\n{}",
+            unit("exec sleep 1000", "stop_signal = \"KILL\"\n")
+        )
+    };
+    d.write_unit("db", &sleeper(""));
+    d.write_unit("web", &sleeper("after = [\"db\"]\nrequires = [\"db\"]"));
+    d.write_unit("solo", &sleeper(""));
+    d.spawn();
+    let pids: Vec<i64> = ["db", "web", "solo"]
+        .iter()
+        .map(|n| pid_of(&d.wait_state(n, "running", 20 * SEC)))
+        .collect();
+    let began = Instant::now();
+    d.terminate();
+    assert!(began.elapsed() < 15 * SEC, "{:?}", began.elapsed());
+    for p in &pids {
+        assert!(!pid_alive(*p), "{p} still runs");
+    }
+    assert!(d.runtime_containers().is_empty());
+    // The next start starts them again (they were not held), and the events say web went
+    // before db.
+    d.spawn();
+    for n in ["db", "web", "solo"] {
+        d.wait_state(n, "running", 20 * SEC);
+    }
+    let out = d.rctl(&[
+        "events", "--since", "1h", "--until", "0s", "--output", "json",
+    ]);
+    let stopped: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["action"] == "stopped")
+        .map(|e| e["unit"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let at = |u: &str| stopped.iter().position(|s| s == u);
+    assert!(at("web").is_some() && at("web") < at("db"), "{stopped:?}");
+}
