@@ -35,6 +35,9 @@ struct Args {
     /// Check the config file and the credentials file it names, then exit (0: good, 1: not).
     #[arg(long)]
     check_config: bool,
+    /// Print rcd's man page (roff) and exit; for packaging.
+    #[arg(long, hide = true)]
+    manpage: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +50,13 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    if args.manpage {
+        let cmd = <Args as clap::CommandFactory>::command().name("rcd");
+        clap_mangen::Man::new(cmd)
+            .section("8")
+            .render(&mut std::io::stdout())?;
+        return Ok(());
+    }
     let config_path = args
         .config
         .clone()

@@ -420,7 +420,10 @@ mod tests {
         let e = parse("[daemon]\nlive_restore = \"no\"\n").unwrap_err();
         assert!(e.starts_with("/etc/rcd/rcd.toml:2:16:"), "{e}");
         let e = parse("[daemon]\nlive = true\n").unwrap_err();
-        assert!(e.starts_with("/etc/rcd/rcd.toml:2:1:") && e.contains("unknown field"), "{e}");
+        assert!(
+            e.starts_with("/etc/rcd/rcd.toml:2:1:") && e.contains("unknown field"),
+            "{e}"
+        );
     }
 
     #[test]

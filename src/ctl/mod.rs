@@ -124,6 +124,14 @@ pub enum Command {
         #[arg(long, short, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print rctl's man page (roff), for packaging.
+    #[command(hide = true)]
+    Manpage,
     /// Run a command in a unit's running container; exits with its exit code.
     Exec {
         /// Forward stdin to the command.
@@ -178,6 +186,21 @@ pub async fn run(cli: Cli) -> i32 {
         }),
         Command::Logs(args) => logs::run(&client, args).await,
         Command::Image { command } => image::run(&client, command).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "rctl", &mut std::io::stdout());
+            return exit::OK;
+        }
+        Command::Manpage => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            return match page.render(&mut std::io::stdout()) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("rctl: {e}");
+                    exit::FAILED
+                }
+            };
+        }
         Command::Stats { units, output } => {
             stats::run(&client, units, output == Output::Json).await
         }
