@@ -75,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         shim: args.shim,
         start_timeout: args.start_timeout,
         file,
+        config_path: (config_path, args.config.is_some()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

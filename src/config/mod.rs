@@ -22,6 +22,9 @@ pub struct Config {
     pub start_timeout: std::time::Duration,
     /// What the config file says.
     pub file: file::FileConfig,
+    /// Where the config file is read from (again at SIGHUP), and whether it was named with
+    /// `--config` (then it must exist).
+    pub config_path: (PathBuf, bool),
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             shim: None,
             start_timeout: std::time::Duration::from_secs(120),
             file: file::FileConfig::default(),
+            config_path: (file::DEFAULT_PATH.into(), false),
         }
     }
 }

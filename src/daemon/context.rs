@@ -65,8 +65,31 @@ pub struct Context {
     pub events: crate::events::Log,
     /// A problem with the units directory itself (untrusted, unreadable).
     pub dir_error: Mutex<Option<String>>,
-    /// Log limits of units that set none (daemon config `[logs]`).
+    /// What of the daemon config a SIGHUP can change.
+    settings: std::sync::RwLock<Settings>,
+}
+
+/// The daemon config's settings that apply without a restart (see `daemon::reload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Log limits of units that set none (`[logs] max_size`, `max_files`): from the next start
+    /// of each container.
     pub log_limits: crate::logs::Limits,
+    /// How long the logs of a removed unit are kept (`[logs] keep_removed`).
+    pub keep_removed: std::time::Duration,
+    /// `[daemon] live_restore`: read at shutdown.
+    pub live_restore: bool,
+}
+
+impl Settings {
+    /// The settings of a config file.
+    pub fn of(file: &crate::config::file::FileConfig) -> Self {
+        Settings {
+            log_limits: file.logs.limits,
+            keep_removed: file.logs.keep_removed,
+            live_restore: file.live_restore,
+        }
+    }
 }
 
 impl Context {
@@ -102,7 +125,9 @@ impl Context {
             health: crate::health::Registry::default(),
             events,
             dir_error: Mutex::new(None),
-            log_limits: crate::logs::Limits::default(),
+            settings: std::sync::RwLock::new(Settings::of(
+                &crate::config::file::FileConfig::default(),
+            )),
         }
     }
 
@@ -124,6 +149,16 @@ impl Context {
     /// The prefix every container id of this daemon has.
     pub fn id_prefix(&self) -> String {
         format!("rcd-{}-", self.tag)
+    }
+
+    /// The reloadable settings now.
+    pub fn settings(&self) -> Settings {
+        *self.settings.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the reloadable settings.
+    pub fn set_settings(&self, s: Settings) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
     /// Asks the reconciler to look at `unit`.

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -85,13 +86,14 @@ pub struct Images {
     pub store: ImageStore,
     /// Unpacked layers by chain id, `<root>/images/snapshots`.
     pub snapshots: Snapshots,
-    /// The registry client (one for the daemon: concurrent pulls share downloads).
-    pub client: Client,
+    /// The registry client (one for the daemon: concurrent pulls share downloads); replaced
+    /// whole when a SIGHUP brings other registry settings (pulls in flight keep theirs).
+    client: std::sync::RwLock<Arc<Client>>,
     /// Shared by pulls, imports and unpacks; exclusive for removal and pruning.
     gc: RwLock<()>,
     pulls: crate::keyed::Keyed<String, InFlight>,
     /// The credentials file, and what it was (mtime, size, inode) when last read.
-    auth_file: PathBuf,
+    auth_file: Mutex<PathBuf>,
     auth_seen: Mutex<Option<(SystemTime, u64, u64)>>,
 }
 
@@ -105,13 +107,36 @@ impl Images {
             store: ImageStore::open(&dir.join("meta")).map_err(|e| e.to_string())?,
             snapshots: Snapshots::open(&dir.join("snapshots"), file.layer_limits)
                 .map_err(|e| e.to_string())?,
-            client: Client::new(file.client_config().map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?,
+            client: std::sync::RwLock::new(Arc::new(
+                Client::new(file.client_config().map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?,
+            )),
             gc: RwLock::new(()),
             pulls: crate::keyed::Keyed::default(),
             auth_seen: Mutex::new(stamp(&file.registries.auth_file)),
-            auth_file: file.registries.auth_file.clone(),
+            auth_file: Mutex::new(file.registries.auth_file.clone()),
         })
+    }
+
+    /// The registry client now.
+    pub fn client(&self) -> Arc<Client> {
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes new registry settings (SIGHUP): a new client for the pulls that start from now
+    /// on, the credentials file read again.
+    pub fn reload_registries(&self, file: &FileConfig) -> Result<(), String> {
+        let client = Client::new(file.client_config().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        *self.client.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(client);
+        *self.auth_file.lock().unwrap_or_else(|e| e.into_inner()) =
+            file.registries.auth_file.clone();
+        *self.auth_seen.lock().unwrap_or_else(|e| e.into_inner()) =
+            stamp(&file.registries.auth_file);
+        Ok(())
     }
 
     /// Held while using the stores (pulling, importing, unpacking): no removal meanwhile.
@@ -152,7 +177,7 @@ impl Images {
     ) -> Result<Image, Error> {
         self.refresh_credentials()?;
         let pulled = self
-            .client
+            .client()
             .pull_and_unpack(r, &self.content, &self.snapshots, &Want::host(), progress)
             .await?;
         let diff_ids = pulled.config.rootfs().diff_ids();
@@ -267,12 +292,17 @@ impl Images {
     /// Re-reads the credentials file if it changed since it was last read, so that fixing it
     /// takes effect at the next pull (as the Docker CLI reads its config.json each time).
     pub fn refresh_credentials(&self) -> Result<(), file::Error> {
-        let now = stamp(&self.auth_file);
+        let auth_file = self
+            .auth_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let now = stamp(&auth_file);
         let mut seen = self.auth_seen.lock().unwrap_or_else(|e| e.into_inner());
         if *seen != now {
-            let credentials = file::load_credentials(&self.auth_file)?;
-            self.client.set_credentials(credentials);
-            tracing::info!(file = %self.auth_file.display(), "credentials file read");
+            let credentials = file::load_credentials(&auth_file)?;
+            self.client().set_credentials(credentials);
+            tracing::info!(file = %auth_file.display(), "credentials file read");
             *seen = now;
         }
         Ok(())

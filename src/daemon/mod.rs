@@ -4,6 +4,7 @@
 pub mod context;
 pub mod images;
 mod recover;
+pub mod reload;
 pub mod service;
 
 use std::os::unix::fs::PermissionsExt;
@@ -171,7 +172,7 @@ pub async fn run(
     let events = crate::events::Log::open(&events_dir).map_err(io(&events_dir))?;
     let runtime = Runtime::new(&runtime_bin, &paths.runtime_root);
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut ctx = Context::new(
+    let ctx = Context::new(
         paths,
         config.units_dir.clone(),
         runtime,
@@ -183,7 +184,7 @@ pub async fn run(
         events,
         tx,
     );
-    ctx.log_limits = config.file.logs.limits;
+    ctx.set_settings(context::Settings::of(&config.file));
     let ctx = Arc::new(ctx);
     tracing::info!(
         runtime = %runtime_bin.display(),
@@ -256,20 +257,48 @@ pub async fn run(
         })
     };
 
+    // SIGHUP: the config file again.
+    {
+        let ctx = ctx.clone();
+        let (path, explicit) = config.config_path.clone();
+        let mut running = config.file.clone();
+        let mut hup_stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    got = hup.recv() => if got.is_none() { return },
+                    _ = hup_stop.wait_for(|v| *v) => return,
+                }
+                let c = ctx.clone();
+                let p = path.clone();
+                let mut r = running.clone();
+                if let Ok(r) = tokio::task::spawn_blocking(move || {
+                    reload::reload(&c, &p, explicit, &mut r);
+                    r
+                })
+                .await
+                {
+                    running = r;
+                }
+            }
+        });
+    }
+
     // The listener answers from here on: the service manager may call the daemon started.
     service::ready(&ctx, stop_rx.clone());
 
     // After the scan: before it, every unit's logs look like a removed unit's.
-    tokio::spawn(crate::logs::retention::run(
-        ctx.clone(),
-        config.file.logs.keep_removed,
-        stop_rx.clone(),
-    ));
+    tokio::spawn(crate::logs::retention::run(ctx.clone(), stop_rx.clone()));
     let loop_task = tokio::spawn(reconcile::run(ctx.clone(), rx, shutdown_all));
     shutdown.await;
     tracing::info!(
         "rcd stopping; {}",
-        if config.file.live_restore {
+        if ctx.settings().live_restore {
             "containers keep running"
         } else {
             "stopping the containers"
@@ -278,7 +307,7 @@ pub async fn run(
     service::stopping();
     let _ = stop_tx.send(true);
     let _ = loop_task.await;
-    if !config.file.live_restore {
+    if !ctx.settings().live_restore {
         // The loop is done: nothing restarts what this stops.
         tracing::info!("live_restore = false: stopping every container");
         reconcile::unit::stop_all(&ctx).await;

@@ -73,10 +73,11 @@ pub fn period(keep: Duration) -> Duration {
 /// the units directory has been scanned (before, every unit looks removed).
 pub async fn run(
     ctx: Arc<crate::daemon::context::Context>,
-    keep: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
+        // Read at each sweep: a SIGHUP may have changed it.
+        let keep = ctx.settings().keep_removed;
         let c = ctx.clone();
         let swept = tokio::task::spawn_blocking(move || {
             let table = c.table();

@@ -210,7 +210,7 @@ fn prepare_and_launch(
         runtime_root: ctx.runtime.root.clone(),
         log: ctx.paths.log(&unit.name),
         dir,
-        log_limits: unit.logs.limits(ctx.log_limits),
+        log_limits: unit.logs.limits(ctx.settings().log_limits),
     };
     let launched = shim::launch::launch(&ctx.shim, &opts, ctx.start_timeout)?;
     drop(held_netns);

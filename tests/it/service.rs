@@ -160,3 +160,44 @@ fn without_live_restore_a_clean_shutdown_stops_everything_dependents_first() {
     let at = |u: &str| stopped.iter().position(|s| s == u);
     assert!(at("web").is_some() && at("web") < at("db"), "{stopped:?}");
 }
+
+#[test]
+fn sighup_applies_what_it_can_names_what_needs_a_restart_and_survives_a_typo() {
+    let mut d = Daemon::new();
+    d.write_config("", "");
+    d.write_unit("x", &unit("exec sleep 1000", "stop_signal = \"KILL\"\n"));
+    d.spawn();
+    let pid = pid_of(&d.wait_state("x", "running", 20 * SEC));
+    let daemon_pid = nix::unistd::Pid::from_raw(d.child.as_ref().unwrap().id() as i32);
+    let hup = || nix::sys::signal::kill(daemon_pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+
+    // A typo changes nothing and says where it is.
+    std::fs::write(&d.config, "[daemon]\nlive_restore = maybe\n").unwrap();
+    hup();
+    let config = d.config.display().to_string();
+    wait_until(5 * SEC, "the typo logged", || {
+        d.log().contains(&format!(
+            "config not reloaded, the running one stays: {config}:2:16"
+        ))
+    });
+    assert!(d.rctl(&["list"]).status.success());
+
+    d.write_config_with(
+        "idle_timeout = \"5s\"",
+        "",
+        "[daemon]\nlive_restore = false\n[logs]\nmax_size = \"2M\"\n[images]\nmax_layer_entries = 5\n",
+    );
+    hup();
+    wait_until(5 * SEC, "the reload logged", || {
+        d.log().contains(
+            "config reloaded: applied [registries], [logs] (log limits from each container's next start), [daemon] live_restore; needs a daemon restart: [images]",
+        )
+    });
+    // live_restore = false now holds: a clean stop stops the container.
+    assert!(pid_alive(pid));
+    d.terminate();
+    assert!(
+        !pid_alive(pid),
+        "the reloaded live_restore = false stopped it"
+    );
+}
