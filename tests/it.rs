@@ -40,6 +40,8 @@ mod pull;
 mod recovery;
 #[path = "it/registry.rs"]
 mod registry;
+#[path = "it/restore.rs"]
+mod restore;
 #[path = "it/service.rs"]
 mod service;
 #[path = "it/shared_net.rs"]
