@@ -14,35 +14,14 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 bin=${RCD_BIN_DIR:-$repo/target/release}
+name=logs.sh
+# shellcheck source=benches/common.sh
+. "$here/common.sh"
 rounds=${1:-3}
 [ $# -gt 0 ] && shift
-
-case $rounds in
-  '' | *[!0-9]*) echo "logs.sh: ROUNDS must be a number, got '$rounds'" >&2; exit 2 ;;
-esac
-missing=""
-for b in rcd rctl rcd-shim; do
-  [ -x "$bin/$b" ] || missing="$missing $b"
-done
-if [ -n "$missing" ]; then
-  echo "logs.sh: missing in $bin:$missing" >&2
-  echo "  build them first:  (cd $repo && cargo build --release --bins)" >&2
-  echo "  or point RCD_BIN_DIR at a directory that has them" >&2
-  exit 2
-fi
-[ "$(id -u)" = 0 ] || { echo "logs.sh: run as root (containers, mounts, cgroups)" >&2; exit 2; }
-for tool in runc podman conmon python3 busybox; do
-  command -v "$tool" >/dev/null 2>&1 || {
-    echo "logs.sh: $tool not found (apt-get install -y runc podman conmon python3 busybox-static)" >&2
-    exit 2
-  }
-done
-
-echo "machine: $(nproc) cores, kernel $(uname -r)"
-echo "runc:    $(runc --version | head -1)"
-echo "podman:  $(podman --version); conmon $(conmon --version | head -1 | awk '{print $3}')"
-echo "rcd:     $bin (rcd built $(date -u -r "$bin/rcd" '+%Y-%m-%d %H:%M UTC'); this checkout is at $(
-  git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$(
-  git -C "$repo" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes in src'))"
-echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
+bench_number "$rounds" ROUNDS
+bench_checks "apt-get install -y runc podman conmon python3 busybox-static" \
+  runc podman conmon python3 busybox
+bench_header
+echo "conmon:  $(conmon --version | head -1 | awk '{print $3}')"
 exec python3 "$here/log_throughput.py" --bin-dir "$bin" --rounds "$rounds" "$@"
