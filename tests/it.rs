@@ -48,5 +48,7 @@ mod service;
 mod shared_net;
 #[path = "it/stats.rs"]
 mod stats;
+#[path = "it/tcp_api.rs"]
+mod tcp_api;
 #[path = "it/watching.rs"]
 mod watching;

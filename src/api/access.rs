@@ -49,15 +49,19 @@ impl Connected<IncomingStream<'_, UnixListener>> for Peer {
 /// Logs each request with its peer: what changes something at info, what reads at debug.
 pub async fn log_requests(req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0);
+    let remote = req
+        .extensions()
+        .get::<super::tcp::TcpPeer>()
+        .map(|p| p.0.to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let response = next.run(req).await;
     let status = response.status().as_u16();
     let (uid, pid) = peer.map_or((None, None), |p| (Some(p.uid), p.pid));
     if method == Method::GET {
-        tracing::debug!(?uid, ?pid, %method, %path, status, "api request");
+        tracing::debug!(?uid, ?pid, ?remote, %method, %path, status, "api request");
     } else {
-        tracing::info!(?uid, ?pid, %method, %path, status, "api request");
+        tracing::info!(?uid, ?pid, ?remote, %method, %path, status, "api request");
     }
     response
 }

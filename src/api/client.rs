@@ -1,6 +1,7 @@
 //! The API client rctl uses: HTTP/1.1 over the daemon's Unix socket.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -17,11 +18,11 @@ use super::types::ErrorBody;
 /// A request that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The daemon is not listening.
-    #[error("cannot reach rcd at {}: {source} (is the daemon running? set --socket or RCD_SOCKET)", socket.display())]
+    /// The daemon is not listening (or a TLS handshake with it failed).
+    #[error("cannot reach rcd at {at}: {source} (is the daemon running? set --socket or RCD_SOCKET, or --host)")]
     Connect {
-        /// The socket path.
-        socket: PathBuf,
+        /// The socket path or `tcp://host:port`.
+        at: String,
         /// The cause.
         source: std::io::Error,
     },
@@ -41,17 +42,77 @@ pub enum Error {
     Decode(String),
 }
 
-/// A client bound to a socket path.
+/// A client bound to the daemon's socket, or to a TCP listener of it.
 #[derive(Debug, Clone)]
 pub struct Client {
-    socket: PathBuf,
+    transport: Transport,
 }
+
+#[derive(Debug, Clone)]
+enum Transport {
+    Unix(PathBuf),
+    Tcp {
+        /// `host:port`.
+        addr: String,
+        /// None: plain TCP (a daemon with `insecure = true`).
+        tls: Option<Arc<rustls::ClientConfig>>,
+    },
+}
+
+/// What the connection to the daemon runs over.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 impl Client {
     /// A client for the daemon at `socket`.
     pub fn new(socket: &Path) -> Self {
         Client {
-            socket: socket.to_path_buf(),
+            transport: Transport::Unix(socket.to_path_buf()),
+        }
+    }
+
+    /// A client for a daemon's TCP listener at `addr` (`host:port`), over TLS with `tls` (a
+    /// config with the CA and this client's certificate), or plain without.
+    pub fn tcp(addr: &str, tls: Option<rustls::ClientConfig>) -> Self {
+        Client {
+            transport: Transport::Tcp {
+                addr: addr.to_string(),
+                tls: tls.map(Arc::new),
+            },
+        }
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Io>, Error> {
+        match &self.transport {
+            Transport::Unix(socket) => tokio::net::UnixStream::connect(socket)
+                .await
+                .map(|s| Box::new(s) as Box<dyn Io>)
+                .map_err(|source| Error::Connect {
+                    at: socket.display().to_string(),
+                    source,
+                }),
+            Transport::Tcp { addr, tls } => {
+                let at = format!("tcp://{addr}");
+                let fail = |source| Error::Connect {
+                    at: at.clone(),
+                    source,
+                };
+                let stream = tokio::net::TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(fail)?;
+                let Some(config) = tls else {
+                    return Ok(Box::new(stream));
+                };
+                let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| fail(std::io::Error::other(e)))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(fail)?;
+                Ok(Box::new(tls))
+            }
         }
     }
 
@@ -68,19 +129,14 @@ impl Client {
     ) -> Result<
         (
             http1::SendRequest<BoxBody<Bytes, std::io::Error>>,
-            http1::Connection<TokioIo<tokio::net::UnixStream>, BoxBody<Bytes, std::io::Error>>,
+            http1::Connection<TokioIo<Box<dyn Io>>, BoxBody<Bytes, std::io::Error>>,
         ),
         Error,
     > {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| Error::Connect {
-                socket: self.socket.clone(),
-                source,
-            })?;
+        let stream = self.connect().await?;
         http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| Error::Http(e.to_string()))
+            .map_err(|e| Error::Http(chain(&e)))
     }
 
     async fn send_body(
@@ -101,11 +157,11 @@ impl Client {
         if let Some(t) = content_type {
             req = req.header("content-type", t);
         }
-        let req = req.body(body).map_err(|e| Error::Http(e.to_string()))?;
+        let req = req.body(body).map_err(|e| Error::Http(chain(&e)))?;
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| Error::Http(e.to_string()))?;
+            .map_err(|e| Error::Http(chain(&e)))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -128,7 +184,7 @@ impl Client {
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        let json = serde_json::to_vec(request).map_err(|e| Error::Http(e.to_string()))?;
+        let json = serde_json::to_vec(request).map_err(|e| Error::Http(chain(&e)))?;
         let req = Request::builder()
             .method(Method::POST)
             .uri(path)
@@ -141,11 +197,11 @@ impl Client {
                     .map_err(|never| match never {})
                     .boxed(),
             )
-            .map_err(|e| Error::Http(e.to_string()))?;
+            .map_err(|e| Error::Http(chain(&e)))?;
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| Error::Http(e.to_string()))?;
+            .map_err(|e| Error::Http(chain(&e)))?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             let code = resp.status();
             let body = collect(resp).await?;
@@ -156,7 +212,7 @@ impl Client {
         }
         let upgraded = hyper::upgrade::on(resp)
             .await
-            .map_err(|e| Error::Http(e.to_string()))?;
+            .map_err(|e| Error::Http(chain(&e)))?;
         Ok(TokioIo::new(upgraded))
     }
 
@@ -187,7 +243,7 @@ impl Client {
         path: &str,
         body: &impl Serialize,
     ) -> Result<Response<Incoming>, Error> {
-        let json = serde_json::to_vec(body).map_err(|e| Error::Http(e.to_string()))?;
+        let json = serde_json::to_vec(body).map_err(|e| Error::Http(chain(&e)))?;
         let body = Full::new(Bytes::from(json))
             .map_err(|never| match never {})
             .boxed();
@@ -243,7 +299,7 @@ impl Client {
     pub async fn stream(&self, path: &str, mut sink: impl FnMut(&[u8])) -> Result<(), Error> {
         let mut resp = self.send(Method::GET, path).await?;
         while let Some(frame) = resp.body_mut().frame().await {
-            let frame = frame.map_err(|e| Error::Http(e.to_string()))?;
+            let frame = frame.map_err(|e| Error::Http(chain(&e)))?;
             if let Some(data) = frame.data_ref() {
                 sink(data);
             }
@@ -257,7 +313,7 @@ async fn collect(resp: Response<Incoming>) -> Result<Bytes, Error> {
         .collect()
         .await
         .map(|c| c.to_bytes())
-        .map_err(|e| Error::Http(e.to_string()))
+        .map_err(|e| Error::Http(chain(&e)))
 }
 
 async fn decode<T: DeserializeOwned>(resp: Response<Incoming>) -> Result<T, Error> {
@@ -272,7 +328,7 @@ async fn json_lines<T: DeserializeOwned>(
 ) -> Result<(), Error> {
     let mut rest = Vec::new();
     while let Some(frame) = resp.body_mut().frame().await {
-        let frame = frame.map_err(|e| Error::Http(e.to_string()))?;
+        let frame = frame.map_err(|e| Error::Http(chain(&e)))?;
         if let Some(data) = frame.data_ref() {
             rest.extend_from_slice(data);
         }
@@ -282,4 +338,19 @@ async fn json_lines<T: DeserializeOwned>(
         }
     }
     Ok(())
+}
+
+/// An error with its causes (`connection error: received fatal alert: CertificateRequired`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }

@@ -9,4 +9,5 @@ pub mod images;
 pub mod logs;
 pub mod server;
 pub mod stats;
+pub mod tcp;
 pub mod types;

@@ -32,6 +32,23 @@ pub struct FileConfig {
     /// `[daemon] live_restore`: containers keep running when the daemon stops (default);
     /// false stops them all, dependents first, at a clean shutdown.
     pub live_restore: bool,
+    /// `[api]`: listeners besides the Unix socket.
+    pub api: Api,
+}
+
+/// `[api]`: TCP listeners (none by default), with mutual TLS unless `insecure` says otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Api {
+    /// Addresses to listen on (`127.0.0.1:2376`; `tcp://` allowed).
+    pub listen: Vec<std::net::SocketAddr>,
+    /// The server's certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The CA that client certificates must chain to (PEM).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Plain TCP, no TLS: anyone who reaches it runs containers as root. Warned at every start.
+    pub insecure: bool,
 }
 
 /// `[logs]`.
@@ -91,6 +108,7 @@ impl Default for FileConfig {
                 keep_removed: crate::logs::DEFAULT_KEEP_REMOVED,
             },
             live_restore: true,
+            api: Api::default(),
         }
     }
 }
@@ -141,6 +159,18 @@ struct Raw {
     logs: Option<RawLogs>,
     #[serde(default)]
     daemon: Option<RawDaemon>,
+    #[serde(default)]
+    api: Option<RawApi>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    listen: Option<Spanned<Vec<Spanned<String>>>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
+    tls_client_ca: Option<Spanned<String>>,
+    insecure: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -272,6 +302,48 @@ impl FileConfig {
                     out.push(absolute(&v).map_err(|m| at(Some(v.span()), m))?);
                 }
                 config.network.plugin_dirs = out;
+            }
+        }
+        if let Some(a) = raw.api {
+            for (value, slot) in [
+                (a.tls_cert, &mut config.api.tls_cert),
+                (a.tls_key, &mut config.api.tls_key),
+                (a.tls_client_ca, &mut config.api.tls_client_ca),
+            ] {
+                if let Some(v) = value {
+                    *slot = Some(absolute(&v).map_err(|m| at(Some(v.span()), m))?);
+                }
+            }
+            config.api.insecure = a.insecure.unwrap_or(false);
+            if let Some(list) = a.listen {
+                let span = list.span();
+                for addr in list.into_inner() {
+                    let text = addr.get_ref().trim_start_matches("tcp://");
+                    let parsed = text.parse().map_err(|_| {
+                        at(
+                            Some(addr.span()),
+                            format!(
+                                "{:?} is not an address and port (127.0.0.1:2376)",
+                                addr.get_ref()
+                            ),
+                        )
+                    })?;
+                    config.api.listen.push(parsed);
+                }
+                let tls = [
+                    &config.api.tls_cert,
+                    &config.api.tls_key,
+                    &config.api.tls_client_ca,
+                ];
+                if !config.api.listen.is_empty()
+                    && !config.api.insecure
+                    && tls.iter().any(|p| p.is_none())
+                {
+                    return Err(at(
+                        Some(span),
+                        "a TCP listener needs tls_cert, tls_key and tls_client_ca (clients must present a certificate), or insecure = true".into(),
+                    ));
+                }
             }
         }
         if let Some(d) = raw.daemon {
@@ -408,6 +480,19 @@ mod tests {
 
     fn parse(text: &str) -> Result<FileConfig, String> {
         FileConfig::parse(Path::new("/etc/rcd/rcd.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_tcp_listener_needs_mutual_tls_or_an_explicit_insecure() {
+        assert_eq!(parse("").map(|c| c.api.listen.len()), Ok(0));
+        let e = parse("[api]\nlisten = [\"127.0.0.1:2376\"]\n").unwrap_err();
+        assert!(e.starts_with("/etc/rcd/rcd.toml:2:10: a TCP listener needs"), "{e}");
+        let e = parse("[api]\nlisten = [\"localhost\"]\n").unwrap_err();
+        assert!(e.starts_with("/etc/rcd/rcd.toml:2:11: \"localhost\" is not an address"), "{e}");
+        let c = parse("[api]\nlisten = [\"tcp://127.0.0.1:2376\"]\ninsecure = true\n");
+        assert_eq!(c.map(|c| (c.api.listen.len(), c.api.insecure)), Ok((1, true)));
+        let tls = "[api]\nlisten = [\"0.0.0.0:2376\"]\ntls_cert = \"/c\"\ntls_key = \"/k\"\ntls_client_ca = \"/ca\"\n";
+        assert_eq!(parse(tls).map(|c| c.api.insecure), Ok(false));
     }
 
     #[test]

@@ -49,6 +49,18 @@ pub struct Cli {
         global = true
     )]
     pub socket: PathBuf,
+    /// A daemon's TCP listener instead of the socket (`tcp://host:port`).
+    #[arg(long, env = "RCD_HOST", global = true)]
+    pub host: Option<String>,
+    /// With --host: the CA the daemon's certificate chains to (PEM); without it, plain TCP.
+    #[arg(long, env = "RCD_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// With --host: this client's certificate (PEM), which the daemon requires.
+    #[arg(long, env = "RCD_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// With --host: this client's private key (PEM).
+    #[arg(long, env = "RCD_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -169,7 +181,13 @@ pub enum Command {
 
 /// Runs a command; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
-    let client = Client::new(&cli.socket);
+    let client = match client_for(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rctl: {e}");
+            return exit::USAGE;
+        }
+    };
     let result = match cli.command {
         Command::Check { paths, config } => return check(paths, &config),
         Command::Status { units, output } => status(&client, units, output).await,
@@ -254,6 +272,41 @@ pub async fn run(cli: Cli) -> i32 {
             }
         }
     }
+}
+
+/// The client the flags ask for: the socket, or a TCP listener (with TLS when a CA is given).
+fn client_for(cli: &Cli) -> Result<Client, String> {
+    let Some(host) = &cli.host else {
+        return Ok(Client::new(&cli.socket));
+    };
+    let addr = host.trim_start_matches("tcp://");
+    let Some(ca) = &cli.tls_ca else {
+        return Ok(Client::tcp(addr, None));
+    };
+    let e = |e: crate::image::tls::Error| e.to_string();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in crate::image::tls::certificates(ca).map_err(e)? {
+        roots
+            .add(c)
+            .map_err(|err| format!("{}: {err}", ca.display()))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|err| err.to_string())?
+    .with_root_certificates(roots);
+    let config = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(
+                crate::image::tls::certificates(cert).map_err(e)?,
+                crate::image::tls::private_key(key).map_err(e)?,
+            )
+            .map_err(|err| format!("{}: {err}", cert.display()))?,
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    Ok(Client::tcp(addr, Some(config)))
 }
 
 /// Percent-encodes a unit name for a URL path (names are [A-Za-z0-9_.-], but input is input).

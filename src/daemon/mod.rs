@@ -244,6 +244,10 @@ pub async fn run(
         }
     });
 
+    let tcp_router = crate::api::server::router(ctx.clone());
+    crate::api::tcp::serve(&config.file.api, tcp_router, stop_rx.clone())
+        .await
+        .map_err(Error::Runtime)?;
     let api = {
         let router = crate::api::server::router(ctx.clone());
         let mut astop = stop_rx.clone();
