@@ -486,11 +486,20 @@ mod tests {
     fn a_tcp_listener_needs_mutual_tls_or_an_explicit_insecure() {
         assert_eq!(parse("").map(|c| c.api.listen.len()), Ok(0));
         let e = parse("[api]\nlisten = [\"127.0.0.1:2376\"]\n").unwrap_err();
-        assert!(e.starts_with("/etc/rcd/rcd.toml:2:10: a TCP listener needs"), "{e}");
+        assert!(
+            e.starts_with("/etc/rcd/rcd.toml:2:10: a TCP listener needs"),
+            "{e}"
+        );
         let e = parse("[api]\nlisten = [\"localhost\"]\n").unwrap_err();
-        assert!(e.starts_with("/etc/rcd/rcd.toml:2:11: \"localhost\" is not an address"), "{e}");
+        assert!(
+            e.starts_with("/etc/rcd/rcd.toml:2:11: \"localhost\" is not an address"),
+            "{e}"
+        );
         let c = parse("[api]\nlisten = [\"tcp://127.0.0.1:2376\"]\ninsecure = true\n");
-        assert_eq!(c.map(|c| (c.api.listen.len(), c.api.insecure)), Ok((1, true)));
+        assert_eq!(
+            c.map(|c| (c.api.listen.len(), c.api.insecure)),
+            Ok((1, true))
+        );
         let tls = "[api]\nlisten = [\"0.0.0.0:2376\"]\ntls_cert = \"/c\"\ntls_key = \"/k\"\ntls_client_ca = \"/ca\"\n";
         assert_eq!(parse(tls).map(|c| c.api.insecure), Ok(false));
     }
