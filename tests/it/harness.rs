@@ -71,6 +71,8 @@ pub struct Daemon {
     pub args: Vec<String>,
     /// More environment for the daemon.
     pub env: Vec<(String, String)>,
+    /// Another rcd binary than this build's (an upgrade test's copy).
+    pub binary: Option<PathBuf>,
     /// The daemon config file (`--config`); its auth file and certs.d are in `dir` too, so no
     /// test reads the host's /etc/rcd.
     pub config: PathBuf,
@@ -161,6 +163,7 @@ impl Daemon {
             cwd: None,
             args: Vec::new(),
             env: Vec::new(),
+            binary: None,
             config,
             net: TestNet::take(),
         }
@@ -215,7 +218,7 @@ impl Daemon {
         if !self.config.exists() {
             self.write_config("", "");
         }
-        let mut cmd = Command::new(RCD);
+        let mut cmd = Command::new(self.binary.as_deref().unwrap_or(Path::new(RCD)));
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--units-dir")

@@ -134,3 +134,34 @@ fn fifty_containers_survive_a_daemon_kill_mid_backoff_and_mid_health_check() {
         });
     }
 }
+
+#[test]
+fn an_upgrade_a_new_binary_after_a_clean_stop_keeps_every_container() {
+    // Two copies of the daemon, as an upgrade replaces /usr/bin/rcd between a stop and a start.
+    let mut d = Daemon::new();
+    let (old, new) = (d.dir.path().join("rcd-old"), d.dir.path().join("rcd-new"));
+    std::fs::copy(RCD, &old).unwrap();
+    std::fs::copy(RCD, &new).unwrap();
+    for i in 0..5 {
+        d.write_unit(&format!("u{i}"), &quiet("exec sleep 1000", ""));
+    }
+    d.binary = Some(old);
+    d.spawn();
+    let pids: Vec<i64> = (0..5)
+        .map(|i| pid_of(&d.wait_state(&format!("u{i}"), "running", 30 * SEC)))
+        .collect();
+    d.terminate();
+    d.binary = Some(new.clone());
+    d.spawn();
+    // The new binary runs, the old one is gone.
+    assert!(cmdline(d.child.as_ref().unwrap().id() as i64).contains("rcd-new"));
+    for (i, pid) in pids.iter().enumerate() {
+        let s = d.wait_state(&format!("u{i}"), "running", 10 * SEC);
+        assert_eq!(
+            (pid_of(&s), &s["restarts"]),
+            (*pid, &serde_json::json!(0)),
+            "{s:#}"
+        );
+    }
+    assert_eq!(d.runtime_containers().len(), 5);
+}
