@@ -143,7 +143,7 @@ pub async fn reconcile(
                 return None;
             }
             Action::Rejoin => rejoin(ctx, unit.as_deref(), record).await,
-            Action::Yield => yield_to(ctx, unit.as_deref(), record, gate.required_stopped).await,
+            Action::Yield => yield_to(ctx, unit.as_deref(), record, gate).await,
             Action::Unhealthy(on) => unhealthy(ctx, unit.as_deref(), record, on).await,
             Action::Start => match unit {
                 Some(u) => {
@@ -579,16 +579,18 @@ async fn yield_to(
     ctx: &Arc<Context>,
     unit: Option<&Unit>,
     record: Option<Record>,
-    why: Option<String>,
+    gate: deps::Gate,
 ) -> Result<(), pipeline::Error> {
     let Some(mut r) = record else { return Ok(()) };
-    if let Some(why) = &why {
-        tracing::info!("stopping: waiting for {why}");
-    }
+    tracing::info!("stopping: a unit it requires is gone");
     stop_container(ctx, unit, &mut r, Depth::Unmount).await?;
-    r.set_state(State::Waiting, now_ms());
-    r.waiting_for = why;
-    save(ctx, r)
+    wait(
+        ctx,
+        &r.unit.clone(),
+        Some(r),
+        gate.required_stopped,
+        gate.problem,
+    )
 }
 
 /// The container is unhealthy and its unit says to act: restart it through the restart path

@@ -48,36 +48,29 @@ fn a_tcp_listener_requires_a_client_certificate() {
         pki.client_cert().display().to_string(),
         pki.client_key().display().to_string(),
     );
+    let certified = |args: &[&str]| {
+        let mut all = vec![
+            "--host",
+            &host,
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ];
+        all.extend_from_slice(args);
+        rctl_at(&all)
+    };
     // With the client certificate: the same API as on the socket.
-    let out = rctl_at(&[
-        "--host",
-        &host,
-        "--tls-ca",
-        &ca,
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "list",
-    ]);
+    let out = certified(&["list"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("web"));
-    let out = rctl_at(&[
-        "--host",
-        &host,
-        "--tls-ca",
-        &ca,
-        "--tls-cert",
-        &cert,
-        "--tls-key",
-        &key,
-        "stop",
-        "web",
-    ]);
+    let out = certified(&["stop", "web"]);
     assert!(
         out.status.success(),
         "{}",
