@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod images;
+pub mod logging;
 mod recover;
 pub mod reload;
 pub mod service;

@@ -201,3 +201,110 @@ fn sighup_applies_what_it_can_names_what_needs_a_restart_and_survives_a_typo() {
         "the reloaded live_restore = false stopped it"
     );
 }
+
+/// The fields of one journald native-protocol datagram: `KEY=value` lines, or `KEY`, a
+/// little-endian u64 length, the bytes and a newline for values that hold newlines.
+fn journal_fields(mut d: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while let Some(nl) = d.iter().position(|&b| b == b'\n') {
+        let line = &d[..nl];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            out.push((
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            ));
+            d = &d[nl + 1..];
+        } else {
+            let len = u64::from_le_bytes(d[nl + 1..nl + 9].try_into().unwrap()) as usize;
+            let value = &d[nl + 9..nl + 9 + len];
+            out.push((
+                String::from_utf8_lossy(line).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            ));
+            d = &d[nl + 9 + len + 1..];
+        }
+    }
+    out
+}
+
+#[test]
+fn under_systemd_the_log_goes_to_journald_with_the_unit_name_as_a_field() {
+    // journald's socket path is fixed (/run/systemd/journal/socket): the daemon runs in a mount
+    // namespace of its own where /run/systemd is a directory of this test's, whose socket the
+    // test reads. JOURNAL_STREAM names its stderr, as systemd sets it for StandardError=journal.
+    let mut d = Daemon::new();
+    let fake = d.dir.path().join("systemd");
+    std::fs::create_dir_all(fake.join("journal")).unwrap();
+    let journal = UnixDatagram::bind(fake.join("journal/socket")).unwrap();
+    journal.set_read_timeout(Some(SEC)).unwrap();
+    // Read as journald does, all along: a full socket queue blocks the sender.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let mut entries = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(n) = journal.recv(&mut buf) {
+                    entries.push(journal_fields(&buf[..n]));
+                }
+            }
+            entries
+        }
+    });
+    std::fs::create_dir_all("/run/systemd").unwrap();
+    let wrapper = d.dir.path().join("under-systemd");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec unshare -m --propagation private sh -c 'mount --bind \"$0\" /run/systemd && \
+             JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) && export JOURNAL_STREAM && \
+             exec \"$@\"' {} {RCD} \"$@\"\n",
+            fake.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    d.binary = Some(wrapper);
+    d.write_unit(
+        "web",
+        &format!("{}\n[network]\nmode = \"none\"\n", unit("exit 0", "")),
+    );
+    d.spawn();
+    d.wait_state("web", "exited", 30 * SEC);
+
+    d.terminate();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let entries: Vec<_> = reader
+        .join()
+        .unwrap()
+        .into_iter()
+        .filter(|e| !e.is_empty())
+        .collect();
+    let field = |e: &Vec<(String, String)>, k: &str| {
+        e.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+    };
+    assert!(
+        entries
+            .iter()
+            .all(|e| field(e, "SYSLOG_IDENTIFIER").as_deref() == Some("rcd")
+                && field(e, "PRIORITY").is_some()
+                && field(e, "MESSAGE").is_some()),
+        "{entries:#?}"
+    );
+    let about_web: Vec<_> = entries
+        .iter()
+        .filter(|e| field(e, "RCD_UNIT").as_deref() == Some("web"))
+        .collect();
+    assert!(
+        about_web.len() >= 2,
+        "lines about the unit carry RCD_UNIT=web: {entries:#?}"
+    );
+    // One destination: nothing of the daemon's went to stderr as well.
+    let stderr = std::fs::read_to_string(d.dir.path().join("rcd.log")).unwrap();
+    assert!(!stderr.contains("web"), "{stderr}");
+}
