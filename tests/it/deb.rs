@@ -127,6 +127,34 @@ fn the_deb_installs_runs_a_dropped_unit_and_purges_cleanly() {
         .and_then(|g| g.trim().parse::<u32>().ok())
         .unwrap();
     assert_eq!(meta.gid(), rcd_gid);
+    // A user outside the group is refused by the socket; one in it is answered.
+    let as_nobody = |groups: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                groups,
+                "/usr/bin/rctl",
+                "list",
+            ])
+            .output()
+            .unwrap()
+    };
+    let refused = as_nobody("--clear-groups");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("ermission denied"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let member = as_nobody(&format!("--groups={rcd_gid}"));
+    assert!(
+        member.status.success(),
+        "{}",
+        String::from_utf8_lossy(&member.stderr)
+    );
 
     // A unit dropped into /etc/rcd/units runs.
     let text = format!(

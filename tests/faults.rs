@@ -1,0 +1,12 @@
+//! The fault suite: each fault injected into a real daemon with real runc containers, then the
+//! invariants checked (what runs equals what the unit files ask for; no orphan container,
+//! process, mount, namespace or file; no duplicate; the state readable). Needs root.
+
+#[path = "it/harness.rs"]
+mod harness;
+
+#[path = "faults/invariants.rs"]
+mod invariants;
+
+#[path = "faults/churn.rs"]
+mod churn;

@@ -1,0 +1,317 @@
+//! After a fault: what runs equals what the unit files ask for, and nothing is left that no unit
+//! owns. Every check reads the system itself (runc's state, /proc, mountinfo, the state root),
+//! then compares it with the daemon's answer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// What a unit file asks for, once things settle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Running, with one container and one process; `net`: in a namespace of its own.
+    Running { net: bool },
+    /// Stopped by `rctl stop`, held.
+    Held,
+    /// Ran once and exited with this code (policy `no`).
+    Exited(i32),
+    /// Gave up after its retries (`on-failure`).
+    Failed,
+    /// Waiting out a long backoff (`always`).
+    Backoff,
+}
+
+impl Want {
+    fn state(self) -> &'static str {
+        match self {
+            Want::Running { .. } => "running",
+            Want::Held => "stopped",
+            Want::Exited(_) => "exited",
+            Want::Failed => "failed",
+            Want::Backoff => "restarting",
+        }
+    }
+}
+
+/// Waits until every unit is in the state it asks for (and no other unit is listed), then
+/// checks every invariant. Panics with what differs.
+pub fn settle_and_check(d: &Daemon, want: &BTreeMap<String, Want>, within: Duration) {
+    let expected: BTreeMap<String, String> = want
+        .iter()
+        .map(|(n, w)| (n.clone(), w.state().into()))
+        .collect();
+    let mut last = String::new();
+    let mut previous = None;
+    // Settled: the states as wanted, each running unit's pid alive, and the same containers
+    // and pids at two polls in a row (a record read just after a restart, before its exit is
+    // observed, may still say `running`).
+    let settled = (0..within.as_millis() / 100).any(|_| {
+        let all = d.statuses();
+        let got: BTreeMap<String, (String, Value, Value)> = all
+            .iter()
+            .map(|s| {
+                let state = s["state"].as_str().unwrap_or("").to_string();
+                (
+                    name(s).to_string(),
+                    (state, s["container_id"].clone(), s["pid"].clone()),
+                )
+            })
+            .collect();
+        let states: BTreeMap<String, String> =
+            got.iter().map(|(n, v)| (n.clone(), v.0.clone())).collect();
+        let alive = got
+            .values()
+            .filter(|v| v.0 == "running")
+            .all(|v| v.2.as_i64().is_some_and(pid_alive));
+        let stable = previous.as_ref() == Some(&got);
+        if states == expected && alive && stable {
+            return true;
+        }
+        last = format!("want {expected:?}\n got {states:?}");
+        previous = Some(got);
+        std::thread::sleep(Duration::from_millis(100));
+        false
+    });
+    assert!(settled, "units did not settle within {within:?}\n{last}");
+    check(d, want);
+}
+
+fn name(s: &Value) -> &str {
+    s["name"].as_str().unwrap_or_default()
+}
+
+/// The unit a container id of this daemon belongs to (`rcd-<tag>-<unit>-<generation>`).
+fn unit_of<'a>(d: &Daemon, id: &'a str) -> Option<&'a str> {
+    let prefix = format!("rcd-{}-", rcd::config::root_tag(&d.root));
+    id.strip_prefix(&prefix)?.rsplit_once('-').map(|(u, _)| u)
+}
+
+/// Every invariant, on a settled daemon.
+pub fn check(d: &Daemon, want: &BTreeMap<String, Want>) {
+    let statuses = d.statuses();
+    let tag = rcd::config::root_tag(&d.root);
+    let by_name: BTreeMap<&str, &Value> = statuses.iter().map(|s| (name(s), s)).collect();
+
+    // The daemon's answer: each unit as asked.
+    let mut running = BTreeSet::new();
+    let mut networked = BTreeSet::new();
+    for (n, w) in want {
+        let s = by_name[n.as_str()];
+        match w {
+            Want::Running { net } => {
+                let id = s["container_id"]
+                    .as_str()
+                    .expect("a running unit's container");
+                assert!(pid_alive(pid_of(s)), "{n}: pid alive {s:#}");
+                running.insert(id.to_string());
+                if *net {
+                    networked.insert(id.to_string());
+                    assert!(s["network"].is_object(), "{n} has its network: {s:#}");
+                }
+            }
+            Want::Held => assert_eq!(s["held"], true, "{n}: {s:#}"),
+            Want::Exited(code) => assert_eq!(s["exit_code"], *code, "{n}: {s:#}"),
+            Want::Failed | Want::Backoff => {}
+        }
+    }
+
+    // The runtime holds exactly the running containers: none orphaned, none duplicated.
+    let runtime: BTreeSet<String> = d.runtime_containers().into_iter().collect();
+    assert_eq!(runtime, running, "runc list vs running units");
+
+    // Every process in one of this daemon's container cgroups belongs to a running container,
+    // and each running container has exactly its one process (`sleep`).
+    let mut procs: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut shims: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let marker = format!("/rcd-{tag}-");
+    let runc_root = d.root.join("runc").display().to_string();
+    for pid in all_pids() {
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if let Some(at) = cgroup.find(&marker) {
+            let id: String = cgroup[at + 1..]
+                .chars()
+                .take_while(|c| *c != '/' && *c != '\n')
+                .collect();
+            if pid_alive(pid) {
+                procs.entry(id).or_default().push(pid);
+            }
+        }
+        let cmd = cmdline(pid);
+        if cmd.contains("rcd-shim") && cmd.contains(&runc_root) && pid_alive(pid) {
+            let id = cmd
+                .split(' ')
+                .skip_while(|a| *a != "--id")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            shims.entry(id).or_default().push(pid);
+        }
+    }
+    let with_procs: BTreeSet<String> = procs.keys().cloned().collect();
+    assert_eq!(with_procs, running, "container processes: {procs:?}");
+    for (id, pids) in &procs {
+        assert_eq!(pids.len(), 1, "{id}: one process, not {pids:?}");
+    }
+    let supervised: BTreeSet<String> = shims.keys().cloned().collect();
+    assert_eq!(supervised, running, "shims: {shims:?}");
+    for (id, pids) in &shims {
+        assert_eq!(pids.len(), 1, "{id}: one shim, not {pids:?}");
+    }
+
+    // Mounts only for running containers, and those waiting out a backoff (their writable
+    // layer stays mounted for the restart by policy).
+    let backing_off: BTreeSet<&str> = want
+        .iter()
+        .filter(|(_, w)| **w == Want::Backoff)
+        .filter_map(|(n, _)| by_name[n.as_str()]["container_id"].as_str())
+        .collect();
+    for m in d.mounts() {
+        // `containers/<id>/bundle/rootfs`, or a pinned namespace `netns/<id>`.
+        let rel = m.strip_prefix(&d.root.display().to_string()).unwrap_or(&m);
+        let owner = rel
+            .strip_prefix("/containers/")
+            .or_else(|| rel.strip_prefix("/netns/"))
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default();
+        assert!(
+            running.contains(owner) || backing_off.contains(owner),
+            "mount without a running owner: {m}"
+        );
+    }
+
+    // Container directories only for the units' current containers.
+    let current: BTreeSet<String> = statuses
+        .iter()
+        .filter_map(|s| s["container_id"].as_str().map(str::to_string))
+        .collect();
+    for id in dir_names(&d.root.join("containers")) {
+        assert!(
+            current.contains(&id),
+            "container directory without a unit: {id}"
+        );
+        assert!(
+            unit_of(d, &id).is_some_and(|u| want.contains_key(u)),
+            "container directory of a removed unit: {id}"
+        );
+    }
+
+    // Namespaces and CNI state only for the running networked containers.
+    let pinned: BTreeSet<String> = dir_names(&d.root.join("netns")).into_iter().collect();
+    assert_eq!(pinned, networked, "pinned namespaces");
+    // Cache entries are `<network>+<container id>+<interface>.json`.
+    for entry in dir_names(&d.root.join("cni/cache")) {
+        let id = entry.split('+').nth(1).unwrap_or_default();
+        assert!(
+            networked.contains(id),
+            "CNI cache without a network: {entry}"
+        );
+    }
+    let leaked_netns: Vec<String> = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&format!("rcd-{tag}-")))
+        .map(str::to_string)
+        .collect();
+    assert!(leaked_netns.is_empty(), "{leaked_netns:?}");
+
+    // Log files are per unit: none for a name the workload never used.
+    for f in dir_names(&d.root.join("logs")) {
+        let unit = f.split('.').next().unwrap_or_default();
+        assert!(
+            unit.starts_with('u') && !f.contains(".tmp"),
+            "unexpected log file {f}"
+        );
+    }
+
+    // The state is readable as a whole: `rctl list` answers and names every unit.
+    let list = d.rctl(&["list"]);
+    assert!(list.status.success());
+    let list = String::from_utf8_lossy(&list.stdout);
+    for n in want.keys() {
+        assert!(list.contains(n.as_str()), "{n} in rctl list:\n{list}");
+    }
+}
+
+fn all_pids() -> Vec<i64> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+fn dir_names(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_checks_see_an_orphan_directory_a_stray_mount_and_a_second_process() {
+    let mut d = Daemon::new();
+    d.write_unit(
+        "u1",
+        &format!(
+            "{}\n[network]\nmode = \"none\"\n",
+            unit("exec sleep 1000", "stop_signal = \"KILL\"")
+        ),
+    );
+    d.spawn();
+    let want = BTreeMap::from([("u1".to_string(), Want::Running { net: false })]);
+    settle_and_check(&d, &want, Duration::from_secs(30));
+    let fails = |d: &Daemon| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(d, &want))).is_err()
+    };
+
+    // A container directory no unit owns.
+    let stray = d
+        .root
+        .join("containers")
+        .join(format!("rcd-{}-u1-1", rcd::config::root_tag(&d.root)));
+    std::fs::create_dir_all(&stray).unwrap();
+    assert!(fails(&d), "an orphan directory is seen");
+    std::fs::remove_dir(&stray).unwrap();
+
+    // A mount no container owns.
+    let bogus = d.root.join("netns/bogus");
+    std::fs::write(&bogus, "").unwrap();
+    nix::mount::mount(
+        Some("/proc/self/ns/net"),
+        &bogus,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    assert!(fails(&d), "a stray mount is seen");
+    nix::mount::umount2(&bogus, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    std::fs::remove_file(&bogus).unwrap();
+    assert!(!fails(&d), "clean again");
+
+    // A second process in the container (a duplicate start would look so).
+    let id = d.status("u1").unwrap()["container_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(d.root.join("runc"))
+        .args(["exec", "-d", &id, "sleep", "999"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(out.success());
+    assert!(fails(&d), "a second process is seen");
+}
