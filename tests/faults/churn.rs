@@ -104,11 +104,7 @@ impl Files {
                 let held = self.units.get(&name).is_some_and(|u| u.1);
                 self.units.insert(name, (kind, held));
             }
-            6 | 7 => {
-                if self.units.remove(&name).is_some() {
-                    d.remove_unit(&name);
-                }
-            }
+            6 | 7 if self.units.remove(&name).is_some() => d.remove_unit(&name),
             8 if up => {
                 if let Some((_, held)) = self.units.get_mut(&name) {
                     if d.rctl(&["stop", &name]).status.success() {
