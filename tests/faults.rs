@@ -10,3 +10,6 @@ mod invariants;
 
 #[path = "faults/churn.rs"]
 mod churn;
+
+#[path = "faults/clock.rs"]
+mod clock;

@@ -56,6 +56,15 @@ fn unknown(name: &str) -> ApiError {
     )
 }
 
+/// When a pending restart is due, on today's wall clock: the monotonic deadline's distance from
+/// now, so that a clock set since then does not show a date the daemon is not waiting for.
+fn restart_at(r: &crate::store::Record) -> Option<u64> {
+    match r.restart_due_boot_ms {
+        Some(due) => Some(crate::shim::now_ms() + due.saturating_sub(crate::shim::boot_ms())),
+        None => r.restart_at_ms,
+    }
+}
+
 /// Milliseconds since the epoch as RFC 3339.
 pub(super) fn rfc3339(ms: Option<u64>) -> Option<String> {
     ms.map(|ms| {
@@ -107,7 +116,7 @@ pub fn status_of(ctx: &Context, name: &str, e: &Entry) -> UnitStatus {
         started_at: rfc3339(r.and_then(|r| r.started_at_ms)),
         finished_at: rfc3339(r.and_then(|r| r.finished_at_ms)),
         since: rfc3339(r.map(|r| r.since_ms)),
-        restart_at: rfc3339(r.and_then(|r| r.restart_at_ms)),
+        restart_at: rfc3339(r.and_then(restart_at)),
         file: e.file.as_ref().map(|f| f.display().to_string()),
         policy,
         autostart: e.unit.as_ref().map(|u| u.autostart),

@@ -34,6 +34,7 @@ pub fn recover(ctx: &Context) {
             r.shim_pid = None;
             r.shim_start = None;
             r.restart_at_ms = None;
+            r.restart_due_boot_ms = None;
             let state = if r.hold {
                 State::Stopped
             } else {

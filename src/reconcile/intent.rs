@@ -50,6 +50,7 @@ pub fn apply(r: &mut Record, intent: Intent) {
             r.restarts = 0;
             r.backoff_step = 0;
             r.restart_at_ms = None;
+            r.restart_due_boot_ms = None;
             r.error = None;
             if r.state == State::Running {
                 r.restart_requested = intent == Intent::Restart;

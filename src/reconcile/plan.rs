@@ -62,6 +62,8 @@ pub struct Input<'a> {
     pub alive: bool,
     /// Now, in ms since the epoch.
     pub now_ms: u64,
+    /// Now, in ms on CLOCK_BOOTTIME (restart deadlines are kept on it).
+    pub boot_ms: u64,
     /// The network it joins, for a `container:` unit.
     pub join: Join,
     /// A unit it names is not ready for it to start (see `deps::Gate`).
@@ -134,12 +136,19 @@ fn decide(input: Input<'_>) -> Action {
     match record.state {
         State::Pending if unit.autostart || record.start_requested => Action::Start,
         State::Waiting => Action::Start,
-        State::Restarting => match record.restart_at_ms {
-            Some(at) if at > input.now_ms => {
-                Action::Idle(Some(Duration::from_millis(at - input.now_ms)))
+        State::Restarting => {
+            // The monotonic deadline; the wall-clock one only for records that lack it.
+            let left = match (record.restart_due_boot_ms, record.restart_at_ms) {
+                (Some(due), _) => due.saturating_sub(input.boot_ms),
+                (None, Some(at)) => at.saturating_sub(input.now_ms),
+                (None, None) => 0,
+            };
+            if left > 0 {
+                Action::Idle(Some(Duration::from_millis(left)))
+            } else {
+                Action::Start
             }
-            _ => Action::Start,
-        },
+        }
         _ if record.start_requested || record.restart_requested => Action::Start,
         _ => Action::Idle(None),
     }
@@ -342,6 +351,28 @@ mod tests {
                 Action::Start,
             ),
             (
+                // The wall clock was set back an hour after the decision: the monotonic
+                // deadline (50 ms from now) is what counts.
+                "restarting, wall clock set back",
+                Some(&on),
+                Some(rec(State::Restarting, Some("h1"), |r| {
+                    r.restart_at_ms = Some(1000 + 3_600_000);
+                    r.restart_due_boot_ms = Some(100);
+                })),
+                false,
+                Action::Idle(Some(Duration::from_millis(50))),
+            ),
+            (
+                "restarting, wall clock set forward",
+                Some(&on),
+                Some(rec(State::Restarting, Some("h1"), |r| {
+                    r.restart_at_ms = Some(1);
+                    r.restart_due_boot_ms = Some(100);
+                })),
+                false,
+                Action::Idle(Some(Duration::from_millis(50))),
+            ),
+            (
                 "exited stays",
                 Some(&on),
                 Some(rec(State::Exited, Some("h1"), none)),
@@ -369,6 +400,7 @@ mod tests {
                 record: record.as_ref(),
                 alive,
                 now_ms: 1000,
+                boot_ms: 50,
                 join: Join::NotNeeded,
                 blocked: false,
                 required_stopped: false,
@@ -403,6 +435,7 @@ mod tests {
                 record: Some(&running),
                 alive: true,
                 now_ms: 1000,
+                boot_ms: 50,
                 join: Join::NotNeeded,
                 blocked: false,
                 required_stopped: false,
@@ -467,6 +500,7 @@ mod tests {
                 record: record.as_ref(),
                 alive,
                 now_ms: 1000,
+                boot_ms: 50,
                 join: Join::NotNeeded,
                 blocked,
                 required_stopped,
@@ -599,6 +633,7 @@ mod tests {
                 record: record.as_ref(),
                 alive,
                 now_ms: 1000,
+                boot_ms: 50,
                 join,
                 blocked: false,
                 required_stopped: false,

@@ -106,6 +106,7 @@ pub async fn reconcile(
             record: record.as_ref(),
             alive,
             now_ms: now_ms(),
+            boot_ms: crate::shim::boot_ms(),
             join: gate.join,
             blocked: gate.blocked.is_some(),
             required_stopped: gate.required_stopped.is_some(),
@@ -366,13 +367,22 @@ async fn observe_exit(
         r.clear_network();
     }
     apply(&mut r, decision, at.max(now), now);
-    if r.state == State::Restarting && r.restart_at_ms.is_some_and(|t| t <= now) {
+    if r.state == State::Restarting && restart_due(&r, now) {
         // Restarting right now: the start persists the record. After a crash in between, the
         // exit is observed again from its file, and counted once.
         set(ctx, r);
         return Ok(());
     }
     save(ctx, r)
+}
+
+/// Whether a pending restart is due: by the monotonic clock, or by the wall clock for a record
+/// written before the daemon kept both.
+fn restart_due(r: &Record, now: u64) -> bool {
+    match r.restart_due_boot_ms {
+        Some(due) => due <= crate::shim::boot_ms(),
+        None => r.restart_at_ms.is_some_and(|t| t <= now),
+    }
 }
 
 /// Applies a policy decision to a record.
@@ -385,16 +395,23 @@ fn apply(r: &mut Record, decision: Decision, from_ms: u64, now: u64) {
             r.restarts = r.restarts.saturating_add(1);
             r.backoff_step = backoff_step;
             r.restart_at_ms = Some(from_ms + delay.as_millis() as u64);
+            // What is left of the delay since `from_ms` (the exit), counted on the monotonic
+            // clock from here on.
+            let left = (from_ms + delay.as_millis() as u64).saturating_sub(now);
+            r.restart_due_boot_ms =
+                Some(crate::shim::boot_ms() + left.min(delay.as_millis() as u64));
             r.set_state(State::Restarting, now);
             tracing::info!(restarts = r.restarts, "restarting in {delay:?}");
         }
         Decision::Stay => {
             r.restart_at_ms = None;
+            r.restart_due_boot_ms = None;
             r.set_state(State::Exited, now);
         }
         Decision::Fail(reason) => {
             tracing::warn!("{reason}");
             r.restart_at_ms = None;
+            r.restart_due_boot_ms = None;
             r.error = Some(reason);
             r.set_state(State::Failed, now);
         }
@@ -436,6 +453,7 @@ async fn hold(
     }
     r.set_state(State::Stopped, now_ms());
     r.restart_at_ms = None;
+    r.restart_due_boot_ms = None;
     save(ctx, r)
 }
 
@@ -483,6 +501,7 @@ async fn stop_container(
     r.shim_pid = None;
     r.shim_start = None;
     r.restart_at_ms = None;
+    r.restart_due_boot_ms = None;
     Ok(())
 }
 
@@ -570,6 +589,7 @@ fn wait(
     r.set_state(State::Waiting, now_ms());
     r.waiting_for = why;
     r.restart_at_ms = None;
+    r.restart_due_boot_ms = None;
     // Saving pokes those waiting for this one, who say why anew (a circle names every member).
     save(ctx, r)
 }
@@ -738,6 +758,7 @@ async fn start(
             r.boot_id = Some(ctx.boot_id.clone());
             r.started_at_ms = Some(now);
             r.restart_at_ms = None;
+            r.restart_due_boot_ms = None;
             r.stop_signal = Some(started.stop_signal);
             r.exposed_ports = started.exposed_ports;
             r.network = started.network;

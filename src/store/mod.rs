@@ -91,8 +91,12 @@ pub struct Record {
     pub restarts: u32,
     /// Consecutive quick failures: the backoff exponent.
     pub backoff_step: u32,
-    /// When a pending restart is due (ms).
+    /// When a pending restart is due (ms since the epoch), as shown to the operator.
     pub restart_at_ms: Option<u64>,
+    /// When it is due on CLOCK_BOOTTIME (ms): what the daemon waits by, so that the wall clock
+    /// set back or forward neither stretches nor skips a backoff. Valid in this boot only.
+    #[serde(default)]
+    pub restart_due_boot_ms: Option<u64>,
     /// Held stopped by `rctl stop`.
     pub hold: bool,
     /// `rctl start` (or a recreation of a running container) asks for a start regardless of autostart.
@@ -149,6 +153,7 @@ impl Record {
             restarts: 0,
             backoff_step: 0,
             restart_at_ms: None,
+            restart_due_boot_ms: None,
             hold: false,
             start_requested: false,
             restart_requested: false,

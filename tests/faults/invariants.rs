@@ -168,35 +168,56 @@ pub fn check(d: &Daemon, want: &BTreeMap<String, Want>) {
         .filter(|(_, w)| **w == Want::Backoff)
         .filter_map(|(n, _)| by_name[n.as_str()]["container_id"].as_str())
         .collect();
-    for m in d.mounts() {
-        // `containers/<id>/bundle/rootfs`, or a pinned namespace `netns/<id>`.
-        let rel = m.strip_prefix(&d.root.display().to_string()).unwrap_or(&m);
-        let owner = rel
-            .strip_prefix("/containers/")
-            .or_else(|| rel.strip_prefix("/netns/"))
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_default();
-        assert!(
-            running.contains(owner) || backing_off.contains(owner),
-            "mount without a running owner: {m}"
-        );
+    // A retired instance is unmounted in the background: given a moment too.
+    let unowned = || -> Vec<String> {
+        d.mounts()
+            .into_iter()
+            .filter(|m| {
+                // `containers/<id>/bundle/rootfs`, or a pinned namespace `netns/<id>`.
+                let rel = m.strip_prefix(&d.root.display().to_string()).unwrap_or(m);
+                let owner = rel
+                    .strip_prefix("/containers/")
+                    .or_else(|| rel.strip_prefix("/netns/"))
+                    .and_then(|rest| rest.split('/').next())
+                    .unwrap_or_default();
+                !running.contains(owner) && !backing_off.contains(owner)
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !unowned().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let left = unowned();
+    assert!(left.is_empty(), "mounts without a running owner: {left:?}");
 
-    // Container directories only for the units' current containers.
+    // Container directories only for the units' current containers. A retired instance's
+    // directory is removed in the background after its replacement starts: given a moment.
     let current: BTreeSet<String> = statuses
         .iter()
         .filter_map(|s| s["container_id"].as_str().map(str::to_string))
         .collect();
-    for id in dir_names(&d.root.join("containers")) {
-        assert!(
-            current.contains(&id),
-            "container directory without a unit: {id}"
-        );
-        assert!(
-            unit_of(d, &id).is_some_and(|u| want.contains_key(u)),
-            "container directory of a removed unit: {id}"
-        );
+    let stray = || -> Vec<(String, Vec<String>)> {
+        dir_names(&d.root.join("containers"))
+            .into_iter()
+            .filter(|id| {
+                !current.contains(id) || !unit_of(d, id).is_some_and(|u| want.contains_key(u))
+            })
+            .map(|id| {
+                let inside = dir_names(&d.root.join("containers").join(&id));
+                (id, inside)
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !stray().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let left = stray();
+    assert!(
+        left.is_empty(),
+        "container directories no unit owns: {left:?}"
+    );
 
     // Namespaces and CNI state only for the running networked containers.
     let pinned: BTreeSet<String> = dir_names(&d.root.join("netns")).into_iter().collect();
@@ -220,12 +241,15 @@ pub fn check(d: &Daemon, want: &BTreeMap<String, Want>) {
         .collect();
     assert!(leaked_netns.is_empty(), "{leaked_netns:?}");
 
-    // Log files are per unit: none for a name the workload never used.
+    // Log files are per unit (`<unit>.log`, rotated `<unit>.log.N`), kept after a removal by
+    // design (`[logs] keep_removed`); nothing half-written is left beside them.
     for f in dir_names(&d.root.join("logs")) {
-        let unit = f.split('.').next().unwrap_or_default();
+        let rotated = f
+            .rsplit_once(".log.")
+            .is_some_and(|(_, n)| n.chars().all(|c| c.is_ascii_digit()));
         assert!(
-            unit.starts_with('u') && !f.contains(".tmp"),
-            "unexpected log file {f}"
+            (f.ends_with(".log") || rotated) && !f.starts_with('.'),
+            "unexpected file in logs/: {f}"
         );
     }
 

@@ -1,0 +1,94 @@
+//! The wall clock set back and forward under the daemon: a restart backoff is waited out on the
+//! monotonic clock, so it is neither stretched by an hour set back nor skipped by two hours set
+//! forward. The daemon (and what it starts) sees a wall clock of libfaketime's, moved through
+//! its control file; the host's clock is not touched.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::invariants::{settle_and_check, Want};
+
+const SEC: Duration = Duration::from_secs(1);
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+fn restarts(d: &Daemon) -> u64 {
+    d.status("crash").unwrap()["restarts"]
+        .as_u64()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_backoff_is_neither_stretched_nor_skipped_by_wall_clock_jumps() {
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} (Debian's faketime; sh scripts/setup.sh installs it)"
+    );
+    let mut d = Daemon::new();
+    let offset = d.dir.path().join("clock-offset");
+    std::fs::write(&offset, "+0\n").unwrap();
+    d.env = vec![
+        ("LD_PRELOAD".into(), LIBFAKETIME.into()),
+        (
+            "FAKETIME_TIMESTAMP_FILE".into(),
+            offset.display().to_string(),
+        ),
+        ("FAKETIME_NO_CACHE".into(), "1".into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ];
+    d.write_unit(
+        "crash",
+        &format!(
+            "{}\n[restart]\npolicy = \"always\"\ndelay = \"3s\"\nmax_delay = \"3s\"\n\
+             [network]\nmode = \"none\"\n",
+            unit("exit 1", "")
+        ),
+    );
+    d.spawn();
+    wait_until(10 * SEC, "the first restart", || restarts(&d) >= 1);
+    d.wait_state("crash", "restarting", 10 * SEC);
+
+    // Set back an hour during a 3 s backoff: the restart still comes after about 3 s.
+    let before = restarts(&d);
+    std::fs::write(&offset, "-3600\n").unwrap();
+    let t = Instant::now();
+    wait_until(10 * SEC, "a restart within its delay", || {
+        restarts(&d) > before
+    });
+    assert!(t.elapsed() < 5 * SEC, "{:?}", t.elapsed());
+    // The status shows the due time on the (faked) wall clock the daemon now has.
+    let s = d.wait_state("crash", "restarting", 10 * SEC);
+    let due = humantime::parse_rfc3339(s["restart_at"].as_str().unwrap()).unwrap();
+    let real_now = std::time::SystemTime::now();
+    let ahead_of_real = real_now.duration_since(due).unwrap_or_default();
+    assert!(
+        ahead_of_real > Duration::from_secs(3500),
+        "restart_at is on the daemon's clock, an hour behind: {due:?} vs {real_now:?}"
+    );
+
+    // Set forward two hours during the next backoff: it is not skipped.
+    let before = restarts(&d);
+    std::fs::write(&offset, "+7200\n").unwrap();
+    let t = Instant::now();
+    std::thread::sleep(SEC);
+    assert_eq!(
+        restarts(&d),
+        before,
+        "no restart one second into a 3 s delay"
+    );
+    wait_until(10 * SEC, "the restart at its time", || {
+        restarts(&d) > before
+    });
+    assert!(t.elapsed() > 2 * SEC, "{:?}", t.elapsed());
+
+    // Then a long runner replaces it, and everything is as asked.
+    d.write_unit(
+        "crash",
+        &format!(
+            "{}\n[network]\nmode = \"none\"\n",
+            unit("exec sleep 1000", "stop_signal = \"KILL\"")
+        ),
+    );
+    let want = BTreeMap::from([("crash".to_string(), Want::Running { net: false })]);
+    settle_and_check(&d, &want, 30 * SEC);
+}
