@@ -147,6 +147,10 @@ impl Runtime {
     pub fn delete(&self, id: &str) -> Result<(), Error> {
         match self.run("delete", id, &["delete", "--force", id]) {
             Err(Error::Failed { message, .. }) if is_gone(&message) => Ok(()),
+            // The runtime cannot be run (removed, not executable): if it never kept state for
+            // this id under our root, there is no container to delete, and what was prepared
+            // for it (rootfs, network) can still be taken down.
+            Err(Error::Exec { .. }) if !self.root.join(id).exists() => Ok(()),
             other => other.map(drop),
         }
     }

@@ -13,3 +13,6 @@ mod churn;
 
 #[path = "faults/clock.rs"]
 mod clock;
+
+#[path = "faults/runtime.rs"]
+mod runtime;
