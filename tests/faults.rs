@@ -14,5 +14,8 @@ mod churn;
 #[path = "faults/clock.rs"]
 mod clock;
 
+#[path = "faults/processes.rs"]
+mod processes;
+
 #[path = "faults/runtime.rs"]
 mod runtime;
