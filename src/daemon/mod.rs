@@ -208,7 +208,7 @@ pub async fn run(
         .map_err(|e| Error::Runtime(format!("recovery task: {e}")))?;
     let c = ctx.clone();
     let _ = tokio::task::spawn_blocking(move || crate::desired::scan(&c)).await;
-    recover::adopt(&ctx);
+    let lost = recover::adopt(&ctx);
     let _ = ctx.tx.send(Msg::ReconcileAll);
     let counts = ctx.table().len();
     tracing::info!(units = counts, "rcd ready");
@@ -294,8 +294,17 @@ pub async fn run(
         });
     }
 
-    // The listener answers from here on: the service manager may call the daemon started.
-    service::ready(&ctx, stop_rx.clone());
+    // The listener answers from here on: the service manager may call the daemon started, once
+    // the exits that happened while it was down are recorded.
+    // The reconciler that observes them runs below: this waits beside it.
+    {
+        let ctx = ctx.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            recover::observed(&ctx, &lost, std::time::Duration::from_secs(5)).await;
+            service::ready(&ctx, stop);
+        });
+    }
 
     // After the scan: before it, every unit's logs look like a removed unit's.
     tokio::spawn(crate::logs::retention::run(ctx.clone(), stop_rx.clone()));

@@ -118,8 +118,10 @@ fn sweep(ctx: &Context, owned: &HashSet<String>) {
 }
 
 /// After the first scan: applies daemon-start rules (an `always` hold ends at daemon start) and
-/// watches every shim that still runs, so its exit is seen.
-pub fn adopt(ctx: &Arc<Context>) {
+/// watches every shim that still runs, so its exit is seen. Returns the units whose shim ended
+/// while the daemon was down (name, shim pid): their exits are still to be observed.
+pub fn adopt(ctx: &Arc<Context>) -> Vec<(String, i32)> {
+    let mut lost = Vec::new();
     let mut watch = Vec::new();
     let mut monitor = Vec::new();
     let mut save = Vec::new();
@@ -137,7 +139,9 @@ pub fn adopt(ctx: &Arc<Context>) {
                 }
             }
             if let (Some(pid), Some(start)) = (r.shim_pid, r.shim_start) {
-                if launch::alive(pid, start) {
+                if !launch::alive(pid, start) {
+                    lost.push((name.clone(), pid));
+                } else {
                     tracing::info!(unit = %name, pid = ?r.pid, "re-adopted running container");
                     watch.push((name.clone(), pid, start));
                     if let Some(id) = &r.container_id {
@@ -156,5 +160,24 @@ pub fn adopt(ctx: &Arc<Context>) {
     }
     for (name, pid, start) in watch {
         crate::reconcile::unit::watch_exit(ctx, &name, pid, start);
+    }
+    lost
+}
+
+/// Waits (at most `limit`) until the reconciler has observed the exits `adopt` found, so that
+/// a status read once the daemon says it is ready shows none of them as still running.
+pub async fn observed(ctx: &Context, lost: &[(String, i32)], limit: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let pending = || {
+        let table = ctx.table();
+        lost.iter().any(|(name, pid)| {
+            table
+                .get(name)
+                .and_then(|e| e.record.as_ref())
+                .is_some_and(|r| r.shim_pid == Some(*pid))
+        })
+    };
+    while pending() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
