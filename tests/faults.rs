@@ -10,3 +10,9 @@ mod invariants;
 
 #[path = "faults/churn.rs"]
 mod churn;
+
+#[path = "faults/unit_files.rs"]
+mod unit_files;
+
+#[path = "faults/disk_full.rs"]
+mod disk_full;

@@ -22,6 +22,10 @@ pub enum Want {
     Failed,
     /// Waiting out a long backoff (`always`).
     Backoff,
+    /// Loaded and never started (`autostart = false`).
+    Pending,
+    /// A file that never had a valid version: its error reported, nothing run.
+    Invalid,
 }
 
 impl Want {
@@ -32,6 +36,8 @@ impl Want {
             Want::Exited(_) => "exited",
             Want::Failed => "failed",
             Want::Backoff => "restarting",
+            Want::Pending => "pending",
+            Want::Invalid => "invalid",
         }
     }
 }
@@ -114,6 +120,8 @@ pub fn check(d: &Daemon, want: &BTreeMap<String, Want>) {
             }
             Want::Held => assert_eq!(s["held"], true, "{n}: {s:#}"),
             Want::Exited(code) => assert_eq!(s["exit_code"], *code, "{n}: {s:#}"),
+            Want::Pending => assert!(s["container_id"].is_null(), "{n}: {s:#}"),
+            Want::Invalid => assert!(s["error"].is_string(), "{n} says why: {s:#}"),
             Want::Failed | Want::Backoff => {}
         }
     }
@@ -168,7 +176,12 @@ pub fn check(d: &Daemon, want: &BTreeMap<String, Want>) {
         .filter(|(_, w)| **w == Want::Backoff)
         .filter_map(|(n, _)| by_name[n.as_str()]["container_id"].as_str())
         .collect();
-    for m in d.mounts() {
+    // The root itself may be a mount point of its own (the disk-full test's tmpfs).
+    for m in d
+        .mounts()
+        .into_iter()
+        .filter(|m| *m != d.root.display().to_string())
+    {
         // `containers/<id>/bundle/rootfs`, or a pinned namespace `netns/<id>`.
         let rel = m.strip_prefix(&d.root.display().to_string()).unwrap_or(&m);
         let owner = rel
