@@ -154,12 +154,14 @@ fn list(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, Listing> {
         let Some(name) = unit::unit_name(&path) else {
             continue;
         };
-        // Follow symlinks: a unit may be a link to a file kept elsewhere.
-        if std::fs::metadata(&path)
-            .map(|m| m.is_file())
-            .unwrap_or(false)
-        {
-            out.push((name, path));
+        // Follow symlinks: a unit may be a link to a file kept elsewhere. A dangling link is
+        // no unit (its target may come later); a link that cannot be resolved for another
+        // reason (a loop) is listed, so loading reports it as the unit's error.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => out.push((name, path)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => out.push((name, path)),
         }
     }
     out.sort();

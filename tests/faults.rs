@@ -19,3 +19,9 @@ mod processes;
 
 #[path = "faults/runtime.rs"]
 mod runtime;
+
+#[path = "faults/unit_files.rs"]
+mod unit_files;
+
+#[path = "faults/disk_full.rs"]
+mod disk_full;

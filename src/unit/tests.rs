@@ -647,6 +647,34 @@ fn load_file_checks_trust_then_parses() {
 }
 
 #[test]
+fn load_file_refuses_a_file_over_1_mib_unread() {
+    // Valid as TOML whatever its length: only the size can refuse it.
+    let good = unit_with("", "");
+    let at_limit = format!("{good}#{}\n", "x".repeat(1024 * 1024 - good.len() - 2));
+    let over = format!("{at_limit}#\n");
+    let dir = unit_dir(&[("fits.toml", &at_limit), ("big.toml", &over)]);
+    assert!(load_file(&dir.path().join("fits.toml")).is_ok());
+    let big = load_file(&dir.path().join("big.toml"));
+    assert!(
+        matches!(&big, Err(e @ Error::Read { .. }) if e.to_string().ends_with("big.toml: cannot read: larger than 1048576 bytes")),
+        "{big:?}"
+    );
+}
+
+#[test]
+fn load_file_reports_a_symlink_loop() {
+    let dir = unit_dir(&[]);
+    let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+    assert!(std::os::unix::fs::symlink(&b, &a).is_ok());
+    assert!(std::os::unix::fs::symlink(&a, &b).is_ok());
+    let looped = load_file(&a);
+    assert!(
+        matches!(&looped, Err(e @ Error::Read { .. }) if e.to_string().contains("symbolic links")),
+        "{looped:?}"
+    );
+}
+
+#[test]
 fn check_paths_reports_everything() {
     let good = unit_with("", "");
     let dir = unit_dir(&[
