@@ -27,6 +27,22 @@ pub fn write(path: &Path, data: &[u8]) -> io::Result<()> {
     write_with(path, data, Sync::Durable)
 }
 
+/// Whether `name` is the temporary file of a `write` by another process than this one: left by
+/// a writer that died between create and rename (a daemon killed mid-write), never renamed.
+pub fn is_stale_temp(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    let Some((_, tail)) = rest.rsplit_once(".tmp") else {
+        return false;
+    };
+    let Some((pid, seq)) = tail.split_once('.') else {
+        return false;
+    };
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    numeric(pid) && numeric(seq) && pid != std::process::id().to_string()
+}
+
 /// `write` with a chosen durability.
 pub fn write_with(path: &Path, data: &[u8], sync: Sync) -> io::Result<()> {
     let dir = path
@@ -83,6 +99,17 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Opti
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temps_are_another_processs() {
+        let own = std::process::id();
+        assert!(is_stale_temp(".rcd+x+eth0.json.tmp1.86"));
+        assert!(!is_stale_temp(&format!(".a.json.tmp{own}.3")));
+        assert!(!is_stale_temp("a.json"));
+        assert!(!is_stale_temp(".hidden"));
+        assert!(!is_stale_temp(".a.json.tmpx.1"));
+    }
     #[test]
     fn roundtrip_and_missing() {
         let dir = tempfile::tempdir().unwrap();

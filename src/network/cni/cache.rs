@@ -124,7 +124,8 @@ pub(crate) fn remove(file: &Path) -> Result<(), Error> {
     }
 }
 
-/// Every entry file in `dir` (temporary files of interrupted writes are dotfiles: skipped).
+/// Every entry file in `dir`. Temporary files of interrupted writes are dotfiles: skipped, and
+/// removed when a process that is gone left them.
 pub(crate) fn list(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -146,6 +147,8 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         let name = name.to_string_lossy();
         if !name.starts_with('.') && name.ends_with(".json") {
             files.push(entry.path());
+        } else if crate::store::atomic::is_stale_temp(&name) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
     files.sort();
