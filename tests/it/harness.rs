@@ -242,7 +242,7 @@ impl Daemon {
         cmd.args(&self.args);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn().expect("spawn rcd"));
-        wait_until(Duration::from_secs(10), "daemon answers", || {
+        wait_until(Duration::from_secs(30), "daemon answers", || {
             self.try_rctl(&["list"]).is_some_and(|o| o.status.success())
         });
     }
