@@ -335,8 +335,8 @@ pub fn run_probe(runtime: &Runtime, id: &str, probe: &Probe, scratch: &Path) -> 
             Err(std::sync::mpsc::RecvTimeoutError::Timeout)
         );
         if fired {
+            crate::runtime::kill_pid_tree(runtime_pid.as_raw());
             crate::runtime::kill_tree(&watched);
-            let _ = nix::sys::signal::kill(runtime_pid, nix::sys::signal::Signal::SIGKILL);
         }
         fired
     });

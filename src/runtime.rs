@@ -255,12 +255,18 @@ fn clean_message(stderr: &str) -> Option<String> {
 /// Kills the process named in `pid_file` (an `exec`'s) and all its descendants: a shell's
 /// children would otherwise outlive it, reparented inside the container.
 pub fn kill_tree(pid_file: &Path) {
-    let Some(pid) = std::fs::read_to_string(pid_file)
+    if let Some(pid) = std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
-    else {
-        return;
-    };
+    {
+        kill_pid_tree(pid);
+    }
+}
+
+/// Kills `pid` and all its descendants. For a runtime's `exec` still unreaped (so its pid is
+/// its own): the command is its child (the runtime is its subreaper) even before the runtime
+/// has written the pid file.
+pub fn kill_pid_tree(pid: i32) {
     let mut victims = vec![pid];
     let mut i = 0;
     // Stop each before listing its children, so none is born unseen.

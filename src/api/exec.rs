@@ -270,16 +270,25 @@ impl Relay {
         let status = tokio::select! {
             status = child.wait() => status.map_err(|e| format!("waiting for the runtime: {e}"))?,
             () = input => {
-                let _ = child.kill().await;
+                kill_runtime(child).await;
                 return Err("the client went away".into());
             }
             _ = self.gone => {
-                let _ = child.kill().await;
+                kill_runtime(child).await;
                 return Err("the client went away".into());
             }
         };
         Ok(status.code().unwrap_or(128 + 9))
     }
+}
+
+/// Kills the runtime's `exec` with the command under it, then reaps it. Through the tree and
+/// not the pid file alone: a client gone at once may leave before the file is written.
+async fn kill_runtime(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        crate::runtime::kill_pid_tree(pid as i32);
+    }
+    let _ = child.kill().await;
 }
 
 /// Reads the client's frames until its stream ends (it is gone), writing stdin into `sink`
