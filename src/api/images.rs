@@ -41,7 +41,9 @@ fn api_error(e: Error) -> ApiError {
     ApiError(code, e.to_string())
 }
 
-fn normalize(reference: &str) -> Result<String, ApiError> {
+/// The image a request names, normalized (`busybox` is `docker.io/library/busybox:latest`), or
+/// a 400 with the parser's reason.
+pub fn normalize(reference: &str) -> Result<String, ApiError> {
     crate::image::reference::parse(reference)
         .map(|r| r.whole())
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
@@ -197,10 +199,11 @@ async fn prune(State(ctx): State<Arc<Context>>) -> Result<Json<Pruned>, ApiError
     Ok(Json(pruned))
 }
 
-#[derive(Deserialize)]
-struct ImportQuery {
+/// The import route's query string.
+#[derive(Debug, Deserialize)]
+pub struct ImportQuery {
     /// Names an image the archive leaves unnamed.
-    name: Option<String>,
+    pub name: Option<String>,
 }
 
 async fn import(
