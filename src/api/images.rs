@@ -228,3 +228,33 @@ async fn import(
         images: imported.iter().map(|i| info(&ctx, i)).collect(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the api_request fuzz target (fuzz/regressions/api_request): a pull of this
+    /// reference was accepted under a name that does not parse again, so the image could be
+    /// stored but never named.
+    #[test]
+    fn normalized_names_parse_again() {
+        let found = "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmWmmmmmmmmmm/mmmmmmmmmymmombx20:00024-09-01T0.000000000Z";
+        match normalize(found) {
+            Ok(name) => panic!("{found:?} accepted as {name:?}"),
+            Err(ApiError(code, message)) => {
+                assert_eq!(code, StatusCode::BAD_REQUEST);
+                assert!(message.contains("must be lowercase"), "{message}");
+            }
+        }
+        for good in [
+            "busybox",
+            "Registry.Example.com/team/app:1",
+            "127.0.0.1:5000/a/b",
+        ] {
+            let Ok(name) = normalize(good) else {
+                panic!("{good:?} refused");
+            };
+            assert_eq!(normalize(&name).ok().as_ref(), Some(&name), "{good:?}");
+        }
+    }
+}
