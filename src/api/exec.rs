@@ -50,6 +50,22 @@ pub struct ExecRequest {
     pub tty: bool,
 }
 
+impl ExecRequest {
+    /// A request body as the exec route takes it: a 400 with the reason when it is not an
+    /// `ExecRequest` or names no command.
+    pub fn decode(body: &[u8]) -> Result<ExecRequest, ApiError> {
+        let request: ExecRequest = serde_json::from_slice(body)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("exec request: {e}")))?;
+        if request.cmd.first().is_none_or(|c| c.is_empty()) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "no command to run".into(),
+            ));
+        }
+        Ok(request)
+    }
+}
+
 /// One frame, encoded.
 pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 5);
@@ -86,14 +102,7 @@ pub async fn exec(
     let body = axum::body::to_bytes(req.into_body(), 1024 * 1024)
         .await
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let request: ExecRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("exec request: {e}")))?;
-    if request.cmd.first().is_none_or(|c| c.is_empty()) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "no command to run".into(),
-        ));
-    }
+    let request = ExecRequest::decode(&body)?;
     let id = {
         let table = ctx.table();
         let e = table.get(&name).ok_or_else(|| {

@@ -41,7 +41,9 @@ fn api_error(e: Error) -> ApiError {
     ApiError(code, e.to_string())
 }
 
-fn normalize(reference: &str) -> Result<String, ApiError> {
+/// The image a request names, normalized (`busybox` is `docker.io/library/busybox:latest`), or
+/// a 400 with the parser's reason.
+pub fn normalize(reference: &str) -> Result<String, ApiError> {
     crate::image::reference::parse(reference)
         .map(|r| r.whole())
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
@@ -197,10 +199,11 @@ async fn prune(State(ctx): State<Arc<Context>>) -> Result<Json<Pruned>, ApiError
     Ok(Json(pruned))
 }
 
-#[derive(Deserialize)]
-struct ImportQuery {
+/// The import route's query string.
+#[derive(Debug, Deserialize)]
+pub struct ImportQuery {
     /// Names an image the archive leaves unnamed.
-    name: Option<String>,
+    pub name: Option<String>,
 }
 
 async fn import(
@@ -224,4 +227,34 @@ async fn import(
     Ok(Json(ImagesImported {
         images: imported.iter().map(|i| info(&ctx, i)).collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the api_request fuzz target (fuzz/regressions/api_request): a pull of this
+    /// reference was accepted under a name that does not parse again, so the image could be
+    /// stored but never named.
+    #[test]
+    fn normalized_names_parse_again() {
+        let found = "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmWmmmmmmmmmm/mmmmmmmmmymmombx20:00024-09-01T0.000000000Z";
+        match normalize(found) {
+            Ok(name) => panic!("{found:?} accepted as {name:?}"),
+            Err(ApiError(code, message)) => {
+                assert_eq!(code, StatusCode::BAD_REQUEST);
+                assert!(message.contains("must be lowercase"), "{message}");
+            }
+        }
+        for good in [
+            "busybox",
+            "Registry.Example.com/team/app:1",
+            "127.0.0.1:5000/a/b",
+        ] {
+            let Ok(name) = normalize(good) else {
+                panic!("{good:?} refused");
+            };
+            assert_eq!(normalize(&name).ok().as_ref(), Some(&name), "{good:?}");
+        }
+    }
 }

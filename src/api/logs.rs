@@ -30,13 +30,37 @@ pub fn routes() -> Router<Arc<Context>> {
         .route("/v1/logs/prune", post(prune))
 }
 
-#[derive(Deserialize)]
-struct LogQuery {
-    tail: Option<usize>,
+/// The logs route's query string.
+#[derive(Debug, Deserialize)]
+pub struct LogQuery {
+    /// Only the last N records.
+    pub tail: Option<usize>,
+    /// Keep answering records as they come.
     #[serde(default)]
-    follow: bool,
-    since: Option<String>,
-    stream: Option<String>,
+    pub follow: bool,
+    /// Only records from this time on (RFC 3339).
+    pub since: Option<String>,
+    /// Only `stdout` or `stderr`.
+    pub stream: Option<String>,
+}
+
+impl LogQuery {
+    /// The record filter the query asks for, or a 400 saying which parameter is wrong.
+    pub fn filter(&self) -> Result<Filter, ApiError> {
+        if let Some(s) = self.stream.as_deref() {
+            if s != "stdout" && s != "stderr" {
+                return Err(bad(format!("stream must be stdout or stderr, not {s:?}")));
+            }
+        }
+        let since = match self.since.as_deref() {
+            Some(t) => Some(
+                humantime::parse_rfc3339_weak(t)
+                    .map_err(|e| bad(format!("since {t:?} is not an RFC 3339 time: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Filter::new(self.stream.as_deref(), since))
+    }
 }
 
 /// `rctl logs --prune`'s answer.
@@ -66,19 +90,7 @@ async fn logs(
     Path(name): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
-    if let Some(s) = q.stream.as_deref() {
-        if s != "stdout" && s != "stderr" {
-            return Err(bad(format!("stream must be stdout or stderr, not {s:?}")));
-        }
-    }
-    let since = match q.since.as_deref() {
-        Some(t) => Some(
-            humantime::parse_rfc3339_weak(t)
-                .map_err(|e| bad(format!("since {t:?} is not an RFC 3339 time: {e}")))?,
-        ),
-        None => None,
-    };
-    let filter = Filter::new(q.stream.as_deref(), since);
+    let filter = q.filter()?;
     // Names are checked before they become paths.
     if !crate::unit::valid_name(&name) {
         return Err(ApiError(

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use oci_spec::distribution::ParseError;
 pub use oci_spec::distribution::Reference;
 
 /// A reference that cannot be parsed.
@@ -17,11 +18,18 @@ pub struct Error {
 
 /// Parses and normalizes: `busybox` is `docker.io/library/busybox:latest`.
 pub fn parse(input: &str) -> Result<Reference, Error> {
-    // Docker refuses upper case in repository names; so does its reference grammar.
-    input.parse::<Reference>().map_err(|e| Error {
+    let refused = |e: ParseError| Error {
         input: input.to_string(),
         reason: e.to_string(),
-    })
+    };
+    let r = input.parse::<Reference>().map_err(refused)?;
+    // Docker refuses upper case in repository names. oci-spec's grammar does too, except in a
+    // first component that matches as a registry host (`Team/app`) but has no '.' or ':' and
+    // so stays in the Docker Hub path: printed, that reference would not parse again.
+    if r.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(refused(ParseError::NameContainsUppercase));
+    }
+    Ok(r)
 }
 
 /// The registry host to connect to (Docker Hub's API lives on another name than its refs).
@@ -71,6 +79,29 @@ mod tests {
         }
         for bad in ["", "team/App", "a@sha256:short", "a:b:c", "-leading"] {
             assert!(parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    /// Found by the image_reference fuzz target (fuzz/regressions/image_reference): an upper-case
+    /// first component without '.' or ':' passed as a Docker Hub path, and its printed form
+    /// did not parse.
+    #[test]
+    fn upper_case_in_a_docker_hub_path_is_refused() {
+        let found = "dockwwwwwwwwarwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwxwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwWwwwwwwwwwwwwwary/busyboal:xtest";
+        for input in ["Team/app", "tEAM/app:1", found] {
+            match parse(input) {
+                Ok(r) => panic!("{input:?} parsed as {r}"),
+                Err(e) => assert_eq!(e.reason, "repository name must be lowercase", "{input:?}"),
+            }
+        }
+        // A registry host may have upper case: host names are case-insensitive.
+        for good in [
+            "Registry.Example.com/team/app",
+            "LOCALHOST:5000/app",
+            "localhost/app",
+        ] {
+            let r = parse(good).unwrap();
+            assert_eq!(parse(&r.to_string()).unwrap(), r, "{good:?}");
         }
     }
 

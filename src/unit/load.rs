@@ -94,13 +94,8 @@ pub fn check_paths(paths: &[PathBuf], networks: Option<&BTreeSet<String>>) -> Ve
                         Some(p) if !p.as_os_str().is_empty() => p,
                         _ => Path::new("."),
                     };
-                    let loaded = [loaded];
-                    if let Ok(files) = unit_files(dir) {
-                        out.extend(link_diagnostics(&loaded, &names_of(&files)));
-                    }
-                    if let Some(known) = networks {
-                        out.extend(network_diagnostics(&loaded, known));
-                    }
+                    let names = unit_files(dir).ok().map(|files| names_of(&files));
+                    out.extend(cross_file(&[loaded], names.as_ref(), networks));
                 }
                 Err(e) => out.extend(e.diagnostics()),
             }
@@ -122,10 +117,7 @@ pub fn check_paths(paths: &[PathBuf], networks: Option<&BTreeSet<String>>) -> Ve
                         Err(e) => found.extend(e.diagnostics()),
                     }
                 }
-                found.extend(link_diagnostics(&loaded, &names));
-                if let Some(known) = networks {
-                    found.extend(network_diagnostics(&loaded, known));
-                }
+                found.extend(cross_file(&loaded, Some(&names), networks));
                 // File by file, as the directory lists them; a file's own order is kept.
                 found.sort_by(|a, b| a.file.cmp(&b.file));
                 out.extend(found);
@@ -144,6 +136,36 @@ pub fn check_paths(paths: &[PathBuf], networks: Option<&BTreeSet<String>>) -> Ve
 
 fn names_of(files: &[PathBuf]) -> BTreeSet<String> {
     files.iter().filter_map(|f| unit_name(f)).collect()
+}
+
+/// What `rctl check` says of one file's text, without touching the file system: the file's
+/// own problems, else those of its references to `names` (the unit files beside it) and to
+/// `networks` (the configured ones, if known).
+pub fn check_text(
+    name: &str,
+    file: &Path,
+    text: &str,
+    names: &BTreeSet<String>,
+    networks: Option<&BTreeSet<String>>,
+) -> Vec<Diagnostic> {
+    match parse(name, file, text) {
+        Ok(unit) => cross_file(&[(unit, text.to_owned())], Some(names), networks),
+        Err(diagnostics) => diagnostics,
+    }
+}
+
+/// The problems of valid units' references to other units (when the unit files present are
+/// known) and to networks (when the configured ones are).
+fn cross_file(
+    loaded: &[(Unit, String)],
+    names: Option<&BTreeSet<String>>,
+    networks: Option<&BTreeSet<String>>,
+) -> Vec<Diagnostic> {
+    let mut out = names.map_or_else(Vec::new, |names| link_diagnostics(loaded, names));
+    if let Some(known) = networks {
+        out.extend(network_diagnostics(loaded, known));
+    }
+    out
 }
 
 /// The cross-file problems of `loaded` units (see `links`), each at the value naming the

@@ -483,6 +483,18 @@ pub fn check_paths(
     load::check_paths(paths, networks)
 }
 
+/// `rctl check` of one unit file's text (see `check_paths`) with no file system access:
+/// `names` are the unit files beside it, `networks` the configured networks if known.
+pub fn check_text(
+    name: &str,
+    file: &Path,
+    text: &str,
+    names: &std::collections::BTreeSet<String>,
+    networks: Option<&std::collections::BTreeSet<String>>,
+) -> Vec<Diagnostic> {
+    load::check_text(name, file, text, names, networks)
+}
+
 /// The unit files in `dir` (as `unit_name` selects them), sorted by path.
 pub fn unit_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     load::unit_files(dir)

@@ -957,3 +957,45 @@ fn network_spec_hashes_are_pinned() {
         }
     }
 }
+
+/// Found by the unit_file fuzz target's check that the runtime spec says what the unit says
+/// (fuzz/regressions/unit_file): a memory limit above i64::MAX was accepted and reached the
+/// runtime negative, and u64::MAX as -1, which means no limit at all.
+#[test]
+fn memory_limits_reach_the_runtime_as_written() {
+    let unit = |memory: &str| {
+        let text = format!(
+            "[container]\nrootfs = \"/r\"\ncommand = [\"x\"]\n[resources]\nmemory = {memory}\n"
+        );
+        check_text(&text)
+    };
+    for too_large in [
+        "\"18446744073709551615\"",
+        "\"9223372036854775808\"",
+        "\"8388608t\"",
+    ] {
+        let Err(e) = unit(too_large) else {
+            panic!("memory = {too_large} accepted");
+        };
+        assert!(
+            e.contains("is above the maximum of 9223372036854775807 bytes"),
+            "{e}"
+        );
+    }
+    for (written, bytes) in [
+        ("\"9223372036854775807\"", i64::MAX),
+        ("9223372036854775807", i64::MAX),
+        ("\"8388607t\"", 8_388_607 << 40),
+    ] {
+        let u = unit(written).unwrap();
+        let process = crate::spec::process(&u, None, &[]).unwrap();
+        let spec = crate::spec::build(&u, &process, Path::new("/r"), "rcd:test", None).unwrap();
+        let limit = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit());
+        assert_eq!(limit, Some(bytes), "memory = {written}");
+    }
+}

@@ -23,6 +23,8 @@ use super::{
 
 /// Docker's smallest memory limit: below it a container cannot even start.
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+/// The largest memory limit: the runtime spec's field is an i64, in which -1 means no limit.
+pub const MAX_MEMORY: u64 = i64::MAX as u64;
 /// The largest `cpus`.
 pub const MAX_CPUS: f64 = 1024.0;
 /// The smallest `cpus`: the kernel's CFS quota floor (1ms) over its default 100ms period.
@@ -809,6 +811,13 @@ impl Checker {
                         "memory {} is below the minimum of {}",
                         m.get_ref(),
                         format_size(MIN_MEMORY)
+                    ),
+                ),
+                Ok(b) if b > MAX_MEMORY => self.err(
+                    m.span(),
+                    format!(
+                        "memory {} is above the maximum of {MAX_MEMORY} bytes",
+                        m.get_ref()
                     ),
                 ),
                 Ok(b) => return Some(b),
