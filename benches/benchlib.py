@@ -1,8 +1,12 @@
-"""What the benchmark scripts share: logging, running commands, bounded waits, CPU time from
-/proc, podman's flags on this kind of machine, and a main that always cleans up.
+"""What the benchmark scripts share: logging, running commands, bounded waits, CPU time and
+memory from /proc, mounts, the FIFO the containers signal on, podman's flags on this kind of
+machine, and a main that always cleans up.
 Standard library only."""
 
+import json
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +55,180 @@ def proc_cpu_ticks(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     # Fields 14 to 17 of the line; counted from the state (field 3) here.
     return tuple(int(x) for x in fields[11:15])
+
+
+def system_cpu_ticks():
+    """(busy, nice) CPU time of the whole machine since boot, in clock ticks (/proc/stat):
+    busy = user + system + irq + softirq (not nice: the machine's other, niced work stays out),
+    nice = nice."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return user + system + irq + softirq, nice
+
+
+def memory_kb(pid):
+    """{Rss, Pss, Uss} of a process in kB, from /proc/PID/smaps_rollup (Uss: its private
+    pages, Private_Clean + Private_Dirty)."""
+    out = {}
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].endswith(":"):
+                out[parts[0][:-1]] = int(parts[1])
+    return {"Rss": out["Rss"], "Pss": out["Pss"],
+            "Uss": out.get("Private_Clean", 0) + out.get("Private_Dirty", 0)}
+
+
+def pidfds(pids):
+    """pidfds of the live processes among `pids` (those already gone are left out)."""
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            pass
+    return fds
+
+
+def wait_exited(fds, within=30.0):
+    """Waits until every process behind `fds` has exited (pidfds poll readable on exit),
+    closing them; the processes still alive at the deadline raise TimeoutError."""
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLIN)
+    left = set(fds)
+    deadline = time.monotonic() + within
+    try:
+        while left:
+            ms = int((deadline - time.monotonic()) * 1000)
+            if ms <= 0:
+                raise TimeoutError("%d processes still alive after %ss" % (len(left), within))
+            for fd, _ in p.poll(min(ms, 1000)):
+                left.discard(fd)
+                p.unregister(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def make_bundle(bundles, rootfs, template, cid, script, cgroup_parent):
+    """A runc bundle like rcd's, in `bundles`/`cid`: a fresh overlay over `rootfs` at
+    rootfs/, and `template` (the config.json rcd generated for a unit of the same shape) with
+    only the command, hostname, cgroup (under `cgroup_parent`) and `rcd.unit` annotation
+    changed. Returns its path."""
+    b = os.path.join(bundles, cid)
+    upper, work, merged = (os.path.join(b, x) for x in ("upper", "work", "rootfs"))
+    for d in (upper, work, merged):
+        os.makedirs(d)
+    run(["mount", "-t", "overlay", "overlay", "-o",
+         "lowerdir=%s,upperdir=%s,workdir=%s" % (rootfs, upper, work), merged])
+    spec = json.loads(json.dumps(template))
+    spec["root"]["path"] = merged
+    spec["process"]["args"] = ["sh", "-c", script]
+    spec["hostname"] = cid
+    spec["linux"]["cgroupsPath"] = "/%s/%s" % (cgroup_parent, cid)
+    spec.setdefault("annotations", {})["rcd.unit"] = cid
+    with open(os.path.join(b, "config.json"), "w") as f:
+        json.dump(spec, f, indent=2)
+    return b
+
+
+def drop_bundle(bundles, cid):
+    """Unmounts and deletes bundle `cid` (after its container is deleted)."""
+    b = os.path.join(bundles, cid)
+    for m in reversed(mounts_under(b)):
+        run(["umount", m], check=False)
+    shutil.rmtree(b, ignore_errors=True)
+
+
+def mounts_under(prefix):
+    """The mount points at or under `prefix` (this process's view), in mount order."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split(" ")[4]
+            mp = mp.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
+                .replace("\\134", "\\")
+            if mp == prefix or mp.startswith(prefix + "/"):
+                out.append(mp)
+    return out
+
+
+class Fifo:
+    """A FIFO in the shared directory, held open read-write by us (never EOF, never blocks a
+    writer), read line by line with the time each line arrived."""
+
+    def __init__(self, directory, name, mode=0o600):
+        self.path = os.path.join(directory, name)
+        os.mkfifo(self.path, mode)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+        self.poll = select.poll()
+        self.poll.register(self.fd, select.POLLIN)
+        self.buf = b""
+        self.lines = []  # (line, arrival ns)
+
+    def _fill(self, timeout_ms):
+        """Reads what is there (waiting up to `timeout_ms` for something); False if nothing."""
+        if not self.poll.poll(timeout_ms):
+            return False
+        t = now()
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return False
+        self.buf += data
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            self.lines.append((line.decode(errors="replace"), t))
+        return True
+
+    def wait(self, tag, within=30.0):
+        """Arrival time of the line `tag`; lines before it are dropped."""
+        deadline = time.monotonic() + within
+        while True:
+            while self.lines:
+                line, t = self.lines.pop(0)
+                if line == tag:
+                    return t
+                log("  (unexpected line %r on %s)" % (line, os.path.basename(self.path)))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no %r on %s within %ss" % (tag, self.path, within))
+            self._fill(int(left * 1000) + 1)
+
+    def collect(self, tags, within=30.0):
+        """{tag: arrival ns} once every line of `tags` has arrived (in any order; other lines
+        are dropped)."""
+        want = set(tags)
+        got = {}
+        deadline = time.monotonic() + within
+        while True:
+            for line, t in self.lines:
+                if line in want and line not in got:
+                    got[line] = t
+            self.lines = []
+            if len(got) == len(want):
+                return got
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("%d of %d lines on %s within %ss" % (
+                    len(got), len(want), self.path, within))
+            self._fill(int(left * 1000) + 1)
+
+    def drain(self):
+        """Every line that has arrived so far, (line, arrival ns), without waiting."""
+        for _ in range(10000):  # bounded: a pipe holds 64 KiB, one read takes up to that
+            if not self._fill(0):
+                break
+        out, self.lines = self.lines, []
+        return out
+
+    def write(self, text):
+        os.write(self.fd, text.encode())
+
+    def close(self):
+        os.close(self.fd)
 
 
 def run_cleaning_up(body, cleanup):

@@ -19,6 +19,9 @@ trigger:
                    instance
   d-floor runc     the same interval for a supervisor loop `while :; do runc run ...; done`
                    (runc create + start + delete in one runc process, the floor for a restart)
+  d-podman podman  the same interval for `podman run -d --restart always` of the same command
+                   (conmon sees the exit, `podman container cleanup` restarts it; podman has
+                   no restart delay)
 
 Bridge networking (issue 4; benches/network.sh runs a,n,b,c,p,pc). These containers run
 `echo TAG > /ready/X.fifo; exec httpd -f -p 80 -h /www` and publish container port 80 on a
@@ -50,7 +53,6 @@ import ipaddress
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import socket
@@ -66,7 +68,7 @@ MKROOTFS = os.path.join(REPO, "tests", "fixtures", "mkrootfs.sh")
 
 sys.path.insert(0, HERE)
 import benchlib  # noqa: E402 - after the path it is found on
-from benchlib import PODMAN_FLAGS, log, now, run  # noqa: E402,F401
+from benchlib import PODMAN_FLAGS, Fifo, log, mounts_under, now, run  # noqa: E402,F401
 
 
 WAIT = 30.0  # seconds: bound on every wait
@@ -77,65 +79,6 @@ HTTP_ATTEMPTS = 2000  # and on the connection attempts
 # serve /www on port 80 (the bridge scenarios n, p, pc).
 SLEEPER = "echo %s > /ready/%s.fifo; exec sleep 3600"
 HTTPD = "echo %s > /ready/%s.fifo; exec httpd -f -p 80 -h /www"
-
-
-def mounts_under(prefix):
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split(" ")[4]
-            mp = mp.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
-                .replace("\\134", "\\")
-            if mp == prefix or mp.startswith(prefix + "/"):
-                out.append(mp)
-    return out
-
-
-class Fifo:
-    """A FIFO in the shared directory, held open read-write by us (never EOF, never blocks a
-    writer), read line by line with the time each line arrived."""
-
-    def __init__(self, directory, name):
-        self.path = os.path.join(directory, name)
-        os.mkfifo(self.path, 0o600)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
-        self.poll = select.poll()
-        self.poll.register(self.fd, select.POLLIN)
-        self.buf = b""
-        self.lines = []  # (line, arrival ns)
-
-    def _fill(self, timeout_ms):
-        if not self.poll.poll(timeout_ms):
-            return
-        t = now()
-        try:
-            data = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return
-        self.buf += data
-        while b"\n" in self.buf:
-            line, self.buf = self.buf.split(b"\n", 1)
-            self.lines.append((line.decode(errors="replace"), t))
-
-    def wait(self, tag, within=WAIT):
-        """Arrival time of the line `tag`; lines before it are dropped."""
-        deadline = time.monotonic() + within
-        while True:
-            while self.lines:
-                line, t = self.lines.pop(0)
-                if line == tag:
-                    return t
-                log("  (unexpected line %r on %s)" % (line, os.path.basename(self.path)))
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no %r on %s within %ss" % (tag, self.path, within))
-            self._fill(int(left * 1000) + 1)
-
-    def write(self, text):
-        os.write(self.fd, text.encode())
-
-    def close(self):
-        os.close(self.fd)
 
 
 def http_answer(port):
@@ -246,9 +189,9 @@ class Bench:
         os.makedirs(os.path.join(self.rootfs, "www"))
         with open(os.path.join(self.rootfs, "www", "index.html"), "w") as f:
             f.write("rcd bench\n")
-        for name in ("a", "b", "b2", "c", "d", "e", "n", "p", "pc", "probe"):
+        for name in ("a", "b", "b2", "c", "d", "e", "dp", "n", "p", "pc", "probe"):
             self.fifos[name] = Fifo(self.ready, name + ".fifo")
-        for name in ("go-d", "go-e"):
+        for name in ("go-d", "go-e", "go-dp"):
             self.fifos[name] = Fifo(self.ready, name + ".fifo")
         self.setup_networks(keys)
         self.start_daemon()
@@ -402,29 +345,12 @@ class Bench:
     # ---------------------------------------------------------------- runc bundles
 
     def make_bundle(self, cid, script):
-        """A bundle like rcd's: a fresh overlay over the rootfs, rcd's config.json with the
-        given command, its own cgroup. Not timed."""
-        b = os.path.join(self.bundles, cid)
-        upper, work, merged = (os.path.join(b, x) for x in ("upper", "work", "rootfs"))
-        for d in (upper, work, merged):
-            os.makedirs(d)
-        run(["mount", "-t", "overlay", "overlay", "-o",
-             "lowerdir=%s,upperdir=%s,workdir=%s" % (self.rootfs, upper, work), merged])
-        spec = json.loads(json.dumps(self.template))
-        spec["root"]["path"] = merged
-        spec["process"]["args"] = ["sh", "-c", script]
-        spec["hostname"] = cid
-        spec["linux"]["cgroupsPath"] = "/%s/%s" % (self.cg_parent, cid)
-        spec.setdefault("annotations", {})["rcd.unit"] = cid
-        with open(os.path.join(b, "config.json"), "w") as f:
-            json.dump(spec, f, indent=2)
-        return b
+        """A bundle like rcd's (see benchlib.make_bundle). Not timed."""
+        return benchlib.make_bundle(self.bundles, self.rootfs, self.template, cid, script,
+                                    self.cg_parent)
 
     def drop_bundle(self, cid):
-        b = os.path.join(self.bundles, cid)
-        for m in reversed(mounts_under(b)):
-            run(["umount", m], check=False)
-        shutil.rmtree(b, ignore_errors=True)
+        benchlib.drop_bundle(self.bundles, cid)
 
     def runc(self, *args):
         return ["runc", "--root", self.runc_root] + list(args)
@@ -544,6 +470,16 @@ class Bench:
         self.e_cid = cid
         self.fifos["e"].wait("ready")
 
+    def start_dp(self):
+        """podman's restart loop (d-podman); its first instance waits for a go."""
+        name = "rcdb-%s-dp" % self.tag
+        cmd = (["podman", "run", "-d", "--name", name, "--restart", "always"] + PODMAN_FLAGS +
+               ["--network", "none", "-v", "%s:/ready" % self.ready, "--rootfs",
+                self.rootfs + ":O", "sh", "-c", self.script_restart("dp")])
+        self.podman_names[name] = None
+        run(cmd)
+        self.fifos["dp"].wait("ready")
+
     def restart_once(self, fifo):
         self.fifos["go-" + fifo].write("go\n")
         t0 = self.fifos[fifo].wait("bye")
@@ -556,6 +492,9 @@ class Bench:
     def sc_e(self, i):
         return self.restart_once("e")
 
+    def sc_dp(self, i):
+        return self.restart_once("dp")
+
     # ---------------------------------------------------------------- the run
 
     SCENARIOS = [
@@ -565,6 +504,7 @@ class Bench:
         ("c", "podman run -d --rm (peer)", "sc_c"),
         ("d", "rcd: exit -> restarted (always, 0s)", "sc_d"),
         ("d-floor", "runc run loop: exit -> restarted", "sc_e"),
+        ("d-podman", "podman restart always: exit -> restarted", "sc_dp"),
         ("n", "rcd: bridge + 1 port -> process running", "sc_n"),
         ("p", "podman run -d --rm -p (netavark)", "sc_p"),
         ("pc", "podman run -d --rm -p (CNI backend)", "sc_pc"),
@@ -589,6 +529,8 @@ class Bench:
             self.start_d()
         if "d-floor" in keys:
             self.start_e()
+        if "d-podman" in keys:
+            self.start_dp()
         total = self.args.warmup + self.args.iterations
         for r in range(total):
             warm = r < self.args.warmup
@@ -658,6 +600,18 @@ class Bench:
         if d is not None and e is not None:
             out.append("restart: rcd/runc-loop = %.2fx  rcd - runc = %+.1f ms (paired %+.1f)"
                        % (d / e, d - e, paired("d", "d-floor")))
+        for floor in ("b", "b2"):
+            f = med(floor)
+            if d is not None and f is not None:
+                out.append("restart: rcd restart - runc start (%s) = %+.1f ms (paired %+.1f); "
+                           "target <= +15 ms: %s" % (floor, d - f, paired("d", floor),
+                                                     "met" if d - f <= 15 else "MISSED"))
+        dp = med("d-podman")
+        if d is not None and dp is not None:
+            wins = sum(1 for p, q in zip(self.results["d"], self.results["d-podman"]) if p < q)
+            out.append("restart: rcd/podman = %.2fx  rcd - podman = %+.1f ms (paired %+.1f); "
+                       "rcd faster in %d/%d rounds" % (d / dp, d - dp, paired("d", "d-podman"),
+                                                       wins, len(self.results["d"])))
         out.extend(self.report_network(med, paired))
         if self.args.iterations < 10:
             out.append("(only %d rounds: the verdicts above are not meaningful; use 30)"
@@ -825,7 +779,7 @@ def main():
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--scenarios", default="a,b,b2,c,d,d-floor",
-                    help="comma-separated subset of a,b,b2,c,d,d-floor,n,p,pc")
+                    help="comma-separated subset of a,b,b2,c,d,d-floor,d-podman,n,p,pc")
     ap.add_argument("--port", type=int, default=int(os.environ.get("RCD_BENCH_PORT", "19380")),
                     help="host ports for n, p, pc: PORT, PORT+1, PORT+2")
     ap.add_argument("--subnet", default=os.environ.get("RCD_BENCH_SUBNET", "10.97.0.0/24"),

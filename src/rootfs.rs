@@ -166,8 +166,30 @@ pub fn unmount(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// True if `path` is a mount point (listed in /proc/self/mountinfo).
+/// True if `path` is a mount point. Asked of the path itself (statx's `STATX_ATTR_MOUNT_ROOT`,
+/// Linux 5.8), not by reading /proc/self/mountinfo: that is the whole mount table, generated
+/// and escaped by the kernel at each read, so a check per container start and stop cost time
+/// in proportion to the containers already mounted (a sixth of the daemon's CPU while 100
+/// units booted). Older kernels fall back to mountinfo.
 pub fn is_mounted(path: &Path) -> bool {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
+    use rustix::io::Errno;
+    match statx(
+        CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
+        StatxFlags::empty(),
+    ) {
+        Ok(st) if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+        }
+        Err(Errno::NOENT | Errno::NOTDIR) => false,
+        _ => listed_in_mountinfo(path),
+    }
+}
+
+/// True if `path` is listed as a mount point in /proc/self/mountinfo.
+fn listed_in_mountinfo(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
@@ -267,6 +289,24 @@ mod tests {
         assert_eq!(super::unescape("/a\\040b"), "/a b");
         assert_eq!(super::unescape("/plain"), "/plain");
         assert!(super::is_mounted(std::path::Path::new("/proc")));
+    }
+
+    #[test]
+    fn mount_points_are_told_apart() {
+        use std::path::Path;
+        for p in ["/proc", "/sys", "/"] {
+            assert!(super::is_mounted(Path::new(p)), "{p}");
+            assert!(super::listed_in_mountinfo(Path::new(p)), "{p}");
+        }
+        for p in ["/proc/self", "/proc/1", "/nonexistent/x", "/etc/hostname/x"] {
+            assert_eq!(
+                super::is_mounted(Path::new(p)),
+                super::listed_in_mountinfo(Path::new(p)),
+                "{p}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!super::is_mounted(dir.path()));
     }
 
     #[test]

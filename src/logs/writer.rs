@@ -8,7 +8,7 @@
 //!
 //! - **One reader thread per stream.** It only reads the pipe, cuts lines, stamps them with
 //!   the time of the read and formats them into one batch of records per read (64 KiB at
-//!   most of input). It never touches the disk, so the pipe keeps draining whatever the disk
+//!   most of input; 4 KiB until a read fills that, so a quiet container's shim stays small). It never touches the disk, so the pipe keeps draining whatever the disk
 //!   does, and the container never blocks on its own output because of it.
 //! - **One queue, FIFO, bounded per stream.** Batches of both streams go into one queue in
 //!   the order they were read, so the file keeps each stream's order (and the interleaving
@@ -59,7 +59,11 @@ pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 pub const PARTIAL_AFTER: Duration = Duration::from_millis(100);
 /// The file in the container directory holding the drop counts (JSON, [`Dropped`]).
 pub const DROPPED_FILE: &str = "log-dropped.json";
-/// Bytes read from a pipe at once.
+/// Bytes read from a pipe at once: at first (most containers write little, and a reader's
+/// buffer is resident for the container's life, twice per shim), then once a read fills it
+/// (a busy stream).
+const READ_FIRST: usize = 4 * 1024;
+/// Bytes read from a busy pipe at once.
 const READ_SIZE: usize = 64 * 1024;
 /// A queued batch smaller than this takes the next read of its stream in.
 const MERGE_BELOW: usize = 256 * 1024;
@@ -258,7 +262,7 @@ impl Logger {
 }
 
 fn read_stream(mut input: std::io::PipeReader, stream: Stream, shared: &Shared) {
-    let mut buf = vec![0u8; READ_SIZE];
+    let mut buf = vec![0u8; READ_FIRST];
     let mut lines = Lines::new(stream);
     loop {
         if lines.has_partial() && !readable_within(&input, PARTIAL_AFTER) {
@@ -272,6 +276,9 @@ fn read_stream(mut input: std::io::PipeReader, stream: Stream, shared: &Shared) 
             Err(_) => break,
         };
         shared.push(lines.feed(&buf[..n], &timestamp()));
+        if n == buf.len() && n < READ_SIZE {
+            buf.resize(READ_SIZE, 0);
+        }
     }
     shared.push(lines.flush(&timestamp()));
     let mut q = shared.lock();

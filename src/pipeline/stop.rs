@@ -27,26 +27,31 @@ pub async fn stop(
     }
     let exited = launch::wait(shim_pid, shim_start);
     tokio::pin!(exited);
-    kill(ctx, id, signal, false).await?;
-    if tokio::time::timeout(timeout, &mut exited).await.is_err() {
+    // A zero timeout leaves no time to act on the stop signal: SIGKILL at once, as podman's
+    // `stop -t 0` does (one runtime call instead of two).
+    if !timeout.is_zero() {
+        kill(ctx, id, signal, false).await?;
+        if tokio::time::timeout(timeout, &mut exited).await.is_ok() {
+            return Ok(read_exit(ctx, id));
+        }
         tracing::info!(
             container = id,
             "stop timeout of {timeout:?} passed, sending SIGKILL"
         );
-        kill(ctx, id, "SIGKILL", true).await?;
-        if tokio::time::timeout(KILL_GRACE, &mut exited).await.is_err() {
-            // A shim that cannot finish must not keep us: end it and the container with it.
-            tracing::warn!(
-                container = id,
-                shim_pid,
-                "shim did not exit after SIGKILL; killing it"
-            );
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(shim_pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = tokio::time::timeout(KILL_GRACE, &mut exited).await;
-        }
+    }
+    kill(ctx, id, "SIGKILL", true).await?;
+    if tokio::time::timeout(KILL_GRACE, &mut exited).await.is_err() {
+        // A shim that cannot finish must not keep us: end it and the container with it.
+        tracing::warn!(
+            container = id,
+            shim_pid,
+            "shim did not exit after SIGKILL; killing it"
+        );
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim_pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = tokio::time::timeout(KILL_GRACE, &mut exited).await;
     }
     Ok(read_exit(ctx, id))
 }

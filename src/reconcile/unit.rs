@@ -80,7 +80,7 @@ pub async fn reconcile(
             }
             r.clone()
         };
-        if let Err(e) = save(ctx, record) {
+        if let Err(e) = save(ctx, record).await {
             tracing::error!("{e}");
         }
     }
@@ -122,7 +122,7 @@ pub async fn reconcile(
         let step = match action {
             Action::Idle(after) => {
                 if alive {
-                    clear_requests(ctx, name);
+                    clear_requests(ctx, name).await;
                 }
                 return after;
             }
@@ -137,7 +137,7 @@ pub async fn reconcile(
             Action::Hold => hold(ctx, name, record).await,
             Action::Wait => {
                 // Looked at again when what it waits for changes (see `poke_dependents`).
-                if let Err(e) = wait(ctx, name, record, gate.blocked, gate.problem) {
+                if let Err(e) = wait(ctx, name, record, gate.blocked, gate.problem).await {
                     tracing::error!("{e}");
                     return Some(RETRY);
                 }
@@ -186,8 +186,17 @@ pub fn now_ms() -> u64 {
     crate::shim::now_ms()
 }
 
-fn save(ctx: &Context, record: Record) -> Result<(), pipeline::Error> {
-    let result = ctx.store.save(&record);
+/// Persists `record`, then updates the table's copy (and pokes the units that depend on it if
+/// its state changed). The write and its fsync run off the async threads: on a busy disk an
+/// fsync takes tens of milliseconds, and while both of a 2-core machine's async workers sat in
+/// one, every other unit and the API waited (`rctl status` stalled during a crash-loop storm).
+async fn save(ctx: &Arc<Context>, record: Record) -> Result<(), pipeline::Error> {
+    let c = ctx.clone();
+    let (record, result) = pipeline::blocking(move || {
+        let result = c.store.save(&record);
+        (record, result)
+    })
+    .await?;
     let name = record.unit.clone();
     let changed = {
         let mut table = ctx.table();
@@ -277,7 +286,7 @@ fn set_error(ctx: &Context, name: &str, error: String) {
     }
 }
 
-fn clear_requests(ctx: &Context, name: &str) {
+async fn clear_requests(ctx: &Arc<Context>, name: &str) {
     let record = {
         let mut table = ctx.table();
         let Some(r) = table.get_mut(name).and_then(|e| e.record.as_mut()) else {
@@ -289,7 +298,8 @@ fn clear_requests(ctx: &Context, name: &str) {
         r.start_requested = false;
         r.clone()
     };
-    let _ = ctx.store.save(&record);
+    let c = ctx.clone();
+    let _ = pipeline::blocking(move || c.store.save(&record)).await;
 }
 
 /// The container's shim is gone: record how the container ended and apply its policy.
@@ -302,7 +312,7 @@ async fn observe_exit(
     let now = now_ms();
     let Some(id) = r.container_id.clone() else {
         r.set_state(State::Pending, now);
-        return save(ctx, r);
+        return save(ctx, r).await;
     };
     let exit = pipeline::stop::read_exit(ctx, &id);
     let was_starting = matches!(r.state, State::Starting | State::Pulling);
@@ -330,7 +340,7 @@ async fn observe_exit(
         r.spec_hash = None;
         r.set_state(State::Pending, now);
         r.start_requested = true;
-        return save(ctx, r);
+        return save(ctx, r).await;
     }
     let code = exit.map_or(137, |e| e.code);
     let at = exit.map_or(now, |e| e.at_ms);
@@ -373,7 +383,7 @@ async fn observe_exit(
         set(ctx, r);
         return Ok(());
     }
-    save(ctx, r)
+    save(ctx, r).await
 }
 
 /// Whether a pending restart is due: by the monotonic clock, or by the wall clock for a record
@@ -436,7 +446,7 @@ async fn stop(
         r.restart_requested = false;
         r.start_requested = false;
     }
-    save(ctx, r)
+    save(ctx, r).await
 }
 
 /// Holds a unit whose container is not running (pending, or waiting to restart) stopped.
@@ -454,7 +464,7 @@ async fn hold(
     r.set_state(State::Stopped, now_ms());
     r.restart_at_ms = None;
     r.restart_due_boot_ms = None;
-    save(ctx, r)
+    save(ctx, r).await
 }
 
 /// Stops the record's container if its shim lives, records its exit, and takes the instance
@@ -564,12 +574,12 @@ async fn recreate(
     r.start_requested = was_active;
     r.restart_requested = false;
     r.set_state(State::Pending, now_ms());
-    save(ctx, r)
+    save(ctx, r).await
 }
 
 /// Records that the unit waits (for the container whose network it would share).
-fn wait(
-    ctx: &Context,
+async fn wait(
+    ctx: &Arc<Context>,
     name: &str,
     record: Option<Record>,
     why: Option<String>,
@@ -591,7 +601,7 @@ fn wait(
     r.restart_at_ms = None;
     r.restart_due_boot_ms = None;
     // Saving pokes those waiting for this one, who say why anew (a circle names every member).
-    save(ctx, r)
+    save(ctx, r).await
 }
 
 /// A unit it requires was stopped or removed: stop the container, and wait for that unit.
@@ -611,6 +621,7 @@ async fn yield_to(
         gate.required_stopped,
         gate.problem,
     )
+    .await
 }
 
 /// The container is unhealthy and its unit says to act: restart it through the restart path
@@ -636,7 +647,7 @@ async fn unhealthy(
         stop_container(ctx, Some(unit), &mut r, Depth::Unmount).await?;
         r.error = Some("stopped: unhealthy (on_unhealthy = \"stop\")".into());
         r.set_state(State::Failed, now);
-        return save(ctx, r);
+        return save(ctx, r).await;
     }
     tracing::warn!("unhealthy: restarting (on_unhealthy = \"restart\")");
     // Kept for the restart, as for a restart by policy: rootfs mounted, network up.
@@ -655,7 +666,7 @@ async fn unhealthy(
     );
     apply(&mut r, decision, now, now);
     r.error = Some("restarted: unhealthy (on_unhealthy = \"restart\")".into());
-    save(ctx, r)
+    save(ctx, r).await
 }
 
 /// Asks the units that `names` (wanted or required, and down) to start, as an operator's
@@ -683,11 +694,11 @@ async fn rejoin(
     }
     // Saved first: a crash during the stop must not read as an exit for the policy.
     r.start_requested = true;
-    save(ctx, r.clone())?;
+    save(ctx, r.clone()).await?;
     // The instance stays (as for a restart by policy); only its namespace changes.
     stop_container(ctx, unit, &mut r, Depth::Runtime).await?;
     r.set_state(State::Pending, now_ms());
-    save(ctx, r)
+    save(ctx, r).await
 }
 
 /// Asks the reconciler to look at the units that name `target`: they wait for it to run (or
@@ -769,7 +780,7 @@ async fn start(
             r.set_state(State::Running, now);
             tracing::info!(container = %id, pid = l.pid, "container started");
             let image_health = r.image_health.clone();
-            save(ctx, r)?;
+            save(ctx, r).await?;
             refresh_hosts(ctx).await;
             watch_exit(ctx, &unit.name, l.shim_pid, l.shim_start);
             crate::health::spawn_monitor(ctx, &unit.name, &id, image_health, now, false);
@@ -782,7 +793,7 @@ async fn start(
             r.set_state(State::Waiting, now);
             r.waiting_for = Some(format!("unit {target} to run"));
             r.clear_network();
-            save(ctx, r)
+            save(ctx, r).await
         }
         Err(pipeline::Error::Superseded) => {
             // Nothing of the instance exists yet; what superseded it decides what comes next.
@@ -808,7 +819,7 @@ async fn start(
                 // Keep the start error visible rather than the policy's summary alone.
                 r.error = Some(e.to_string());
             }
-            save(ctx, r)
+            save(ctx, r).await
         }
     }
 }
@@ -911,7 +922,7 @@ pub async fn stop_all(ctx: &Arc<Context>) {
                     tracing::error!("stopping at shutdown: {e}");
                 }
                 r.set_state(State::Pending, now_ms());
-                if let Err(e) = save(ctx, r) {
+                if let Err(e) = save(ctx, r).await {
                     tracing::error!("{e}");
                 }
             }
