@@ -21,7 +21,9 @@ this process holds open and timestamps (CLOCK_MONOTONIC) as lines arrive.
           podman  COUNT `podman run -d`, PARALLEL at a time -> the COUNT-th line; then one
                   `podman rm -f -t 0 NAME...` -> it returned, every container process and
                   conmon exited, no mount of those containers left
-          Rounds rotate the order; one warm-up round is not counted.
+          Rounds rotate the order; one warm-up round is not counted; each round first reads
+          the machine's other (non-nice) load over 3 s. With --base-bin-dir DIR (or
+          $RCD_BASE_BIN_DIR), another build of rcd runs as `rcd-base` in the same rounds.
   idle    (scenarios 4 and 5) rcd with COUNT running units: each shim's PSS/RSS/USS
           (smaps_rollup), the daemon's RSS and PSS, its CPU time (utime+stime, and its reaped
           children's) over SECONDS idle, and hyperfine of `rctl status` and `rctl list`; then
@@ -117,9 +119,10 @@ class Rcd:
     """One rcd daemon with its own units directory, --root and socket (a new root: a first
     boot, nothing to re-adopt)."""
 
-    def __init__(self, bench, label):
+    def __init__(self, bench, label, bin_dir=None):
         self.bench = bench
         self.label = label
+        self.bin = bin_dir or bench.bin
         w = bench.work
         self.units = os.path.join(w, "units-" + label)
         self.staging = os.path.join(w, "staging-" + label)
@@ -161,9 +164,9 @@ class Rcd:
         self.log = open(os.path.join(self.bench.work, "rcd-%s.log" % self.label), "ab")
         env = dict(os.environ)
         env.setdefault("RCD_LOG", "warn")
-        cmd = [os.path.join(self.bench.bin, "rcd"), "--units-dir", self.units,
+        cmd = [os.path.join(self.bin, "rcd"), "--units-dir", self.units,
                "--root", self.root, "--socket", self.socket,
-               "--shim", os.path.join(self.bench.bin, "rcd-shim"),
+               "--shim", os.path.join(self.bin, "rcd-shim"),
                "--runtime", os.environ.get("RCD_BENCH_RUNTIME", "runc"),
                "--config", self.bench.config]
         self.bench.commands.setdefault("rcd", " ".join(cmd))
@@ -173,7 +176,7 @@ class Rcd:
         return t0
 
     def rctl(self, *args, check=True):
-        return run([os.path.join(self.bench.bin, "rctl"), "--socket", self.socket] + list(args),
+        return run([os.path.join(self.bin, "rctl"), "--socket", self.socket] + list(args),
                    check=check)
 
     def answering(self):
@@ -281,8 +284,8 @@ class Bench:
         for name in ("up", "storm"):
             self.fifos[name] = Fifo(self.ready, name + ".fifo")
 
-    def daemon(self, label):
-        d = Rcd(self, label)
+    def daemon(self, label, bin_dir=None):
+        d = Rcd(self, label, bin_dir)
         self.daemons.append(d)
         return d
 
@@ -363,9 +366,9 @@ class Bench:
 
     # ------------------------------------------------------------ boot and removal
 
-    def boot_rcd(self, r, n):
+    def boot_rcd(self, r, n, bin_dir=None, label="boot"):
         names = ["b%03d" % i for i in range(n)]
-        d = self.daemon("boot%d" % r)
+        d = self.daemon("%s%d" % (label, r), bin_dir)
         for name in names:
             d.write(name, d.unit_text(SLEEPER % ("r%d-%s" % (r, name))))
         t0 = d.start()
@@ -432,16 +435,33 @@ class Bench:
         t3 = now()
         return {"boot": ms(max(t1, t_cmds) - t0), "remove": ms(t3 - t2), "procs": len(pids)}
 
+    @staticmethod
+    def machine_load(seconds):
+        """The machine's non-nice CPU over `seconds` while this benchmark runs nothing, in
+        cores: the other work on a shared machine."""
+        s0 = benchlib.system_cpu_ticks()
+        time.sleep(seconds)
+        s1 = benchlib.system_cpu_ticks()
+        return (s1[0] - s0[0]) / benchlib.CLK_TCK / seconds
+
     def scenario_boot(self):
         n = self.args.count
         self.make_template()
         tools = [("rcd", self.boot_rcd), ("runc", self.boot_runc), ("podman", self.boot_podman)]
         tools = [t for t in tools if t[0] in self.args.tools]
+        if self.args.base_bin_dir:
+            # Another build of rcd in the same rounds: before and after under the same noise.
+            tools.insert(1, ("rcd-base", lambda r, n: self.boot_rcd(
+                r, n, self.args.base_bin_dir, "base")))
         res = {t[0]: [] for t in tools}
+        res["load"] = []
         total = self.args.warmup + self.args.rounds
         for r in range(total):
             k = r % len(tools)
-            line = []
+            load = self.machine_load(3)
+            if r >= self.args.warmup:
+                res["load"].append(load)
+            line = ["others' load %.2f cores" % load]
             for name, fn in tools[k:] + tools[:k]:
                 x = fn(r, n)
                 if r >= self.args.warmup:
@@ -460,20 +480,22 @@ class Bench:
         p("%d containers, %d rounds (+%d warm-up), order rotated; ms, wall clock"
           % (n, self.args.rounds, self.args.warmup))
         p("%-8s %-28s %-28s" % ("", "start all: median (min-max)", "remove all: median (min-max)"))
-        for tool in ("rcd", "runc", "podman"):
+        for tool in ("rcd", "rcd-base", "runc", "podman"):
             if tool in res:
                 p("%-8s %-28s %-28s" % (tool, spread([x["boot"] for x in res[tool]], "%.0f"),
                                         spread([x["remove"] for x in res[tool]], "%.0f")))
         if "rcd" in res:
             p("rcd: socket answering and all %d listed running: %s ms after the exec"
               % (n, spread([x["boot-listed"] for x in res["rcd"]], "%.0f")))
+        p("the machine's other work before each round (non-nice CPU over 3 s idle): %s cores"
+          % spread(res["load"], "%.2f"))
         m = {t: (med([x["boot"] for x in v]), med([x["remove"] for x in v]))
-             for t, v in res.items()}
+             for t, v in res.items() if t != "load"}
         if "rcd" in m:
             b, rm = m["rcd"]
             p("targets: cold boot %.0f ms < 3000: %s; removal %.0f ms < 3000: %s"
               % (b, "met" if b < 3000 else "MISSED", rm, "met" if rm < 3000 else "MISSED"))
-            for other in ("runc", "podman"):
+            for other in ("rcd-base", "runc", "podman"):
                 if other in m:
                     p("rcd/%s: boot %.2fx, removal %.2fx" % (other, b / m[other][0],
                                                              rm / m[other][1]))
@@ -679,10 +701,7 @@ class Bench:
         n, s = self.args.count, self.args.seconds
         res = {}
         # The machine's own load first, for scale (nothing of ours runs).
-        s0 = benchlib.system_cpu_ticks()
-        time.sleep(10)
-        s1 = benchlib.system_cpu_ticks()
-        res["machine_idle_busy_ms_per_s"] = (s1[0] - s0[0]) * 1000.0 / benchlib.CLK_TCK / 10
+        res["machine_idle_busy_ms_per_s"] = self.machine_load(10) * 1000.0
         d = self.daemon("storm")
         d.start()
         benchlib.wait_until(d.answering, "rcd to answer", within=WAIT)
@@ -825,6 +844,8 @@ def main():
     ap.add_argument("--podman-count", type=int, default=10,
                     help="storm: crashing podman containers (default 10)")
     ap.add_argument("--runs", type=int, default=100, help="idle: hyperfine runs (default 100)")
+    ap.add_argument("--base-bin-dir", default=os.environ.get("RCD_BASE_BIN_DIR"),
+                    help="boot: also another build of rcd (rcd-base) in the same rounds")
     ap.add_argument("--tools", default="rcd,runc,podman",
                     help="which of rcd,runc,podman to run (rcd always runs in idle and storm)")
     ap.add_argument("--work-dir", default=os.environ.get("RCD_BENCH_DIR"),
