@@ -18,10 +18,14 @@ this process holds open and timestamps (CLOCK_MONOTONIC) as lines arrive.
                   a time -> the COUNT-th line; then `runc kill ID KILL`, `runc delete --force
                   ID`, umount and removal of the bundle's writable layer, PARALLEL at a time ->
                   every container process exited
+          runc-prep the same with each bundle made on the clock, as rcd makes its own:
+                  directories, the overlay mount (mount(2)) and config.json, then `runc run -d`
           podman  COUNT `podman run -d`, PARALLEL at a time -> the COUNT-th line; then one
                   `podman rm -f -t 0 NAME...` -> it returned, every container process and
                   conmon exited, no mount of those containers left
-          Rounds rotate the order; one warm-up round is not counted.
+          Rounds rotate the order; one warm-up round is not counted; each round first reads
+          the machine's other (non-nice) load over 3 s. With --base-bin-dir DIR (or
+          $RCD_BASE_BIN_DIR), another build of rcd runs as `rcd-base` in the same rounds.
   idle    (scenarios 4 and 5) rcd with COUNT running units: each shim's PSS/RSS/USS
           (smaps_rollup), the daemon's RSS and PSS, its CPU time (utime+stime, and its reaped
           children's) over SECONDS idle, and hyperfine of `rctl status` and `rctl list`; then
@@ -117,9 +121,10 @@ class Rcd:
     """One rcd daemon with its own units directory, --root and socket (a new root: a first
     boot, nothing to re-adopt)."""
 
-    def __init__(self, bench, label):
+    def __init__(self, bench, label, bin_dir=None):
         self.bench = bench
         self.label = label
+        self.bin = bin_dir or bench.bin
         w = bench.work
         self.units = os.path.join(w, "units-" + label)
         self.staging = os.path.join(w, "staging-" + label)
@@ -161,19 +166,19 @@ class Rcd:
         self.log = open(os.path.join(self.bench.work, "rcd-%s.log" % self.label), "ab")
         env = dict(os.environ)
         env.setdefault("RCD_LOG", "warn")
-        cmd = [os.path.join(self.bench.bin, "rcd"), "--units-dir", self.units,
+        cmd = [os.path.join(self.bin, "rcd"), "--units-dir", self.units,
                "--root", self.root, "--socket", self.socket,
-               "--shim", os.path.join(self.bench.bin, "rcd-shim"),
+               "--shim", os.path.join(self.bin, "rcd-shim"),
                "--runtime", os.environ.get("RCD_BENCH_RUNTIME", "runc"),
                "--config", self.bench.config]
-        self.bench.commands.setdefault("rcd", " ".join(cmd))
+        self.bench.commands["rcd"] = " ".join(cmd)
         t0 = now()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log, env=env)
         return t0
 
     def rctl(self, *args, check=True):
-        return run([os.path.join(self.bench.bin, "rctl"), "--socket", self.socket] + list(args),
+        return run([os.path.join(self.bin, "rctl"), "--socket", self.socket] + list(args),
                    check=check)
 
     def answering(self):
@@ -281,8 +286,8 @@ class Bench:
         for name in ("up", "storm"):
             self.fifos[name] = Fifo(self.ready, name + ".fifo")
 
-    def daemon(self, label):
-        d = Rcd(self, label)
+    def daemon(self, label, bin_dir=None):
+        d = Rcd(self, label, bin_dir)
         self.daemons.append(d)
         return d
 
@@ -363,14 +368,16 @@ class Bench:
 
     # ------------------------------------------------------------ boot and removal
 
-    def boot_rcd(self, r, n):
+    def boot_rcd(self, r, n, bin_dir=None, label="boot"):
         names = ["b%03d" % i for i in range(n)]
-        d = self.daemon("boot%d" % r)
+        d = self.daemon("%s%d" % (label, r), bin_dir)
         for name in names:
             d.write(name, d.unit_text(SLEEPER % ("r%d-%s" % (r, name))))
+        c0 = benchlib.system_cpu_ticks()[0]
         t0 = d.start()
         got = self.fifos["up"].collect(["r%d-%s" % (r, x) for x in names], within=FLEET_WAIT)
         t1 = max(got.values())
+        cpu = (benchlib.system_cpu_ticks()[0] - c0) * 1000.0 / benchlib.CLK_TCK
         benchlib.wait_until(lambda: sum(1 for s in d.statuses() if s["state"] == "running") == n,
                             "rctl to list %d running" % n, within=WAIT, every=0.05)
         t_listed = now()
@@ -386,15 +393,17 @@ class Bench:
         d.stop()
         shutil.rmtree(d.root, ignore_errors=True)
         return {"boot": ms(t1 - t0), "boot-listed": ms(t_listed - t0), "remove": ms(t3 - t2),
-                "procs": len(pids)}
+                "procs": len(pids), "boot-cpu": cpu}
 
     def boot_runc(self, r, n):
         names = ["r%d-c%03d" % (r, i) for i in range(n)]
         fleet = self.runc_fleet(names, SLEEPER)
+        c0 = benchlib.system_cpu_ticks()[0]
         t0 = now()
         parallel(self.args.parallel, self.runc_run, [fleet[x] for x in names])
         got = self.fifos["up"].collect(names, within=FLEET_WAIT)
         t1 = max(got.values())
+        cpu = (benchlib.system_cpu_ticks()[0] - c0) * 1000.0 / benchlib.CLK_TCK
         time.sleep(self.args.settle)
         cids = [fleet[x][0] for x in names]
         fds = benchlib.pidfds(self.runc_pids(cids))
@@ -402,17 +411,44 @@ class Bench:
         parallel(self.args.parallel, self.runc_remove, cids)
         benchlib.wait_exited(fds, within=FLEET_WAIT)
         t3 = now()
-        return {"boot": ms(t1 - t0), "remove": ms(t3 - t2), "procs": len(cids)}
+        return {"boot": ms(t1 - t0), "remove": ms(t3 - t2), "procs": len(cids), "boot-cpu": cpu}
+
+    def boot_runc_prep(self, r, n):
+        """As boot_runc, with the bundles made on the clock too: directories, the overlay
+        mount (mount(2)), config.json, then `runc run -d`, PARALLEL at a time."""
+        names = ["r%d-f%03d" % (r, i) for i in range(n)]
+        c0 = benchlib.system_cpu_ticks()[0]
+        t0 = now()
+
+        def prep_and_run(name):
+            cid = "rcds-%s-%s" % (self.tag, name)
+            bundle = benchlib.make_bundle(self.bundles, self.rootfs, self.template, cid,
+                                          SLEEPER % name, self.cg_parent)
+            self.runc_run((cid, bundle))
+            return cid
+        cids = parallel(self.args.parallel, prep_and_run, names)
+        got = self.fifos["up"].collect(names, within=FLEET_WAIT)
+        t1 = max(got.values())
+        cpu = (benchlib.system_cpu_ticks()[0] - c0) * 1000.0 / benchlib.CLK_TCK
+        time.sleep(self.args.settle)
+        fds = benchlib.pidfds(self.runc_pids(cids))
+        t2 = now()
+        parallel(self.args.parallel, self.runc_remove, cids)
+        benchlib.wait_exited(fds, within=FLEET_WAIT)
+        t3 = now()
+        return {"boot": ms(t1 - t0), "remove": ms(t3 - t2), "procs": len(cids), "boot-cpu": cpu}
 
     def boot_podman(self, r, n):
         names = ["rcds-%s-r%d-p%03d" % (self.tag, r, i) for i in range(n)]
         tags = ["r%d-p%03d" % (r, i) for i in range(n)]
+        c0 = benchlib.system_cpu_ticks()[0]
         t0 = now()
         parallel(self.args.parallel, self.podman_run,
                  [(name, SLEEPER % tag, []) for name, tag in zip(names, tags)])
         t_cmds = now()
         got = self.fifos["up"].collect(tags, within=FLEET_WAIT)
         t1 = max(got.values())
+        cpu = (benchlib.system_cpu_ticks()[0] - c0) * 1000.0 / benchlib.CLK_TCK
         time.sleep(self.args.settle)
         pids, ids = [], []
         for line in self.podman_inspect(names, "{{.State.Pid}} {{.State.ConmonPid}} {{.Id}}"):
@@ -430,18 +466,37 @@ class Bench:
             return not any(i in text for i in ids)
         benchlib.wait_until(unmounted, "podman to unmount", within=WAIT, every=0.01)
         t3 = now()
-        return {"boot": ms(max(t1, t_cmds) - t0), "remove": ms(t3 - t2), "procs": len(pids)}
+        return {"boot": ms(max(t1, t_cmds) - t0), "remove": ms(t3 - t2), "procs": len(pids),
+                "boot-cpu": cpu}
+
+    @staticmethod
+    def machine_load(seconds):
+        """The machine's non-nice CPU over `seconds` while this benchmark runs nothing, in
+        cores: the other work on a shared machine."""
+        s0 = benchlib.system_cpu_ticks()
+        time.sleep(seconds)
+        s1 = benchlib.system_cpu_ticks()
+        return (s1[0] - s0[0]) / benchlib.CLK_TCK / seconds
 
     def scenario_boot(self):
         n = self.args.count
         self.make_template()
-        tools = [("rcd", self.boot_rcd), ("runc", self.boot_runc), ("podman", self.boot_podman)]
+        tools = [("rcd", self.boot_rcd), ("runc", self.boot_runc),
+                 ("runc-prep", self.boot_runc_prep), ("podman", self.boot_podman)]
         tools = [t for t in tools if t[0] in self.args.tools]
+        if self.args.base_bin_dir:
+            # Another build of rcd in the same rounds: before and after under the same noise.
+            tools.insert(1, ("rcd-base", lambda r, n: self.boot_rcd(
+                r, n, self.args.base_bin_dir, "base")))
         res = {t[0]: [] for t in tools}
+        res["load"] = []
         total = self.args.warmup + self.args.rounds
         for r in range(total):
             k = r % len(tools)
-            line = []
+            load = self.machine_load(3)
+            if r >= self.args.warmup:
+                res["load"].append(load)
+            line = ["others' load %.2f cores" % load]
             for name, fn in tools[k:] + tools[:k]:
                 x = fn(r, n)
                 if r >= self.args.warmup:
@@ -459,27 +514,35 @@ class Bench:
         p()
         p("%d containers, %d rounds (+%d warm-up), order rotated; ms, wall clock"
           % (n, self.args.rounds, self.args.warmup))
-        p("%-8s %-28s %-28s" % ("", "start all: median (min-max)", "remove all: median (min-max)"))
-        for tool in ("rcd", "runc", "podman"):
+        p("%-9s %-28s %-28s" % ("", "start all: median (min-max)", "remove all: median (min-max)"))
+        for tool in ("rcd", "rcd-base", "runc", "runc-prep", "podman"):
             if tool in res:
-                p("%-8s %-28s %-28s" % (tool, spread([x["boot"] for x in res[tool]], "%.0f"),
+                p("%-9s %-28s %-28s" % (tool, spread([x["boot"] for x in res[tool]], "%.0f"),
                                         spread([x["remove"] for x in res[tool]], "%.0f")))
         if "rcd" in res:
             p("rcd: socket answering and all %d listed running: %s ms after the exec"
               % (n, spread([x["boot-listed"] for x in res["rcd"]], "%.0f")))
+        p("the machine's non-nice CPU while the %d start (all processes, the other work "
+          "included): %s" % (n, ", ".join(
+              "%s %s ms" % (t, spread([x["boot-cpu"] for x in res[t]], "%.0f"))
+              for t in ("rcd", "rcd-base", "runc", "runc-prep", "podman") if t in res)))
+        p("the machine's other work before each round (non-nice CPU over 3 s idle): %s cores"
+          % spread(res["load"], "%.2f"))
         m = {t: (med([x["boot"] for x in v]), med([x["remove"] for x in v]))
-             for t, v in res.items()}
+             for t, v in res.items() if t != "load"}
         if "rcd" in m:
             b, rm = m["rcd"]
             p("targets: cold boot %.0f ms < 3000: %s; removal %.0f ms < 3000: %s"
               % (b, "met" if b < 3000 else "MISSED", rm, "met" if rm < 3000 else "MISSED"))
-            for other in ("runc", "podman"):
+            for other in ("rcd-base", "runc", "runc-prep", "podman"):
                 if other in m:
                     p("rcd/%s: boot %.2fx, removal %.2fx" % (other, b / m[other][0],
                                                              rm / m[other][1]))
         p("commands: %s" % self.commands.get("rcd", "").replace(self.work, "WORK"))
         p("          runc --root R run -d --bundle B ID  (%d at a time); runc kill ID KILL; "
           "runc delete --force ID; umount; rm -r B" % self.args.parallel)
+        p("          runc-prep: mkdir B/{upper,work,rootfs}; mount(2) overlay; write "
+          "B/config.json; runc --root R run -d --bundle B ID  (%d at a time)" % self.args.parallel)
         p("          %s  (%d at a time); podman rm -f -t 0 NAME..."
           % (self.podman_cmd_text([]), self.args.parallel))
 
@@ -679,10 +742,7 @@ class Bench:
         n, s = self.args.count, self.args.seconds
         res = {}
         # The machine's own load first, for scale (nothing of ours runs).
-        s0 = benchlib.system_cpu_ticks()
-        time.sleep(10)
-        s1 = benchlib.system_cpu_ticks()
-        res["machine_idle_busy_ms_per_s"] = (s1[0] - s0[0]) * 1000.0 / benchlib.CLK_TCK / 10
+        res["machine_idle_busy_ms_per_s"] = self.machine_load(10) * 1000.0
         d = self.daemon("storm")
         d.start()
         benchlib.wait_until(d.answering, "rcd to answer", within=WAIT)
@@ -825,8 +885,11 @@ def main():
     ap.add_argument("--podman-count", type=int, default=10,
                     help="storm: crashing podman containers (default 10)")
     ap.add_argument("--runs", type=int, default=100, help="idle: hyperfine runs (default 100)")
-    ap.add_argument("--tools", default="rcd,runc,podman",
-                    help="which of rcd,runc,podman to run (rcd always runs in idle and storm)")
+    ap.add_argument("--base-bin-dir", default=os.environ.get("RCD_BASE_BIN_DIR"),
+                    help="boot: also another build of rcd (rcd-base) in the same rounds")
+    ap.add_argument("--tools", default="rcd,runc,runc-prep,podman",
+                    help="which of rcd,runc,runc-prep,podman to run (rcd always runs in idle "
+                    "and storm)")
     ap.add_argument("--work-dir", default=os.environ.get("RCD_BENCH_DIR"),
                     help="where the temporary directory goes (default /var/tmp)")
     ap.add_argument("--json", help="also write the raw figures here")

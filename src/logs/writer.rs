@@ -45,10 +45,10 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use super::rotate::Rotator;
 use super::{Limits, MAX_LINE};
@@ -190,6 +190,8 @@ impl Shared {
 pub struct Logger {
     shared: Arc<Shared>,
     writer: JoinHandle<Rotator>,
+    /// Disconnected when the writer returns (it holds the only sender).
+    writer_done: Receiver<()>,
     counts_file: PathBuf,
 }
 
@@ -219,13 +221,18 @@ pub fn start(
     }
     let s = shared.clone();
     let rotator = Rotator::new(path, log, limits);
-    let writer = std::thread::spawn(move || write_loop(&s, rotator));
+    let (done, writer_done) = channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let _done = done;
+        write_loop(&s, rotator)
+    });
     let s = shared.clone();
     let file = counts_file.clone();
     std::thread::spawn(move || count_loop(&s, rx, &file));
     Logger {
         shared,
         writer,
+        writer_done,
         counts_file,
     }
 }
@@ -236,11 +243,13 @@ impl Logger {
     /// as dropped. Returns the final counts (also written to the counts file) and the last
     /// file error, if any.
     pub fn finish(self, within: Duration) -> (Dropped, Option<String>) {
-        let deadline = Instant::now() + within;
-        while !self.writer.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let error = if self.writer.is_finished() {
+        // Woken the moment the writer returns, not at the next tick of a poll: the shim's exit,
+        // and so a restart, waits on this.
+        let finished = matches!(
+            self.writer_done.recv_timeout(within),
+            Err(RecvTimeoutError::Disconnected)
+        );
+        let error = if finished {
             self.writer.join().ok().and_then(|r| r.last_error)
         } else {
             let mut q = self.shared.lock();
@@ -442,6 +451,7 @@ impl Lines {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::time::Instant;
 
     fn texts(data: &[u8]) -> Vec<(String, bool)> {
         data.split(|&b| b == b'\n')
