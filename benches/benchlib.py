@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 # podman needs these on this kind of machine (see docs/PERFORMANCE.md).
@@ -39,6 +40,16 @@ def run(cmd, check=True, **kw):
         raise RuntimeError("%s: exit %d: %s" % (" ".join(cmd), p.returncode,
                                                p.stderr.decode(errors="replace").strip()))
     return p
+
+
+def work_dir(args, prefix):
+    """A fresh work directory under --work-dir (default /var/tmp: a disk, as /var/lib/rcd is),
+    readable by the containers' users; returns it and a short lowercase tag unique to it."""
+    base = args.work_dir or "/var/tmp"
+    os.makedirs(base, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=prefix, dir=base)
+    os.chmod(work, 0o755)
+    return work, os.path.basename(work).split(".", 1)[1].lower()
 
 
 def wait_until(cond, what, within=30.0, every=0.01):

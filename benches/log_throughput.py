@@ -37,7 +37,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -151,11 +150,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.bin = args.bin_dir
-        base = args.work_dir or "/var/tmp"
-        os.makedirs(base, exist_ok=True)
-        self.work = tempfile.mkdtemp(prefix="rcd-logbench.", dir=base)
-        os.chmod(self.work, 0o755)
-        self.tag = os.path.basename(self.work).split(".", 1)[1].lower()
+        self.work, self.tag = benchlib.work_dir(args, "rcd-logbench.")
         self.rootfs = os.path.join(self.work, "rootfs")
         self.ready = os.path.join(self.work, "ready")
         self.units = os.path.join(self.work, "units")

@@ -144,11 +144,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.bin = args.bin_dir
-        base = args.work_dir or "/var/tmp"
-        os.makedirs(base, exist_ok=True)
-        self.work = tempfile.mkdtemp(prefix="rcd-bench.", dir=base)
-        os.chmod(self.work, 0o755)
-        self.tag = os.path.basename(self.work).split(".", 1)[1].lower()
+        self.work, self.tag = benchlib.work_dir(args, "rcd-bench.")
         self.rootfs = os.path.join(self.work, "rootfs")
         self.ready = os.path.join(self.work, "ready")  # bind-mounted at /ready
         self.units = os.path.join(self.work, "units")

@@ -147,7 +147,8 @@ impl Runtime {
     /// Without a runtime call when the runtime keeps no state for `id` (runc, crun and youki
     /// all keep it in `<root>/<id>`): the shim deletes its container before it records the
     /// exit, so the daemon's own deletes mostly find nothing, and each call costs an exec of
-    /// the runtime (about 10 ms of CPU for runc).
+    /// the runtime (about 10 ms of CPU for runc). It also lets a start that a runtime which
+    /// cannot be executed never made be rolled back.
     pub fn delete(&self, id: &str) -> Result<(), Error> {
         if matches!(std::fs::symlink_metadata(self.root.join(id)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound)
@@ -156,10 +157,6 @@ impl Runtime {
         }
         match self.run("delete", id, &["delete", "--force", id]) {
             Err(Error::Failed { message, .. }) if is_gone(&message) => Ok(()),
-            // The runtime cannot be run (removed, not executable): if it never kept state for
-            // this id under our root, there is no container to delete, and what was prepared
-            // for it (rootfs, network) can still be taken down.
-            Err(Error::Exec { .. }) if !self.root.join(id).exists() => Ok(()),
             other => other.map(drop),
         }
     }

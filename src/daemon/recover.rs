@@ -33,8 +33,7 @@ pub fn recover(ctx: &Context) {
             r.pid = None;
             r.shim_pid = None;
             r.shim_start = None;
-            r.restart_at_ms = None;
-            r.restart_due_boot_ms = None;
+            r.clear_restart();
             let state = if r.hold {
                 State::Stopped
             } else {

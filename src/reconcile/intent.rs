@@ -49,8 +49,7 @@ pub fn apply(r: &mut Record, intent: Intent) {
             r.hold = false;
             r.restarts = 0;
             r.backoff_step = 0;
-            r.restart_at_ms = None;
-            r.restart_due_boot_ms = None;
+            r.clear_restart();
             r.error = None;
             if r.state == State::Running {
                 r.restart_requested = intent == Intent::Restart;

@@ -414,14 +414,12 @@ fn apply(r: &mut Record, decision: Decision, from_ms: u64, now: u64) {
             tracing::info!(restarts = r.restarts, "restarting in {delay:?}");
         }
         Decision::Stay => {
-            r.restart_at_ms = None;
-            r.restart_due_boot_ms = None;
+            r.clear_restart();
             r.set_state(State::Exited, now);
         }
         Decision::Fail(reason) => {
             tracing::warn!("{reason}");
-            r.restart_at_ms = None;
-            r.restart_due_boot_ms = None;
+            r.clear_restart();
             r.error = Some(reason);
             r.set_state(State::Failed, now);
         }
@@ -462,8 +460,7 @@ async fn hold(
         r.clear_network();
     }
     r.set_state(State::Stopped, now_ms());
-    r.restart_at_ms = None;
-    r.restart_due_boot_ms = None;
+    r.clear_restart();
     save(ctx, r).await
 }
 
@@ -510,8 +507,7 @@ async fn stop_container(
     r.pid = None;
     r.shim_pid = None;
     r.shim_start = None;
-    r.restart_at_ms = None;
-    r.restart_due_boot_ms = None;
+    r.clear_restart();
     Ok(())
 }
 
@@ -598,8 +594,7 @@ async fn wait(
     }
     r.set_state(State::Waiting, now_ms());
     r.waiting_for = why;
-    r.restart_at_ms = None;
-    r.restart_due_boot_ms = None;
+    r.clear_restart();
     // Saving pokes those waiting for this one, who say why anew (a circle names every member).
     save(ctx, r).await
 }
@@ -768,8 +763,7 @@ async fn start(
             r.shim_start = Some(l.shim_start);
             r.boot_id = Some(ctx.boot_id.clone());
             r.started_at_ms = Some(now);
-            r.restart_at_ms = None;
-            r.restart_due_boot_ms = None;
+            r.clear_restart();
             r.stop_signal = Some(started.stop_signal);
             r.exposed_ports = started.exposed_ports;
             r.network = started.network;

@@ -169,6 +169,12 @@ impl Record {
         }
     }
 
+    /// Forgets a pending restart (both of its clocks).
+    pub fn clear_restart(&mut self) {
+        self.restart_at_ms = None;
+        self.restart_due_boot_ms = None;
+    }
+
     /// Forgets the container's network: it was taken down (or, shared, is not its own).
     pub fn clear_network(&mut self) {
         self.network = None;
