@@ -1,8 +1,11 @@
-//! What a container's cgroup says it uses: memory (and its limit), CPU time, pids, OOM kills.
-//! Both layouts: cgroup v2 (one unified tree; most hosts) and v1 (a tree per controller; this
-//! machine's hybrid setup). `cgroups_path` is what the spec gave the runtime (`/rcd-<tag>/<id>`).
+//! Where a container's cgroup lives and what it says it uses: memory (and its limit), CPU time,
+//! pids, OOM kills. Two drivers: `cgroupfs` (the runtime makes `/rcd-<tag>/<id>` itself; hosts
+//! without systemd) and `systemd` (the runtime asks systemd for a transient scope
+//! `rcd-<tag>-<unit>-<gen>.scope` in `rcd.slice`; a systemd host with cgroup v2, where systemd
+//! owns the tree and a cgroup made behind its back may lose its controllers). Both layouts of
+//! the files: cgroup v2 (one unified tree; most hosts) and v1 (a tree per controller).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +13,176 @@ use serde::{Deserialize, Serialize};
 const ROOT: &str = "/sys/fs/cgroup";
 /// A v1 memory limit at or above this is "no limit".
 const NO_LIMIT: u64 = 1 << 62;
+/// The systemd slice that holds every container scope.
+pub const SLICE: &str = "rcd.slice";
+
+/// Who creates and removes containers' cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// The runtime writes the cgroup filesystem itself.
+    Cgroupfs,
+    /// The runtime asks systemd (over its D-Bus API) for a transient scope per container.
+    Systemd,
+}
+
+impl Driver {
+    /// What `auto` means on this host: `systemd` when systemd is the init (as `sd_booted`
+    /// tells) and the cgroup tree is unified (v2), as Docker and Podman choose; else
+    /// `cgroupfs`.
+    pub fn detect() -> Driver {
+        Self::detect_at(Path::new("/run/systemd/system"), Path::new(ROOT))
+    }
+
+    fn detect_at(systemd_dir: &Path, root: &Path) -> Driver {
+        if systemd_dir.is_dir() && root.join("cgroup.controllers").exists() {
+            Driver::Systemd
+        } else {
+            Driver::Cgroupfs
+        }
+    }
+
+    /// The name used in the config and the logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Cgroupfs => "cgroupfs",
+            Driver::Systemd => "systemd",
+        }
+    }
+}
+
+/// Where one daemon puts its containers' cgroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The driver.
+    pub driver: Driver,
+    /// The daemon's root tag (in every path, so that daemons never collide).
+    pub tag: String,
+    /// The systemd service the daemon runs as (e.g. `rcd.service`), if it runs as one: with
+    /// the systemd driver each scope is ordered before it, so at shutdown the daemon stops
+    /// first and never sees its containers end and restarts them.
+    pub service: Option<String>,
+}
+
+impl Layout {
+    /// The layout of a daemon whose root tag is `tag`, with `driver`, the service read from
+    /// `/proc/self/cgroup`.
+    pub fn new(driver: Driver, tag: &str) -> Layout {
+        let service = std::fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|t| own_service(&t));
+        Layout {
+            driver,
+            tag: tag.to_string(),
+            service,
+        }
+    }
+
+    /// The runtime's `cgroupsPath` for container `id` (`rcd-<tag>-<unit>-<gen>`):
+    /// `/rcd-<tag>/<id>`, or systemd's `slice:prefix:name` giving the scope `<id>.scope`.
+    pub fn path(&self, id: &str) -> String {
+        match self.driver {
+            Driver::Cgroupfs => format!("/rcd-{}/{id}", self.tag),
+            Driver::Systemd => {
+                let name = id.strip_prefix("rcd-").unwrap_or(id);
+                format!("{SLICE}:rcd:{name}")
+            }
+        }
+    }
+
+    /// Properties of the container's systemd scope, as the runtime takes them (OCI
+    /// annotations `org.systemd.property.NAME` with GVariant text values): at shutdown systemd
+    /// stops the scope after the daemon's service, with the container's own stop signal and
+    /// its stop timeout before SIGKILL, as `rctl stop` would. Empty for the cgroupfs driver.
+    pub fn annotations(
+        &self,
+        stop_signal: i32,
+        stop_timeout: std::time::Duration,
+    ) -> Vec<(String, String)> {
+        if self.driver != Driver::Systemd {
+            return Vec::new();
+        }
+        // The runtime makes scopes with DefaultDependencies=false, which leaves them out of the
+        // shutdown transaction (their processes would only meet the final kill-everything, a
+        // SIGTERM a container's init may ignore for 90 s): put them back in it explicitly.
+        let mut before = vec!["'shutdown.target'".to_string()];
+        if let Some(s) = &self.service {
+            before.push(format!("'{s}'"));
+        }
+        let out = [
+            ("KillSignal".to_string(), stop_signal.to_string()),
+            (
+                "TimeoutStopUSec".to_string(),
+                format!("uint64 {}", stop_timeout.as_micros()),
+            ),
+            ("Conflicts".to_string(), "['shutdown.target']".to_string()),
+            ("Before".to_string(), format!("[{}]", before.join(", "))),
+        ];
+        out.into_iter()
+            .map(|(k, v)| (format!("org.systemd.property.{k}"), v))
+            .collect()
+    }
+}
+
+/// The systemd service whose cgroup a `/proc/<pid>/cgroup` text names (`rcd.service` for
+/// `0::/system.slice/rcd.service`); None outside a service.
+fn own_service(proc_cgroup: &str) -> Option<String> {
+    let path = proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .or_else(|| {
+            proc_cgroup
+                .lines()
+                .find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p))
+        })?;
+    path.split('/')
+        .rev()
+        .find(|c| c.ends_with(".service"))
+        .filter(|c| {
+            c.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "@_.-:\\".contains(ch))
+        })
+        .map(str::to_string)
+}
+
+/// The directory, relative to a hierarchy's root, of the cgroup the runtime made for
+/// `cgroups_path`: itself for cgroupfs; for systemd's `slice:prefix:name`, the slice's path
+/// (`a-b.slice` is `a.slice/a-b.slice`) and then `prefix-name.scope`.
+pub fn relative_dir(cgroups_path: &str) -> PathBuf {
+    let parts: Vec<&str> = cgroups_path.split(':').collect();
+    let [slice, prefix, name] = parts[..] else {
+        return PathBuf::from(cgroups_path.trim_start_matches('/'));
+    };
+    let mut dir = PathBuf::new();
+    if !slice.is_empty() && slice != "-" {
+        // systemd's slice naming: each dash-separated prefix is a parent slice.
+        let stem = slice.strip_suffix(".slice").unwrap_or(slice);
+        let mut acc = String::new();
+        for piece in stem.split('-') {
+            if !acc.is_empty() {
+                acc.push('-');
+            }
+            acc.push_str(piece);
+            dir.push(format!("{acc}.slice"));
+        }
+    } else if slice.is_empty() {
+        dir.push("system.slice");
+    }
+    if name.ends_with(".slice") {
+        dir.push(name);
+    } else {
+        dir.push(format!("{prefix}-{name}.scope"));
+    }
+    dir
+}
+
+/// The container's cgroup directory on a cgroup v2 host (None on v1).
+pub fn unified_dir(cgroups_path: &str) -> Option<PathBuf> {
+    let root = Path::new(ROOT);
+    root.join("cgroup.controllers")
+        .exists()
+        .then(|| root.join(relative_dir(cgroups_path)))
+}
 
 /// A container's resource usage; each None where the cgroup does not say.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +206,8 @@ pub fn usage(cgroups_path: &str) -> Usage {
 
 /// `usage`, with the cgroup filesystems under `root`.
 pub fn usage_at(root: &Path, cgroups_path: &str) -> Usage {
-    let rel = cgroups_path.trim_start_matches('/');
+    let rel = relative_dir(cgroups_path);
+    let rel = rel.as_path();
     if root.join("cgroup.controllers").exists() {
         let dir = root.join(rel);
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
@@ -65,6 +239,11 @@ fn number(text: &str) -> Option<u64> {
     text.trim().parse().ok()
 }
 
+/// The `oom_kill` count of a cgroup v2 `memory.events` text.
+pub fn oom_kills(memory_events: &str) -> Option<u64> {
+    keyed(memory_events, "oom_kill")
+}
+
 /// The value of `key` in a `key value` per line file.
 fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
@@ -81,6 +260,105 @@ mod tests {
         let dir = root.join(rel);
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join(file), text).expect("write");
+    }
+
+    #[test]
+    fn cgroups_paths_and_their_directories() {
+        let fs = Layout {
+            driver: Driver::Cgroupfs,
+            tag: "ab12cd".into(),
+            service: Some("rcd.service".into()),
+        };
+        assert_eq!(fs.path("rcd-ab12cd-web-7"), "/rcd-ab12cd/rcd-ab12cd-web-7");
+        assert!(fs
+            .annotations(15, std::time::Duration::from_secs(10))
+            .is_empty());
+        let sd = Layout {
+            driver: Driver::Systemd,
+            ..fs.clone()
+        };
+        assert_eq!(sd.path("rcd-ab12cd-web-7"), "rcd.slice:rcd:ab12cd-web-7");
+        let cases = [
+            (
+                "/rcd-ab12cd/rcd-ab12cd-web-7",
+                "rcd-ab12cd/rcd-ab12cd-web-7",
+            ),
+            (
+                "rcd.slice:rcd:ab12cd-web-7",
+                "rcd.slice/rcd-ab12cd-web-7.scope",
+            ),
+            (
+                "machine-rcd.slice:x:y",
+                "machine.slice/machine-rcd.slice/x-y.scope",
+            ),
+            (":runc:id", "system.slice/runc-id.scope"),
+            ("-:p:n", "p-n.scope"),
+            ("rcd.slice:p:sub.slice", "rcd.slice/sub.slice"),
+        ];
+        for (path, dir) in cases {
+            assert_eq!(relative_dir(path), PathBuf::from(dir), "{path}");
+        }
+        assert_eq!(
+            sd.annotations(9, std::time::Duration::from_millis(2500)),
+            vec![
+                (
+                    "org.systemd.property.KillSignal".to_string(),
+                    "9".to_string()
+                ),
+                (
+                    "org.systemd.property.TimeoutStopUSec".to_string(),
+                    "uint64 2500000".to_string()
+                ),
+                (
+                    "org.systemd.property.Conflicts".to_string(),
+                    "['shutdown.target']".to_string()
+                ),
+                (
+                    "org.systemd.property.Before".to_string(),
+                    "['shutdown.target', 'rcd.service']".to_string()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_service_a_daemon_runs_as() {
+        let cases = [
+            ("0::/system.slice/rcd.service\n", Some("rcd.service")),
+            (
+                "0::/system.slice/rcd.service/supervisor\n",
+                Some("rcd.service"),
+            ),
+            ("0::/user.slice/user-0.slice/session-1.scope\n", None),
+            ("0::/\n", None),
+            (
+                "12:pids:/system.slice/x.service\n1:name=systemd:/system.slice/x.service\n0::/\n",
+                None,
+            ),
+            (
+                "12:pids:/system.slice/x.service\n1:name=systemd:/system.slice/x.service\n",
+                Some("x.service"),
+            ),
+            ("0::/system.slice/we'ird.service\n", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(own_service(text).as_deref(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_driver_follows_the_host() {
+        let host = tempfile::tempdir().expect("tempdir");
+        let systemd = host.path().join("run-systemd-system");
+        let root = host.path().join("cgroup");
+        std::fs::create_dir_all(&root).expect("dir");
+        assert_eq!(Driver::detect_at(&systemd, &root), Driver::Cgroupfs);
+        std::fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").expect("write");
+        assert_eq!(Driver::detect_at(&systemd, &root), Driver::Cgroupfs);
+        std::fs::create_dir_all(&systemd).expect("dir");
+        assert_eq!(Driver::detect_at(&systemd, &root), Driver::Systemd);
+        std::fs::remove_file(root.join("cgroup.controllers")).expect("rm");
+        assert_eq!(Driver::detect_at(&systemd, &root), Driver::Cgroupfs);
     }
 
     #[test]
@@ -113,6 +391,12 @@ mod tests {
                 oom_kills: Some(1),
             }
         );
+        // The systemd driver's scope, read where systemd makes it.
+        let scope = "rcd.slice/rcd-ab-web-1.scope";
+        write(v2.path(), scope, "memory.max", "16777216\n");
+        write(v2.path(), scope, "memory.events", "oom 2\noom_kill 2\n");
+        let u = usage_at(v2.path(), "rcd.slice:rcd:ab-web-1");
+        assert_eq!((u.memory_limit, u.oom_kills), (Some(16 << 20), Some(2)));
         let v1 = tempfile::tempdir().expect("tempdir");
         write(
             v1.path(),

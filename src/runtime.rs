@@ -56,6 +56,8 @@ pub struct Runtime {
     pub binary: PathBuf,
     /// The runtime's `--root` (its state directory, under rcd's own root).
     pub root: PathBuf,
+    /// `--systemd-cgroup`: cgroups paths are systemd's `slice:prefix:name`, made as scopes.
+    pub systemd_cgroup: bool,
 }
 
 impl Runtime {
@@ -64,7 +66,14 @@ impl Runtime {
         Runtime {
             binary: binary.into(),
             root: root.into(),
+            systemd_cgroup: false,
         }
+    }
+
+    /// The same runtime with systemd's cgroup driver on or off.
+    pub fn with_systemd_cgroup(mut self, on: bool) -> Self {
+        self.systemd_cgroup = on;
+        self
     }
 
     fn command(&self) -> Command {
@@ -72,6 +81,9 @@ impl Runtime {
         // The runtime must never notify a service manager on our behalf.
         cmd.env_remove("NOTIFY_SOCKET");
         cmd.arg("--root").arg(&self.root);
+        if self.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
         cmd
     }
 

@@ -295,16 +295,33 @@ fn image_user(spec: &str, lowers: &[PathBuf]) -> Result<User, String> {
     Ok(User { uid, gid })
 }
 
+/// The `linux.cgroupsPath` of the spec in the bundle file `config_json`, if it can be read.
+pub fn cgroups_path_of(config_json: &Path) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        linux: Option<Linux>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Linux {
+        #[serde(rename = "cgroupsPath")]
+        cgroups_path: Option<String>,
+    }
+    let spec: Spec = serde_json::from_slice(&std::fs::read(config_json).ok()?).ok()?;
+    spec.linux?.cgroups_path
+}
+
 /// Builds the runtime spec for `unit` running `process`, rooted at `rootfs`, in the cgroup
-/// `cgroups_path`.
+/// `cgroups_path`, with `annotations` for the runtime beside rcd's own (systemd scope
+/// properties).
 pub fn build(
     unit: &Unit,
     process: &Process,
     rootfs: &Path,
     cgroups_path: &str,
+    annotations: &[(String, String)],
     net: Option<&NetSetup>,
 ) -> Result<Spec, Error> {
-    build_inner(unit, process, rootfs, cgroups_path, net).map_err(|source| Error {
+    build_inner(unit, process, rootfs, cgroups_path, annotations, net).map_err(|source| Error {
         unit: unit.name.clone(),
         source,
     })
@@ -325,6 +342,7 @@ fn build_inner(
     p: &Process,
     rootfs: &Path,
     cgroups_path: &str,
+    annotations: &[(String, String)],
     net: Option<&NetSetup>,
 ) -> Result<Spec, oci_spec::OciSpecError> {
     let caps: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
@@ -457,6 +475,7 @@ fn build_inner(
         .annotations(
             [("rcd.unit".to_string(), unit.name.clone())]
                 .into_iter()
+                .chain(annotations.iter().cloned())
                 .collect::<std::collections::HashMap<_, _>>(),
         )
         .linux(linux)

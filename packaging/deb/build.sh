@@ -24,6 +24,7 @@ install -d "$stage/DEBIAN" "$stage/usr/bin" "$stage/usr/lib/systemd/system" \
   "$stage/usr/share/zsh/vendor-completions" "$stage/usr/share/fish/vendor_completions.d"
 install -m 0755 "$bin/rcd" "$bin/rctl" "$bin/rcd-shim" "$stage/usr/bin/"
 install -m 0644 "$repo/packaging/rcd.service" "$stage/usr/lib/systemd/system/rcd.service"
+install -m 0644 "$repo/packaging/rcd.slice" "$stage/usr/lib/systemd/system/rcd.slice"
 install -m 0644 "$repo/packaging/tmpfiles.d/rcd.conf" "$stage/usr/lib/tmpfiles.d/rcd.conf"
 install -m 0644 "$repo/packaging/sysusers.d/rcd.conf" "$stage/usr/lib/sysusers.d/rcd.conf"
 install -m 0644 "$repo/packaging/rcd.toml" "$stage/etc/rcd/rcd.toml"

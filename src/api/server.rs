@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::oneshot;
 
-use super::types::{DaemonInfo, ErrorBody, Inspect, Reloaded, UnitStatus};
+use super::types::{DaemonInfo, ErrorBody, Inspect, Reloaded, ShutDown, UnitStatus};
 use crate::daemon::context::{Context, Entry};
 use crate::reconcile::intent::Intent;
 use crate::reconcile::Msg;
@@ -29,6 +29,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/events", get(super::events::events))
         .route("/v1/stats", get(super::stats::stats))
         .route("/v1/reload", post(reload))
+        .route("/v1/shutdown", post(shutdown))
         .route("/v1/daemon", get(daemon))
         .merge(super::images::routes())
         .merge(super::logs::routes())
@@ -234,6 +235,43 @@ async fn intent(
         }
     }
     Ok(Json(st))
+}
+
+/// `?containers=stop|keep` of `POST /v1/shutdown`.
+#[derive(serde::Deserialize)]
+struct ShutdownQuery {
+    containers: Option<String>,
+}
+
+/// Stops the daemon as SIGTERM does; with `containers=stop`, every container first (dependents
+/// first), whatever `live_restore` says: what a package removal wants, so that nothing is left
+/// running without its supervisor. Answered once the containers' part is done.
+async fn shutdown(
+    State(ctx): State<Arc<Context>>,
+    axum::extract::Query(q): axum::extract::Query<ShutdownQuery>,
+) -> Result<Json<ShutDown>, ApiError> {
+    let stop = match q.containers.as_deref() {
+        None | Some("keep") => false,
+        Some("stop") => true,
+        Some(other) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("containers={other:?}: expected \"stop\" or \"keep\""),
+            ))
+        }
+    };
+    if stop {
+        ctx.shutdown
+            .stop_containers
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    tracing::info!(stop_containers = stop, "shutdown asked for through the API");
+    let mut done = ctx.shutdown.done.subscribe();
+    ctx.shutdown.requested.notify_one();
+    let _ = done.wait_for(|d| *d).await;
+    Ok(Json(ShutDown {
+        containers_stopped: stop || !ctx.settings().live_restore,
+    }))
 }
 
 async fn reload(State(ctx): State<Arc<Context>>) -> Json<Reloaded> {

@@ -96,6 +96,13 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// `rctl shutdown`'s answer, once the daemon is on its way out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShutDown {
+    /// Whether every container was stopped (else they keep running: live restore).
+    pub containers_stopped: bool,
+}
+
 /// `rctl reload`'s answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reloaded {

@@ -20,6 +20,9 @@ struct Args {
     /// The runtime's state directory.
     #[arg(long)]
     runtime_root: PathBuf,
+    /// Pass `--systemd-cgroup` to the runtime.
+    #[arg(long)]
+    systemd_cgroup: bool,
     /// Container log file.
     #[arg(long)]
     log: PathBuf,
@@ -41,6 +44,7 @@ fn main() {
         bundle: a.bundle,
         runtime: a.runtime,
         runtime_root: a.runtime_root,
+        systemd_cgroup: a.systemd_cgroup,
         log: a.log,
         dir: a.dir,
         log_limits: rcd::logs::Limits {

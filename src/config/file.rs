@@ -32,6 +32,9 @@ pub struct FileConfig {
     /// `[daemon] live_restore`: containers keep running when the daemon stops (default);
     /// false stops them all, dependents first, at a clean shutdown.
     pub live_restore: bool,
+    /// `[daemon] cgroup_driver`: who makes containers' cgroups; None (`auto`): what the host
+    /// suggests (`cgroup::Driver::detect`).
+    pub cgroup_driver: Option<crate::cgroup::Driver>,
     /// `[api]`: listeners besides the Unix socket.
     pub api: Api,
 }
@@ -108,6 +111,7 @@ impl Default for FileConfig {
                 keep_removed: crate::logs::DEFAULT_KEEP_REMOVED,
             },
             live_restore: true,
+            cgroup_driver: None,
             api: Api::default(),
         }
     }
@@ -177,6 +181,7 @@ struct RawApi {
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
     live_restore: Option<bool>,
+    cgroup_driver: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +353,21 @@ impl FileConfig {
         }
         if let Some(d) = raw.daemon {
             config.live_restore = d.live_restore.unwrap_or(true);
+            if let Some(v) = d.cgroup_driver {
+                config.cgroup_driver = match v.get_ref().as_str() {
+                    "auto" => None,
+                    "systemd" => Some(crate::cgroup::Driver::Systemd),
+                    "cgroupfs" => Some(crate::cgroup::Driver::Cgroupfs),
+                    other => {
+                        return Err(at(
+                            Some(v.span()),
+                            format!(
+                                "unknown cgroup_driver {other:?}: use \"auto\", \"systemd\" or \"cgroupfs\""
+                            ),
+                        ))
+                    }
+                };
+            }
         }
         if let Some(l) = raw.logs {
             if let Some(v) = l.max_size {
@@ -502,6 +522,55 @@ mod tests {
         );
         let tls = "[api]\nlisten = [\"0.0.0.0:2376\"]\ntls_cert = \"/c\"\ntls_key = \"/k\"\ntls_client_ca = \"/ca\"\n";
         assert_eq!(parse(tls).map(|c| c.api.insecure), Ok(false));
+    }
+
+    #[test]
+    fn the_shipped_config_and_the_documented_one_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let shipped = std::fs::read_to_string(root.join("packaging/rcd.toml")).expect("read");
+        // Every key commented out: the defaults.
+        assert_eq!(
+            parse(&shipped).map(|c| FileConfig { path: None, ..c }),
+            Ok(FileConfig::default())
+        );
+        let docs = std::fs::read_to_string(root.join("docs/operations.md")).expect("read");
+        let block: String = docs
+            .split("## The config file")
+            .nth(1)
+            .and_then(|rest| rest.split("```toml\n").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml block under \"The config file\"")
+            .to_string();
+        assert!(block.contains("cgroup_driver"), "{block}");
+        parse(&block).expect("the documented config parses");
+    }
+
+    #[test]
+    fn the_cgroup_driver_is_auto_unless_named() {
+        assert_eq!(parse("").map(|c| c.cgroup_driver).ok(), Some(None));
+        assert_eq!(
+            parse("[daemon]\ncgroup_driver = \"auto\"\n")
+                .map(|c| c.cgroup_driver)
+                .ok(),
+            Some(None)
+        );
+        assert_eq!(
+            parse("[daemon]\ncgroup_driver = \"systemd\"\n")
+                .map(|c| c.cgroup_driver)
+                .ok(),
+            Some(Some(crate::cgroup::Driver::Systemd))
+        );
+        assert_eq!(
+            parse("[daemon]\ncgroup_driver = \"cgroupfs\"\n")
+                .map(|c| c.cgroup_driver)
+                .ok(),
+            Some(Some(crate::cgroup::Driver::Cgroupfs))
+        );
+        let e = parse("[daemon]\ncgroup_driver = \"systemd-ish\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains(":2:17: unknown cgroup_driver"),
+            "{e}"
+        );
     }
 
     #[test]

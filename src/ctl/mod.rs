@@ -110,6 +110,14 @@ pub enum Command {
     },
     /// Rescan the units directory now.
     Reload,
+    /// Stop the daemon, as SIGTERM does (containers keep running unless `live_restore =
+    /// false`); answered once it is on its way out.
+    Shutdown {
+        /// Stop every container first (dependents first, each with its stop signal and
+        /// timeout), whatever live_restore says: nothing is left running without rcd.
+        #[arg(long)]
+        stop_containers: bool,
+    },
     /// Show a unit's container output (or remove the logs of removed units: --prune).
     Logs(logs::LogsArgs),
     /// What happened: units loaded, changed, started, exited, restarting, ... (Docker's events).
@@ -202,6 +210,26 @@ pub async fn run(cli: Cli) -> i32 {
                 println!("changed: {}", r.changed.join(", "));
             }
         }),
+        Command::Shutdown { stop_containers } => {
+            let path = if stop_containers {
+                "/v1/shutdown?containers=stop"
+            } else {
+                "/v1/shutdown"
+            };
+            client
+                .post::<crate::api::types::ShutDown>(path)
+                .await
+                .map(|r| {
+                    println!(
+                        "rcd is stopping; {}",
+                        if r.containers_stopped {
+                            "every container is stopped"
+                        } else {
+                            "containers keep running (live restore)"
+                        }
+                    );
+                })
+        }
         Command::Logs(args) => logs::run(&client, args).await,
         Command::Image { command } => image::run(&client, command).await,
         Command::Completions { shell } => {

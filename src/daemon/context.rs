@@ -53,6 +53,8 @@ pub struct Context {
     pub boot_id: String,
     /// Short digest of the root, in container ids and cgroup paths, so daemons never collide.
     pub tag: String,
+    /// Where containers' cgroups go (driver, paths, systemd scope properties).
+    pub cgroups: crate::cgroup::Layout,
     /// Bounds concurrent starts (start work in parallel, bounded by cores).
     pub start_permits: Semaphore,
     /// Wakes the reconciler.
@@ -67,6 +69,30 @@ pub struct Context {
     pub dir_error: Mutex<Option<String>>,
     /// What of the daemon config a SIGHUP can change.
     settings: std::sync::RwLock<Settings>,
+    /// A shutdown asked for through the API (`rctl shutdown`).
+    pub shutdown: Shutdown,
+}
+
+/// A shutdown asked for through the API: the daemon stops as on SIGTERM, and the asker hears
+/// when the containers' part is done.
+#[derive(Debug)]
+pub struct Shutdown {
+    /// Wakes the daemon's main task.
+    pub requested: tokio::sync::Notify,
+    /// Stop every container first, whatever `live_restore` says.
+    pub stop_containers: std::sync::atomic::AtomicBool,
+    /// True once the containers are stopped or left running as asked.
+    pub done: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            requested: tokio::sync::Notify::new(),
+            stop_containers: std::sync::atomic::AtomicBool::new(false),
+            done: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 /// The daemon config's settings that apply without a restart (see `daemon::reload`).
@@ -99,6 +125,7 @@ impl Context {
         paths: Paths,
         units_dir: PathBuf,
         runtime: Runtime,
+        cgroup_driver: crate::cgroup::Driver,
         shim: PathBuf,
         start_timeout: std::time::Duration,
         store: Store,
@@ -108,8 +135,10 @@ impl Context {
         tx: mpsc::UnboundedSender<Msg>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let tag = crate::config::root_tag(&paths.root);
         Context {
-            tag: crate::config::root_tag(&paths.root),
+            cgroups: crate::cgroup::Layout::new(cgroup_driver, &tag),
+            tag,
             paths,
             units_dir,
             runtime,
@@ -128,6 +157,7 @@ impl Context {
             settings: std::sync::RwLock::new(Settings::of(
                 &crate::config::file::FileConfig::default(),
             )),
+            shutdown: Shutdown::default(),
         }
     }
 
@@ -143,7 +173,7 @@ impl Context {
 
     /// The cgroup path of a container instance.
     pub fn cgroups_path(&self, id: &str) -> String {
-        format!("/rcd-{}/{id}", self.tag)
+        self.cgroups.path(id)
     }
 
     /// The prefix every container id of this daemon has.

@@ -171,12 +171,18 @@ pub async fn run(
         .map_err(Error::Networks)?;
     let events_dir = paths.root.join("events");
     let events = crate::events::Log::open(&events_dir).map_err(io(&events_dir))?;
-    let runtime = Runtime::new(&runtime_bin, &paths.runtime_root);
+    let cgroup_driver = config
+        .file
+        .cgroup_driver
+        .unwrap_or_else(crate::cgroup::Driver::detect);
+    let runtime = Runtime::new(&runtime_bin, &paths.runtime_root)
+        .with_systemd_cgroup(cgroup_driver == crate::cgroup::Driver::Systemd);
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Context::new(
         paths,
         config.units_dir.clone(),
         runtime,
+        cgroup_driver,
         shim,
         config.start_timeout,
         store,
@@ -189,6 +195,7 @@ pub async fn run(
     let ctx = Arc::new(ctx);
     tracing::info!(
         runtime = %runtime_bin.display(),
+        cgroup_driver = ctx.cgroups.driver.as_str(),
         root = %config.root.display(),
         units = %config.units_dir.display(),
         "rcd starting"
@@ -309,23 +316,32 @@ pub async fn run(
     // After the scan: before it, every unit's logs look like a removed unit's.
     tokio::spawn(crate::logs::retention::run(ctx.clone(), stop_rx.clone()));
     let loop_task = tokio::spawn(reconcile::run(ctx.clone(), rx, shutdown_all));
-    shutdown.await;
+    tokio::select! {
+        () = shutdown => {}
+        () = ctx.shutdown.requested.notified() => {}
+    }
+    let stop_containers = !ctx.settings().live_restore
+        || ctx
+            .shutdown
+            .stop_containers
+            .load(std::sync::atomic::Ordering::SeqCst);
     tracing::info!(
         "rcd stopping; {}",
-        if ctx.settings().live_restore {
-            "containers keep running"
-        } else {
+        if stop_containers {
             "stopping the containers"
+        } else {
+            "containers keep running"
         }
     );
     service::stopping();
     let _ = stop_tx.send(true);
     let _ = loop_task.await;
-    if !ctx.settings().live_restore {
+    if stop_containers {
         // The loop is done: nothing restarts what this stops.
-        tracing::info!("live_restore = false: stopping every container");
+        tracing::info!("stopping every container, dependents first");
         reconcile::unit::stop_all(&ctx).await;
     }
+    ctx.shutdown.done.send_replace(true);
     let _ = watch_task.await;
     // Followers of `rctl logs -f` would hold a graceful shutdown forever.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api).await;

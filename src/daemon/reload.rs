@@ -43,6 +43,9 @@ pub fn reload(ctx: &Context, path: &Path, explicit: bool, running: &mut FileConf
     if new.network != running.network {
         restart.push("[network]");
     }
+    if new.cgroup_driver != running.cgroup_driver {
+        restart.push("[daemon] cgroup_driver");
+    }
     ctx.set_settings(Settings::of(running));
     match (applied.is_empty(), restart.is_empty()) {
         (true, true) => tracing::info!(file = %path.display(), "config reloaded: nothing changed"),

@@ -66,8 +66,14 @@ pub async fn start(
     let u2 = unit.clone();
     let id2 = id.to_string();
     let join = join.cloned();
+    let signo = crate::unit::parse_signal(&stop_signal)
+        .map(|s| s as i32)
+        .ok()
+        .or_else(|| stop_signal.parse().ok())
+        .unwrap_or(nix::sys::signal::Signal::SIGTERM as i32);
     let result =
-        blocking(move || prepare_and_launch(&c2, &u2, &id2, image.as_ref(), join.as_ref())).await;
+        blocking(move || prepare_and_launch(&c2, &u2, &id2, image.as_ref(), join.as_ref(), signo))
+            .await;
     let result = match result {
         Ok(inner) => inner,
         Err(e) => Err(e),
@@ -96,6 +102,7 @@ fn prepare_and_launch(
     id: &str,
     image: Option<&Prepared>,
     join: Option<&shared::Shared>,
+    stop_signal: i32,
 ) -> Result<(Launched, Option<Joined>), Error> {
     // A `container:` unit takes its target's hostname with its network (Docker's rule).
     let renamed;
@@ -173,11 +180,16 @@ fn prepare_and_launch(
         }
     };
     // Step 7: OCI spec -> bundle/config.json. A rootfs unit's depends only on the spec-hashed
-    // parts of the unit, so a restart of the instance reuses it; an image unit's is rebuilt at
-    // every start from the stored image config (a `pull = "always"` may have changed it), a
-    // `container:` unit's from its target's network of the moment.
+    // parts of the unit and the cgroup layout, so a restart of the instance reuses it unless
+    // the daemon now uses another cgroup driver; an image unit's is rebuilt at every start
+    // from the stored image config (a `pull = "always"` may have changed it), a `container:`
+    // unit's from its target's network of the moment.
     let config = bundle.join("config.json");
-    if image.is_some() || join.is_some() || !config.exists() {
+    let cgroups_path = ctx.cgroups_path(id);
+    if image.is_some()
+        || join.is_some()
+        || crate::spec::cgroups_path_of(&config).as_deref() != Some(cgroups_path.as_str())
+    {
         let process =
             crate::spec::process(unit, image.map(|p| &p.config), &lowers).map_err(|reason| {
                 Error::Process {
@@ -185,8 +197,17 @@ fn prepare_and_launch(
                     reason,
                 }
             })?;
-        let spec =
-            crate::spec::build(unit, &process, &rootfs, &ctx.cgroups_path(id), net.as_ref())?;
+        let annotations = ctx
+            .cgroups
+            .annotations(stop_signal, unit.container.stop_timeout);
+        let spec = crate::spec::build(
+            unit,
+            &process,
+            &rootfs,
+            &cgroups_path,
+            &annotations,
+            net.as_ref(),
+        )?;
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Bundle {
             path: config.clone(),
             source: std::io::Error::other(e),
@@ -208,6 +229,7 @@ fn prepare_and_launch(
         bundle,
         runtime: ctx.runtime.binary.clone(),
         runtime_root: ctx.runtime.root.clone(),
+        systemd_cgroup: ctx.runtime.systemd_cgroup,
         log: ctx.paths.log(&unit.name),
         dir,
         log_limits: unit.logs.limits(ctx.settings().log_limits),

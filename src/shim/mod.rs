@@ -33,6 +33,8 @@ pub struct Options {
     pub runtime: PathBuf,
     /// The runtime's `--root`.
     pub runtime_root: PathBuf,
+    /// The runtime's `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
     /// The container's log file (appended to).
     pub log: PathBuf,
     /// The container's directory (exit file, pid file, runtime log).
@@ -56,6 +58,9 @@ impl Options {
         ] {
             args.push(flag.into());
             args.push(value.as_os_str().to_owned());
+        }
+        if self.systemd_cgroup {
+            args.push("--systemd-cgroup".into());
         }
         for (flag, value) in [
             ("--log-max-size", self.log_limits.max_size),

@@ -6,6 +6,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -48,19 +50,27 @@ pub fn run(opts: Options) -> i32 {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         log_shim(&format!("cannot become subreaper: {e}"));
     }
-    let runtime = Runtime::new(&opts.runtime, &opts.runtime_root);
+    let runtime =
+        Runtime::new(&opts.runtime, &opts.runtime_root).with_systemd_cgroup(opts.systemd_cgroup);
     match start(&opts, &runtime) {
         Ok((pid, logger)) => {
             let report = Report::Started {
                 pid: pid.as_raw(),
                 shim_pid: std::process::id() as i32,
             };
+            let cgroups_path = crate::spec::cgroups_path_of(&opts.bundle.join("config.json"));
+            let watched = cgroups_path.as_deref().and_then(watch_oom);
             send(&mut sync, &report);
             drop(sync);
             let mut exit = wait_exit(pid);
-            // Read before the delete removes the cgroup: did the OOM killer end it?
-            exit.oom = cgroups_path(&opts.bundle)
-                .is_some_and(|c| crate::cgroup::usage(&c).oom_kills.unwrap_or(0) > 0);
+            // Read before the delete removes the cgroup: did the OOM killer end it? Under
+            // systemd the scope's cgroup may already be gone once the last process ended;
+            // then what the watch saw while it ran says.
+            let at_exit = cgroups_path
+                .as_deref()
+                .and_then(|c| crate::cgroup::usage(c).oom_kills);
+            let seen = watched.map_or(0, |w| w.load(Ordering::Relaxed));
+            exit.oom = at_exit.unwrap_or(0).max(seen) > 0;
             // The init is gone, so the kernel ended the rest of its pid namespace; the readers
             // end when the last writer closes. Bound the wait for the disk anyway.
             let (dropped, error) = logger.finish(Duration::from_secs(2));
@@ -164,17 +174,47 @@ fn start(opts: &Options, runtime: &Runtime) -> Result<(Pid, logs::writer::Logger
     Ok((Pid::from_raw(pid), logger))
 }
 
-/// Waits for the exact init pid (never -1: that would steal the runtime's statuses).
-/// The container's cgroup, from its bundle's spec.
-fn cgroups_path(bundle: &std::path::Path) -> Option<String> {
-    let spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).ok()?).ok()?;
-    spec.get("linux")?
-        .get("cgroupsPath")?
-        .as_str()
-        .map(str::to_string)
+/// Follows the OOM kills of a cgroup v2 container while it runs (inotify on its
+/// `memory.events`, which the kernel signals on every change), so that an OOM kill is known
+/// even when the cgroup is removed as soon as it empties (systemd's scopes are). None on
+/// cgroup v1, where the cgroup stays until the runtime deletes it.
+fn watch_oom(cgroups_path: &str) -> Option<Arc<AtomicU64>> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let file = crate::cgroup::unified_dir(cgroups_path)?.join("memory.events");
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC).ok()?;
+    inotify.add_watch(&file, AddWatchFlags::IN_MODIFY).ok()?;
+    let seen = Arc::new(AtomicU64::new(0));
+    let read = move || {
+        std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| crate::cgroup::oom_kills(&t))
+    };
+    seen.fetch_max(read().unwrap_or(0), Ordering::Relaxed);
+    let s = seen.clone();
+    let spawned = std::thread::Builder::new()
+        .name("oom-watch".into())
+        .spawn(move || loop {
+            match inotify.read_events() {
+                Ok(events) => {
+                    if let Some(n) = read() {
+                        s.fetch_max(n, Ordering::Relaxed);
+                    }
+                    // The watch ends with the cgroup (IN_IGNORED).
+                    if events
+                        .iter()
+                        .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
+                    {
+                        break;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        });
+    spawned.ok().map(|_| seen)
 }
 
+/// Waits for the exact init pid (never -1: that would steal the runtime's statuses).
 fn wait_exit(pid: Pid) -> Exit {
     loop {
         match waitpid(pid, None) {

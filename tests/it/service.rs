@@ -20,8 +20,8 @@ fn the_shipped_systemd_unit_verifies() {
     for line in [
         "Type=notify",
         "KillMode=process",
-        "Delegate=yes",
         "WatchdogSec=30s",
+        "TimeoutAbortSec=10s",
     ] {
         assert!(shipped.lines().any(|l| l == line), "{line} in rcd.service");
     }
@@ -34,9 +34,16 @@ fn the_shipped_systemd_unit_verifies() {
         shipped.replace("ExecStart=/usr/bin/rcd\n", &format!("ExecStart={RCD}\n")),
     )
     .unwrap();
+    // The slice the containers' scopes go in ships beside it.
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/rcd.slice"),
+        dir.path().join("rcd.slice"),
+    )
+    .unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&unit)
+        .arg(dir.path().join("rcd.slice"))
         .output()
         .expect("systemd-analyze (Debian's systemd package)");
     let said = String::from_utf8_lossy(&out.stderr);
