@@ -169,6 +169,62 @@ fn without_live_restore_a_clean_shutdown_stops_everything_dependents_first() {
 }
 
 #[test]
+fn rctl_shutdown_keeps_the_containers_and_with_stop_containers_stops_them_dependents_first() {
+    let mut d = Daemon::new();
+    let sleeper = |deps: &str| {
+        format!(
+            "[unit]\n{deps}\n{}",
+            unit("exec sleep 1000", "stop_signal = \"KILL\"\n")
+        )
+    };
+    d.write_unit("db", &sleeper(""));
+    d.write_unit("web", &sleeper("after = [\"db\"]\nrequires = [\"db\"]"));
+    d.spawn();
+    let pids = |d: &Daemon| -> Vec<i64> {
+        ["db", "web"]
+            .iter()
+            .map(|n| pid_of(&d.wait_state(n, "running", 20 * SEC)))
+            .collect()
+    };
+    let first = pids(&d);
+    // Plain: the daemon goes (exit 0), live restore keeps the containers.
+    let out = d.rctl(&["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("containers keep running"));
+    let status = d.child.take().unwrap().wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(first.iter().all(|p| pid_alive(*p)));
+    // Re-adopted, then a shutdown that stops them: answered once they are stopped.
+    d.spawn();
+    assert_eq!(pids(&d), first);
+    let out = d.rctl(&["shutdown", "--stop-containers"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("every container is stopped"));
+    for p in &first {
+        assert!(
+            !pid_alive(*p),
+            "{p} still runs after rctl shutdown answered"
+        );
+    }
+    assert!(d.child.take().unwrap().wait().unwrap().success());
+    assert!(d.runtime_containers().is_empty());
+    // Not held: the next daemon starts them again; web went before db.
+    d.spawn();
+    pids(&d);
+    let out = d.rctl(&[
+        "events", "--since", "1h", "--until", "0s", "--output", "json",
+    ]);
+    let stopped: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["action"] == "stopped")
+        .map(|e| e["unit"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let at = |u: &str| stopped.iter().position(|s| s == u);
+    assert!(at("web").is_some() && at("web") < at("db"), "{stopped:?}");
+}
+
+#[test]
 fn sighup_applies_what_it_can_names_what_needs_a_restart_and_survives_a_typo() {
     let mut d = Daemon::new();
     d.write_config("", "");
