@@ -166,6 +166,9 @@ pub async fn run(
     std::fs::set_permissions(&paths.root, std::fs::Permissions::from_mode(0o711))
         .map_err(io(&paths.root))?;
     let store = Store::open(&paths.records)?;
+    // The system CA store, read once for the daemon's life on a blocking thread (a few hundred
+    // files): every registry client shares it. Should the thread fail, the first client reads it.
+    let _ = tokio::task::spawn_blocking(crate::image::tls::system_roots).await;
     let images = context::Images::open(&paths.root, &config.file).map_err(Error::Images)?;
     let networks = crate::network::attach::Networks::open(&paths.root, &config.file.network)
         .map_err(Error::Networks)?;

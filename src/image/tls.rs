@@ -1,13 +1,15 @@
-//! Registry TLS (start pipeline step 4): a registry's certs.d directory in (Docker's layout,
-//! `<certs_dir>/<host[:port]>/`: `*.crt` CA roots, a `*.cert` client certificate with its
-//! `*.key`), an HTTP client out that trusts the webpki roots plus those CAs, and keeps the TLS
-//! failures hyper would drop so that a failed pull can say what went wrong.
+//! Registry TLS (start pipeline step 4): the system's CA store (read once per daemon) and a
+//! registry's certs.d directory in (Docker's layout, `<certs_dir>/<host[:port]>/`: `*.crt` CA
+//! roots, a `*.cert` client certificate with its `*.key`), an HTTP client out that trusts the
+//! system's CAs (or, if it has none, the webpki roots compiled in) plus those CAs, and keeps the
+//! TLS failures hyper would drop so that a failed pull can say what went wrong.
 
+use std::fmt;
 use std::future::Future;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::Digest as _;
 use tokio::net::TcpStream;
 
 /// A certs.d directory or file that cannot be used; each names the file.
@@ -78,6 +81,177 @@ pub enum Error {
     /// rustls could not be set up at all.
     #[error("TLS setup: {0}")]
     Setup(rustls::Error),
+}
+
+/// The environment variables that replace the distribution's CA store (OpenSSL's names,
+/// which `rustls-native-certs` honours as Go's crypto/x509 does).
+const STORE_VARS: [&str; 2] = ["SSL_CERT_FILE", "SSL_CERT_DIR"];
+
+/// Where the CAs that every registry is trusted with come from, before its certs.d CAs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The system's CA store: the files `SSL_CERT_FILE` and `SSL_CERT_DIR` name if either is
+    /// set in the daemon's environment (`env`, as `NAME=value` pairs), else the distribution's
+    /// (`/etc/ssl/certs/ca-certificates.crt` and `/etc/ssl/certs` on Debian).
+    System {
+        /// The variables that chose the files, if any did.
+        env: Option<String>,
+    },
+    /// The Mozilla roots compiled into rcd (webpki-roots): the system store held no usable CA.
+    Webpki,
+}
+
+impl fmt::Display for Origin {
+    /// A noun phrase: "a CA of {origin}".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::System { env: None } => f.write_str("the system store"),
+            Origin::System { env: Some(env) } => write!(f, "the system store ({env})"),
+            Origin::Webpki => f.write_str(
+                "the webpki roots compiled into rcd (the system store is empty or unreadable)",
+            ),
+        }
+    }
+}
+
+/// The CAs every registry is trusted with, before its own certs.d CAs: the system's store, or
+/// the webpki roots when that has no usable CA. Shared by every client built from it.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    store: Arc<rustls::RootCertStore>,
+    origin: Origin,
+}
+
+/// What a load of the system store gave, besides the roots: for the daemon's log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// The CAs taken from the store.
+    pub added: usize,
+    /// What was skipped and why: files that could not be read, PEM blocks that could not be
+    /// decoded, certificates rustls refuses as trust anchors. The rest are used.
+    pub skipped: Vec<String>,
+}
+
+impl Roots {
+    /// The webpki roots alone.
+    pub fn webpki() -> Self {
+        Roots {
+            store: Arc::new(rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            }),
+            origin: Origin::Webpki,
+        }
+    }
+
+    /// The roots from what a read of the system store gave (`certs`, and `errors` naming files
+    /// that could not be read), chosen by `env` (see [`Origin::System`]). A certificate rustls
+    /// refuses is skipped, not fatal; a store with no usable CA gives the webpki roots.
+    pub fn from_store(
+        certs: Vec<CertificateDer<'static>>,
+        errors: Vec<String>,
+        env: Option<String>,
+    ) -> (Self, Loaded) {
+        let mut store = rustls::RootCertStore::empty();
+        let mut skipped = errors;
+        for cert in certs {
+            let fingerprint = hex::encode(sha2::Sha256::digest(cert.as_ref()));
+            if let Err(e) = store.add(cert) {
+                skipped.push(format!("certificate sha256:{fingerprint}: {e}"));
+            }
+        }
+        let loaded = Loaded {
+            added: store.len(),
+            skipped,
+        };
+        if store.is_empty() {
+            return (Self::webpki(), loaded);
+        }
+        let roots = Roots {
+            store: Arc::new(store),
+            origin: Origin::System { env },
+        };
+        (roots, loaded)
+    }
+
+    /// Where they come from.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// How many CAs they are.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Never true for roots built here (an empty store falls back to the webpki roots).
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+}
+
+/// `SSL_CERT_FILE=...`, `SSL_CERT_DIR=...` as set in this process's environment, if either is.
+fn store_env() -> Option<String> {
+    let set: Vec<String> = STORE_VARS
+        .iter()
+        .filter_map(|name| {
+            std::env::var_os(name).map(|v| format!("{name}={}", Path::new(&v).display()))
+        })
+        .collect();
+    (!set.is_empty()).then(|| set.join(", "))
+}
+
+/// The daemon's roots: the system store, read at the first call (blocking: a few hundred files
+/// on a Debian host; the daemon makes that call on a blocking thread at start) and kept for the
+/// life of the process. What was skipped and a fallback to the webpki roots are logged then,
+/// once. A CA added to the store later is used after a daemon restart.
+pub fn system_roots() -> &'static Roots {
+    static ROOTS: OnceLock<Roots> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let started = Instant::now();
+        let env = store_env();
+        let result = rustls_native_certs::load_native_certs();
+        let errors = result.errors.iter().map(ToString::to_string).collect();
+        let (roots, loaded) = Roots::from_store(result.certs, errors, env.clone());
+        let took = started.elapsed();
+        for what in &loaded.skipped {
+            tracing::debug!("system CA store: skipped {what}");
+        }
+        if *roots.origin() == Origin::Webpki {
+            let why = [env, loaded.skipped.first().cloned()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": ");
+            tracing::info!(
+                ?took,
+                "the system CA store has no usable CA{}; registries are trusted through the {} \
+                 webpki roots compiled into rcd, plus each registry's certs.d CAs",
+                if why.is_empty() {
+                    why
+                } else {
+                    format!(" ({why})")
+                },
+                roots.len(),
+            );
+        } else {
+            if let Some(first) = loaded.skipped.first() {
+                tracing::warn!(
+                    "{}: skipped {} of its entries, the other {} CAs are used (the first: \
+                     {first}; RCD_LOG=rcd=debug lists them all)",
+                    roots.origin(),
+                    loaded.skipped.len(),
+                    loaded.added,
+                );
+            }
+            tracing::info!(
+                ?took,
+                "registries are trusted through the {} CAs of {}, plus each registry's certs.d CAs",
+                loaded.added,
+                roots.origin(),
+            );
+        }
+        roots
+    })
 }
 
 /// What a registry's directory held when it was read: names, sizes, times and inodes of the
@@ -144,12 +318,11 @@ fn stamp(dir: &Path) -> Result<Stamp, Error> {
     ))
 }
 
-/// A rustls client config (ring provider, safe default versions) trusting the webpki roots,
-/// plus, with `dir`, its `*.crt` CAs and presenting its client certificate if it has one.
-pub fn client_config(dir: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+/// A rustls client config (ring provider, safe default versions) trusting `roots`, plus, with
+/// `dir`, its `*.crt` CAs and presenting its client certificate if it has one.
+pub fn client_config(roots: &Roots, dir: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
+    // Shared as they are unless the directory adds a CA.
+    let mut roots = roots.store.clone();
     let mut client: Option<(
         PathBuf,
         Vec<CertificateDer<'static>>,
@@ -169,11 +342,13 @@ pub fn client_config(dir: Option<&Path>) -> Result<rustls::ClientConfig, Error> 
             let path = dir.join(name);
             if name.ends_with(".crt") {
                 for cert in certificates(&path)? {
-                    roots.add(cert).map_err(|source| Error::Rejected {
-                        path: path.clone(),
-                        what: "not a usable CA certificate",
-                        source,
-                    })?;
+                    Arc::make_mut(&mut roots)
+                        .add(cert)
+                        .map_err(|source| Error::Rejected {
+                            path: path.clone(),
+                            what: "not a usable CA certificate",
+                            source,
+                        })?;
                 }
             } else if let Some(base) = name.strip_suffix(".cert") {
                 let key = dir.join(format!("{base}.key"));
@@ -438,21 +613,31 @@ pub fn find_rustls<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a r
 
 /// What the operator can do about a TLS failure: where a private CA or a client certificate
 /// goes (`suggested`, the registry's directory under certs_dir), or what was already used
-/// (`used`, the directory the registry's trust came from). Starts with "; ", or is empty.
-pub fn hint(e: &rustls::Error, used: Option<&Path>, suggested: Option<PathBuf>) -> String {
+/// (`origin`, the CAs every registry is trusted with, and `used`, the directory the registry's
+/// own trust came from). Starts with "; ", or is empty.
+pub fn hint(
+    e: &rustls::Error,
+    origin: &Origin,
+    used: Option<&Path>,
+    suggested: Option<PathBuf>,
+) -> String {
     use rustls::{AlertDescription as A, CertificateError as C};
     match e {
         rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
             match (used, suggested) {
                 (Some(dir), _) => format!(
-                    "; it is signed by neither a webpki root nor a CA in {}",
+                    "; it is signed by neither a CA of {origin} nor a CA in {}",
                     dir.display()
                 ),
                 (None, Some(dir)) => format!(
-                    "; to trust a private CA, put it in {}",
+                    "; it is signed by no CA of {origin}; to trust a private CA, add it to the \
+                     system store (update-ca-certificates) or put it in {}",
                     dir.join("ca.crt").display()
                 ),
-                (None, None) => "; no certs.d directory is configured for private CAs".into(),
+                (None, None) => format!(
+                    "; it is signed by no CA of {origin}; to trust a private CA, add it to the \
+                     system store (update-ca-certificates)"
+                ),
             }
         }
         rustls::Error::AlertReceived(
@@ -503,27 +688,62 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("client.cert"), "").unwrap();
         let required = rustls::Error::AlertReceived(AlertDescription::CertificateRequired);
-        let cases: [(&rustls::Error, Option<&Path>, Option<PathBuf>, &str); 7] = [
+        let system = Origin::System { env: None };
+        // (the failure, the roots' origin, the directory used, the one suggested; the hint)
+        type Case<'a> = (
+            &'a rustls::Error,
+            &'a Origin,
+            Option<&'a Path>,
+            Option<PathBuf>,
+            &'a str,
+        );
+        let cases: [Case; 10] = [
             (
                 &unknown,
+                &system,
                 None,
                 Some(dir.into()),
-                "; to trust a private CA, put it in /etc/rcd/certs.d/r:5000/ca.crt",
+                "; it is signed by no CA of the system store; to trust a private CA, add it to \
+                 the system store (update-ca-certificates) or put it in \
+                 /etc/rcd/certs.d/r:5000/ca.crt",
             ),
             (
                 &unknown,
+                &system,
                 Some(dir),
                 Some(dir.into()),
-                "; it is signed by neither a webpki root nor a CA in /etc/rcd/certs.d/r:5000",
+                "; it is signed by neither a CA of the system store nor a CA in \
+                 /etc/rcd/certs.d/r:5000",
             ),
             (
                 &unknown,
+                &Origin::System {
+                    env: Some("SSL_CERT_FILE=/tmp/bundle.pem".into()),
+                },
+                Some(dir),
+                None,
+                "; it is signed by neither a CA of the system store \
+                 (SSL_CERT_FILE=/tmp/bundle.pem) nor a CA in /etc/rcd/certs.d/r:5000",
+            ),
+            (
+                &unknown,
+                &Origin::Webpki,
+                Some(dir),
+                None,
+                "; it is signed by neither a CA of the webpki roots compiled into rcd (the \
+                 system store is empty or unreadable) nor a CA in /etc/rcd/certs.d/r:5000",
+            ),
+            (
+                &unknown,
+                &system,
                 None,
                 None,
-                "; no certs.d directory is configured for private CAs",
+                "; it is signed by no CA of the system store; to trust a private CA, add it to \
+                 the system store (update-ca-certificates)",
             ),
             (
                 &required,
+                &system,
                 None,
                 Some(dir.into()),
                 "; the registry may want a client certificate: client.cert and client.key in \
@@ -531,6 +751,7 @@ mod tests {
             ),
             (
                 &required,
+                &system,
                 Some(dir),
                 None,
                 "; the registry may want a client certificate: client.cert and client.key in \
@@ -538,19 +759,29 @@ mod tests {
             ),
             (
                 &required,
+                &system,
                 Some(tmp.path()),
                 None,
                 "; the registry refused the client certificate in ",
             ),
             (
                 &rustls::Error::InvalidCertificate(CertificateError::Expired),
+                &system,
                 Some(dir),
                 None,
                 "",
             ),
+            (
+                &rustls::Error::InvalidCertificate(CertificateError::BadSignature),
+                &Origin::Webpki,
+                None,
+                None,
+                "; it is signed by no CA of the webpki roots compiled into rcd (the system \
+                 store is empty or unreadable); to trust",
+            ),
         ];
-        for (e, used, suggested, want) in cases {
-            let hint = hint(e, used, suggested);
+        for (e, origin, used, suggested, want) in cases {
+            let hint = hint(e, origin, used, suggested);
             assert!(hint.starts_with(want), "{e:?} {used:?}: {hint}");
         }
     }
@@ -599,11 +830,176 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_directory_is_the_webpki_roots_alone() {
+    fn an_empty_directory_adds_nothing_to_the_roots() {
         let tmp = dir_with(&[]);
-        let config = client_config(Some(&tmp.path().join("r:5000"))).unwrap();
-        assert!(!config.client_auth_cert_resolver.has_certs());
-        client_config(None).unwrap();
+        for roots in [Roots::webpki(), store_of(&[CA])] {
+            let config = client_config(&roots, Some(&tmp.path().join("r:5000"))).unwrap();
+            assert!(!config.client_auth_cert_resolver.has_certs());
+            client_config(&roots, None).unwrap();
+        }
+    }
+
+    /// A CA certificate (EC P-256, CA:TRUE, valid until 2126; its key was thrown away): what a
+    /// system store holds.
+    const CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBjTCCATOgAwIBAgIUTzqWkvGHGNbE0JHJdmiL+4fEhgYwCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQcmNkIHVuaXQgdGVzdCBDQTAgFw0yNjEyMDQxMTM3NDRaGA8y
+MTI2MTExMDExMzc0NFowGzEZMBcGA1UEAwwQcmNkIHVuaXQgdGVzdCBDQTBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABEDEDkXYuVkaWW1zYJxmiBJ1Vk8VAEgsh6ZM
+HcNzpxxP49KI9SjH50fo4OdPVm8rPiJnEVKYnyYLHWzcW6vAYTajUzBRMB0GA1Ud
+DgQWBBSSKtKaFb7/jOdhy4O37IjpDCWTpTAfBgNVHSMEGDAWgBSSKtKaFb7/jOdh
+y4O37IjpDCWTpTAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIQDD
+Ld0UlcwnOD/PJIu0a+UXNfe4t7CvpE1pJgZFo+d48AIgKYjYciUM4SOcRMVspE3D
+npJ4b6fDx7SNiUvxUeSYhOE=
+-----END CERTIFICATE-----
+";
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+
+    /// System roots of the PEM certificates `pems`.
+    fn store_of(pems: &[&str]) -> Roots {
+        let (roots, loaded) =
+            Roots::from_store(pems.iter().map(|p| der(p)).collect(), vec![], None);
+        assert!(loaded.skipped.is_empty(), "{loaded:?}");
+        roots
+    }
+
+    #[test]
+    fn the_system_store_is_used_and_its_bad_entries_skipped() {
+        let webpki = webpki_roots::TLS_SERVER_ROOTS.len();
+        let fingerprint = hex::encode(sha2::Sha256::digest(der(NOT_DER).as_ref()));
+        let unreadable = "failed to read PEM from file: denied at '/etc/ssl/certs/x.pem'";
+        let env = Some("SSL_CERT_FILE=/b.pem".to_string());
+        // (certificates, load errors, env; the origin, how many roots, what was skipped)
+        type Case<'a> = (
+            &'a [&'a str],
+            &'a [&'a str],
+            Option<String>,
+            Origin,
+            usize,
+            &'a [&'a str],
+        );
+        let cases: [Case; 6] = [
+            (&[CA], &[], None, Origin::System { env: None }, 1, &[]),
+            (
+                &[CA],
+                &[],
+                env.clone(),
+                Origin::System { env: env.clone() },
+                1,
+                &[],
+            ),
+            // A certificate rustls refuses and a file that cannot be read: skipped, the rest used.
+            (
+                &[NOT_DER, CA],
+                &[unreadable],
+                None,
+                Origin::System { env: None },
+                1,
+                &[unreadable, &format!("certificate sha256:{fingerprint}: ")],
+            ),
+            // Nothing usable: the webpki roots, whatever the environment named.
+            (&[], &[], None, Origin::Webpki, webpki, &[]),
+            (
+                &[],
+                &[unreadable],
+                env.clone(),
+                Origin::Webpki,
+                webpki,
+                &[unreadable],
+            ),
+            (
+                &[NOT_DER],
+                &[],
+                None,
+                Origin::Webpki,
+                webpki,
+                &["certificate sha256:"],
+            ),
+        ];
+        for (certs, errors, env, origin, len, skipped) in cases {
+            let (roots, loaded) = Roots::from_store(
+                certs.iter().map(|p| der(p)).collect(),
+                errors.iter().map(ToString::to_string).collect(),
+                env,
+            );
+            assert_eq!(roots.origin(), &origin, "{certs:?} {errors:?}");
+            assert_eq!(roots.len(), len, "{certs:?} {errors:?}");
+            let added = if origin == Origin::Webpki { 0 } else { len };
+            assert_eq!(loaded.added, added, "{certs:?} {errors:?}");
+            assert_eq!(loaded.skipped.len(), skipped.len(), "{loaded:?}");
+            for (got, want) in loaded.skipped.iter().zip(skipped) {
+                assert!(
+                    got.starts_with(want),
+                    "{got:?} does not start with {want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_bundle_with_broken_entries_keeps_the_rest() {
+        // Read as the daemon reads SSL_CERT_FILE, by rustls-native-certs: a block that is not
+        // base64, one that is no certificate, text between blocks, then a good CA.
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = tmp.path().join("bundle.pem");
+        let garbled = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+        std::fs::write(&bundle, format!("{garbled}{NOT_DER}\nsome comment\n{CA}")).unwrap();
+        let result = rustls_native_certs::load_certs_from_paths(Some(&bundle), None);
+        let errors = result.errors.iter().map(ToString::to_string).collect();
+        let (roots, loaded) = Roots::from_store(result.certs, errors, None);
+        assert_eq!(roots.origin(), &Origin::System { env: None });
+        assert_eq!((roots.len(), loaded.added), (1, 1), "{loaded:?}");
+        assert_eq!(loaded.skipped.len(), 2, "{loaded:?}");
+        assert!(loaded.skipped[0].contains("base64"), "{loaded:?}");
+        assert!(loaded.skipped[1].contains("BadEncoding"), "{loaded:?}");
+
+        // A file that is not there: nothing usable, the webpki roots.
+        let result =
+            rustls_native_certs::load_certs_from_paths(Some(&tmp.path().join("missing")), None);
+        let errors: Vec<String> = result.errors.iter().map(ToString::to_string).collect();
+        assert!(errors[0].contains("missing"), "{errors:?}");
+        let (roots, _) = Roots::from_store(result.certs, errors, None);
+        assert_eq!(roots.origin(), &Origin::Webpki);
+    }
+
+    #[test]
+    fn a_registry_ca_goes_into_a_copy_of_the_shared_roots() {
+        let roots = store_of(&[CA]);
+        let tmp = dir_with(&[]);
+        let dir = tmp.path().join("r:5000");
+        // Without a CA of its own a registry's config shares the roots...
+        let config = client_config(&roots, Some(&dir)).unwrap();
+        assert_eq!(Arc::strong_count(&roots.store), 2);
+        drop(config);
+        // ... with one, it has its own copy, and the shared roots stay as they were.
+        std::fs::write(dir.join("ca.crt"), CA).unwrap();
+        let config = client_config(&roots, Some(&dir)).unwrap();
+        assert_eq!(Arc::strong_count(&roots.store), 1);
+        assert_eq!(roots.len(), 1);
+        drop(config);
+    }
+
+    #[test]
+    fn origins_read_as_what_a_ca_is_of() {
+        let cases = [
+            (Origin::System { env: None }, "the system store"),
+            (
+                Origin::System {
+                    env: Some("SSL_CERT_FILE=/b.pem, SSL_CERT_DIR=/d".into()),
+                },
+                "the system store (SSL_CERT_FILE=/b.pem, SSL_CERT_DIR=/d)",
+            ),
+            (
+                Origin::Webpki,
+                "the webpki roots compiled into rcd (the system store is empty or unreadable)",
+            ),
+        ];
+        for (origin, want) in cases {
+            assert_eq!(origin.to_string(), want);
+        }
     }
 
     #[test]
@@ -647,7 +1043,7 @@ mod tests {
         ];
         for (files, file, words) in cases {
             let tmp = dir_with(files);
-            let err = client_config(Some(&tmp.path().join("r:5000")))
+            let err = client_config(&Roots::webpki(), Some(&tmp.path().join("r:5000")))
                 .expect_err(file)
                 .to_string();
             let path = tmp.path().join("r:5000").join(file);
@@ -657,7 +1053,7 @@ mod tests {
             );
         }
         let tmp = dir_with(&[("a.cert", ""), ("a.key", ""), ("b.cert", ""), ("b.key", "")]);
-        let err = client_config(Some(&tmp.path().join("r:5000"))).unwrap_err();
+        let err = client_config(&Roots::webpki(), Some(&tmp.path().join("r:5000"))).unwrap_err();
         assert!(matches!(err, Error::TwoClients { .. }), "{err}");
         assert!(err.to_string().contains("a.cert, b.cert"), "{err}");
     }

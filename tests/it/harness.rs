@@ -69,7 +69,9 @@ pub struct Daemon {
     pub cwd: Option<PathBuf>,
     /// More daemon flags.
     pub args: Vec<String>,
-    /// More environment for the daemon.
+    /// More environment for the daemon. `SSL_CERT_FILE` and `SSL_CERT_DIR` are not passed on
+    /// from the test's own environment (a machine may set them): the daemon reads the
+    /// distribution's CA store unless a test sets them here.
     pub env: Vec<(String, String)>,
     /// Another rcd binary than this build's (an upgrade test's copy).
     pub binary: Option<PathBuf>,
@@ -240,6 +242,7 @@ impl Daemon {
             cmd.current_dir(cwd);
         }
         cmd.args(&self.args);
+        cmd.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn().expect("spawn rcd"));
         wait_until(Duration::from_secs(30), "daemon answers", || {

@@ -1,6 +1,7 @@
 //! `rctl image` against a real daemon and a real registry: pull with progress, ls, rm refused
 //! while in use, prune, import of OCI layout and `docker save` archives; the credentials file
-//! read from the daemon config; pull progress in `rctl status`.
+//! read from the daemon config; TLS registries trusted through the daemon's certs.d or its
+//! system CA store (`SSL_CERT_FILE`); pull progress in `rctl status`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -473,6 +474,114 @@ fn an_image_unit_pulls_over_mutual_tls_with_the_daemons_certs_d() {
     std::fs::copy(pki.client_cert(), dir.join("client.cert")).unwrap();
     std::fs::copy(pki.client_key(), dir.join("client.key")).unwrap();
     d.wait_state("secure", "running", 20 * SEC);
+}
+
+#[test]
+fn a_registry_signed_by_a_ca_of_the_system_store_is_trusted_and_without_it_refused() {
+    let pki = Pki::generate();
+    let reg = Registry::start_tls(&pki, Tls::Server);
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
+    reg.push_layout(&layout.dir, "busybox");
+    let image = reg.image("busybox");
+    // The test's system store, as SSL_CERT_FILE names it: another CA, an entry that is no
+    // certificate (skipped, not fatal), and the registry's CA.
+    let bundle = tmp.path().join("ca-certificates.crt");
+    let other = Pki::generate();
+    std::fs::write(
+        &bundle,
+        [
+            std::fs::read_to_string(other.ca()).unwrap(),
+            "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n".into(),
+            std::fs::read_to_string(pki.ca()).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let missing = tmp.path().join("missing.crt");
+    // A daemon with its own certs.d directory for the registry, empty: HTTPS (it is on
+    // loopback), and its CA is not there.
+    let daemon = |env: &[(&str, &Path)]| {
+        let mut d = Daemon::new();
+        d.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.display().to_string()))
+            .collect();
+        d.spawn();
+        let dir = d.dir.path().join("certs.d").join(&reg.addr);
+        std::fs::create_dir_all(&dir).unwrap();
+        (d, dir)
+    };
+
+    // The registry's CA in the system store: `rctl image pull` and an image unit work.
+    let (d, _) = daemon(&[("SSL_CERT_FILE", &bundle)]);
+    let out = d.rctl(&["image", "pull", &image]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with(&image),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains(&desc.digest),
+        "{}",
+        text(&out.stdout)
+    );
+    d.write_unit("trusted", &image_unit(&image, ""));
+    d.wait_state("trusted", "running", 20 * SEC);
+    // What the daemon says it read, once, at start.
+    let log = d.log();
+    let read = format!(
+        "registries are trusted through the 2 CAs of the system store (SSL_CERT_FILE={})",
+        bundle.display()
+    );
+    assert_eq!(log.matches(&read).count(), 1, "{log}");
+    assert!(
+        log.contains("skipped 1 of its entries, the other 2 CAs are used"),
+        "{log}"
+    );
+    drop(d);
+
+    // The distribution's store (the harness passes no SSL_CERT_FILE on; Debian's
+    // ca-certificates, as scripts/setup.sh installs it), or a store with no usable CA (the
+    // webpki roots then): the pull fails, saying why and what was trusted.
+    let refused = [
+        (
+            &[][..],
+            "it is signed by neither a CA of the system store nor a CA in",
+            "CAs of the system store, plus each registry's certs.d CAs".to_string(),
+        ),
+        (
+            &[("SSL_CERT_FILE", missing.as_path())][..],
+            "it is signed by neither a CA of the webpki roots compiled into rcd (the system \
+             store is empty or unreadable) nor a CA in",
+            format!(
+                "the system CA store has no usable CA (SSL_CERT_FILE={}: ",
+                missing.display()
+            ),
+        ),
+    ];
+    for (env, why, logged) in refused {
+        let (d, dir) = daemon(env);
+        let out = d.rctl(&["image", "pull", &image]);
+        assert_eq!(out.status.code(), Some(1), "{env:?}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        for words in [
+            &format!(
+                "registry {}: https://{}/v2/busybox/manifests/",
+                reg.addr, reg.addr
+            ),
+            "TLS handshake failed: invalid peer certificate: UnknownIssuer",
+            &format!("{why} {}", dir.display()),
+        ] {
+            assert!(err.contains(words), "{env:?}: {words:?} not in {err}");
+        }
+        // A unit on it fails its start with the same words, and is retried.
+        let failed = first_failure(&d, "untrusted", &image);
+        assert!(failed.contains(why), "{env:?}: {failed}");
+        assert!(images(&d).is_empty());
+        assert_eq!(d.log().matches(&logged).count(), 1, "{}", d.log());
+    }
 }
 
 #[test]
