@@ -167,8 +167,9 @@ pub async fn run(
         .map_err(io(&paths.root))?;
     let store = Store::open(&paths.records)?;
     // The system CA store, read once for the daemon's life on a blocking thread (a few hundred
-    // files): every registry client shares it. Should the thread fail, the first client reads it.
-    let _ = tokio::task::spawn_blocking(crate::image::tls::system_roots).await;
+    // files), beside the rest of the start: every registry client shares it, and one that
+    // needs it sooner waits for that read (a OnceLock) rather than making its own.
+    drop(tokio::task::spawn_blocking(crate::image::tls::system_roots));
     let images = context::Images::open(&paths.root, &config.file).map_err(Error::Images)?;
     let networks = crate::network::attach::Networks::open(&paths.root, &config.file.network)
         .map_err(Error::Networks)?;

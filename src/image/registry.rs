@@ -358,20 +358,14 @@ pub struct Client {
     auth: Mutex<HashMap<String, HeaderValue>>,
     /// One lock per blob being fetched: the second puller waits and then finds it stored.
     blob_locks: crate::keyed::Keyed<Digest, tokio::sync::Mutex<()>>,
-    /// The CAs every registry is trusted with (the process's, read once).
-    roots: &'static tls::Roots,
 }
 
 impl Client {
     /// A client; HTTPS through rustls with the ring provider, the system's CA store (read at
-    /// the process's first client, see [`tls::system_roots`]) and, per registry, its certs.d
-    /// CAs and client certificate.
+    /// the first HTTPS connection unless the daemon read it before, see
+    /// [`tls::system_roots`]) and, per registry, its certs.d CAs and client certificate.
     pub fn new(config: ClientConfig) -> Result<Self, Error> {
-        let roots = tls::system_roots();
-        // Built once here so that a TLS setup that cannot work fails at start, not at a pull.
-        tls::client_config(roots, None).map_err(|e| Error::Tls(e.to_string()))?;
         Ok(Client {
-            roots,
             routes: Mutex::new(HashMap::new()),
             credentials: RwLock::new(config.credentials.clone()),
             config,
@@ -1019,8 +1013,11 @@ impl Client {
             return Ok(route(c));
         }
         // Read outside the lock; two first pulls at once both build, the last one is kept.
-        let config = tls::client_config(self.roots, found.as_ref().map(|(dir, _)| dir.as_path()))
-            .map_err(certs_err)?;
+        let config = tls::client_config(
+            tls::system_roots(),
+            found.as_ref().map(|(dir, _)| dir.as_path()),
+        )
+        .map_err(certs_err)?;
         let (http, failures) = tls::http_client(config);
         let cached = Cached {
             certs: found,
@@ -1053,7 +1050,7 @@ impl Client {
                 url: url.to_string(),
                 hint: tls::hint(
                     &e,
-                    self.roots.origin(),
+                    tls::system_roots().origin(),
                     t.route.certs.as_deref(),
                     self.config.certs_dir.as_deref().map(|d| d.join(t.registry)),
                 ),
