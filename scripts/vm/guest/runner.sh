@@ -20,6 +20,7 @@
 #       phase=N end=EPOCH rc=RC action=reboot|poweroff|none|timeout
 #   /vm/out/journal-bootN.txt   the journal of boot N (rewritten in full, shutdown included, by
 #                               the next boot when there is one)
+#   /vm/out/journal-bootN-rcd.json   rcd.service's part of it as JSON, with rcd's fields
 # The runner is self-contained (it must still power off when the scenario or lib.sh is broken).
 set -u
 vm=/vm
@@ -32,6 +33,9 @@ say() { echo "rcd-vm: $*"; }
 record() { echo "$*" >>"$out/status.txt"; sync; }
 dump_journal() { # BOOT [journalctl -b argument]
   journalctl -b "${2:-0}" -o short-precise --no-pager >"$out/journal-boot$1.txt" 2>&1
+  # rcd logs through journald's native protocol: the unit a line is about is a field
+  # (RCD_UNIT), which only the JSON output shows.
+  journalctl -b "${2:-0}" -u rcd.service -o json --no-pager >"$out/journal-boot$1-rcd.json" 2>&1
   sync
 }
 # The last resort when systemctl cannot shut down: the kernel's own poweroff.
