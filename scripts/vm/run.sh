@@ -73,7 +73,7 @@ step() { echo "== $*"; }
 step "host packages"
 t=$(ms)
 need=""
-for pkg in mmdebstrap e2fsprogs umoci busybox-static debian-archive-keyring dpkg gzip xz-utils; do
+for pkg in mmdebstrap e2fsprogs umoci busybox-static debian-archive-keyring; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then
@@ -268,10 +268,9 @@ if [ -z "$fail" ]; then
   exit 0
 fi
 echo "FAIL:${fail#;}"
-for f in "$out"/journal-boot*.txt; do
-  [ -f "$f" ] && echo "  journal:    $f"
+for f in "$out"/journal-boot*.txt "$out/failures.txt"; do
+  if [ -f "$f" ]; then echo "  read:       $f"; fi
 done
-[ -f "$out/failures.txt" ] && echo "  failures:   $out/failures.txt (full output of each not-ok check)"
 echo "  serial log: $serial"
 echo "  disks kept: $work (root.img holds the guest's persistent journal: /var/log/journal)"
 echo "last 40 lines of the serial log:"
