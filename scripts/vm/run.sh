@@ -47,12 +47,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$(id -u)" = 0 ] || die "run as root (apt-get, mmdebstrap and mkfs need it)"
-cd "$repo"
+# Relative --out and RCD_VM_CACHE are the caller's: resolve them before moving to the repository.
 cache=${RCD_VM_CACHE:-$repo/target/vm/cache}
 out=${out:-$repo/target/vm/run-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$cache" "$out"
 cache=$(cd "$cache" && pwd)
 out=$(cd "$out" && pwd)
+cd "$repo"
 work=$out/work
 rm -rf "$work"
 mkdir -p "$work"
