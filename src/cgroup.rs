@@ -239,6 +239,58 @@ fn number(text: &str) -> Option<u64> {
     text.trim().parse().ok()
 }
 
+/// Whether the kernel's log says its OOM killer killed a process of the cgroup at
+/// `cgroups_path` at or after `since_us` (CLOCK_MONOTONIC, µs: what the log's timestamps
+/// count). For a cgroup that is already gone (systemd removes a scope as soon as it empties),
+/// where `memory.events` can no longer be read. Reads `/dev/kmsg` from its oldest record.
+pub fn kernel_log_says_oom(cgroups_path: &str, since_us: u64) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cgroup = format!("/{}", relative_dir(cgroups_path).display());
+    let Ok(mut kmsg) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open("/dev/kmsg")
+    else {
+        return false;
+    };
+    let mut buf = vec![0u8; 8192];
+    // Bounded: the ring holds a few thousand records; a record overwritten while read is
+    // skipped (EPIPE) and the next one read.
+    for _ in 0..100_000 {
+        match kmsg.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                if kmsg_oom_record(&String::from_utf8_lossy(&buf[..n]), &cgroup, since_us) {
+                    return true;
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(nix::libc::EPIPE) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Whether one `/dev/kmsg` record (`prio,seq,usec,flags;message`) is the OOM killer's
+/// account of a kill in `cgroup` (`oom_memcg=` or `task_memcg=`) at or after `since_us`.
+fn kmsg_oom_record(record: &str, cgroup: &str, since_us: u64) -> bool {
+    let Some((head, message)) = record.split_once(';') else {
+        return false;
+    };
+    let at = head.split(',').nth(2).and_then(|t| t.parse::<u64>().ok());
+    if at.is_none_or(|t| t < since_us) || !message.starts_with("oom-kill:") {
+        return false;
+    }
+    message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .any(|kv| kv == format!("oom_memcg={cgroup}") || kv == format!("task_memcg={cgroup}"))
+}
+
 /// The `oom_kill` count of a cgroup v2 `memory.events` text.
 pub fn oom_kills(memory_events: &str) -> Option<u64> {
     keyed(memory_events, "oom_kill")
@@ -319,6 +371,32 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn the_kernel_log_names_the_oom_killed_cgroup() {
+        let scope = "/rcd.slice/rcd-ab-oom-1.scope";
+        let line = |usec: u64, memcg: &str| {
+            format!(
+                "6,812,{usec},-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset={memcg},mems_allowed=0,oom_memcg={memcg},task_memcg={memcg},task=dd,pid=1716,uid=0\n"
+            )
+        };
+        assert!(kmsg_oom_record(&line(5_000_000, scope), scope, 4_000_000));
+        assert!(kmsg_oom_record(&line(4_000_000, scope), scope, 4_000_000));
+        // Before this run of the container: an earlier run's kill.
+        assert!(!kmsg_oom_record(&line(3_999_999, scope), scope, 4_000_000));
+        // Another container, or one whose name this one's is a prefix of.
+        assert!(!kmsg_oom_record(
+            &line(5_000_000, "/rcd.slice/rcd-ab-oom-12.scope"),
+            scope,
+            0
+        ));
+        assert!(!kmsg_oom_record(
+            "6,813,5000000,-;Memory cgroup out of memory: Killed process 1716 (dd)\n",
+            scope,
+            0
+        ));
+        assert!(!kmsg_oom_record("garbage", scope, 0));
     }
 
     #[test]

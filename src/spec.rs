@@ -365,6 +365,9 @@ fn build_inner(
                 .build()?,
         )
         .no_new_privileges(true)
+        // The kernel's default, as Docker gives containers: without it they would inherit the
+        // daemon's own (rcd.service's OOMScoreAdjust=-500) and be the last the OOM killer picks.
+        .oom_score_adj(0)
         .build()?;
 
     let mut mounts = default_mounts()?;

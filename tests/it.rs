@@ -12,8 +12,6 @@ mod bridge;
 mod check;
 #[path = "it/cni.rs"]
 mod cni;
-#[path = "it/deb.rs"]
-mod deb;
 #[path = "it/deps.rs"]
 mod deps;
 #[path = "it/events.rs"]

@@ -13,10 +13,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 # rcd's Depends and Recommends (packaging/deb/control.in: runc, containernetworking-plugins,
 # iptables, libc6; nftables); dbus as on a standard Debian install (systemd recommends it);
 # busybox-static for fixtures and debugging, kmod (modprobe for the CNI plugins' iptables),
-# procps (ps, pgrep), util-linux (setpriv, mount), e2fsprogs (fsck of / and of the test disk).
+# procps (ps, pgrep), util-linux (setpriv, mount), e2fsprogs (fsck of / and of the test disk),
+# jq (the scenario reads rctl's JSON).
 packages="systemd systemd-sysv udev dbus linux-image-cloud-amd64 initramfs-tools iproute2
 runc containernetworking-plugins iptables libc6 nftables
-busybox-static ca-certificates kmod procps util-linux e2fsprogs"
+busybox-static ca-certificates kmod procps util-linux e2fsprogs jq"
 
 # The Debian mirror(s) the host's apt uses, and nothing else: third-party repositories in the
 # same sources (Google Cloud, NodeSource, ...) are left out by keeping only bookworm's own

@@ -211,7 +211,13 @@ async fn import(
     Query(q): Query<ImportQuery>,
     body: Body,
 ) -> Result<Json<ImagesImported>, ApiError> {
-    let name = q.name.as_deref().map(normalize).transpose()?;
+    // Checked here, passed as written: normalizing would tag a bare name `:latest`, and a
+    // bare name must take the tags the layout's index gives (`--name busybox` and a tag `vm`
+    // are `busybox:vm`).
+    if let Some(n) = q.name.as_deref() {
+        normalize(n)?;
+    }
+    let name = q.name.clone();
     let reader =
         tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
     let reader = tokio_util::io::SyncIoBridge::new(reader);

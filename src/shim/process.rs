@@ -52,6 +52,11 @@ pub fn run(opts: Options) -> i32 {
     }
     let runtime =
         Runtime::new(&opts.runtime, &opts.runtime_root).with_systemd_cgroup(opts.systemd_cgroup);
+    // When it started, on the clock the kernel's log counts in: an OOM kill logged before this
+    // belongs to an earlier run of the same container.
+    let started_us = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+        .unwrap_or(0);
     match start(&opts, &runtime) {
         Ok((pid, logger)) => {
             let report = Report::Started {
@@ -65,12 +70,19 @@ pub fn run(opts: Options) -> i32 {
             let mut exit = wait_exit(pid);
             // Read before the delete removes the cgroup: did the OOM killer end it? Under
             // systemd the scope's cgroup may already be gone once the last process ended;
-            // then what the watch saw while it ran says.
+            // then what the watch saw while it ran says, and failing that (the kernel signals
+            // memory.events from a work queue, which may run after systemd removed the
+            // cgroup) the kernel's log of the kill.
             let at_exit = cgroups_path
                 .as_deref()
                 .and_then(|c| crate::cgroup::usage(c).oom_kills);
             let seen = watched.map_or(0, |w| w.load(Ordering::Relaxed));
-            exit.oom = at_exit.unwrap_or(0).max(seen) > 0;
+            exit.oom = at_exit.unwrap_or(0).max(seen) > 0
+                || (at_exit.is_none()
+                    && exit.code != 0
+                    && cgroups_path
+                        .as_deref()
+                        .is_some_and(|c| crate::cgroup::kernel_log_says_oom(c, started_us)));
             // The init is gone, so the kernel ended the rest of its pid namespace; the readers
             // end when the last writer closes. Bound the wait for the disk anyway.
             let (dropped, error) = logger.finish(Duration::from_secs(2));

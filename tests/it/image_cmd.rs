@@ -152,7 +152,8 @@ fn pull_ls_rm_refused_while_in_use_then_prune() {
 #[test]
 fn import_oci_layout_and_docker_save_archives_then_run_offline() {
     let tmp = tempfile::tempdir().unwrap();
-    let (layout, _) = busybox_oci_layout(&tmp.path().join("layout"));
+    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
+    layout.tag("1.0", &desc);
     let oci_tar = tmp.path().join("busybox-oci.tar");
     layout.to_tar(&oci_tar);
     let save_tar = tmp.path().join("busybox-save.tar");
@@ -172,6 +173,22 @@ fn import_oci_layout_and_docker_save_archives_then_run_offline() {
         "{}",
         text(&out.stdout)
     );
+    // A bare --name takes each tag of the layout's index.
+    let out = d.rctl(&[
+        "image",
+        "import",
+        oci_tar.to_str().unwrap(),
+        "--name",
+        "local/bare",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for tag in ["latest", "1.0"] {
+        assert!(
+            text(&out.stdout).contains(&format!("imported docker.io/local/bare:{tag}")),
+            "{}",
+            text(&out.stdout)
+        );
+    }
     let out = d.rctl(&["image", "import", save_tar.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -195,7 +212,7 @@ fn import_oci_layout_and_docker_save_archives_then_run_offline() {
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(images(&d).len(), 2);
+    assert_eq!(images(&d).len(), 4);
 }
 
 #[test]

@@ -25,6 +25,26 @@ fn the_shipped_systemd_unit_verifies() {
     ] {
         assert!(shipped.lines().any(|l| l == line), "{line} in rcd.service");
     }
+    // Nothing that gives the daemon a mount namespace of its own (its overlays and pinned
+    // network namespaces must be the host's, and the same for the next daemon) or a seccomp
+    // filter its containers would inherit.
+    for key in [
+        "ProtectHome=",
+        "ProtectSystem=",
+        "ProtectClock=",
+        "ProtectKernel",
+        "PrivateTmp=",
+        "PrivateDevices=",
+        "ReadOnlyPaths=",
+        "InaccessiblePaths=",
+        "SystemCallFilter=",
+        "MountFlags=",
+    ] {
+        assert!(
+            !shipped.lines().any(|l| l.starts_with(key)),
+            "{key} in rcd.service"
+        );
+    }
     // The binary is not installed here: the unit as shipped, pointed at this build's.
     assert!(shipped.contains("ExecStart=/usr/bin/rcd\n"));
     let dir = tempfile::tempdir().unwrap();
