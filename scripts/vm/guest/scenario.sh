@@ -283,7 +283,7 @@ stopped_dependents_first() { # SINCE
   order=$(rctl events --since "$1" --until 0s -o json |
     jq -rs '[.[] | select(.action == "stopped") | .unit] | join(" ")')
   echo "stopped, in order: $order"
-  echo " $order " | grep -q " app .* web "
+  echo " $order " | grep -q " app \(.* \)\?web "
 }
 
 # --- 7 -------------------------------------------------------------------------------------
