@@ -58,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
             &process,
             Path::new("/var/lib/rcd/rootfs"),
             "rcd:web",
+            &[],
             None,
         ) {
             let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
