@@ -99,7 +99,12 @@ pub async fn reconcile(
                 None => return None,
             }
         };
-        let alive = record.as_ref().is_some_and(shim_alive);
+        // A shim that recorded its container's exit is done with it, whatever /proc still
+        // says of the shim for a moment (seen under systemd: the exit woke this reconcile,
+        // yet the shim's pid still read as alive).
+        let alive = record
+            .as_ref()
+            .is_some_and(|r| shim_alive(r) && !exit_recorded(ctx, r));
         let gate = deps::look(ctx, unit.as_deref());
         let action = plan(Input {
             unit: unit.as_deref(),
@@ -118,6 +123,8 @@ pub async fn reconcile(
         });
         if action != Action::Idle(None) {
             tracing::debug!(?action, "reconcile step");
+        } else {
+            tracing::trace!(alive, state = ?record.as_ref().map(|r| r.state), "reconcile: idle");
         }
         let step = match action {
             Action::Idle(after) => {
@@ -172,6 +179,16 @@ fn dir_refused(ctx: &Context) -> bool {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .is_some()
+}
+
+/// Whether the shim of `r`'s container wrote its exit file (it does just before it exits).
+fn exit_recorded(ctx: &Context, r: &Record) -> bool {
+    r.container_id.as_deref().is_some_and(|id| {
+        ctx.paths
+            .container(id)
+            .join(crate::shim::EXIT_FILE)
+            .exists()
+    })
 }
 
 fn shim_alive(r: &Record) -> bool {
@@ -873,6 +890,7 @@ pub fn watch_exit(ctx: &Arc<Context>, name: &str, shim_pid: i32, shim_start: u64
     let name = name.to_string();
     tokio::spawn(async move {
         launch::wait(shim_pid, shim_start).await;
+        tracing::debug!(unit = %name, shim_pid, "shim exited");
         ctx.poke(&name);
     });
 }

@@ -170,10 +170,15 @@ pub fn alive(pid: i32, start: u64) -> bool {
     }
 }
 
+/// Whether `pid` has exited but is still listed: a zombie (`Z`), or being reaped (`X`, dead:
+/// its parent's wait is releasing it; /proc still shows it for a moment).
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| matches!(s[i + 2..].chars().next(), Some('Z' | 'X' | 'x')))
+        })
         .unwrap_or(false)
 }
 
@@ -198,11 +203,19 @@ pub async fn exited(pidfd: OwnedFd) -> bool {
     }
 }
 
-/// Resolves when the shim `pid` (started at `start`) is gone.
+/// Resolves when the shim `pid` (started at `start`) is gone, as `alive` tells: whoever is
+/// woken by this reads `alive` next and must not see the shim still there.
 pub async fn wait(pid: i32, start: u64) {
     if let Some(fd) = watch(pid, start) {
         if exited(fd).await {
-            return;
+            // The pidfd fires as the process exits; /proc may still show it for a moment
+            // (exiting, then being reaped by its parent).
+            for _ in 0..200 {
+                if !alive(pid, start) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
         }
     }
     // No usable pidfd: poll, rarely.
