@@ -175,6 +175,11 @@ fn without_live_restore_a_clean_shutdown_stops_everything_dependents_first() {
     for n in ["db", "web", "solo"] {
         d.wait_state(n, "running", 20 * SEC);
     }
+    assert_web_stopped_before_db(&d);
+}
+
+/// The event log says web (which requires db) was stopped before db.
+fn assert_web_stopped_before_db(d: &Daemon) {
     let out = d.rctl(&[
         "events", "--since", "1h", "--until", "0s", "--output", "json",
     ]);
@@ -231,17 +236,7 @@ fn rctl_shutdown_keeps_the_containers_and_with_stop_containers_stops_them_depend
     // Not held: the next daemon starts them again; web went before db.
     d.spawn();
     pids(&d);
-    let out = d.rctl(&[
-        "events", "--since", "1h", "--until", "0s", "--output", "json",
-    ]);
-    let stopped: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["action"] == "stopped")
-        .map(|e| e["unit"].as_str().unwrap_or_default().to_string())
-        .collect();
-    let at = |u: &str| stopped.iter().position(|s| s == u);
-    assert!(at("web").is_some() && at("web") < at("db"), "{stopped:?}");
+    assert_web_stopped_before_db(&d);
 }
 
 #[test]
