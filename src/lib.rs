@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod bounded;
 pub mod cgroup;
 pub mod config;
 pub mod ctl;

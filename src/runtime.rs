@@ -28,6 +28,18 @@ pub enum Error {
         /// The runtime's own message (its stderr or its log).
         message: String,
     },
+    /// The runtime did not finish within its deadline; it was killed with what it started.
+    #[error("runtime {op} {id}: no answer within {}; killed (what it said: {stderr})", humantime::format_duration(*after))]
+    TimedOut {
+        /// The operation.
+        op: &'static str,
+        /// The container id.
+        id: String,
+        /// The deadline.
+        after: std::time::Duration,
+        /// Its stderr until then.
+        stderr: String,
+    },
     /// The runtime's output could not be understood.
     #[error("runtime {op}: unexpected output: {message}")]
     Output {
@@ -58,7 +70,12 @@ pub struct Runtime {
     pub root: PathBuf,
     /// `--systemd-cgroup`: cgroups paths are systemd's `slice:prefix:name`, made as scopes.
     pub systemd_cgroup: bool,
+    /// How long one call (state, list, kill, delete) may take before it is killed.
+    pub timeout: std::time::Duration,
 }
+
+/// The default deadline of a runtime call: runc's own waits on systemd are 30 s at most.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Runtime {
     /// A runtime binary with its state directory.
@@ -67,7 +84,14 @@ impl Runtime {
             binary: binary.into(),
             root: root.into(),
             systemd_cgroup: false,
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The same runtime with another deadline per call.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The same runtime with systemd's cgroup driver on or off.
@@ -201,16 +225,29 @@ impl Runtime {
     }
 
     fn run(&self, op: &'static str, id: &str, args: &[&str]) -> Result<Vec<u8>, Error> {
-        let out = self
-            .command()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| Error::Exec {
-                binary: self.binary.clone(),
-                op,
-                source,
-            })?;
+        let mut cmd = self.command();
+        cmd.args(args);
+        let out = match crate::bounded::run(cmd, b"", self.timeout) {
+            Ok(out) => out,
+            Err(
+                crate::bounded::RunError::Spawn(source) | crate::bounded::RunError::Wait(source),
+            ) => {
+                return Err(Error::Exec {
+                    binary: self.binary.clone(),
+                    op,
+                    source,
+                })
+            }
+            Err(crate::bounded::RunError::TimedOut { stderr }) => {
+                return Err(Error::TimedOut {
+                    op,
+                    id: id.to_string(),
+                    after: self.timeout,
+                    stderr: clean_message(&String::from_utf8_lossy(&stderr))
+                        .unwrap_or_else(|| "nothing".into()),
+                })
+            }
+        };
         if out.status.success() {
             return Ok(out.stdout);
         }

@@ -28,6 +28,10 @@ struct Args {
     /// counts as a failure.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     start_timeout: std::time::Duration,
+    /// How long any other runtime call (state, list, kill, delete) may take before it is
+    /// killed with what it started, and reported as an error.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    runtime_timeout: std::time::Duration,
     /// Daemon config file (registries, image limits) [default: /etc/rcd/rcd.toml; if it does
     /// not exist, the defaults].
     #[arg(long)]
@@ -67,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         runtime: args.runtime,
         shim: args.shim,
         start_timeout: args.start_timeout,
+        runtime_timeout: args.runtime_timeout,
         file,
         config_path: (config_path, args.config.is_some()),
     };

@@ -20,6 +20,8 @@ pub struct Config {
     pub shim: Option<PathBuf>,
     /// How long the runtime may take to start a container before the start is a failure.
     pub start_timeout: std::time::Duration,
+    /// How long any other runtime call may take.
+    pub runtime_timeout: std::time::Duration,
     /// What the config file says.
     pub file: file::FileConfig,
     /// Where the config file is read from (again at SIGHUP), and whether it was named with
@@ -36,6 +38,7 @@ impl Default for Config {
             runtime: None,
             shim: None,
             start_timeout: std::time::Duration::from_secs(120),
+            runtime_timeout: crate::runtime::DEFAULT_TIMEOUT,
             file: file::FileConfig::default(),
             config_path: (file::DEFAULT_PATH.into(), false),
         }

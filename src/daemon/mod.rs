@@ -180,7 +180,8 @@ pub async fn run(
         .cgroup_driver
         .unwrap_or_else(crate::cgroup::Driver::detect);
     let runtime = Runtime::new(&runtime_bin, &paths.runtime_root)
-        .with_systemd_cgroup(cgroup_driver == crate::cgroup::Driver::Systemd);
+        .with_systemd_cgroup(cgroup_driver == crate::cgroup::Driver::Systemd)
+        .with_timeout(config.runtime_timeout);
     let (tx, rx) = mpsc::unbounded_channel();
     let ctx = Context::new(
         paths,

@@ -23,7 +23,6 @@
 
 mod cache;
 pub mod config;
-mod exec;
 pub mod result;
 mod sweep;
 
@@ -706,7 +705,7 @@ impl Cni {
         path: &Path,
         input: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        match exec::run(cmd, input, self.timeout) {
+        match crate::bounded::run(cmd, input, self.timeout) {
             Ok(out) if out.status.success() => Ok(out.stdout),
             Ok(out) => {
                 let (code, message) = failure_message(&out.stdout, &out.stderr, out.status);
@@ -716,13 +715,15 @@ impl Cni {
                     message,
                 })
             }
-            Err(exec::RunError::Spawn(source) | exec::RunError::Wait(source)) => Err(Error::Exec {
+            Err(
+                crate::bounded::RunError::Spawn(source) | crate::bounded::RunError::Wait(source),
+            ) => Err(Error::Exec {
                 network: network.name.clone(),
                 plugin: plugin.plugin_type.clone(),
                 path: path.to_path_buf(),
                 source,
             }),
-            Err(exec::RunError::TimedOut { stderr }) => Err(Error::Timeout {
+            Err(crate::bounded::RunError::TimedOut { stderr }) => Err(Error::Timeout {
                 call: call(network, plugin, command, container_id),
                 after: self.timeout,
                 stderr: tail(&stderr),

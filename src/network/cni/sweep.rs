@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha512};
 
-use super::exec;
-
 /// The bridge plugin's masquerade chain for a container on a network.
 pub(crate) fn masquerade_chain(network: &str, container_id: &str) -> String {
     let digest = Sha512::digest(format!("{network}{container_id}").as_bytes());
@@ -80,15 +78,15 @@ fn iptables(bin: &str, args: &[&str], timeout: Duration) -> Result<String, Failu
     let mut cmd = Command::new(bin);
     cmd.arg("-w").args(args).env_remove("NOTIFY_SOCKET");
     let what = format!("{bin} {}", args.join(" "));
-    match exec::run(cmd, b"", timeout) {
+    match crate::bounded::run(cmd, b"", timeout) {
         Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
         Ok(out) => Err(Failure::Exit(format!(
             "{what}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))),
-        Err(exec::RunError::Spawn(e)) => Err(Failure::Spawn(format!("{what}: {e}"))),
-        Err(exec::RunError::Wait(e)) => Err(Failure::Exit(format!("{what}: {e}"))),
-        Err(exec::RunError::TimedOut { .. }) => Err(Failure::Exit(format!(
+        Err(crate::bounded::RunError::Spawn(e)) => Err(Failure::Spawn(format!("{what}: {e}"))),
+        Err(crate::bounded::RunError::Wait(e)) => Err(Failure::Exit(format!("{what}: {e}"))),
+        Err(crate::bounded::RunError::TimedOut { .. }) => Err(Failure::Exit(format!(
             "{what}: did not finish within {timeout:?}"
         ))),
     }

@@ -1,5 +1,6 @@
-//! One plugin process: config on stdin, result on stdout, bounded in time. A plugin that
-//! overruns is killed with everything it started (its own process group).
+//! A child process bounded in time: input on stdin, output collected, and past its deadline
+//! killed with everything it started (its own process group). CNI plugins and the OCI
+//! runtime's calls run through it, so that a hung one never pins a thread or a unit.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -11,31 +12,38 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// What a finished process left.
 #[derive(Debug)]
-pub(crate) struct Output {
+pub struct Output {
+    /// How it exited.
     pub status: ExitStatus,
+    /// All it wrote to stdout.
     pub stdout: Vec<u8>,
+    /// All it wrote to stderr.
     pub stderr: Vec<u8>,
 }
 
 /// Why a process gave no output.
 #[derive(Debug)]
-pub(crate) enum RunError {
+pub enum RunError {
     /// It could not be started.
     Spawn(io::Error),
     /// Waiting for it failed (it has been killed).
     Wait(io::Error),
     /// It ran past the deadline and was killed; what it had said on stderr.
-    TimedOut { stderr: Vec<u8> },
+    TimedOut {
+        /// Its stderr until then.
+        stderr: Vec<u8>,
+    },
 }
 
 /// Runs `cmd` with `input` on stdin and waits at most `timeout` for it to exit and close its
 /// output. Waits on the exact child (pidfd), never on any child, so it can run beside the
 /// daemon's other children.
-pub(crate) fn run(mut cmd: Command, input: &[u8], timeout: Duration) -> Result<Output, RunError> {
+pub fn run(mut cmd: Command, input: &[u8], timeout: Duration) -> Result<Output, RunError> {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own group, so a timeout kills the helpers it runs too (iptables, IPAM plugins).
+        // Its own group, so a timeout kills the helpers it runs too (a plugin's iptables and
+        // IPAM plugins, the runtime's init).
         .process_group(0);
     let mut child = cmd.spawn().map_err(RunError::Spawn)?;
     match collect(&mut child, input, Instant::now() + timeout) {
