@@ -221,10 +221,30 @@ async fn intent(
     }
     let (tx, rx) = oneshot::channel();
     let _ = ctx.tx.send(Msg::Intent(name.clone(), intent, tx));
-    let _ = rx.await;
+    if tokio::time::timeout(ctx.intent_timeout, rx).await.is_err() {
+        return Err(ApiError(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "unit {name:?}: {verb} not done within {}; the request stands and is still \
+                 being applied (see `rctl status {name}`)",
+                humantime::format_duration(ctx.intent_timeout)
+            ),
+        ));
+    }
     let table = ctx.table();
     let e = table.get(&name).ok_or_else(|| unknown(&name))?;
     let st = status_of(&ctx, &name, e);
+    // A stop that failed is the request's failure too; it stands and is tried again.
+    if verb == "stop" && st.state == "running" {
+        if let Some(err) = &st.error {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "unit {name:?} is still running, the stop failed (it is tried again): {err}"
+                ),
+            ));
+        }
+    }
     // A start that failed is the request's failure too.
     if verb != "stop" && st.state != "running" {
         if let Some(err) = &st.error {

@@ -32,6 +32,10 @@ struct Args {
     /// killed with what it started, and reported as an error.
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
     runtime_timeout: std::time::Duration,
+    /// How long `rctl start|stop|restart` waits for the daemon to apply the request before it
+    /// answers with an error (the request still stands and is applied).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    intent_timeout: std::time::Duration,
     /// Daemon config file (registries, image limits) [default: /etc/rcd/rcd.toml; if it does
     /// not exist, the defaults].
     #[arg(long)]
@@ -72,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         shim: args.shim,
         start_timeout: args.start_timeout,
         runtime_timeout: args.runtime_timeout,
+        intent_timeout: args.intent_timeout,
         file,
         config_path: (config_path, args.config.is_some()),
     };

@@ -22,6 +22,8 @@ pub struct Config {
     pub start_timeout: std::time::Duration,
     /// How long any other runtime call may take.
     pub runtime_timeout: std::time::Duration,
+    /// How long the API waits for an operator's request to be applied before it answers.
+    pub intent_timeout: std::time::Duration,
     /// What the config file says.
     pub file: file::FileConfig,
     /// Where the config file is read from (again at SIGHUP), and whether it was named with
@@ -39,6 +41,7 @@ impl Default for Config {
             shim: None,
             start_timeout: std::time::Duration::from_secs(120),
             runtime_timeout: crate::runtime::DEFAULT_TIMEOUT,
+            intent_timeout: std::time::Duration::from_secs(300),
             file: file::FileConfig::default(),
             config_path: (file::DEFAULT_PATH.into(), false),
         }

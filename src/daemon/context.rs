@@ -43,6 +43,8 @@ pub struct Context {
     pub shim: PathBuf,
     /// How long the runtime may take to start a container.
     pub start_timeout: std::time::Duration,
+    /// How long the API waits for an operator's request to be applied.
+    pub intent_timeout: std::time::Duration,
     /// Unit records on disk.
     pub store: Store,
     /// Images: content, records, snapshots, registry client.
@@ -144,6 +146,7 @@ impl Context {
             runtime,
             shim,
             start_timeout,
+            intent_timeout: std::time::Duration::from_secs(300),
             store,
             images,
             networks,

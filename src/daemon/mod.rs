@@ -183,7 +183,7 @@ pub async fn run(
         .with_systemd_cgroup(cgroup_driver == crate::cgroup::Driver::Systemd)
         .with_timeout(config.runtime_timeout);
     let (tx, rx) = mpsc::unbounded_channel();
-    let ctx = Context::new(
+    let mut ctx = Context::new(
         paths,
         config.units_dir.clone(),
         runtime,
@@ -196,6 +196,7 @@ pub async fn run(
         events,
         tx,
     );
+    ctx.intent_timeout = config.intent_timeout;
     ctx.set_settings(context::Settings::of(&config.file));
     let ctx = Arc::new(ctx);
     tracing::info!(

@@ -33,6 +33,8 @@ pub fn apply(r: &mut Record, intent: Intent) {
     match intent {
         Intent::Stop => {
             r.hold = true;
+            // What failed before is not what this stop will say.
+            r.error = None;
             r.start_requested = false;
             r.restart_requested = false;
         }

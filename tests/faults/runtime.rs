@@ -13,8 +13,9 @@ use crate::invariants::{settle_and_check, Want};
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// A runtime wrapper whose behaviour for `run` comes from a mode file beside it; every other
-/// command (state, kill, delete, exec) goes to runc unchanged.
+/// A runtime wrapper whose behaviour comes from a mode file beside it: the `run` modes break
+/// only `run`, every other command (state, list, kill, delete, exec) going to runc unchanged;
+/// `hang-others` hangs state, list, kill and delete instead.
 fn install_wrapper(dir: &Path) -> (PathBuf, PathBuf) {
     let wrapper = dir.join("runtime");
     let mode = dir.join("runtime.mode");
@@ -25,11 +26,14 @@ mode=$(cat {mode})
 prev=
 for a in "$@"; do
   [ "$a" = run ] && is_run=1
+  case "$a" in state|list|kill|delete) other=1 ;; esac
   [ "$prev" = --log ] && log=$a
   prev=$a
 done
 # As runc reports an error: a JSON line in the --log file.
 fail() {{ echo "{{\"level\":\"error\",\"msg\":\"$1\"}}" >> "$log"; exit 1; }}
+# Every call but `run` hanging: what recovery and a stop use.
+if [ -n "$other" ] && [ "$mode" = hang-others ]; then exec sleep 1000; fi
 if [ -n "$is_run" ]; then
   case "$mode" in
     hang) exec sleep 1000 ;;
@@ -143,4 +147,51 @@ fn the_runtime_creating_then_failing_at_start() {
         |_, m| std::fs::write(m, "ok").unwrap(),
         "injected: start failed",
     );
+}
+
+/// A runtime that hangs on state, list, kill and delete: the daemon still starts (recovery's
+/// list gives up after `--runtime-timeout`) and re-adopts the running container; a stop fails
+/// with a clear error naming the deadline and leaves the container as it was; once the runtime
+/// answers again, the stop and a new start work.
+#[test]
+fn the_runtime_hanging_at_state_list_kill_and_delete() {
+    let mut d = Daemon::new();
+    let (wrapper, mode) = install_wrapper(d.dir.path());
+    d.runtime = Some(wrapper);
+    d.args = vec!["--runtime-timeout".into(), "2s".into()];
+    d.write_unit("good", &quiet("exec sleep 1000"));
+    d.spawn();
+    let pid = pid_of(&d.wait_state("good", "running", 30 * SEC));
+
+    d.kill();
+    std::fs::write(&mode, "hang-others").unwrap();
+    // `spawn` waits (30 s at most) for the API, which answers only after recovery.
+    d.spawn();
+    assert_eq!(pid_of(&d.wait_state("good", "running", 10 * SEC)), pid);
+    assert!(
+        d.log().contains("no answer within 2s"),
+        "recovery says the runtime did not answer:\n{}",
+        d.log()
+    );
+
+    let out = d.rctl(&["stop", "good"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "a failed stop is an error: {said}");
+    assert!(
+        said.contains("still running") && said.contains("no answer within 2s"),
+        "the error names the cause: {said}"
+    );
+    assert!(pid_alive(pid), "the container is left as it was");
+
+    std::fs::write(&mode, "ok").unwrap();
+    assert!(d.rctl(&["stop", "good"]).status.success());
+    d.wait_state("good", "stopped", 30 * SEC);
+    assert!(!pid_alive(pid));
+    assert!(d.rctl(&["start", "good"]).status.success());
+    let want = BTreeMap::from([("good".to_string(), Want::Running { net: false })]);
+    settle_and_check(&d, &want, 30 * SEC);
 }

@@ -291,6 +291,34 @@ fn stop_signal_then_sigkill_after_the_timeout() {
     assert_eq!(d.status("stubborn").unwrap()["exit_code"], 137);
 }
 
+/// The API waits for a request to be applied only so long (`--intent-timeout`): past it the
+/// client gets an error that says the request stands, and the daemon still applies it.
+#[test]
+fn a_request_not_applied_in_time_is_an_error_and_still_stands() {
+    let mut d = Daemon::new();
+    d.args = vec!["--intent-timeout".into(), "1s".into()];
+    d.spawn();
+    d.write_unit(
+        "slow",
+        &unit("trap '' TERM; while true; do sleep 0.05; done", "")
+            .replace("stop_timeout = \"2s\"", "stop_timeout = \"4s\""),
+    );
+    d.wait_state("slow", "running", 10 * SEC);
+    let t = std::time::Instant::now();
+    let out = d.rctl(&["stop", "slow"]);
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "answered before the stop was done");
+    assert!(
+        err.contains("not done within 1s") && err.contains("stands"),
+        "{err}"
+    );
+    assert!(took < 3 * SEC, "answered at the deadline: {took:?}");
+    let s = d.wait_state("slow", "stopped", 10 * SEC);
+    assert_eq!(s["exit_code"], 137, "stopped by the SIGKILL after its 4 s");
+    assert_eq!(s["held"], true);
+}
+
 #[test]
 fn resource_limits_reach_the_cgroup() {
     let d = Daemon::start();
