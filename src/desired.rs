@@ -1,8 +1,8 @@
 //! Desired state: the units directory in, the unit table's desired half updated out (the last
 //! valid version of each file, its current error), and the names whose desired state changed.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -10,10 +10,67 @@ use sha2::{Digest, Sha256};
 use crate::daemon::context::Context;
 use crate::unit;
 
-/// Reads the whole units directory and updates the table. Returns the units to reconcile.
+/// One read of the units directory: what was listed and parsed, before it touches the table.
+#[derive(Debug)]
+pub struct Snapshot {
+    listing: Result<Vec<FileRead>, Listing>,
+}
+
+/// One unit file as read.
+#[derive(Debug)]
+struct FileRead {
+    name: String,
+    path: PathBuf,
+    digest: Option<[u8; 32]>,
+    /// None: its bytes and ownership are as last seen, so it was not parsed again.
+    outcome: Option<Result<unit::Unit, unit::Error>>,
+}
+
+/// The digests of the files the table holds now: what `read` need not parse again.
+pub fn known(ctx: &Context) -> HashMap<String, [u8; 32]> {
+    ctx.table()
+        .iter()
+        .filter(|(_, e)| e.present)
+        .filter_map(|(n, e)| Some((n.clone(), e.digest?)))
+        .collect()
+}
+
+/// Reads and parses the units directory (file I/O only, no table): run it off the async
+/// workers. A file whose digest is in `known` is not parsed again.
+pub fn read(dir: &Path, known: &HashMap<String, [u8; 32]>) -> Snapshot {
+    let listing = list(dir).map(|listing| {
+        listing
+            .into_iter()
+            .map(|(name, path)| {
+                let digest = fingerprint(&path);
+                let outcome = match digest {
+                    Some(d) if known.get(&name) == Some(&d) => None,
+                    _ => Some(unit::load_file(&path)),
+                };
+                FileRead {
+                    name,
+                    path,
+                    digest,
+                    outcome,
+                }
+            })
+            .collect()
+    });
+    crate::failpoint::hit("desired-read");
+    Snapshot { listing }
+}
+
+/// Reads the units directory and updates the table at once (tests and tools; the daemon
+/// reads off its async workers and applies through its scan owner).
 pub fn scan(ctx: &Context) -> BTreeSet<String> {
+    apply(ctx, read(&ctx.units_dir, &known(ctx)))
+}
+
+/// Applies one read of the directory to the table: the desired half of each entry, the
+/// directory's error. Returns the units whose desired state changed. No file I/O.
+pub fn apply(ctx: &Context, snapshot: Snapshot) -> BTreeSet<String> {
     let dir = &ctx.units_dir;
-    let listing = match list(dir) {
+    let listing = match snapshot.listing {
         Ok(listing) => {
             *ctx.dir_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
             listing
@@ -45,28 +102,16 @@ pub fn scan(ctx: &Context) -> BTreeSet<String> {
         }
     };
 
-    // Read and parse outside the table lock; a file whose bytes and ownership are as last seen
-    // is not parsed again.
-    let known: std::collections::HashMap<String, [u8; 32]> = ctx
-        .table()
-        .iter()
-        .filter(|(_, e)| e.present)
-        .filter_map(|(n, e)| Some((n.clone(), e.digest?)))
-        .collect();
-    let mut seen = Vec::with_capacity(listing.len());
-    for (name, path) in listing {
-        let digest = fingerprint(&path);
-        let outcome = match digest {
-            Some(d) if known.get(&name) == Some(&d) => None,
-            _ => Some(unit::load_file(&path)),
-        };
-        seen.push((name, path, digest, outcome));
-    }
-
     let mut changed = BTreeSet::new();
     let mut table = ctx.table();
     let mut present = BTreeSet::new();
-    for (name, path, digest, outcome) in seen {
+    for FileRead {
+        name,
+        path,
+        digest,
+        outcome,
+    } in listing
+    {
         present.insert(name.clone());
         let entry = table.entry(name.clone()).or_default();
         entry.present = true;
@@ -133,6 +178,7 @@ fn fingerprint(path: &Path) -> Option<[u8; 32]> {
     Some(h.finalize().into())
 }
 
+#[derive(Debug)]
 enum Listing {
     Missing,
     Refused(String),

@@ -37,6 +37,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod desired;
 pub mod events;
+pub mod failpoint;
 pub mod health;
 pub mod image;
 pub mod keyed;

@@ -25,3 +25,6 @@ mod unit_files;
 
 #[path = "faults/disk_full.rs"]
 mod disk_full;
+
+#[path = "faults/scans.rs"]
+mod scans;

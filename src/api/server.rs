@@ -294,15 +294,14 @@ async fn shutdown(
     }))
 }
 
-async fn reload(State(ctx): State<Arc<Context>>) -> Json<Reloaded> {
-    let c = ctx.clone();
-    let changed = tokio::task::spawn_blocking(move || crate::desired::scan(&c))
+/// Rescans the units directory through the scan owner; answered once the scan is applied.
+async fn reload(State(ctx): State<Arc<Context>>) -> Result<Json<Reloaded>, ApiError> {
+    let changed = ctx
+        .scans
+        .reload()
         .await
-        .unwrap_or_default();
-    for name in &changed {
-        ctx.poke(name);
-    }
-    Json(Reloaded {
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(Json(Reloaded {
         changed: changed.into_iter().collect(),
-    })
+    }))
 }

@@ -59,6 +59,8 @@ pub struct Context {
     pub cgroups: crate::cgroup::Layout,
     /// Bounds concurrent starts (start work in parallel, bounded by cores).
     pub start_permits: Semaphore,
+    /// Asks the scan owner to read the units directory.
+    pub scans: super::scan::Scans,
     /// Wakes the reconciler.
     pub tx: mpsc::UnboundedSender<Msg>,
     /// The unit table.
@@ -152,6 +154,8 @@ impl Context {
             networks,
             boot_id: boot_id(),
             start_permits: Semaphore::new((cores * 2).max(4)),
+            // Replaced by the daemon's own; a context without a scan owner never scans.
+            scans: super::scan::channel().0,
             tx,
             table: Mutex::new(BTreeMap::new()),
             health: crate::health::Registry::default(),

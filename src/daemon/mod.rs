@@ -6,6 +6,7 @@ pub mod images;
 pub mod logging;
 mod recover;
 pub mod reload;
+pub mod scan;
 pub mod service;
 
 use std::os::unix::fs::PermissionsExt;
@@ -47,6 +48,9 @@ pub enum Error {
     /// The networks could not be set up (config, CNI state directories).
     #[error("networks: {0}")]
     Networks(String),
+    /// The first scan of the units directory failed: nothing is touched without it.
+    #[error("{0}; stopping with every container as it is")]
+    FirstScan(String),
     /// The watcher could not start.
     #[error("cannot watch {}: {source}", path.display())]
     Watch {
@@ -183,6 +187,7 @@ pub async fn run(
         .with_systemd_cgroup(cgroup_driver == crate::cgroup::Driver::Systemd)
         .with_timeout(config.runtime_timeout);
     let (tx, rx) = mpsc::unbounded_channel();
+    let (scans, scan_inbox) = scan::channel();
     let mut ctx = Context::new(
         paths,
         config.units_dir.clone(),
@@ -197,6 +202,7 @@ pub async fn run(
         tx,
     );
     ctx.intent_timeout = config.intent_timeout;
+    ctx.scans = scans;
     ctx.set_settings(context::Settings::of(&config.file));
     let ctx = Arc::new(ctx);
     tracing::info!(
@@ -219,8 +225,8 @@ pub async fn run(
     tokio::task::spawn_blocking(move || recover::recover(&c))
         .await
         .map_err(|e| Error::Runtime(format!("recovery task: {e}")))?;
-    let c = ctx.clone();
-    let _ = tokio::task::spawn_blocking(move || crate::desired::scan(&c)).await;
+    // Fail closed: without the desired state every record looks like a removed unit's.
+    scan::once(&ctx).await.map_err(Error::FirstScan)?;
     let lost = recover::adopt(&ctx);
     let _ = ctx.tx.send(Msg::ReconcileAll);
     let counts = ctx.table().len();
@@ -234,8 +240,10 @@ pub async fn run(
         }
     };
 
-    // The watcher: any burst of events is a full rescan (cheap, and it cannot miss a change).
-    let wctx = ctx.clone();
+    // The scan owner, and the watcher asking it: any burst of events is a full rescan
+    // (cheap, and it cannot miss a change).
+    let scan_task = tokio::spawn(scan::run(ctx.clone(), scan_inbox, stop_rx.clone()));
+    let scans = ctx.scans.clone();
     let mut wstop = stop_rx.clone();
     let watch_task = tokio::spawn(async move {
         loop {
@@ -244,17 +252,7 @@ pub async fn run(
                 _ = wstop.wait_for(|v| *v) => break,
             }
             watcher.rearm();
-            let c = wctx.clone();
-            let changed = tokio::task::spawn_blocking(move || crate::desired::scan(&c))
-                .await
-                .unwrap_or_default();
-            // Units that name a changed one look again: what they wait for may have appeared,
-            // gone, or changed.
-            let set: std::collections::HashSet<&str> = changed.iter().map(String::as_str).collect();
-            let joiners = crate::reconcile::deps::dependents(&wctx, |t| set.contains(t));
-            for name in changed.iter().chain(&joiners) {
-                wctx.poke(name);
-            }
+            scans.request();
         }
     });
 
@@ -349,6 +347,7 @@ pub async fn run(
     }
     ctx.shutdown.done.send_replace(true);
     let _ = watch_task.await;
+    let _ = scan_task.await;
     // Followers of `rctl logs -f` would hold a graceful shutdown forever.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api).await;
     Ok(())

@@ -11,29 +11,6 @@ use crate::harness::*;
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// `rctl events --since ... --until 0s --output json` for one unit: its actions in order.
-fn actions(d: &Daemon, since: &str, unit: &str) -> Vec<(String, Value)> {
-    let out = d.rctl(&[
-        "events", "--since", since, "--until", "0s", "--unit", unit, "--output", "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let e: Value = serde_json::from_str(l).unwrap();
-            assert_eq!(e["unit"], unit);
-            (
-                e["action"].as_str().unwrap_or_default().to_string(),
-                e["attributes"].clone(),
-            )
-        })
-        .collect()
-}
-
 fn names(a: &[(String, Value)]) -> Vec<&str> {
     a.iter().map(|(n, _)| n.as_str()).collect()
 }
@@ -73,9 +50,9 @@ fn events_tell_what_happened_and_outlive_a_daemon_restart() {
         "failed",
     ];
     wait_until(5 * SEC, "all events recorded", || {
-        names(&actions(&d, &since, "ev")) == want
+        names(&d.actions(&since, "ev")) == want
     });
-    let got = actions(&d, &since, "ev");
+    let got = d.actions(&since, "ev");
     let (_, exited) = &got[3];
     assert_eq!(exited["exit_code"], "3", "{got:?}");
     assert_eq!(got[4].1["after"], "100ms", "{got:?}");
@@ -91,14 +68,14 @@ fn events_tell_what_happened_and_outlive_a_daemon_restart() {
     std::fs::write(d.units.join("other.toml.tmp"), "[container\n").unwrap();
     std::fs::rename(d.units.join("other.toml.tmp"), d.units.join("other.toml")).unwrap();
     wait_until(10 * SEC, "invalid recorded", || {
-        names(&actions(&d, &since, "other")).contains(&"invalid")
+        names(&d.actions(&since, "other")).contains(&"invalid")
     });
     d.write_unit(
         "other",
         &unit("exec sleep 1001", "stop_signal = \"KILL\"\n"),
     );
     wait_until(10 * SEC, "recreated", || {
-        names(&actions(&d, &since, "other"))
+        names(&d.actions(&since, "other"))
             == [
                 "loaded", "create", "start", "invalid", "changed", "stopped", "create", "start",
             ]
@@ -107,10 +84,10 @@ fn events_tell_what_happened_and_outlive_a_daemon_restart() {
     // After a daemon restart, --since still reaches them.
     d.kill();
     d.spawn();
-    assert_eq!(names(&actions(&d, &since, "ev"))[..want.len()], want);
+    assert_eq!(names(&d.actions(&since, "ev"))[..want.len()], want);
     d.remove_unit("other");
     wait_until(10 * SEC, "removed recorded", || {
-        let a = actions(&d, &since, "other");
+        let a = d.actions(&since, "other");
         names(&a).ends_with(&["file-removed", "stopped", "removed"])
             && a.iter()
                 .rev()

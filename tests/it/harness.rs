@@ -212,6 +212,14 @@ impl Daemon {
     /// Starts the daemon process and waits until its API answers.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "daemon already running");
+        self.child = Some(self.command().spawn().expect("spawn rcd"));
+        wait_until(Duration::from_secs(30), "daemon answers", || {
+            self.try_rctl(&["list"]).is_some_and(|o| o.status.success())
+        });
+    }
+
+    /// The daemon's command line as `spawn` runs it, its output going to the daemon's log.
+    pub fn command(&self) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -244,10 +252,7 @@ impl Daemon {
         cmd.args(&self.args);
         cmd.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        self.child = Some(cmd.spawn().expect("spawn rcd"));
-        wait_until(Duration::from_secs(30), "daemon answers", || {
-            self.try_rctl(&["list"]).is_some_and(|o| o.status.success())
-        });
+        cmd
     }
 
     /// SIGKILL, as a crash would.
@@ -269,6 +274,29 @@ impl Daemon {
         }
     }
 
+    /// `rctl events --since ... --until 0s --output json` for one unit: its actions in order.
+    pub fn actions(&self, since: &str, unit: &str) -> Vec<(String, Value)> {
+        let out = self.rctl(&[
+            "events", "--since", since, "--until", "0s", "--unit", unit, "--output", "json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let e: Value = serde_json::from_str(l).unwrap();
+                assert_eq!(e["unit"], unit);
+                (
+                    e["action"].as_str().unwrap_or_default().to_string(),
+                    e["attributes"].clone(),
+                )
+            })
+            .collect()
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("rcd.log")).unwrap_or_default()
@@ -287,13 +315,19 @@ impl Daemon {
     }
 
     fn try_rctl(&self, args: &[&str]) -> Option<Output> {
-        Command::new(RCTL)
-            .arg("--socket")
+        self.rctl_command(args).output().ok()
+    }
+
+    /// rctl against this daemon, to run as the test likes (in the background, say).
+    pub fn rctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(RCTL);
+        cmd.arg("--socket")
             .arg(&self.socket)
             .args(args)
             .stdin(Stdio::null())
-            .output()
-            .ok()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
     }
 
     /// Runs rctl against this daemon.
