@@ -395,8 +395,8 @@ pub fn spawn_monitor(
     let name = name.to_string();
     let id = id.to_string();
     let span = tracing::info_span!("unit", unit = %name);
-    tokio::spawn(
-        async move {
+    let (tasks, cancel) = (ctx.tasks.clone(), ctx.cancel.clone());
+    let monitor = async move {
             let dir = ctx.paths.container(&id);
             let mut state = match resume {
                 true => Registry::load(&dir).unwrap_or_default(),
@@ -442,8 +442,13 @@ pub fn spawn_monitor(
             // Unless a newer run of the same instance took over.
             ctx.health.forget_run(&id, started_ms);
         }
-        .instrument(span),
-    );
+        .instrument(span);
+    tasks.spawn(async move {
+        tokio::select! {
+            () = monitor => {}
+            () = cancel.cancelled() => {}
+        }
+    });
 }
 
 /// The probe for the run of container `id` of unit `name` started at `started_ms`, while it

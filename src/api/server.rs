@@ -9,12 +9,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::sync::oneshot;
 
 use super::types::{DaemonInfo, ErrorBody, Inspect, Reloaded, ShutDown, UnitStatus};
 use crate::daemon::context::{Context, Entry};
 use crate::reconcile::intent::Intent;
-use crate::reconcile::Msg;
 use crate::store::State as RecState;
 use crate::unit::Policy;
 
@@ -219,8 +217,10 @@ async fn intent(
             ));
         }
     }
-    let (tx, rx) = oneshot::channel();
-    let _ = ctx.tx.send(Msg::Intent(name.clone(), intent, tx));
+    let rx = ctx
+        .queue
+        .ask(&name, intent)
+        .map_err(|e| ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string()))?;
     if tokio::time::timeout(ctx.intent_timeout, rx).await.is_err() {
         return Err(ApiError(
             StatusCode::GATEWAY_TIMEOUT,

@@ -11,8 +11,8 @@ use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::file::Api;
 
@@ -55,7 +55,12 @@ fn acceptor(api: &Api) -> Result<Option<TlsAcceptor>, String> {
 }
 
 /// Binds every `[api] listen` address and serves `router` on them until `stop`.
-pub async fn serve(api: &Api, router: Router, stop: watch::Receiver<bool>) -> Result<(), String> {
+pub async fn serve(
+    api: &Api,
+    router: Router,
+    tasks: &tokio_util::task::TaskTracker,
+    stop: CancellationToken,
+) -> Result<(), String> {
     if api.listen.is_empty() {
         return Ok(());
     }
@@ -72,7 +77,7 @@ pub async fn serve(api: &Api, router: Router, stop: watch::Receiver<bool>) -> Re
             .await
             .map_err(|err| format!("[api] listen {addr}: {err}"))?;
         tracing::info!(%addr, tls = tls.is_some(), "API listening on TCP");
-        tokio::spawn(accept_loop(
+        tasks.spawn(accept_loop(
             listener,
             tls.clone(),
             router.clone(),
@@ -86,12 +91,12 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => Some(accepted),
-            _ = stop.wait_for(|v| *v) => None,
+            () = stop.cancelled() => None,
         };
         let (stream, peer) = match accepted {
             None => return,

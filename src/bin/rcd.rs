@@ -36,6 +36,10 @@ struct Args {
     /// answers with an error (the request still stands and is applied).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     intent_timeout: std::time::Duration,
+    /// How often every unit is looked at even if nothing announced a change: what a missed
+    /// event or a wrong record heals by.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    resync_interval: std::time::Duration,
     /// Daemon config file (registries, image limits) [default: /etc/rcd/rcd.toml; if it does
     /// not exist, the defaults].
     #[arg(long)]
@@ -77,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         start_timeout: args.start_timeout,
         runtime_timeout: args.runtime_timeout,
         intent_timeout: args.intent_timeout,
+        resync: args.resync_interval,
         file,
         config_path: (config_path, args.config.is_some()),
     };

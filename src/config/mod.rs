@@ -24,6 +24,8 @@ pub struct Config {
     pub runtime_timeout: std::time::Duration,
     /// How long the API waits for an operator's request to be applied before it answers.
     pub intent_timeout: std::time::Duration,
+    /// How often every unit is looked at, events or not.
+    pub resync: std::time::Duration,
     /// What the config file says.
     pub file: file::FileConfig,
     /// Where the config file is read from (again at SIGHUP), and whether it was named with
@@ -42,6 +44,7 @@ impl Default for Config {
             start_timeout: std::time::Duration::from_secs(120),
             runtime_timeout: crate::runtime::DEFAULT_TIMEOUT,
             intent_timeout: std::time::Duration::from_secs(300),
+            resync: std::time::Duration::from_secs(30),
             file: file::FileConfig::default(),
             config_path: (file::DEFAULT_PATH.into(), false),
         }

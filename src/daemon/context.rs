@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 pub use super::images::Images;
 use crate::config::Paths;
-use crate::reconcile::Msg;
 use crate::runtime::Runtime;
 use crate::store::{Record, Store};
 use crate::unit::Unit;
@@ -61,8 +60,8 @@ pub struct Context {
     pub start_permits: Semaphore,
     /// Asks the scan owner to read the units directory.
     pub scans: super::scan::Scans,
-    /// Wakes the reconciler.
-    pub tx: mpsc::UnboundedSender<Msg>,
+    /// The reconciler's inbox.
+    pub queue: crate::reconcile::Queue,
     /// The unit table.
     table: Mutex<BTreeMap<String, Entry>>,
     /// Health of the monitored containers.
@@ -75,6 +74,10 @@ pub struct Context {
     settings: std::sync::RwLock<Settings>,
     /// A shutdown asked for through the API (`rctl shutdown`).
     pub shutdown: Shutdown,
+    /// Cancelled when the daemon stops: every task it spawned ends.
+    pub cancel: tokio_util::sync::CancellationToken,
+    /// Every task the daemon spawned, joined at its end.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// A shutdown asked for through the API: the daemon stops as on SIGTERM, and the asker hears
@@ -136,7 +139,6 @@ impl Context {
         images: Images,
         networks: crate::network::attach::Networks,
         events: crate::events::Log,
-        tx: mpsc::UnboundedSender<Msg>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let tag = crate::config::root_tag(&paths.root);
@@ -156,7 +158,7 @@ impl Context {
             start_permits: Semaphore::new((cores * 2).max(4)),
             // Replaced by the daemon's own; a context without a scan owner never scans.
             scans: super::scan::channel().0,
-            tx,
+            queue: crate::reconcile::Queue::default(),
             table: Mutex::new(BTreeMap::new()),
             health: crate::health::Registry::default(),
             events,
@@ -165,6 +167,8 @@ impl Context {
                 &crate::config::file::FileConfig::default(),
             )),
             shutdown: Shutdown::default(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -200,7 +204,7 @@ impl Context {
 
     /// Asks the reconciler to look at `unit`.
     pub fn poke(&self, unit: &str) {
-        let _ = self.tx.send(Msg::Reconcile(unit.to_string()));
+        self.queue.poke(unit);
     }
 }
 

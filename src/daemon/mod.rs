@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::UnixListener;
-use tokio::sync::mpsc;
 
 use crate::config::{find_on_path, is_executable, Config, Paths};
-use crate::reconcile::{self, Msg};
+use crate::reconcile;
 use crate::runtime::Runtime;
 use crate::store::Store;
 use context::Context;
@@ -186,7 +185,6 @@ pub async fn run(
     let runtime = Runtime::new(&runtime_bin, &paths.runtime_root)
         .with_systemd_cgroup(cgroup_driver == crate::cgroup::Driver::Systemd)
         .with_timeout(config.runtime_timeout);
-    let (tx, rx) = mpsc::unbounded_channel();
     let (scans, scan_inbox) = scan::channel();
     let mut ctx = Context::new(
         paths,
@@ -199,7 +197,6 @@ pub async fn run(
         images,
         networks,
         events,
-        tx,
     );
     ctx.intent_timeout = config.intent_timeout;
     ctx.scans = scans;
@@ -228,28 +225,24 @@ pub async fn run(
     // Fail closed: without the desired state every record looks like a removed unit's.
     scan::once(&ctx).await.map_err(Error::FirstScan)?;
     let lost = recover::adopt(&ctx);
-    let _ = ctx.tx.send(Msg::ReconcileAll);
+    ctx.queue.poke_all();
     let counts = ctx.table().len();
     tracing::info!(units = counts, "rcd ready");
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let shutdown_all = {
-        let mut r = stop_rx.clone();
-        async move {
-            let _ = r.wait_for(|v| *v).await;
-        }
-    };
+    // Every task below ends when `stop` is cancelled, and is joined before this returns.
+    let stop = ctx.cancel.clone();
+    let tasks = ctx.tasks.clone();
 
     // The scan owner, and the watcher asking it: any burst of events is a full rescan
     // (cheap, and it cannot miss a change).
-    let scan_task = tokio::spawn(scan::run(ctx.clone(), scan_inbox, stop_rx.clone()));
+    tasks.spawn(scan::run(ctx.clone(), scan_inbox, stop.clone()));
     let scans = ctx.scans.clone();
-    let mut wstop = stop_rx.clone();
-    let watch_task = tokio::spawn(async move {
+    let wstop = stop.clone();
+    tasks.spawn(async move {
         loop {
             tokio::select! {
                 more = crate::watch::next_burst(&mut ticks) => if !more { break },
-                _ = wstop.wait_for(|v| *v) => break,
+                () = wstop.cancelled() => break,
             }
             watcher.rearm();
             scans.request();
@@ -257,18 +250,16 @@ pub async fn run(
     });
 
     let tcp_router = crate::api::server::router(ctx.clone());
-    crate::api::tcp::serve(&config.file.api, tcp_router, stop_rx.clone())
+    crate::api::tcp::serve(&config.file.api, tcp_router, &tasks, stop.clone())
         .await
         .map_err(Error::Runtime)?;
     let api = {
         let router = crate::api::server::router(ctx.clone());
-        let mut astop = stop_rx.clone();
-        tokio::spawn(async move {
+        let astop = stop.clone();
+        tasks.spawn(async move {
             let service = router.into_make_service_with_connect_info::<crate::api::access::Peer>();
             let _ = axum::serve(listener, service)
-                .with_graceful_shutdown(async move {
-                    let _ = astop.wait_for(|v| *v).await;
-                })
+                .with_graceful_shutdown(async move { astop.cancelled().await })
                 .await;
         })
     };
@@ -278,8 +269,8 @@ pub async fn run(
         let ctx = ctx.clone();
         let (path, explicit) = config.config_path.clone();
         let mut running = config.file.clone();
-        let mut hup_stop = stop_rx.clone();
-        tokio::spawn(async move {
+        let hup_stop = stop.clone();
+        tasks.spawn(async move {
             let Ok(mut hup) =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             else {
@@ -288,7 +279,7 @@ pub async fn run(
             loop {
                 tokio::select! {
                     got = hup.recv() => if got.is_none() { return },
-                    _ = hup_stop.wait_for(|v| *v) => return,
+                    () = hup_stop.cancelled() => return,
                 }
                 let c = ctx.clone();
                 let p = path.clone();
@@ -310,16 +301,22 @@ pub async fn run(
     // The reconciler that observes them runs below: this waits beside it.
     {
         let ctx = ctx.clone();
-        let stop = stop_rx.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             recover::observed(&ctx, &lost, std::time::Duration::from_secs(5)).await;
-            service::ready(&ctx, stop);
+            service::ready(&ctx).await;
         });
     }
 
     // After the scan: before it, every unit's logs look like a removed unit's.
-    tokio::spawn(crate::logs::retention::run(ctx.clone(), stop_rx.clone()));
-    let loop_task = tokio::spawn(reconcile::run(ctx.clone(), rx, shutdown_all));
+    tasks.spawn(crate::logs::retention::run(ctx.clone(), stop.clone()));
+    // The reconciler has a token of its own: at shutdown it finishes before containers are
+    // stopped, and nothing restarts what is stopped then.
+    let reconciler_stop = stop.child_token();
+    let reconciler = tasks.spawn(reconcile::run(
+        ctx.clone(),
+        config.resync,
+        reconciler_stop.clone(),
+    ));
     tokio::select! {
         () = shutdown => {}
         () = ctx.shutdown.requested.notified() => {}
@@ -338,18 +335,31 @@ pub async fn run(
         }
     );
     service::stopping();
-    let _ = stop_tx.send(true);
-    let _ = loop_task.await;
+    reconciler_stop.cancel();
+    let _ = reconciler.await;
     if stop_containers {
         // The loop is done: nothing restarts what this stops.
         tracing::info!("stopping every container, dependents first");
         reconcile::unit::stop_all(&ctx).await;
     }
+    stop.cancel();
     ctx.shutdown.done.send_replace(true);
-    let _ = watch_task.await;
-    let _ = scan_task.await;
-    // Followers of `rctl logs -f` would hold a graceful shutdown forever.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), api).await;
+    tasks.close();
+    // Followers of `rctl logs -f` would hold the API's graceful shutdown forever.
+    let mut api = api;
+    if tokio::time::timeout(std::time::Duration::from_secs(2), &mut api)
+        .await
+        .is_err()
+    {
+        tracing::info!("API connections still open at exit: closed");
+        api.abort();
+    }
+    if tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(left = tasks.len(), "tasks still running at exit");
+    }
     Ok(())
 }
 

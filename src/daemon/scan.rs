@@ -72,17 +72,13 @@ pub async fn once(ctx: &Arc<Context>) -> Outcome {
     })
 }
 
-/// Runs the owner until every `Scans` is dropped or `stop` turns true: each burst of requests
+/// Runs the owner until every `Scans` is dropped or `stop` is cancelled: each burst of requests
 /// is one scan, whose changed units and the units that name them are poked.
-pub async fn run(
-    ctx: Arc<Context>,
-    mut inbox: Inbox,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn run(ctx: Arc<Context>, mut inbox: Inbox, stop: tokio_util::sync::CancellationToken) {
     loop {
         let first = tokio::select! {
             got = inbox.0.recv() => match got { Some(r) => r, None => return },
-            _ = stop.wait_for(|v| *v) => return,
+            () = stop.cancelled() => return,
         };
         // Everything asked for until now is answered by the scan that begins now.
         let mut waiting: Vec<oneshot::Sender<Outcome>> = first.into_iter().collect();

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use tokio::sync::watch;
 
 use crate::daemon::context::Context;
 
@@ -42,8 +41,9 @@ pub fn status_line(ctx: &Context) -> String {
     format!("{} units: {}", table.len(), parts.join(", "))
 }
 
-/// READY=1, with the first STATUS=, then the watchdog and status refreshes until `stop`.
-pub fn ready(ctx: &Arc<Context>, mut stop: watch::Receiver<bool>) {
+/// READY=1, with the first STATUS=, then the watchdog and status refreshes until the daemon
+/// stops.
+pub async fn ready(ctx: &Arc<Context>) {
     if !managed() {
         return;
     }
@@ -52,30 +52,27 @@ pub fn ready(ctx: &Arc<Context>, mut stop: watch::Receiver<bool>) {
     tracing::info!("{status}; READY=1 sent");
     let watchdog = sd_notify::watchdog_enabled();
     let every = watchdog.map_or(STATUS_EVERY, |w| (w / 2).max(Duration::from_millis(10)));
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let mut last = status;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|v| *v) => break,
-            }
-            // Counting takes the unit table's lock: a daemon stuck on it stops petting the
-            // watchdog, and the service manager restarts it.
-            let status = status_line(&ctx);
-            let mut states = Vec::new();
-            if watchdog.is_some() {
-                states.push(NotifyState::Watchdog);
-            }
-            if status != last {
-                states.push(NotifyState::Status(&status));
-            }
-            if !states.is_empty() {
-                send(&states);
-            }
-            last = status;
+    let mut last = status;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = ctx.cancel.cancelled() => break,
         }
-    });
+        // Counting takes the unit table's lock: a daemon stuck on it stops petting the
+        // watchdog, and the service manager restarts it.
+        let status = status_line(ctx);
+        let mut states = Vec::new();
+        if watchdog.is_some() {
+            states.push(NotifyState::Watchdog);
+        }
+        if status != last {
+            states.push(NotifyState::Status(&status));
+        }
+        if !states.is_empty() {
+            send(&states);
+        }
+        last = status;
+    }
 }
 
 /// STOPPING=1.

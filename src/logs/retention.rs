@@ -69,11 +69,11 @@ pub fn period(keep: Duration) -> Duration {
     (keep / 2).clamp(Duration::from_secs(1), Duration::from_secs(3600))
 }
 
-/// Applies the age rule now and then every `period(keep)` until `stop` turns true. Call once
+/// Applies the age rule now and then every `period(keep)` until `stop` is cancelled. Call once
 /// the units directory has been scanned (before, every unit looks removed).
 pub async fn run(
     ctx: Arc<crate::daemon::context::Context>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
         // Read at each sweep: a SIGHUP may have changed it.
@@ -100,7 +100,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(period(keep)) => {}
-            _ = stop.wait_for(|v| *v) => return,
+            () = stop.cancelled() => return,
         }
     }
 }

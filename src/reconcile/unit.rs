@@ -19,8 +19,9 @@ use crate::unit::Unit;
 use super::deps;
 use super::intent::{self, Intent};
 use super::plan::{plan, Action, Input};
+use super::scheduler::Next;
 
-/// After an unexpected error, look again after this long.
+/// A unit that must wait for something no event announces looks again after this long.
 const RETRY: Duration = Duration::from_secs(2);
 /// Bound on steps per reconcile, so a bug can never spin.
 const MAX_STEPS: usize = 16;
@@ -62,27 +63,50 @@ impl Nudge {
     }
 }
 
+impl super::scheduler::InFlight<Intent> for Nudge {
+    fn poked(&self, pending: &[Intent]) {
+        self.poke(pending.contains(&Intent::Stop));
+    }
+}
+
 /// Applies the operator's `intents`, then reconciles `name` until it matches its desired
-/// state; returns when to look again.
-pub async fn reconcile(
+/// state; says when to look again.
+pub async fn reconcile(ctx: &Arc<Context>, name: &str, intents: &[Intent], nudge: &Nudge) -> Next {
+    match steps(ctx, name, intents, nudge).await {
+        Ok(None) => Next::Idle,
+        Ok(Some(after)) => Next::After(after),
+        Err(e) => {
+            // Logged once per new error, not at every retry of the same one.
+            if set_error(ctx, name, e.to_string()) {
+                tracing::error!("{e}");
+            } else {
+                tracing::debug!("again: {e}");
+            }
+            Next::Failed
+        }
+    }
+}
+
+/// The steps of one reconcile: Ok(when to look again), or the step that failed.
+async fn steps(
     ctx: &Arc<Context>,
     name: &str,
     intents: &[Intent],
     nudge: &Nudge,
-) -> Option<Duration> {
+) -> Result<Option<Duration>, pipeline::Error> {
     if !intents.is_empty() {
         let record = {
             let mut table = ctx.table();
-            let e = table.get_mut(name)?;
+            let Some(e) = table.get_mut(name) else {
+                return Ok(None);
+            };
             let r = e.record.get_or_insert_with(|| Record::new(name, now_ms()));
             for &i in intents {
                 intent::apply(r, i);
             }
             r.clone()
         };
-        if let Err(e) = save(ctx, record).await {
-            tracing::error!("{e}");
-        }
+        save(ctx, record).await?;
     }
     for _ in 0..MAX_STEPS {
         let (unit, record) = {
@@ -93,10 +117,10 @@ pub async fn reconcile(
                     if !e.present {
                         table.remove(name);
                     }
-                    return None;
+                    return Ok(None);
                 }
                 Some(e) => (e.unit.clone(), e.record.clone()),
-                None => return None,
+                None => return Ok(None),
             }
         };
         // A shim that recorded its container's exit is done with it, whatever /proc still
@@ -131,12 +155,12 @@ pub async fn reconcile(
                 if alive {
                     clear_requests(ctx, name).await;
                 }
-                return after;
+                return Ok(after);
             }
             Action::ObserveExit => observe_exit(ctx, unit.as_deref(), record).await,
             Action::Remove if dir_refused(ctx) => {
                 // An unreadable or untrusted directory says nothing about what should run.
-                return Some(RETRY);
+                return Ok(Some(RETRY));
             }
             Action::Remove => remove(ctx, name, record).await,
             Action::Recreate => recreate(ctx, record, alive, unit.as_deref()).await,
@@ -144,11 +168,8 @@ pub async fn reconcile(
             Action::Hold => hold(ctx, name, record).await,
             Action::Wait => {
                 // Looked at again when what it waits for changes (see `poke_dependents`).
-                if let Err(e) = wait(ctx, name, record, gate.blocked, gate.problem).await {
-                    tracing::error!("{e}");
-                    return Some(RETRY);
-                }
-                return None;
+                wait(ctx, name, record, gate.blocked, gate.problem).await?;
+                return Ok(None);
             }
             Action::Rejoin => rejoin(ctx, unit.as_deref(), record).await,
             Action::Yield => yield_to(ctx, unit.as_deref(), record, gate).await,
@@ -163,15 +184,11 @@ pub async fn reconcile(
         };
         if nudge.gave_up.load(Ordering::Relaxed) {
             // The loop runs this unit again at once, with the requests that superseded it.
-            return None;
+            return Ok(None);
         }
-        if let Err(e) = step {
-            tracing::error!("{e}");
-            set_error(ctx, name, e.to_string());
-            return Some(RETRY);
-        }
+        step?;
     }
-    Some(RETRY)
+    Ok(Some(RETRY))
 }
 
 fn dir_refused(ctx: &Context) -> bool {
@@ -297,9 +314,15 @@ fn transition_event(ctx: &Context, old: Option<&Record>, new: &Record) {
     ctx.events.emit(&new.unit, action, &attrs);
 }
 
-fn set_error(ctx: &Context, name: &str, error: String) {
-    if let Some(r) = ctx.table().get_mut(name).and_then(|e| e.record.as_mut()) {
-        r.error = Some(error);
+/// Shows `error` on the unit; true if it is not what it showed already.
+fn set_error(ctx: &Context, name: &str, error: String) -> bool {
+    match ctx.table().get_mut(name).and_then(|e| e.record.as_mut()) {
+        Some(r) if r.error.as_deref() == Some(&error) => false,
+        Some(r) => {
+            r.error = Some(error);
+            true
+        }
+        None => true,
     }
 }
 
@@ -686,10 +709,7 @@ async fn unhealthy(
 fn pull_in(ctx: &Context, names: &[String]) {
     for name in names {
         tracing::info!(wanted = %name, "starting a unit this one wants or requires");
-        let (tx, _) = tokio::sync::oneshot::channel();
-        let _ = ctx
-            .tx
-            .send(super::Msg::Intent(name.clone(), Intent::PullIn, tx));
+        ctx.queue.tell(name, Intent::PullIn);
     }
 }
 
@@ -886,12 +906,18 @@ async fn refresh_hosts(ctx: &Arc<Context>) {
 
 /// Pokes the reconciler when the shim exits (its container has ended).
 pub fn watch_exit(ctx: &Arc<Context>, name: &str, shim_pid: i32, shim_start: u64) {
-    let ctx = ctx.clone();
+    let c = ctx.clone();
     let name = name.to_string();
-    tokio::spawn(async move {
-        launch::wait(shim_pid, shim_start).await;
+    let cancel = ctx.cancel.clone();
+    ctx.tasks.spawn(async move {
+        tokio::select! {
+            () = launch::wait(shim_pid, shim_start) => {}
+            () = cancel.cancelled() => return,
+        }
         tracing::debug!(unit = %name, shim_pid, "shim exited");
-        ctx.poke(&name);
+        // A lost poke (injected here by the fault suite) is healed by the periodic look.
+        crate::failpoint::hit("exit-poke");
+        c.poke(&name);
     });
 }
 

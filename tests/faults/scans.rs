@@ -1,6 +1,7 @@
-//! Scans of the units directory that fail (a panic injected into the read, as a bug would):
-//! the first one stops the daemon with every container untouched; a later one changes nothing
-//! and the reload that asked for it says so.
+//! Scans that fail and events that are lost (faults injected, as a bug would make them): a
+//! failed first scan stops the daemon with every container untouched; a later one changes
+//! nothing and the reload that asked for it says so; scans never overlap; a lost event is
+//! healed by the periodic look.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -144,6 +145,31 @@ fn an_older_read_is_never_applied_after_a_newer_one() {
         d.status("u").unwrap()["description"],
         "v2",
         "the file says v2:\n{}",
+        d.log()
+    );
+}
+
+/// An event lost (the poke of a container's exit, dropped here by an injected fault): the
+/// periodic look at every unit sees the exit anyway and applies the policy.
+#[test]
+fn a_lost_exit_event_is_healed_by_the_periodic_look() {
+    let (mut d, failpoints) = with_failpoints();
+    d.args = vec!["--resync-interval".into(), "2s".into()];
+    std::fs::write(&failpoints, "exit-poke\n").unwrap();
+    d.write_unit(
+        "brief",
+        &format!(
+            "{}\n[network]\nmode = \"none\"\n",
+            unit("sleep 1; exit 3", "stop_signal = \"KILL\"")
+        ),
+    );
+    d.spawn();
+    d.wait_state("brief", "running", 30 * SEC);
+    let s = d.wait_state("brief", "exited", 10 * SEC);
+    assert_eq!(s["exit_code"], 3);
+    assert!(
+        d.log().contains("failpoint exit-poke: injected"),
+        "the exit's own poke was lost:\n{}",
         d.log()
     );
 }
