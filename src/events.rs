@@ -37,17 +37,43 @@ pub struct Event {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// The event log of one daemon.
+/// How many events may wait for the writer before new ones are dropped from the file (they
+/// still reach followers); far above any burst the daemon makes.
+const BACKLOG: usize = 8192;
+
+/// What the writer thread is sent.
+enum ToWriter {
+    Event(Event),
+    /// Answered once everything sent before is in the file.
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// The event log of one daemon. `emit` never touches the disk: a writer thread of its own
+/// appends, fed through a bounded channel, so no caller (one holding the unit table's lock,
+/// an async worker) waits on a write.
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
     seq: Mutex<u64>,
     live: broadcast::Sender<Event>,
+    writer: Option<std::sync::mpsc::SyncSender<ToWriter>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Events the writer could not take (its backlog was full).
+    lost: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for ToWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ToWriter::Event(e) => write!(f, "Event({})", e.seq),
+            ToWriter::Flush(_) => write!(f, "Flush"),
+        }
+    }
 }
 
 impl Log {
     /// Opens the log under `dir` (created), continuing its sequence; drops an expired
-    /// rotated file.
+    /// rotated file; starts the writer.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let old = dir.join("events.log.1");
@@ -63,14 +89,23 @@ impl Log {
             .last()
             .map_or(0, |e| e.seq);
         let (live, _) = broadcast::channel(1024);
+        let (tx, rx) = std::sync::mpsc::sync_channel(BACKLOG);
+        let d = dir.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("rcd-events".into())
+            .spawn(move || write_loop(&d, rx))?;
         Ok(Log {
             dir: dir.to_path_buf(),
             seq: Mutex::new(last),
             live,
+            writer: Some(tx),
+            thread: Some(thread),
+            lost: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// Records an event for `unit` (a failure to write it is logged, never fatal).
+    /// Records an event for `unit`: numbered, sent to followers, queued for the file (a
+    /// failure to write it is logged, never fatal).
     pub fn emit(&self, unit: &str, action: &str, attributes: &[(&str, String)]) {
         let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
         *seq += 1;
@@ -84,26 +119,19 @@ impl Log {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
         };
-        // Written under the sequence lock, so the file is in sequence order.
-        if let Err(e) = self.append(&event) {
-            tracing::warn!("event log {}: {e}", self.dir.display());
-        }
+        // Queued under the sequence lock, so the file is in sequence order.
+        let queued = self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.try_send(ToWriter::Event(event.clone())).is_ok());
         drop(seq);
-        let _ = self.live.send(event);
-    }
-
-    fn append(&self, event: &Event) -> std::io::Result<()> {
-        let path = self.dir.join("events.log");
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_FILE) {
-            std::fs::rename(&path, self.dir.join("events.log.1"))?;
+        if !queued {
+            let n = self.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n.is_power_of_two() || n == 0 {
+                tracing::warn!(lost = n + 1, "event log writer behind; events not written");
+            }
         }
-        let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?
-            .write_all(&line)
+        let _ = self.live.send(event);
     }
 
     /// Follows new events (subscribe before reading the past, then skip what was read).
@@ -111,13 +139,71 @@ impl Log {
         self.live.subscribe()
     }
 
-    /// The recorded events at or after `since_ms`, oldest first.
+    /// The recorded events at or after `since_ms`, oldest first, every event emitted before
+    /// the call included. Blocks: call it off the async workers.
     pub fn since(&self, since_ms: u64) -> Vec<Event> {
+        self.flush();
         let mut out = read_file(&self.dir.join("events.log.1"));
         out.extend(read_file(&self.dir.join("events.log")));
         out.retain(|e| e.time_ms >= since_ms);
         out
     }
+
+    /// Waits until everything emitted so far is in the file.
+    pub fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if let Some(w) = &self.writer {
+            if w.send(ToWriter::Flush(tx)).is_ok() {
+                let _ = rx.recv();
+            }
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // The writer ends once the channel closes, after writing what is queued.
+        self.writer.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The writer: appends each event as a JSON line to `events.log`, rotating it at a size.
+fn write_loop(dir: &Path, rx: std::sync::mpsc::Receiver<ToWriter>) {
+    let path = dir.join("events.log");
+    let mut failing = false;
+    for msg in rx {
+        match msg {
+            ToWriter::Flush(done) => {
+                let _ = done.send(());
+            }
+            ToWriter::Event(event) => match append(dir, &path, &event) {
+                Ok(()) => failing = false,
+                Err(e) => {
+                    // Once per run of failures (a full disk), not per event.
+                    if !failing {
+                        tracing::warn!("event log {}: {e}", dir.display());
+                    }
+                    failing = true;
+                }
+            },
+        }
+    }
+}
+
+fn append(dir: &Path, path: &Path, event: &Event) -> std::io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_FILE) {
+        std::fs::rename(path, dir.join("events.log.1"))?;
+    }
+    let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(&line)
 }
 
 /// The events of one file; a torn last line (a crash mid-write) is skipped.

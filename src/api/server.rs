@@ -139,9 +139,9 @@ pub fn status_of(ctx: &Context, name: &str, e: &Entry) -> UnitStatus {
             .and_then(|r| r.container_id.as_deref())
             .and_then(|id| ctx.health.get(id)),
         deps: e.unit.as_ref().map(|u| u.deps.clone()).unwrap_or_default(),
-        logs_dropped: r.and_then(|r| r.container_id.as_ref()).map_or(0, |id| {
-            crate::logs::writer::Dropped::read(&ctx.paths.container(id)).total()
-        }),
+        logs_dropped: r
+            .and_then(|r| r.container_id.as_ref())
+            .map_or(0, |id| ctx.log_drops.get(id)),
     }
 }
 

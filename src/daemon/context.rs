@@ -28,6 +28,21 @@ pub struct Entry {
     pub digest: Option<[u8; 32]>,
     /// Its persisted record.
     pub record: Option<Record>,
+    /// A shim of this unit seen to exit (pid, start time), until the exit is observed: what
+    /// the table knows of liveness without reading /proc under its lock.
+    pub shim_exited: Option<(i32, u64)>,
+}
+
+impl Entry {
+    /// Whether the record's shim runs, as far as the exits seen so far tell.
+    pub fn shim_running(&self) -> bool {
+        self.record
+            .as_ref()
+            .is_some_and(|r| match (r.shim_pid, r.shim_start) {
+                (Some(pid), Some(start)) => self.shim_exited != Some((pid, start)),
+                _ => false,
+            })
+    }
 }
 
 /// Everything the daemon's tasks share.
@@ -64,6 +79,8 @@ pub struct Context {
     pub queue: crate::reconcile::Queue,
     /// The unit table.
     table: Mutex<BTreeMap<String, Entry>>,
+    /// Lines each running container's log dropped, as last read.
+    pub log_drops: Arc<crate::logs::drops::Drops>,
     /// Health of the monitored containers.
     pub health: crate::health::Registry,
     /// What happened, for `rctl events`.
@@ -161,6 +178,7 @@ impl Context {
             queue: crate::reconcile::Queue::default(),
             table: Mutex::new(BTreeMap::new()),
             health: crate::health::Registry::default(),
+            log_drops: Arc::default(),
             events,
             dir_error: Mutex::new(None),
             settings: std::sync::RwLock::new(Settings::of(

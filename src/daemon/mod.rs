@@ -307,6 +307,22 @@ pub async fn run(
         });
     }
 
+    // Status shows dropped log lines from memory; this keeps them current.
+    {
+        let c = ctx.clone();
+        let running = move || {
+            c.table()
+                .values()
+                .filter_map(|e| e.record.as_ref()?.container_id.clone())
+                .map(|id| (id.clone(), c.paths.container(&id)))
+                .collect()
+        };
+        tasks.spawn(crate::logs::drops::run(
+            ctx.log_drops.clone(),
+            running,
+            stop.clone(),
+        ));
+    }
     // After the scan: before it, every unit's logs look like a removed unit's.
     tasks.spawn(crate::logs::retention::run(ctx.clone(), stop.clone()));
     // The reconciler has a token of its own: at shutdown it finishes before containers are

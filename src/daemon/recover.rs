@@ -139,6 +139,7 @@ pub fn adopt(ctx: &Arc<Context>) -> Vec<(String, i32)> {
             }
             if let (Some(pid), Some(start)) = (r.shim_pid, r.shim_start) {
                 if !launch::alive(pid, start) {
+                    e.shim_exited = Some((pid, start));
                     lost.push((name.clone(), pid));
                 } else {
                     tracing::info!(unit = %name, pid = ?r.pid, "re-adopted running container");

@@ -6,8 +6,7 @@
 
 use crate::daemon::context::{Context, Entry};
 use crate::network::shared::{self, Shared};
-use crate::shim::launch;
-use crate::store::{Record, State};
+use crate::store::State;
 use crate::unit::{locate_link, references, unit_links, NetworkMode, Unit};
 
 use super::plan::Join;
@@ -113,7 +112,7 @@ fn ready(ctx: &Context, e: &Entry) -> Result<(), &'static str> {
     let Some(r) = e
         .record
         .as_ref()
-        .filter(|r| r.state == State::Running && shim_alive(r))
+        .filter(|r| r.state == State::Running && e.shim_running())
     else {
         return Err("run");
     };
@@ -159,11 +158,7 @@ fn coming(e: &Entry) -> bool {
 /// Whether `e` would stay down unless something starts it: a unit that wants or requires it
 /// does, when it starts (never one the operator holds stopped).
 fn idle(e: &Entry) -> bool {
-    e.unit.is_some() && !coming(e) && e.record.as_ref().is_none_or(|r| !r.hold && !shim_alive(r))
-}
-
-fn shim_alive(r: &Record) -> bool {
-    matches!((r.shim_pid, r.shim_start), (Some(p), Some(s)) if launch::alive(p, s))
+    e.unit.is_some() && !coming(e) && e.record.as_ref().is_none_or(|r| !r.hold) && !e.shim_running()
 }
 
 /// The network of `name` (table entry `e`) to share, if its container runs.
@@ -173,7 +168,7 @@ fn shared(ctx: &Context, name: &str, e: &Entry) -> Result<Shared, String> {
     let r = e
         .record
         .as_ref()
-        .filter(|r| r.state == State::Running && shim_alive(r))
+        .filter(|r| r.state == State::Running && e.shim_running())
         .ok_or_else(not_running)?;
     let (Some(pid), Some(id)) = (r.pid, r.container_id.clone()) else {
         return Err(not_running());

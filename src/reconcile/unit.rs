@@ -915,6 +915,9 @@ pub fn watch_exit(ctx: &Arc<Context>, name: &str, shim_pid: i32, shim_start: u64
             () = cancel.cancelled() => return,
         }
         tracing::debug!(unit = %name, shim_pid, "shim exited");
+        if let Some(e) = c.table().get_mut(&name) {
+            e.shim_exited = Some((shim_pid, shim_start));
+        }
         // A lost poke (injected here by the fault suite) is healed by the periodic look.
         crate::failpoint::hit("exit-poke");
         c.poke(&name);
@@ -931,7 +934,7 @@ pub async fn stop_all(ctx: &Arc<Context>) {
             .table()
             .iter()
             .filter_map(|(n, e)| {
-                let r = e.record.as_ref().filter(|r| shim_alive(r))?;
+                let r = e.record.as_ref().filter(|_| e.shim_running())?;
                 Some((n.clone(), r.clone(), e.unit.clone()))
             })
             .collect();
