@@ -1,11 +1,13 @@
 //! Where a container's cgroup lives and what it says it uses: memory (and its limit), CPU time,
-//! pids, OOM kills. Two drivers: `cgroupfs` (the runtime makes `/rcd-<tag>/<id>` itself; hosts
+//! pids, OOM kills; and, for a container nothing supervises any more, every process in it
+//! killed and the cgroup removed. Two drivers: `cgroupfs` (the runtime makes `/rcd-<tag>/<id>` itself; hosts
 //! without systemd) and `systemd` (the runtime asks systemd for a transient scope
 //! `rcd-<tag>-<unit>-<gen>.scope` in `rcd.slice`; a systemd host with cgroup v2, where systemd
 //! owns the tree and a cgroup made behind its back may lose its controllers). Both layouts of
 //! the files: cgroup v2 (one unified tree; most hosts) and v1 (a tree per controller).
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +17,32 @@ const ROOT: &str = "/sys/fs/cgroup";
 const NO_LIMIT: u64 = 1 << 62;
 /// The systemd slice that holds every container scope.
 pub const SLICE: &str = "rcd.slice";
+
+/// A container's cgroup that could not be emptied or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A cgroup file or directory could not be read, written or removed.
+    #[error("cgroup {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Processes were still in the cgroup when the wait ran out.
+    #[error("cgroup {path}: processes {pids:?} still in it after {waited:?}")]
+    Busy {
+        /// The cgroup's directory.
+        path: PathBuf,
+        /// What was left.
+        pids: Vec<i32>,
+        /// How long their end was waited for.
+        waited: Duration,
+    },
+    /// The cgroups path names no container's cgroup (empty, or leaving the tree).
+    #[error("cgroups path {0:?} names no container's cgroup")]
+    NotAContainer(String),
+}
 
 /// Who creates and removes containers' cgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +116,37 @@ impl Layout {
                 format!("{SLICE}:rcd:{name}")
             }
         }
+    }
+
+    /// The container ids of this daemon (`rcd-<tag>-...`) that have a cgroup on this host, in
+    /// the unified tree or in any v1 hierarchy.
+    pub fn ids(&self) -> Vec<String> {
+        self.ids_at(Path::new(ROOT))
+    }
+
+    fn ids_at(&self, root: &Path) -> Vec<String> {
+        let prefix = format!("rcd-{}-", self.tag);
+        // Every container's cgroup sits in the same parent; which one, the driver says.
+        let probe = relative_dir(&self.path(&format!("{prefix}x")));
+        let Some(parent) = probe.parent() else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = hierarchies(root)
+            .into_iter()
+            .filter_map(|h| std::fs::read_dir(h.join(parent)).ok())
+            .flat_map(|rd| rd.flatten())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let id = name.strip_suffix(".scope").unwrap_or(&name).to_string();
+                let own = id.starts_with(&prefix)
+                    && relative_dir(&self.path(&id)).file_name() == Some(name.as_ref());
+                own.then_some(id)
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// Properties of the container's systemd scope, as the runtime takes them (OCI
@@ -182,6 +241,162 @@ pub fn unified_dir(cgroups_path: &str) -> Option<PathBuf> {
     root.join("cgroup.controllers")
         .exists()
         .then(|| root.join(relative_dir(cgroups_path)))
+}
+
+/// The roots of the cgroup trees: the unified one (v2), or each v1 hierarchy (a hybrid host's
+/// `unified` and `systemd` included).
+fn hierarchies(root: &Path) -> Vec<PathBuf> {
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.to_path_buf()];
+    }
+    let mut out: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every directory of the container cgroup at `cgroups_path`, in every tree that has it, with
+/// the cgroups below it (a container may make its own), parents before children.
+fn container_dirs(root: &Path, cgroups_path: &str) -> Result<Vec<PathBuf>, Error> {
+    let rel = relative_dir(cgroups_path);
+    // Never a tree's root or anything outside it: what is in there is not the container's.
+    let inside =
+        rel.components().count() > 0 && rel.components().all(|c| matches!(c, Component::Normal(_)));
+    if !inside {
+        return Err(Error::NotAContainer(cgroups_path.to_string()));
+    }
+    let mut out = Vec::new();
+    for h in hierarchies(root) {
+        let top = h.join(&rel);
+        if top.is_dir() {
+            let mut at = out.len();
+            out.push(top);
+            while at < out.len() {
+                let children: Vec<PathBuf> = std::fs::read_dir(&out[at])
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect();
+                out.extend(children);
+                at += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The processes in `dirs` (a cgroup that is gone holds none).
+fn procs(dirs: &[PathBuf]) -> Result<Vec<i32>, Error> {
+    let mut pids = Vec::new();
+    for d in dirs {
+        let file = d.join("cgroup.procs");
+        match std::fs::read_to_string(&file) {
+            Ok(text) => pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::Io { path: file, source }),
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
+
+/// Kills every process in the container cgroup at `cgroups_path` and waits, at most `within`,
+/// until none is left; returns how many it held. For a container nothing supervises:
+/// its processes outlive its shim, and the runtime may have lost its record of them.
+pub fn kill_all(cgroups_path: &str, within: Duration) -> Result<usize, Error> {
+    kill_all_at(Path::new(ROOT), cgroups_path, within)
+}
+
+fn kill_all_at(root: &Path, cgroups_path: &str, within: Duration) -> Result<usize, Error> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let dirs = container_dirs(root, cgroups_path)?;
+    let Some(top) = dirs.first().cloned() else {
+        return Ok(0);
+    };
+    let held = procs(&dirs)?.len();
+    // cgroup.kill (v2, Linux 5.14; a hybrid host's unified tree too): the kernel kills the
+    // whole subtree, processes forking meanwhile included.
+    for d in &dirs {
+        let kill_file = d.join("cgroup.kill");
+        if kill_file.exists() {
+            let _ = std::fs::write(&kill_file, "1");
+        }
+    }
+    // Without it (v1, older kernels), the freezer keeps anything from forking between the
+    // listing and the kill; a frozen process dies of its SIGKILL when thawed.
+    let freezer = dirs
+        .iter()
+        .find(|d| d.join("freezer.state").exists())
+        .map(|d| d.join("freezer.state"));
+    let deadline = Instant::now() + within;
+    loop {
+        let left = procs(&dirs)?;
+        if left.is_empty() {
+            return Ok(held);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Busy {
+                path: top,
+                pids: left,
+                waited: within,
+            });
+        }
+        if let Some(f) = &freezer {
+            freeze(f, true, deadline);
+        }
+        for pid in procs(&dirs)? {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(f) = &freezer {
+            freeze(f, false, deadline);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Freezes (or thaws) a v1 freezer cgroup, waiting (until `deadline`) for a freeze to take.
+/// Best effort: the caller's loop kills what a freeze that did not take let fork.
+fn freeze(state: &Path, frozen: bool, deadline: Instant) {
+    let want = if frozen { "FROZEN" } else { "THAWED" };
+    if std::fs::write(state, want).is_err() {
+        return;
+    }
+    while frozen && Instant::now() < deadline {
+        match std::fs::read_to_string(state) {
+            Ok(s) if s.trim() != want => std::thread::sleep(Duration::from_millis(1)),
+            _ => break,
+        }
+    }
+}
+
+/// Removes the emptied container cgroup at `cgroups_path` from every tree, the cgroups below it
+/// first; one already gone is success.
+pub fn remove(cgroups_path: &str) -> Result<(), Error> {
+    remove_at(Path::new(ROOT), cgroups_path)
+}
+
+fn remove_at(root: &Path, cgroups_path: &str) -> Result<(), Error> {
+    for d in container_dirs(root, cgroups_path)?.iter().rev() {
+        match std::fs::remove_dir(d) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::Io {
+                    path: d.clone(),
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A container's resource usage; each None where the cgroup does not say.
@@ -437,6 +652,85 @@ mod tests {
         assert_eq!(Driver::detect_at(&systemd, &root), Driver::Systemd);
         std::fs::remove_file(root.join("cgroup.controllers")).expect("rm");
         assert_eq!(Driver::detect_at(&systemd, &root), Driver::Cgroupfs);
+    }
+
+    #[test]
+    fn container_cgroups_found_and_emptied_in_every_tree() {
+        let fs = Layout {
+            driver: Driver::Cgroupfs,
+            tag: "ab".into(),
+            service: None,
+        };
+        let sd = Layout {
+            driver: Driver::Systemd,
+            ..fs.clone()
+        };
+        // v1: one directory per hierarchy; another daemon's and a stray name are not ours.
+        let v1 = tempfile::tempdir().expect("tempdir");
+        for rel in [
+            "memory/rcd-ab/rcd-ab-web-1",
+            "pids/rcd-ab/rcd-ab-web-1",
+            "pids/rcd-ab/rcd-ab-db-2/nested",
+            "pids/rcd-cd/rcd-cd-web-1",
+            "unified/rcd-ab/other",
+            "systemd/rcd.slice/rcd-ab-web-3.scope",
+        ] {
+            std::fs::create_dir_all(v1.path().join(rel)).expect("dir");
+        }
+        assert_eq!(fs.ids_at(v1.path()), ["rcd-ab-db-2", "rcd-ab-web-1"]);
+        assert_eq!(sd.ids_at(v1.path()), ["rcd-ab-web-3"]);
+        let dirs = container_dirs(v1.path(), &fs.path("rcd-ab-db-2")).expect("dirs");
+        assert_eq!(
+            dirs,
+            [
+                v1.path().join("pids/rcd-ab/rcd-ab-db-2"),
+                v1.path().join("pids/rcd-ab/rcd-ab-db-2/nested"),
+            ]
+        );
+        // Empty: nothing to kill; removed children first, in every tree; gone is success.
+        assert_eq!(
+            kill_all_at(v1.path(), &fs.path("rcd-ab-db-2"), Duration::ZERO).expect("kill"),
+            0
+        );
+        for id in ["rcd-ab-db-2", "rcd-ab-web-1", "rcd-ab-web-1"] {
+            remove_at(v1.path(), &fs.path(id)).expect("remove");
+        }
+        assert!(fs.ids_at(v1.path()).is_empty());
+        assert!(v1.path().join("pids/rcd-cd/rcd-cd-web-1").is_dir());
+
+        // v2: the unified tree only; a process listed that does not go is reported.
+        let v2 = tempfile::tempdir().expect("tempdir");
+        write(v2.path(), "", "cgroup.controllers", "cpu memory pids\n");
+        write(
+            v2.path(),
+            "rcd.slice/rcd-ab-web-4.scope",
+            "cgroup.procs",
+            "",
+        );
+        write(
+            v2.path(),
+            "rcd-ab/rcd-ab-web-5",
+            "cgroup.procs",
+            "999999999\n",
+        );
+        assert_eq!(sd.ids_at(v2.path()), ["rcd-ab-web-4"]);
+        assert_eq!(fs.ids_at(v2.path()), ["rcd-ab-web-5"]);
+        let busy = kill_all_at(v2.path(), &fs.path("rcd-ab-web-5"), Duration::ZERO);
+        assert!(
+            matches!(&busy, Err(Error::Busy { pids, .. }) if pids == &[999_999_999]),
+            "{busy:?}"
+        );
+
+        // Never a tree's root or a path out of it.
+        for bad in ["/", "", "/rcd-ab/../..", "-:x:../y.slice", "../x"] {
+            assert!(
+                matches!(
+                    kill_all_at(v2.path(), bad, Duration::ZERO),
+                    Err(Error::NotAContainer(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

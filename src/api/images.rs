@@ -1,7 +1,6 @@
 //! The image routes: list, pull (streamed progress), remove (refused while in use), prune,
 //! import (the archive streamed in the request body).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +33,7 @@ pub fn routes() -> Router<Arc<Context>> {
 fn api_error(e: Error) -> ApiError {
     let code = match &e {
         Error::Absent(_) => StatusCode::NOT_FOUND,
-        Error::InUse { .. } => StatusCode::CONFLICT,
+        Error::InUse { .. } | Error::Pinned(_) => StatusCode::CONFLICT,
         Error::Reference(_) | Error::Import(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -113,8 +112,10 @@ async fn pull(
     let c = ctx.clone();
     let name = image.clone();
     let task = tokio::spawn(async move {
-        let _shared = c.images.shared().await;
-        c.images.pull(&name).await
+        let pin = c.images.pin(&name);
+        let pulled = c.images.pull(&name, &pin).await;
+        c.images.unpin(pin).await;
+        pulled
     });
     tokio::spawn(async move {
         let line = |progress| PullLine {
@@ -164,14 +165,11 @@ async fn remove(
     super::access::JsonBody(req): super::access::JsonBody<ImageRequest>,
 ) -> Result<Json<ImageRemoved>, ApiError> {
     let image = normalize(&req.reference)?;
-    let stored = ctx
+    let swept = ctx
         .images
-        .store
-        .get(&image)
-        .map_err(|e| api_error(e.into()))?
-        .ok_or_else(|| api_error(Error::Absent(image.clone())))?;
-    let users = users(&ctx, &stored);
-    let swept = ctx.images.remove(&image, users).await.map_err(api_error)?;
+        .remove(&image, |stored| users(&ctx, stored))
+        .await
+        .map_err(api_error)?;
     tracing::info!(
         image,
         blobs = swept.blobs,
@@ -182,13 +180,11 @@ async fn remove(
 }
 
 async fn prune(State(ctx): State<Arc<Context>>) -> Result<Json<Pruned>, ApiError> {
-    let images = ctx.images.list().map_err(api_error)?;
-    let keep: HashSet<String> = images
-        .iter()
-        .filter(|i| !users(&ctx, i).is_empty())
-        .map(|i| i.name.clone())
-        .collect();
-    let pruned = ctx.images.prune(&keep).await.map_err(api_error)?;
+    let pruned = ctx
+        .images
+        .prune(|i| !users(&ctx, i).is_empty())
+        .await
+        .map_err(api_error)?;
     tracing::info!(
         images = pruned.images.len(),
         blobs = pruned.swept.blobs,

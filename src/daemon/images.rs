@@ -1,6 +1,8 @@
 //! The daemon's images: the stores, the registry client, pulls in flight (one at a time per
 //! image, with progress that `rctl status` and `rctl image pull` read), imports, and removal
-//! and pruning, which never run while a pull or an unpack does.
+//! and pruning, which never run while an import, an unpack or a mount on the stores does, and
+//! leave what pulls in flight pin. No lock is held across a pull: a slow registry must hold up
+//! neither removal nor, behind it, the starts of other units.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -8,12 +10,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock, RwLockWriteGuard};
 
 use crate::config::file::{self, FileConfig};
 use crate::image::content::ContentStore;
 use crate::image::digest::Digest;
 use crate::image::gc::{self, Swept};
+use crate::image::pins::{Pin, Pins};
 use crate::image::platform::Want;
 use crate::image::progress::{Counts, Progress};
 use crate::image::registry::{self, Client};
@@ -48,6 +51,9 @@ pub enum Error {
     /// No such image.
     #[error("no image {0} on this host")]
     Absent(String),
+    /// A pull or a start holds the image.
+    #[error("image {0} is being pulled or started; try again when it is done")]
+    Pinned(String),
     /// Units use the image.
     #[error("image {image} is used by unit{} {}", if units.len() == 1 { "" } else { "s" }, units.join(", "))]
     InUse {
@@ -89,8 +95,11 @@ pub struct Images {
     /// The registry client (one for the daemon: concurrent pulls share downloads); replaced
     /// whole when a SIGHUP brings other registry settings (pulls in flight keep theirs).
     client: std::sync::RwLock<Arc<Client>>,
-    /// Shared by pulls, imports and unpacks; exclusive for removal and pruning.
-    gc: RwLock<()>,
+    /// Shared by imports, unpacks and mounts; exclusive for removal and pruning. Never held
+    /// across a network pull.
+    gc: Arc<RwLock<()>>,
+    /// What pulls in flight (and starts on their way to the shared lock) hold on to.
+    pins: Pins,
     pulls: crate::keyed::Keyed<String, InFlight>,
     /// The credentials file, and what it was (mtime, size, inode) when last read.
     auth_file: Mutex<PathBuf>,
@@ -111,7 +120,8 @@ impl Images {
                 Client::new(file.client_config().map_err(|e| e.to_string())?)
                     .map_err(|e| e.to_string())?,
             )),
-            gc: RwLock::new(()),
+            gc: Arc::new(RwLock::new(())),
+            pins: Pins::default(),
             pulls: crate::keyed::Keyed::default(),
             auth_seen: Mutex::new(stamp(&file.registries.auth_file)),
             auth_file: Mutex::new(file.registries.auth_file.clone()),
@@ -139,9 +149,23 @@ impl Images {
         Ok(())
     }
 
-    /// Held while using the stores (pulling, importing, unpacking): no removal meanwhile.
-    pub async fn shared(&self) -> RwLockReadGuard<'_, ()> {
-        self.gc.read().await
+    /// Held while using the stores (importing, unpacking, mounting a snapshot): no removal
+    /// meanwhile. Owned, so that a start can carry it into the blocking step that mounts.
+    pub async fn shared(&self) -> OwnedRwLockReadGuard<()> {
+        self.gc.clone().read_owned().await
+    }
+
+    /// Pins image `image` and, once given to [`Images::pull`], what its pull stores: removal
+    /// and pruning leave them until the pin is released with [`Images::unpin`].
+    pub fn pin(&self, image: &str) -> Pin {
+        self.pins.pin(image)
+    }
+
+    /// Releases a pin, once no removal or pruning runs: one that listed the image records
+    /// before the pull wrote its own would take the pulled blobs for unreferenced.
+    pub async fn unpin(&self, pin: Pin) {
+        let _shared = self.shared().await;
+        drop(pin);
     }
 
     async fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
@@ -160,13 +184,14 @@ impl Images {
 
     /// Pulls `image` (a normalized reference) for this host and records it. A pull of an image
     /// already being pulled waits for that one, then pulls (finding the blobs stored). The
-    /// caller holds `shared()`.
-    pub async fn pull(&self, image: &str) -> Result<Image, Error> {
+    /// caller pinned the image with [`Images::pin`] and holds no lock: what the pull stores is
+    /// added to `pin`, and stays through removal and pruning until the pin is released.
+    pub async fn pull(&self, image: &str, pin: &Pin) -> Result<Image, Error> {
         let r = reference::parse(image).map_err(|e| Error::Reference(e.to_string()))?;
         // Leaves the map however this ends, a start that gave up on its pull included.
         let flight = self.pulls.enter(&image.to_string());
         let _turn = flight.turn.lock().await;
-        self.pull_now(image, &r, &flight.progress).await
+        self.pull_now(image, &r, &flight.progress, pin).await
     }
 
     async fn pull_now(
@@ -174,11 +199,19 @@ impl Images {
         image: &str,
         r: &oci_spec::distribution::Reference,
         progress: &Progress,
+        pin: &Pin,
     ) -> Result<Image, Error> {
         self.refresh_credentials()?;
         let pulled = self
             .client()
-            .pull_and_unpack(r, &self.content, &self.snapshots, &Want::host(), progress)
+            .pull_and_unpack(
+                r,
+                &self.content,
+                &self.snapshots,
+                &Want::host(),
+                progress,
+                pin,
+            )
             .await?;
         let diff_ids = pulled.config.rootfs().diff_ids();
         if diff_ids.len() != pulled.layers.len() {
@@ -227,29 +260,49 @@ impl Images {
         )?)
     }
 
-    /// Removes `image` unless `users` (units naming it or standing on it) is not empty, then
-    /// frees what no other image references.
-    pub async fn remove(&self, image: &str, users: Vec<String>) -> Result<Swept, Error> {
+    /// Removes `image` unless a pull or a start pins it or `users` (the units naming it or
+    /// standing on it, asked under the lock, where no start can be between its look at the
+    /// stores and its mount) names any, then frees what no other image references.
+    pub async fn remove(
+        &self,
+        image: &str,
+        users: impl FnOnce(&Image) -> Vec<String>,
+    ) -> Result<Swept, Error> {
         let _held = self.exclusive().await;
-        if self.store.get(image)?.is_none() {
+        let Some(stored) = self.store.get(image)? else {
             return Err(Error::Absent(image.to_string()));
-        }
+        };
+        let users = users(&stored);
         if !users.is_empty() {
             return Err(Error::InUse {
                 image: image.to_string(),
                 units: users,
             });
         }
-        self.store.remove(image)?;
+        {
+            // As in `prune`: the look at the pins and the removal in one step.
+            let pinned = self.pins.lock();
+            if pinned.image(image) {
+                return Err(Error::Pinned(image.to_string()));
+            }
+            self.store.remove(image)?;
+        }
         self.sweep().await
     }
 
-    /// Removes every image not in `keep`, then frees what no remaining image references.
-    pub async fn prune(&self, keep: &HashSet<String>) -> Result<Pruned, Error> {
+    /// Removes every image that no pull or start pins and that `keep` (asked under the lock, as
+    /// for [`Images::remove`]) does not keep, then frees what no remaining image references.
+    pub async fn prune(&self, keep: impl Fn(&Image) -> bool) -> Result<Pruned, Error> {
         let _held = self.exclusive().await;
         let mut images = Vec::new();
         for image in self.store.list()? {
-            if !keep.contains(&image.name) {
+            if keep(&image) {
+                continue;
+            }
+            // The look at the pins and the removal in one step: a pin taken after it finds the
+            // image absent (and pulls it).
+            let pinned = self.pins.lock();
+            if !pinned.image(&image.name) {
                 self.store.remove(&image.name)?;
                 images.push(image.name);
             }
@@ -272,17 +325,18 @@ impl Images {
     }
 
     async fn sweep(&self) -> Result<Swept, Error> {
-        let (store, content, snapshots) = (
+        let (store, content, snapshots, pins) = (
             self.store.clone(),
             self.content.clone(),
             self.snapshots.clone(),
+            self.pins.clone(),
         );
         tokio::task::spawn_blocking(move || {
             let mounted: HashSet<PathBuf> = crate::rootfs::overlays()
                 .into_iter()
                 .flat_map(|m| m.lowers)
                 .collect();
-            gc::sweep(&store, &content, &snapshots, &mounted)
+            gc::sweep(&store, &content, &snapshots, &mounted, &pins)
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))?

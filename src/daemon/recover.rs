@@ -1,8 +1,9 @@
 //! Recovery at daemon start: read the records back, tell a reboot from a daemon restart, sweep
 //! what no record owns, and re-adopt the shims that still run.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::context::{Context, Entry};
 use crate::pipeline::cleanup::Depth;
@@ -57,9 +58,10 @@ pub fn recover(ctx: &Context) {
     sweep(ctx, &owned);
 }
 
-/// Removes what a crash between steps can leave behind: shims and runtime containers of this
-/// root that no running record owns (a start the daemon died in), and instance directories no
-/// record owns at all.
+/// Removes what a crash between steps can leave behind: shims, runtime containers and
+/// container cgroups (with every process in them) of this root that no running record owns (a
+/// start the daemon died in, records removed under running containers), and instance
+/// directories no record owns at all.
 fn sweep(ctx: &Context, owned: &HashSet<String>) {
     let prefix = ctx.id_prefix();
     let running: HashSet<(String, i32)> = ctx
@@ -70,11 +72,28 @@ fn sweep(ctx: &Context, owned: &HashSet<String>) {
         .filter_map(|r| Some((r.container_id.clone()?, r.shim_pid?)))
         .collect();
     let running_ids: HashSet<&String> = running.iter().map(|(id, _)| id).collect();
+    // Containers nothing will supervise: their processes outlive a killed shim (reparented to
+    // PID 1), and the runtime may have lost its record of them too.
+    let mut unowned = BTreeSet::new();
     for (pid, id) in launch::all() {
         if id.starts_with(&prefix) && !running.contains(&(id.clone(), pid)) {
             tracing::warn!(container = %id, shim_pid = pid, "killing a shim no running unit owns");
             launch::kill_group(pid);
+            // A second shim of a running container is only a shim too many.
+            if !running_ids.contains(&id) {
+                unowned.insert(id);
+            }
         }
+    }
+    // Those whose shim is gone as well are found by their cgroup.
+    unowned.extend(
+        ctx.cgroups
+            .ids()
+            .into_iter()
+            .filter(|id| id.starts_with(&prefix) && !running_ids.contains(id)),
+    );
+    for id in &unowned {
+        kill_unowned(ctx, id);
     }
     match ctx.runtime.list() {
         Ok(list) => {
@@ -113,6 +132,26 @@ fn sweep(ctx: &Context, owned: &HashSet<String>) {
                 let _ = crate::pipeline::cleanup::instance_blocking(ctx, &id, Depth::Retire);
             }
         }
+    }
+}
+
+/// How long the processes of a container nobody owns are given to die once killed.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Kills everything container `id` still runs (its cgroup, whatever the runtime knows of it),
+/// then removes the runtime's record of it and its cgroup.
+fn kill_unowned(ctx: &Context, id: &str) {
+    let cgroups_path = ctx.cgroups_path(id);
+    match crate::cgroup::kill_all(&cgroups_path, KILL_WAIT) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(container = %id, processes = n, "killed what no unit owns"),
+        Err(e) => tracing::warn!(container = %id, "killing what no unit owns: {e}"),
+    }
+    if let Err(e) = ctx.runtime.delete(id) {
+        tracing::warn!(container = %id, "removing a container no unit owns: {e}");
+    }
+    if let Err(e) = crate::cgroup::remove(&cgroups_path) {
+        tracing::warn!(container = %id, "removing a cgroup no unit owns: {e}");
     }
 }
 

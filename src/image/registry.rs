@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::content::{self, ContentStore};
 use super::digest::{self, Digest};
+use super::pins::Pin;
 use super::platform::{self, Want};
 use super::progress::Progress;
 use super::reference::{self, Reference};
@@ -383,14 +384,17 @@ impl Client {
         want: &Want,
         progress: &Progress,
     ) -> Result<Pulled, Error> {
-        self.pull_into(reference, store, None, want, progress).await
+        self.pull_into(reference, store, None, want, progress, None)
+            .await
     }
 
     /// Pulls as [`Client::pull`] does and also leaves every layer unpacked in `snapshots`. Each
     /// layer unpacks while it downloads, all layers at once: its bytes go both to the content
     /// store and to an unpacker, and its snapshot is admitted only once the blob's digest and
     /// size and the unpacked stream's DiffID all match. Layers already stored (or resumed from
-    /// a partial download) are unpacked from the store afterwards.
+    /// a partial download) are unpacked from the store afterwards. Every blob and snapshot
+    /// the pull uses is added to `pin` before the pull looks whether it is there, so that
+    /// garbage collection running meanwhile leaves it.
     pub async fn pull_and_unpack(
         &self,
         reference: &Reference,
@@ -398,8 +402,9 @@ impl Client {
         snapshots: &Snapshots,
         want: &Want,
         progress: &Progress,
+        pin: &Pin,
     ) -> Result<Pulled, Error> {
-        self.pull_into(reference, store, Some(snapshots), want, progress)
+        self.pull_into(reference, store, Some(snapshots), want, progress, Some(pin))
             .await
     }
 
@@ -410,7 +415,13 @@ impl Client {
         snapshots: Option<&Snapshots>,
         want: &Want,
         progress: &Progress,
+        pin: Option<&Pin>,
     ) -> Result<Pulled, Error> {
+        let pin_blob = |d: &Digest| {
+            if let Some(p) = pin {
+                p.blob(d);
+            }
+        };
         let registry = reference.registry();
         let host = api_host(reference);
         let target = Target {
@@ -436,6 +447,7 @@ impl Client {
         };
 
         let (body, digest, kind) = self.manifest(&target, &by, pinned.as_ref()).await?;
+        pin_blob(&digest);
         let (index_digest, manifest, manifest_digest, manifest_body) = match kind {
             Kind::Manifest => (
                 None,
@@ -454,6 +466,7 @@ impl Client {
                         want: describe(want),
                     })?;
                 let child: Digest = chosen.digest().to_string().parse().map_err(bad_digest)?;
+                pin_blob(&child);
                 let (child_body, _, child_kind) = self
                     .manifest(&target, &child.to_string(), Some(&child))
                     .await?;
@@ -501,6 +514,10 @@ impl Client {
                 media_type: l.media_type().to_string(),
             });
         }
+        pin_blob(&config_digest);
+        for l in &layers {
+            pin_blob(&l.digest);
+        }
         self.blob(
             &target,
             store,
@@ -536,6 +553,11 @@ impl Client {
                 .collect(),
             None => vec![None; layers.len()],
         };
+        if let Some(p) = pin {
+            for to in unpack.iter().flatten() {
+                p.chain(&to.chain);
+            }
+        }
 
         // Layers in parallel; each blob under its own lock. The first failure stops the others
         // (at their next chunk), and the pull returns once they have cleaned up.

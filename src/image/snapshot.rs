@@ -102,6 +102,11 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     out
 }
 
+/// Where a layer unpacks before it is renamed into place: `.unpack-<chain hex>-<pid>`.
+const UNPACK_PREFIX: &str = ".unpack-";
+/// What garbage collection moved aside to remove.
+const GC_PREFIX: &str = ".gc-";
+
 /// Unpacked layers under a directory: `<root>/<chain id hex>/` holds one layer's files.
 #[derive(Debug, Clone)]
 pub struct Snapshots {
@@ -275,9 +280,11 @@ impl Snapshots {
         let dest = self.path(chain);
         // Unpacked beside its final place and renamed in only once verified: a crash or a
         // refusal leaves no snapshot that could be taken for a good one.
-        let tmp = self
-            .root
-            .join(format!(".unpack-{}-{}", chain.hex(), std::process::id()));
+        let tmp = self.root.join(format!(
+            "{UNPACK_PREFIX}{}-{}",
+            chain.hex(),
+            std::process::id()
+        ));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).map_err(io_err(&tmp))?;
         let result = fill(&tmp).and_then(|()| fs::rename(&tmp, &dest).map_err(io_err(&dest)));
@@ -324,11 +331,53 @@ impl Snapshots {
 
     /// Removes a snapshot (an unused layer, at prune time).
     pub fn remove(&self, chain_id: &Digest) -> Result<(), Error> {
-        let path = self.path(chain_id);
-        match fs::remove_dir_all(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+        match self.detach(&self.path(chain_id))? {
+            Some(moved) => self.purge(&moved),
+            None => Ok(()),
+        }
+    }
+
+    /// Moves an entry of the directory (a snapshot, an unpack's staging directory) aside to a
+    /// name of its own, in one rename: from then on nothing takes it for what it was, and its
+    /// slow removal ([`Snapshots::purge`]) can wait until the garbage collector's lock is
+    /// released. None if it was not there.
+    pub fn detach(&self, entry: &Path) -> Result<Option<PathBuf>, Error> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = entry.file_name().unwrap_or_default().to_string_lossy();
+        let aside = self.root.join(format!(
+            "{GC_PREFIX}{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        match fs::rename(entry, &aside) {
+            Ok(()) => Ok(Some(aside)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(entry)(e)),
+        }
+    }
+
+    /// Removes what [`Snapshots::detach`] moved aside; gone already is success.
+    pub fn purge(&self, detached: &Path) -> Result<(), Error> {
+        match fs::remove_dir_all(detached) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(detached)(e)),
             _ => Ok(()),
         }
+    }
+
+    /// The chain id a staging directory (`.unpack-<chain hex>-<pid>`) is unpacking, if `entry`
+    /// is one.
+    pub fn unpacking(entry: &Path) -> Option<Digest> {
+        let name = entry.file_name()?.to_str()?;
+        let hex = name.strip_prefix(UNPACK_PREFIX)?.split('-').next()?;
+        format!("sha256:{hex}").parse().ok()
+    }
+
+    /// Whether `entry` is something [`Snapshots::detach`] moved aside.
+    pub fn is_detached(entry: &Path) -> bool {
+        entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(GC_PREFIX))
     }
 }
 

@@ -1,5 +1,7 @@
 //! Step 4 of the start pipeline: an image unit's reference in, its verified config and its
-//! unpacked layer directories (top first) out, pulling per the unit's `pull` policy.
+//! unpacked layer directories (top first) out, pulling per the unit's `pull` policy. The pull
+//! holds no lock (the image is pinned instead); reading the stores and unpacking run under the
+//! shared image lock, which the caller keeps until the overlay is mounted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,6 +9,8 @@ use std::sync::Arc;
 use oci_spec::image::ImageConfiguration;
 
 use crate::daemon::context::Context;
+use crate::image::pins::Pin;
+use crate::image::store::Image;
 use crate::unit::PullPolicy;
 
 use super::Error;
@@ -29,17 +33,26 @@ fn fail(image: &str, reason: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Resolves, pulls if the policy says so, and unpacks `image` (a normalized reference).
-/// `on_pull` is called once before a pull begins (the unit shows `pulling`).
-pub async fn prepare(
+/// An image found stored or pulled, pinned until it is prepared.
+pub struct Fetched {
+    image: String,
+    record: Image,
+    /// Keeps removal and pruning off the image until the shared lock is held.
+    pin: Pin,
+}
+
+/// Finds `image` (a normalized reference) in the store, or pulls it if the policy says so,
+/// holding no lock. `on_pull` is called once before a pull begins (the unit shows `pulling`).
+pub async fn fetch(
     ctx: &Arc<Context>,
     image: &str,
     pull: PullPolicy,
     on_pull: &(dyn Fn() + Send + Sync),
-) -> Result<Prepared, Error> {
+) -> Result<Fetched, Error> {
     let images = &ctx.images;
-    // No removal or pruning while this start reads the stores and unpacks.
-    let _shared = images.shared().await;
+    // Pinned before the look at the store: a removal either went first (and the policy
+    // decides) or leaves the image alone.
+    let pin = images.pin(image);
     let stored = images.store.get(image).map_err(|e| fail(image, e))?;
     let record = match (pull, stored) {
         (PullPolicy::Never, None) => {
@@ -51,9 +64,24 @@ pub async fn prepare(
         // Docker's `--pull always`: a failed pull fails the start even with a stored copy.
         (PullPolicy::Missing, None) | (PullPolicy::Always, _) => {
             on_pull();
-            images.pull(image).await.map_err(|e| fail(image, e))?
+            images.pull(image, &pin).await.map_err(|e| fail(image, e))?
         }
     };
+    Ok(Fetched {
+        image: image.to_string(),
+        record,
+        pin,
+    })
+}
+
+/// Reads a fetched image's config back and unpacks what its layers lack. The caller holds
+/// [`Images::shared`](crate::daemon::images::Images::shared) from before this call until its
+/// overlay is mounted: no removal or pruning meanwhile.
+pub async fn prepare(ctx: &Arc<Context>, fetched: Fetched) -> Result<Prepared, Error> {
+    let Fetched { image, record, pin } = fetched;
+    // The shared lock takes over from here.
+    drop(pin);
+    let (images, image) = (&ctx.images, image.as_str());
     let config_bytes = images
         .content
         .read(&record.config)

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::OwnedRwLockReadGuard;
+
 use crate::daemon::context::Context;
 use crate::network::attach::{self, Joined};
 use crate::network::{files, shared};
@@ -43,12 +45,34 @@ pub async fn start(
 ) -> Result<Started, Error> {
     // Step 4: image. Nothing of the instance exists yet, so a failure here needs no rollback,
     // and giving up midway leaves only what a pull may resume.
-    let image = match &unit.container.source {
+    tokio::pin!(superseded);
+    let fetched = match &unit.container.source {
         Source::Rootfs(_) => None,
         Source::Image { reference, pull } => tokio::select! {
-            prepared = image::prepare(ctx, reference, *pull, on_pull) => Some(prepared?),
-            () = superseded => return Err(Error::Superseded),
+            fetched = image::fetch(ctx, reference, *pull, on_pull) => Some(fetched?),
+            () = &mut superseded => return Err(Error::Superseded),
         },
+    };
+    // Pulls wait outside the bound on concurrent starts: a slow registry must not hold up
+    // units that are ready to run.
+    let _permit = ctx.start_permits.acquire().await;
+    // Held from the look at the image stores until the overlay stands on them (taken after
+    // the permit: a removal waiting for it must not wait for the queue of starts too).
+    let (image, held) = match fetched {
+        None => (None, None),
+        Some(fetched) => {
+            let ready = async {
+                let held = ctx.images.shared().await;
+                image::prepare(ctx, fetched).await.map(|p| (p, held))
+            };
+            tokio::select! {
+                ready = ready => {
+                    let (prepared, held) = ready?;
+                    (Some(prepared), Some(held))
+                }
+                () = &mut superseded => return Err(Error::Superseded),
+            }
+        }
     };
     // Settled before anything is mounted: an image whose StopSignal cannot be sent must not
     // start a container that could then not be stopped as its image asks.
@@ -59,9 +83,6 @@ pub async fn start(
     })?;
     let exposed_ports = crate::spec::exposed_ports(config);
     let image_health = image.as_ref().and_then(|p| p.health.clone());
-    // Pulls wait outside the bound on concurrent starts: a slow registry must not hold up
-    // units that are ready to run.
-    let _permit = ctx.start_permits.acquire().await;
     let c2 = ctx.clone();
     let u2 = unit.clone();
     let id2 = id.to_string();
@@ -71,9 +92,10 @@ pub async fn start(
         .ok()
         .or_else(|| stop_signal.parse().ok())
         .unwrap_or(nix::sys::signal::Signal::SIGTERM as i32);
-    let result =
-        blocking(move || prepare_and_launch(&c2, &u2, &id2, image.as_ref(), join.as_ref(), signo))
-            .await;
+    let result = blocking(move || {
+        prepare_and_launch(&c2, &u2, &id2, image.as_ref(), held, join.as_ref(), signo)
+    })
+    .await;
     let result = match result {
         Ok(inner) => inner,
         Err(e) => Err(e),
@@ -101,6 +123,7 @@ fn prepare_and_launch(
     unit: &Unit,
     id: &str,
     image: Option<&Prepared>,
+    held: Option<OwnedRwLockReadGuard<()>>,
     join: Option<&shared::Shared>,
     stop_signal: i32,
 ) -> Result<(Launched, Option<Joined>), Error> {
@@ -135,6 +158,8 @@ fn prepare_and_launch(
         }
     };
     Overlay::layered(lowers.clone(), &dir, &rootfs).mount()?;
+    // Mounted, the snapshots are safe from removal (a sweep leaves mounted lower layers).
+    drop(held);
     // Step 6: network. A bridge unit's namespace and CNI attachments outlive restarts of the
     // instance by its policy (found in place then); they go when it stops for longer.
     let mut held_netns = None;

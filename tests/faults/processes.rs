@@ -130,3 +130,99 @@ fn a_daemon_frozen_for_30s_while_containers_exit_catches_up() {
     ]);
     settle_and_check(&d, &want, 30 * SEC);
 }
+
+/// The live processes whose cgroup (any hierarchy) is container `id`'s.
+fn in_cgroup_of(id: &str) -> Vec<i64> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| {
+                c.lines()
+                    .any(|l| l.ends_with(&format!("/{id}")) || l.ends_with(&format!("/{id}.scope")))
+            }) && pid_alive(*p)
+        })
+        .collect()
+}
+
+/// The cgroup directories of container `id` (the cgroupfs driver's `<tree>/rcd-<tag>/<id>`,
+/// the systemd driver's `<tree>/rcd.slice/<id>.scope`), in the unified tree or any v1 one.
+fn cgroup_dirs_of(id: &str) -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let trees = std::iter::once(root.to_path_buf()).chain(
+        std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    let parent = id.rsplitn(3, '-').nth(2).unwrap_or_default().to_string();
+    trees
+        .flat_map(|t| {
+            [
+                t.join(&parent).join(id),
+                t.join("rcd.slice").join(format!("{id}.scope")),
+            ]
+        })
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// Kills what a failed run of the test below leaves: processes nothing else would end.
+struct Reap(String);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for p in in_cgroup_of(&self.0) {
+            let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+        }
+        let deadline = std::time::Instant::now() + 5 * SEC;
+        while !in_cgroup_of(&self.0).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for d in cgroup_dirs_of(&self.0) {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+fn a_container_whose_records_are_gone_is_killed_at_daemon_start() {
+    let mut d = Daemon::new();
+    // A second process beside the container's init, as a real service would have.
+    d.write_unit("lost", &quiet("sleep 1001 & exec sleep 1000", ""));
+    d.write_unit("kept", &quiet("exec sleep 1000", ""));
+    d.spawn();
+    let lost = d.wait_state("lost", "running", 30 * SEC);
+    let kept = pid_of(&d.wait_state("kept", "running", 30 * SEC));
+    let (pid, id) = (
+        pid_of(&lost),
+        lost["container_id"].as_str().unwrap().to_string(),
+    );
+    let _reap = Reap(id.clone());
+    assert_eq!(in_cgroup_of(&id).len(), 2, "init and its child");
+    assert!(!cgroup_dirs_of(&id).is_empty());
+    d.kill();
+
+    // Its record, the runtime's record of its container and its unit file removed under it:
+    // at the next start nothing names it but its shim and its cgroup.
+    std::fs::remove_file(d.root.join("units").join("lost.json")).unwrap();
+    std::fs::remove_dir_all(d.root.join("runc").join(&id)).unwrap();
+    d.remove_unit("lost");
+    d.spawn();
+
+    // Nothing of it is left: no process, no cgroup; the rest as the unit files ask.
+    wait_until(10 * SEC, "the container's init gone", || !pid_alive(pid));
+    wait_until(10 * SEC, "no process left in its cgroup", || {
+        in_cgroup_of(&id).is_empty()
+    });
+    assert_eq!(cgroup_dirs_of(&id), Vec::<std::path::PathBuf>::new());
+    let want = BTreeMap::from([("kept".to_string(), Want::Running { net: false })]);
+    settle_and_check(&d, &want, 30 * SEC);
+    assert_eq!(
+        pid_of(&d.status("kept").unwrap()),
+        kept,
+        "the other one untouched"
+    );
+}

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::*;
-use crate::registry::{base64, busybox_oci_layout, Pki, Registry, Tls};
+use crate::registry::{
+    base64, busybox_oci_layout, Compression, Image, Layer, OciLayout, Pki, Registry, TarBuilder,
+    Tls,
+};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -379,6 +382,135 @@ fn a_pulling_unit_shows_its_progress_and_is_never_cut_while_bytes_flow() {
         "{out}"
     );
     assert!(out.contains(&format!("Image: {image}")), "{out}");
+}
+
+/// `n` bytes that no compression shrinks (xorshift: the same every run).
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_slow_pull_holds_up_neither_prune_nor_other_starts_and_prune_keeps_what_it_needs() {
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let busybox = Image::busybox();
+    // `other`: busybox, used by no unit, what the prune removes. `fast`: the same files in an
+    // uncompressed layer (another blob, the same snapshot). `slow`: busybox's gzip layer (the
+    // one only `other` references once it is pruned) and 1.5 MB more, pulled at 150 kB/s.
+    let uncompressed = Image {
+        layers: vec![Layer::busybox(Compression::None)],
+        ..busybox.clone()
+    };
+    let noise_layer = Layer::from_tar(
+        TarBuilder::new().file("noise", &noise(1_500_000)).finish(),
+        Compression::None,
+    );
+    let big = Image {
+        layers: vec![busybox.layers[0].clone(), noise_layer],
+        ..busybox.clone()
+    };
+    for (name, image) in [("other", &busybox), ("fast", &uncompressed), ("slow", &big)] {
+        let layout = OciLayout::create(&tmp.path().join(name));
+        let desc = layout.add_image(image);
+        layout.tag("1", &desc);
+        reg.push_layout(&layout.dir, &format!("{name}:1"));
+    }
+    let proxy = slow_proxy(&reg.addr, 150_000);
+    let (other, fast) = (reg.image("other:1"), reg.image("fast:1"));
+    let slow = format!("{proxy}/slow:1");
+    let d = Daemon::start();
+    for i in [&other, &fast] {
+        let out = d.rctl(&["image", "pull", i]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+
+    // A starts pulling `slow`; its config is stored, its big layer partly downloaded.
+    d.write_unit("a", &image_unit(&slow, ""));
+    wait_until(30 * SEC, "a's pull under way", || {
+        d.status("a")
+            .and_then(|s| s["pull"]["bytes_done"].as_u64())
+            .is_some_and(|n| n > 50_000)
+    });
+    let manifest = reg.manifest("slow", "1").json();
+    let digest = |v: &Value| v["digest"].as_str().unwrap()[7..].to_string();
+    let config = digest(&manifest["config"]);
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(digest)
+        .collect();
+    let content = d.root.join("images/content");
+    let partial = content.join("ingest").join(&layers[1]);
+    assert!(content.join("blobs/sha256").join(&config).is_file());
+    assert!(partial.is_file(), "the big layer is being downloaded");
+
+    // B, on a stored image, loaded but not started: a unit names `fast`, so the prune keeps it.
+    d.write_unit(
+        "b",
+        &image_unit(&fast, "pull = \"never\"\n[install]\nautostart = false\n"),
+    );
+    d.wait_state("b", "pending", 10 * SEC);
+
+    // A prune, then B's start: neither waits for A's pull.
+    let t = Instant::now();
+    let prune = {
+        let (rctl, socket) = (RCTL, d.socket.clone());
+        std::thread::spawn(move || {
+            let out = std::process::Command::new(rctl)
+                .arg("--socket")
+                .arg(socket)
+                .args(["image", "prune"])
+                .output()
+                .unwrap();
+            (out, t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let out = d.rctl(&["start", "b"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    d.wait_state("b", "running", 20 * SEC);
+    let b_running = t.elapsed();
+    let (out, pruned) = prune.join().unwrap();
+    assert_eq!(
+        d.status("a").unwrap()["state"],
+        "pulling",
+        "b ran after {b_running:?}, the prune answered after {pruned:?}: both waited for a's pull"
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("removed {other}")),
+        "{}",
+        text(&out.stdout)
+    );
+    // What A's pull has so far stays: the config, the layer it found stored (only the pruned
+    // image named it), the partial download.
+    for blob in [&config, &layers[0]] {
+        assert!(content.join("blobs/sha256").join(blob).is_file(), "{blob}");
+    }
+    assert!(partial.is_file(), "the partial download is kept");
+
+    // A runs on its image, intact, with no failed start; a prune now keeps it (a unit uses it).
+    let s = d.wait_state("a", "running", 60 * SEC);
+    assert_eq!(s["restarts"], 0, "{s:#}");
+    assert!(d.rctl(&["image", "prune"]).status.success());
+    let names: Vec<Value> = images(&d).iter().map(|i| i["name"].clone()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for i in [&fast, &slow] {
+        assert!(names.contains(&Value::from(i.as_str())), "{i} in {names:?}");
+    }
+    for blob in layers.iter().chain([&config]) {
+        assert!(content.join("blobs/sha256").join(blob).is_file(), "{blob}");
+    }
+    assert_eq!(files_under(&content.join("ingest")), 0);
 }
 
 /// A registry that accepts connections and never answers; its address.

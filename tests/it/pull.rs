@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rcd::image::content::{self, ContentStore};
 use rcd::image::digest::Digest;
 use rcd::image::layer::Limits;
+use rcd::image::pins::Pins;
 use rcd::image::platform::Want;
 use rcd::image::progress::Progress;
 use rcd::image::reference;
@@ -297,10 +298,14 @@ fn pull_at_once(
             .map(|image| {
                 let r = reference::parse(image).unwrap();
                 let (c, store, snaps) = (c.clone(), store.clone(), snaps.cloned());
+                let pin = Pins::default().pin(image);
                 tokio::spawn(async move {
                     let p = Progress::default();
                     match &snaps {
-                        Some(s) => c.pull_and_unpack(&r, &store, s, &Want::host(), &p).await,
+                        Some(s) => {
+                            c.pull_and_unpack(&r, &store, s, &Want::host(), &p, &pin)
+                                .await
+                        }
                         None => c.pull(&r, &store, &Want::host(), &p).await,
                     }
                 })
@@ -814,8 +819,15 @@ fn pull_unpacking(
 ) -> Result<Pulled, Error> {
     let r = reference::parse(image).unwrap();
     let progress = Progress::default();
-    let pulled =
-        runtime().block_on(client.pull_and_unpack(&r, store, snaps, &Want::host(), &progress))?;
+    let pin = Pins::default().pin(image);
+    let pulled = runtime().block_on(client.pull_and_unpack(
+        &r,
+        store,
+        snaps,
+        &Want::host(),
+        &progress,
+        &pin,
+    ))?;
     let c = progress.counts();
     assert_eq!(
         (c.layers_done, c.bytes_done),
