@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use tracing::Instrument;
 
-use crate::daemon::context::Context;
+use crate::context::Context;
 use crate::runtime::Runtime;
 use crate::unit::Health;
 

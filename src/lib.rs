@@ -33,6 +33,7 @@ pub mod api;
 pub mod bounded;
 pub mod cgroup;
 pub mod config;
+pub mod context;
 pub mod ctl;
 pub mod daemon;
 pub mod desired;

@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::daemon::context::Context;
+use crate::context::Context;
 use crate::events::{matches, Event};
 
 /// The filters.

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::server::ApiError;
-use crate::daemon::context::Context;
+use crate::context::Context;
 use crate::store::State as RecState;
 
 /// The upgrade protocol's name.

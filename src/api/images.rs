@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use super::server::{rfc3339, ApiError};
 use super::types::{ImageInfo, ImageRemoved, ImageRequest, ImagesImported, PullLine};
-use crate::daemon::context::Context;
-use crate::daemon::images::{Error, Pruned};
+use crate::context::Context;
+use crate::image::service::{Error, Pruned};
 use crate::image::store::Image;
 use crate::unit::Source;
 

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::server::ApiError;
-use crate::daemon::context::Context;
+use crate::context::Context;
 use crate::logs::read::{Filter, Follower, Forward, Snapshot};
 
 /// How often a follower looks for new records while there are none.

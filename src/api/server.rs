@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::types::{DaemonInfo, ErrorBody, Inspect, Reloaded, ShutDown, UnitStatus};
-use crate::daemon::context::{Context, Entry};
+use crate::context::{Context, Entry};
 use crate::reconcile::intent::Intent;
 use crate::store::State as RecState;
 use crate::unit::Policy;

@@ -7,7 +7,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::Usage;
-use crate::daemon::context::Context;
+use crate::context::Context;
 use crate::store::State as RecState;
 
 /// One running container's usage.

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use super::{enc, format, Output};
 use crate::api::client::{Client, Error as ClientError};
 use crate::api::types::{ImageInfo, ImageRemoved, ImageRequest, ImagesImported, PullLine};
-use crate::daemon::images::Pruned;
+use crate::image::service::Pruned;
 
 /// `rctl image` subcommands.
 #[derive(Subcommand, Debug)]

@@ -1,12 +1,9 @@
 //! The daemon: recovers state, scans the units directory, re-adopts running shims, then runs the
 //! watcher, the reconciler and the API until shutdown. Containers outlive it (live restore).
 
-pub mod context;
-pub mod images;
 pub mod logging;
 mod recover;
 pub mod reload;
-pub mod scan;
 pub mod service;
 
 use std::os::unix::fs::PermissionsExt;
@@ -16,10 +13,10 @@ use std::sync::Arc;
 use tokio::net::UnixListener;
 
 use crate::config::{find_on_path, is_executable, Config, Paths};
+use crate::context::Context;
 use crate::reconcile;
 use crate::runtime::Runtime;
 use crate::store::Store;
-use context::Context;
 
 /// The daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +170,7 @@ pub async fn run(
     // files), beside the rest of the start: every registry client shares it, and one that
     // needs it sooner waits for that read (a OnceLock) rather than making its own.
     drop(tokio::task::spawn_blocking(crate::image::tls::system_roots));
-    let images = context::Images::open(&paths.root, &config.file).map_err(Error::Images)?;
+    let images = crate::context::Images::open(&paths.root, &config.file).map_err(Error::Images)?;
     let networks = crate::network::attach::Networks::open(&paths.root, &config.file.network)
         .map_err(Error::Networks)?;
     let events_dir = paths.root.join("events");
@@ -185,7 +182,7 @@ pub async fn run(
     let runtime = Runtime::new(&runtime_bin, &paths.runtime_root)
         .with_systemd_cgroup(cgroup_driver == crate::cgroup::Driver::Systemd)
         .with_timeout(config.runtime_timeout);
-    let (scans, scan_inbox) = scan::channel();
+    let (scans, scan_inbox) = crate::desired::owner::channel();
     let mut ctx = Context::new(
         paths,
         config.units_dir.clone(),
@@ -200,7 +197,7 @@ pub async fn run(
     );
     ctx.intent_timeout = config.intent_timeout;
     ctx.scans = scans;
-    ctx.set_settings(context::Settings::of(&config.file));
+    ctx.set_settings(crate::context::Settings::of(&config.file));
     let ctx = Arc::new(ctx);
     tracing::info!(
         runtime = %runtime_bin.display(),
@@ -223,7 +220,9 @@ pub async fn run(
         .await
         .map_err(|e| Error::Runtime(format!("recovery task: {e}")))?;
     // Fail closed: without the desired state every record looks like a removed unit's.
-    scan::once(&ctx).await.map_err(Error::FirstScan)?;
+    crate::desired::owner::once(&ctx)
+        .await
+        .map_err(Error::FirstScan)?;
     let lost = recover::adopt(&ctx);
     ctx.queue.poke_all();
     let counts = ctx.table().len();
@@ -235,7 +234,11 @@ pub async fn run(
 
     // The scan owner, and the watcher asking it: any burst of events is a full rescan
     // (cheap, and it cannot miss a change).
-    tasks.spawn(scan::run(ctx.clone(), scan_inbox, stop.clone()));
+    tasks.spawn(crate::desired::owner::run(
+        ctx.clone(),
+        scan_inbox,
+        stop.clone(),
+    ));
     let scans = ctx.scans.clone();
     let wstop = stop.clone();
     tasks.spawn(async move {

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::context::{Context, Entry};
+use crate::context::{Context, Entry};
 use crate::pipeline::cleanup::Depth;
 use crate::shim::launch;
 use crate::store::State;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::config::file::FileConfig;
 
-use super::context::{Context, Settings};
+use crate::context::{Context, Settings};
 
 /// Reads `path` again and applies it over `running` (updated to what now applies).
 pub fn reload(ctx: &Context, path: &Path, explicit: bool, running: &mut FileConfig) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::daemon::context::Context;
+use crate::context::Context;
 
 /// How often STATUS= is refreshed (sent only when it changed) without a watchdog.
 const STATUS_EVERY: Duration = Duration::from_secs(10);

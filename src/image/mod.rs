@@ -13,6 +13,7 @@ pub mod platform;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod service;
 pub mod snapshot;
 pub mod store;
 pub mod tls;

@@ -71,10 +71,7 @@ pub fn period(keep: Duration) -> Duration {
 
 /// Applies the age rule now and then every `period(keep)` until `stop` is cancelled. Call once
 /// the units directory has been scanned (before, every unit looks removed).
-pub async fn run(
-    ctx: Arc<crate::daemon::context::Context>,
-    stop: tokio_util::sync::CancellationToken,
-) {
+pub async fn run(ctx: Arc<crate::context::Context>, stop: tokio_util::sync::CancellationToken) {
     loop {
         // Read at each sweep: a SIGHUP may have changed it.
         let keep = ctx.settings().keep_removed;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::daemon::context::Context;
+use crate::context::Context;
 use crate::rootfs;
 
 use super::{blocking, Error};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use oci_spec::image::ImageConfiguration;
 
-use crate::daemon::context::Context;
+use crate::context::Context;
 use crate::image::pins::Pin;
 use crate::image::store::Image;
 use crate::unit::PullPolicy;
@@ -75,7 +75,7 @@ pub async fn fetch(
 }
 
 /// Reads a fetched image's config back and unpacks what its layers lack. The caller holds
-/// [`Images::shared`](crate::daemon::images::Images::shared) from before this call until its
+/// [`Images::shared`](crate::image::service::Images::shared) from before this call until its
 /// overlay is mounted: no removal or pruning meanwhile.
 pub async fn prepare(ctx: &Arc<Context>, fetched: Fetched) -> Result<Prepared, Error> {
     let Fetched { image, record, pin } = fetched;

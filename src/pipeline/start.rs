@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::OwnedRwLockReadGuard;
 
-use crate::daemon::context::Context;
+use crate::context::Context;
 use crate::network::attach::{self, Joined};
 use crate::network::{files, shared};
 use crate::rootfs::Overlay;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::daemon::context::Context;
+use crate::context::Context;
 use crate::shim::{self, launch, Exit};
 
 use super::{blocking, Error};

@@ -4,7 +4,7 @@
 //! `container:` unit, which namespace its target runs in; the start needs what to join and
 //! which units to start along; `rctl status` needs why it waits.
 
-use crate::daemon::context::{Context, Entry};
+use crate::context::{Context, Entry};
 use crate::network::shared::{self, Shared};
 use crate::store::State;
 use crate::unit::{locate_link, references, unit_links, NetworkMode, Unit};

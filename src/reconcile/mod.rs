@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::daemon::context::Context;
+use crate::context::Context;
 use scheduler::{Backoff, Options};
 
 /// The reconciler's inbox: "look at unit X", with the operator's intents for it.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use crate::daemon::context::Context;
+use crate::context::Context;
 use crate::pipeline;
 use crate::pipeline::cleanup::Depth;
 use crate::restart::{self, Decision, Outcome};

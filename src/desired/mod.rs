@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::daemon::context::Context;
+use crate::context::Context;
 use crate::unit;
+
+pub mod owner;
 
 /// One read of the units directory: what was listed and parsed, before it touches the table.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::context::Context;
+use crate::context::Context;
 
 /// How many reloads may wait for the owner at once before a caller waits to ask.
 const INBOX: usize = 64;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Semaphore;
 
-pub use super::images::Images;
 use crate::config::Paths;
+pub use crate::image::service::Images;
 use crate::runtime::Runtime;
 use crate::store::{Record, Store};
 use crate::unit::Unit;
@@ -74,7 +74,7 @@ pub struct Context {
     /// Bounds concurrent starts (start work in parallel, bounded by cores).
     pub start_permits: Semaphore,
     /// Asks the scan owner to read the units directory.
-    pub scans: super::scan::Scans,
+    pub scans: crate::desired::owner::Scans,
     /// The reconciler's inbox.
     pub queue: crate::reconcile::Queue,
     /// The unit table.
@@ -174,7 +174,7 @@ impl Context {
             boot_id: boot_id(),
             start_permits: Semaphore::new((cores * 2).max(4)),
             // Replaced by the daemon's own; a context without a scan owner never scans.
-            scans: super::scan::channel().0,
+            scans: crate::desired::owner::channel().0,
             queue: crate::reconcile::Queue::default(),
             table: Mutex::new(BTreeMap::new()),
             health: crate::health::Registry::default(),
