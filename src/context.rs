@@ -1,49 +1,17 @@
 //! The daemon's shared state: configuration, the runtime, the store, and the unit table
 //! (desired state per unit beside its record).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
 use crate::config::Paths;
 pub use crate::image::service::Images;
 use crate::runtime::Runtime;
-use crate::store::{Record, Store};
-use crate::unit::Unit;
+use crate::store::Store;
 
-/// One unit as the daemon knows it.
-#[derive(Debug, Clone, Default)]
-pub struct Entry {
-    /// The last valid version of its file (the desired state); None once the file is gone.
-    pub unit: Option<Arc<Unit>>,
-    /// Its file path.
-    pub file: Option<PathBuf>,
-    /// Whether its file is in the units directory now.
-    pub present: bool,
-    /// What is wrong with the file as it is now (the last valid version still applies).
-    pub file_error: Option<String>,
-    /// Digest of the file bytes last read, to skip re-parsing an unchanged file.
-    pub digest: Option<[u8; 32]>,
-    /// Its persisted record.
-    pub record: Option<Record>,
-    /// A shim of this unit seen to exit (pid, start time), until the exit is observed: what
-    /// the table knows of liveness without reading /proc under its lock.
-    pub shim_exited: Option<(i32, u64)>,
-}
-
-impl Entry {
-    /// Whether the record's shim runs, as far as the exits seen so far tell.
-    pub fn shim_running(&self) -> bool {
-        self.record
-            .as_ref()
-            .is_some_and(|r| match (r.shim_pid, r.shim_start) {
-                (Some(pid), Some(start)) => self.shim_exited != Some((pid, start)),
-                _ => false,
-            })
-    }
-}
+pub use crate::table::{Entry, UnitTable};
 
 /// Everything the daemon's tasks share.
 pub struct Context {
@@ -78,7 +46,7 @@ pub struct Context {
     /// The reconciler's inbox.
     pub queue: crate::reconcile::Queue,
     /// The unit table.
-    table: Mutex<BTreeMap<String, Entry>>,
+    pub units: UnitTable,
     /// Lines each running container's log dropped, as last read.
     pub log_drops: Arc<crate::logs::drops::Drops>,
     /// Health of the monitored containers.
@@ -176,7 +144,7 @@ impl Context {
             // Replaced by the daemon's own; a context without a scan owner never scans.
             scans: crate::desired::owner::channel().0,
             queue: crate::reconcile::Queue::default(),
-            table: Mutex::new(BTreeMap::new()),
+            units: UnitTable::default(),
             health: crate::health::Registry::default(),
             log_drops: Arc::default(),
             events,
@@ -188,11 +156,6 @@ impl Context {
             cancel: tokio_util::sync::CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
         }
-    }
-
-    /// Locks the unit table (held briefly, never across an await).
-    pub fn table(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The runtime id of a unit's container instance.

@@ -460,14 +460,15 @@ fn current_probe(
     started_ms: u64,
     image: Option<&ImageHealth>,
 ) -> Option<Probe> {
-    let table = ctx.table();
-    let e = table.get(name)?;
-    let r = e.record.as_ref()?;
-    let this_run = r.container_id.as_deref() == Some(id) && r.started_at_ms == Some(started_ms);
-    if !this_run || r.state != crate::store::State::Running {
-        return None;
-    }
-    resolve(&e.unit.as_ref()?.health, image)
+    ctx.units.view(|table| {
+        let e = table.get(name)?;
+        let r = e.record.as_ref()?;
+        let this_run = r.container_id.as_deref() == Some(id) && r.started_at_ms == Some(started_ms);
+        if !this_run || r.state != crate::store::State::Running {
+            return None;
+        }
+        resolve(&e.unit.as_ref()?.health, image)
+    })
 }
 
 #[cfg(test)]

@@ -52,5 +52,6 @@ pub mod runtime;
 pub mod shim;
 pub mod spec;
 pub mod store;
+pub mod table;
 pub mod unit;
 pub mod watch;

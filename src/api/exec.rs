@@ -104,8 +104,7 @@ pub async fn exec(
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let request = ExecRequest::decode(&body)?;
     let id = {
-        let table = ctx.table();
-        let e = table.get(&name).ok_or_else(|| {
+        let e = ctx.units.get(&name).ok_or_else(|| {
             ApiError(
                 StatusCode::NOT_FOUND,
                 format!("unit {name:?} is not loaded"),

@@ -62,7 +62,7 @@ fn users(ctx: &Context, image: &Image) -> Vec<String> {
         .filter(|m| top.as_ref().is_some_and(|t| m.lowers.contains(t)))
         .map(|m| m.target)
         .collect();
-    let table = ctx.table();
+    ctx.units.view(|table| {
     let mut out: Vec<String> = Vec::new();
     for (name, e) in table.iter() {
         let names_it = e.unit.as_ref().is_some_and(|u| {
@@ -82,6 +82,7 @@ fn users(ctx: &Context, image: &Image) -> Vec<String> {
         }
     }
     out
+    })
 }
 
 fn info(ctx: &Context, image: &Image) -> ImageInfo {

@@ -99,7 +99,7 @@ async fn logs(
         ));
     }
     let path = ctx.paths.log(&name);
-    let known = ctx.table().contains_key(&name);
+    let known = ctx.units.contains(&name);
     let (tail, f) = (q.tail, filter.clone());
     let (snapshot, head) = tokio::task::spawn_blocking(move || {
         let snap = Snapshot::open(&path)?;
@@ -192,7 +192,7 @@ async fn logs(
 async fn prune(State(ctx): State<Arc<Context>>) -> Result<Json<Pruned>, ApiError> {
     let c = ctx.clone();
     let removed = tokio::task::spawn_blocking(move || {
-        let names: std::collections::BTreeSet<String> = c.table().keys().cloned().collect();
+        let names: std::collections::BTreeSet<String> = c.units.names().into_iter().collect();
         crate::logs::retention::prune(
             &c.paths.logs,
             |u| names.contains(u),

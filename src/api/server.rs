@@ -160,28 +160,28 @@ async fn daemon(State(ctx): State<Arc<Context>>) -> Json<DaemonInfo> {
 }
 
 async fn list(State(ctx): State<Arc<Context>>) -> Json<Vec<UnitStatus>> {
-    let table = ctx.table();
-    Json(table.iter().map(|(n, e)| status_of(&ctx, n, e)).collect())
+    Json(
+        ctx.units
+            .view(|v| v.iter().map(|(n, e)| status_of(&ctx, n, e)).collect()),
+    )
 }
 
 async fn status(
     State(ctx): State<Arc<Context>>,
     Path(name): Path<String>,
 ) -> Result<Json<UnitStatus>, ApiError> {
-    let table = ctx.table();
-    let e = table.get(&name).ok_or_else(|| unknown(&name))?;
-    Ok(Json(status_of(&ctx, &name, e)))
+    let e = ctx.units.get(&name).ok_or_else(|| unknown(&name))?;
+    Ok(Json(status_of(&ctx, &name, &e)))
 }
 
 async fn inspect(
     State(ctx): State<Arc<Context>>,
     Path(name): Path<String>,
 ) -> Result<Json<Inspect>, ApiError> {
-    let table = ctx.table();
-    let e = table.get(&name).ok_or_else(|| unknown(&name))?;
+    let e = ctx.units.get(&name).ok_or_else(|| unknown(&name))?;
     let record = e.record.as_ref();
     Ok(Json(Inspect {
-        status: status_of(&ctx, &name, e),
+        status: status_of(&ctx, &name, &e),
         unit: e
             .unit
             .as_ref()
@@ -205,8 +205,7 @@ async fn intent(
         ));
     };
     {
-        let table = ctx.table();
-        let e = table.get(&name).ok_or_else(|| unknown(&name))?;
+        let e = ctx.units.get(&name).ok_or_else(|| unknown(&name))?;
         if e.unit.is_none() {
             return Err(ApiError(
                 StatusCode::CONFLICT,
@@ -231,9 +230,8 @@ async fn intent(
             ),
         ));
     }
-    let table = ctx.table();
-    let e = table.get(&name).ok_or_else(|| unknown(&name))?;
-    let st = status_of(&ctx, &name, e);
+    let e = ctx.units.get(&name).ok_or_else(|| unknown(&name))?;
+    let st = status_of(&ctx, &name, &e);
     // A stop that failed is the request's failure too; it stands and is tried again.
     if verb == "stop" && st.state == "running" {
         if let Some(err) = &st.error {

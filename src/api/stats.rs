@@ -33,15 +33,15 @@ pub async fn stats(
     State(ctx): State<Arc<Context>>,
     Query(q): Query<StatsQuery>,
 ) -> Json<Vec<UnitUsage>> {
-    let running: Vec<(String, String)> = ctx
-        .table()
-        .iter()
-        .filter(|(n, _)| q.unit.as_ref().is_none_or(|u| u == *n))
-        .filter_map(|(n, e)| {
-            let r = e.record.as_ref().filter(|r| r.state == RecState::Running)?;
-            Some((n.clone(), r.container_id.clone()?))
-        })
-        .collect();
+    let running: Vec<(String, String)> = ctx.units.view(|v| {
+        v.iter()
+            .filter(|(n, _)| q.unit.as_ref().is_none_or(|u| u == *n))
+            .filter_map(|(n, e)| {
+                let r = e.record.as_ref().filter(|r| r.state == RecState::Running)?;
+                Some((n.clone(), r.container_id.clone()?))
+            })
+            .collect()
+    });
     let c = ctx.clone();
     let out = tokio::task::spawn_blocking(move || {
         running

@@ -225,7 +225,7 @@ pub async fn run(
         .map_err(Error::FirstScan)?;
     let lost = recover::adopt(&ctx);
     ctx.queue.poke_all();
-    let counts = ctx.table().len();
+    let counts = ctx.units.len();
     tracing::info!(units = counts, "rcd ready");
 
     // Every task below ends when `stop` is cancelled, and is joined before this returns.
@@ -314,9 +314,12 @@ pub async fn run(
     {
         let c = ctx.clone();
         let running = move || {
-            c.table()
-                .values()
-                .filter_map(|e| e.record.as_ref()?.container_id.clone())
+            let ids: Vec<String> = c.units.view(|v| {
+                v.values()
+                    .filter_map(|e| e.record.as_ref()?.container_id.clone())
+                    .collect()
+            });
+            ids.into_iter()
                 .map(|id| (id.clone(), c.paths.container(&id)))
                 .collect()
         };

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::context::{Context, Entry};
+use crate::context::Context;
 use crate::pipeline::cleanup::Depth;
 use crate::shim::launch;
 use crate::store::State;
@@ -22,7 +22,7 @@ pub fn recover(ctx: &Context) {
     }
     let now = crate::shim::now_ms();
     let mut owned = HashSet::new();
-    let mut table = ctx.table();
+    let mut recovered = Vec::with_capacity(records.len());
     for mut r in records {
         let rebooted = r.boot_id.as_deref().is_some_and(|b| b != ctx.boot_id);
         if rebooted {
@@ -46,15 +46,14 @@ pub fn recover(ctx: &Context) {
             owned.insert(id.clone());
         }
         let _ = ctx.store.save(&r);
-        table.insert(
-            r.unit.clone(),
-            Entry {
-                record: Some(r),
-                ..Entry::default()
-            },
-        );
+        recovered.push(r);
     }
-    drop(table);
+    ctx.units.edit(|table| {
+        for r in recovered {
+            let name = r.unit.clone();
+            table.entry(&name).record = Some(r);
+        }
+    });
     sweep(ctx, &owned);
 }
 
@@ -64,13 +63,13 @@ pub fn recover(ctx: &Context) {
 /// directories no record owns at all.
 fn sweep(ctx: &Context, owned: &HashSet<String>) {
     let prefix = ctx.id_prefix();
-    let running: HashSet<(String, i32)> = ctx
-        .table()
-        .values()
-        .filter_map(|e| e.record.as_ref())
-        .filter(|r| r.state == State::Running)
-        .filter_map(|r| Some((r.container_id.clone()?, r.shim_pid?)))
-        .collect();
+    let running: HashSet<(String, i32)> = ctx.units.view(|v| {
+        v.values()
+            .filter_map(|e| e.record.as_ref())
+            .filter(|r| r.state == State::Running)
+            .filter_map(|r| Some((r.container_id.clone()?, r.shim_pid?)))
+            .collect()
+    });
     let running_ids: HashSet<&String> = running.iter().map(|(id, _)| id).collect();
     // Containers nothing will supervise: their processes outlive a killed shim (reparented to
     // PID 1), and the runtime may have lost its record of them too.
@@ -109,13 +108,13 @@ fn sweep(ctx: &Context, owned: &HashSet<String>) {
     }
     // A network belongs to a container that runs or is about to restart; one of a stopped
     // container is what a failed CNI DEL left.
-    let networked: HashSet<String> = ctx
-        .table()
-        .values()
-        .filter_map(|e| e.record.as_ref())
-        .filter(|r| matches!(r.state, State::Running | State::Restarting))
-        .filter_map(|r| r.container_id.clone())
-        .collect();
+    let networked: HashSet<String> = ctx.units.view(|v| {
+        v.values()
+            .filter_map(|e| e.record.as_ref())
+            .filter(|r| matches!(r.state, State::Running | State::Restarting))
+            .filter_map(|r| r.container_id.clone())
+            .collect()
+    });
     for id in ctx.networks.instances() {
         if id.starts_with(&prefix) && !networked.contains(&id) {
             tracing::warn!(container = %id, "taking down a network no running unit owns");
@@ -163,8 +162,20 @@ pub fn adopt(ctx: &Arc<Context>) -> Vec<(String, i32)> {
     let mut watch = Vec::new();
     let mut monitor = Vec::new();
     let mut save = Vec::new();
-    {
-        let mut table = ctx.table();
+    // Which shims still run, read from /proc before the table is taken.
+    let shims: Vec<(i32, u64)> = ctx.units.view(|v| {
+        v.values()
+            .filter_map(|e| {
+                let r = e.record.as_ref()?;
+                Some((r.shim_pid?, r.shim_start?))
+            })
+            .collect()
+    });
+    let alive: HashSet<(i32, u64)> = shims
+        .into_iter()
+        .filter(|&(pid, start)| launch::alive(pid, start))
+        .collect();
+    ctx.units.edit(|table| {
         for (name, e) in table.iter_mut() {
             let Some(r) = e.record.as_mut() else { continue };
             if let Some(u) = &e.unit {
@@ -177,7 +188,7 @@ pub fn adopt(ctx: &Arc<Context>) -> Vec<(String, i32)> {
                 }
             }
             if let (Some(pid), Some(start)) = (r.shim_pid, r.shim_start) {
-                if !launch::alive(pid, start) {
+                if !alive.contains(&(pid, start)) {
                     e.shim_exited = Some((pid, start));
                     lost.push((name.clone(), pid));
                 } else {
@@ -190,7 +201,7 @@ pub fn adopt(ctx: &Arc<Context>) -> Vec<(String, i32)> {
                 }
             }
         }
-    }
+    });
     for r in save {
         let _ = ctx.store.save(&r);
     }
@@ -208,12 +219,13 @@ pub fn adopt(ctx: &Arc<Context>) -> Vec<(String, i32)> {
 pub async fn observed(ctx: &Context, lost: &[(String, i32)], limit: std::time::Duration) {
     let deadline = tokio::time::Instant::now() + limit;
     let pending = || {
-        let table = ctx.table();
-        lost.iter().any(|(name, pid)| {
-            table
-                .get(name)
-                .and_then(|e| e.record.as_ref())
-                .is_some_and(|r| r.shim_pid == Some(*pid))
+        ctx.units.view(|table| {
+            lost.iter().any(|(name, pid)| {
+                table
+                    .get(name)
+                    .and_then(|e| e.record.as_ref())
+                    .is_some_and(|r| r.shim_pid == Some(*pid))
+            })
         })
     };
     while pending() && tokio::time::Instant::now() < deadline {

@@ -27,18 +27,19 @@ fn managed() -> bool {
 
 /// `12 units: 9 running, 1 waiting, 1 failed, 1 pending`.
 pub fn status_line(ctx: &Context) -> String {
-    let table = ctx.table();
-    let mut by: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for e in table.values() {
-        let state = match (&e.record, &e.unit) {
-            (Some(r), _) => r.state.as_str(),
-            (None, Some(_)) => "pending",
-            (None, None) => "invalid",
-        };
-        *by.entry(state).or_default() += 1;
-    }
-    let parts: Vec<String> = by.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    format!("{} units: {}", table.len(), parts.join(", "))
+    ctx.units.view(|table| {
+        let mut by: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for e in table.values() {
+            let state = match (&e.record, &e.unit) {
+                (Some(r), _) => r.state.as_str(),
+                (None, Some(_)) => "pending",
+                (None, None) => "invalid",
+            };
+            *by.entry(state).or_default() += 1;
+        }
+        let parts: Vec<String> = by.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        format!("{} units: {}", table.len(), parts.join(", "))
+    })
 }
 
 /// READY=1, with the first STATUS=, then the watchdog and status refreshes until the daemon

@@ -30,11 +30,12 @@ struct FileRead {
 
 /// The digests of the files the table holds now: what `read` need not parse again.
 pub fn known(ctx: &Context) -> HashMap<String, [u8; 32]> {
-    ctx.table()
-        .iter()
-        .filter(|(_, e)| e.present)
-        .filter_map(|(n, e)| Some((n.clone(), e.digest?)))
-        .collect()
+    ctx.units.view(|v| {
+        v.iter()
+            .filter(|(_, e)| e.present)
+            .filter_map(|(n, e)| Some((n.clone(), e.digest?)))
+            .collect()
+    })
 }
 
 /// Reads and parses the units directory (file I/O only, no table): run it off the async
@@ -79,9 +80,8 @@ pub fn apply(ctx: &Context, snapshot: Snapshot) -> BTreeSet<String> {
         }
         Err(Listing::Missing)
             if ctx
-                .table()
-                .values()
-                .all(|e| !e.present && e.record.is_none()) =>
+                .units
+                .view(|v| v.values().all(|e| !e.present && e.record.is_none())) =>
         {
             // Nothing was ever loaded from it, nothing is recorded: an empty start, waiting
             // for it to appear.
@@ -104,8 +104,8 @@ pub fn apply(ctx: &Context, snapshot: Snapshot) -> BTreeSet<String> {
         }
     };
 
+    ctx.units.edit(|table| {
     let mut changed = BTreeSet::new();
-    let mut table = ctx.table();
     let mut present = BTreeSet::new();
     for FileRead {
         name,
@@ -115,7 +115,7 @@ pub fn apply(ctx: &Context, snapshot: Snapshot) -> BTreeSet<String> {
     } in listing
     {
         present.insert(name.clone());
-        let entry = table.entry(name.clone()).or_default();
+        let entry = table.entry(&name);
         entry.present = true;
         entry.file = Some(path.clone());
         let Some(outcome) = outcome else { continue };
@@ -158,6 +158,7 @@ pub fn apply(ctx: &Context, snapshot: Snapshot) -> BTreeSet<String> {
         }
     }
     changed
+    })
 }
 
 /// Digest of a unit file's bytes (capped), owner and mode: what decides whether it must be

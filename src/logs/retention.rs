@@ -77,9 +77,7 @@ pub async fn run(ctx: Arc<crate::context::Context>, stop: tokio_util::sync::Canc
         let keep = ctx.settings().keep_removed;
         let c = ctx.clone();
         let swept = tokio::task::spawn_blocking(move || {
-            let table = c.table();
-            let names: std::collections::BTreeSet<String> = table.keys().cloned().collect();
-            drop(table);
+            let names: std::collections::BTreeSet<String> = c.units.names().into_iter().collect();
             prune(
                 &c.paths.logs,
                 |u| names.contains(u),

@@ -7,6 +7,7 @@
 use crate::context::{Context, Entry};
 use crate::network::shared::{self, Shared};
 use crate::store::State;
+use crate::table::View;
 use crate::unit::{locate_link, references, unit_links, NetworkMode, Unit};
 
 use super::plan::Join;
@@ -54,22 +55,29 @@ pub fn look(ctx: &Context, unit: Option<&Unit>) -> Gate {
     if references(unit).next().is_none() {
         return gate;
     }
-    let table = ctx.table();
-    let lookup = |n: &str| table.get(n).and_then(|e| e.unit.as_deref());
-    let exists = |n: &str| table.get(n).is_some_and(|e| e.unit.is_some() || e.present);
-    // A missing unit or a circle: say so rather than wait in silence.
-    for p in unit_links(unit, lookup, exists) {
-        if p.key == "requires" {
-            gate.required_stopped.get_or_insert(p.waiting_for());
+    let target = match &unit.network.mode {
+        NetworkMode::Container(target) => Some(target.as_str()),
+        _ => None,
+    };
+    let target_entry = ctx.units.view(|table| {
+        let lookup = |n: &str| table.get(n).and_then(|e| e.unit.as_deref());
+        let exists = |n: &str| table.get(n).is_some_and(|e| e.unit.is_some() || e.present);
+        // A missing unit or a circle: say so rather than wait in silence.
+        for p in unit_links(unit, lookup, exists) {
+            if p.key == "requires" {
+                gate.required_stopped.get_or_insert(p.waiting_for());
+            }
+            gate.block(p.waiting_for());
+            gate.problem
+                .get_or_insert_with(|| locate_link(&unit.file, &p).to_string());
         }
-        gate.block(p.waiting_for());
-        gate.problem
-            .get_or_insert_with(|| locate_link(&unit.file, &p).to_string());
-    }
-    if let NetworkMode::Container(target) = &unit.network.mode {
+        target.and_then(|t| table.get(t).cloned())
+    });
+    // The target's namespace is looked at in /proc: outside the table.
+    if let Some(target) = target {
         gate.join = Join::Missing;
-        if let Some(e) = table.get(target.as_str()) {
-            match shared(ctx, target, e) {
+        if let Some(e) = target_entry {
+            match shared(ctx, target, &e) {
                 Ok(s) => {
                     gate.join = Join::Ready(s.ino);
                     gate.shared = Some(s);
@@ -78,6 +86,13 @@ pub fn look(ctx: &Context, unit: Option<&Unit>) -> Gate {
             }
         }
     }
+    ctx.units
+        .view(|table| gate_on_units(ctx, unit, table, &mut gate));
+    gate
+}
+
+/// The part of the gate that reads only the table: `after`, `requires`, `wants`.
+fn gate_on_units(ctx: &Context, unit: &Unit, table: View<'_>, gate: &mut Gate) {
     for name in &unit.deps.after {
         let Some(e) = table.get(name.as_str()) else {
             continue;
@@ -103,7 +118,6 @@ pub fn look(ctx: &Context, unit: Option<&Unit>) -> Gate {
             gate.pull_in.push(name.clone());
         }
     }
-    gate
 }
 
 /// Whether `e`'s container runs (and is healthy, if it has a health check); if not, what it
@@ -208,13 +222,14 @@ fn shared(ctx: &Context, name: &str, e: &Entry) -> Result<Shared, String> {
 
 /// The units that name a unit that `is_target` (in any of the ways `references` lists).
 pub fn dependents(ctx: &Context, is_target: impl Fn(&str) -> bool) -> Vec<String> {
-    ctx.table()
-        .iter()
-        .filter(|(_, e)| {
-            e.unit
-                .as_deref()
-                .is_some_and(|u| references(u).any(|(_, t)| is_target(t)))
-        })
-        .map(|(name, _)| name.clone())
-        .collect()
+    ctx.units.view(|v| {
+        v.iter()
+            .filter(|(_, e)| {
+                e.unit
+                    .as_deref()
+                    .is_some_and(|u| references(u).any(|(_, t)| is_target(t)))
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    })
 }

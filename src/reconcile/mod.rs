@@ -39,7 +39,7 @@ pub fn options(resync: Duration) -> Options {
 pub async fn run(ctx: Arc<Context>, resync: Duration, cancel: CancellationToken) {
     let keys = {
         let ctx = ctx.clone();
-        move || ctx.table().keys().cloned().collect::<Vec<_>>()
+        move || ctx.units.names()
     };
     let queue = ctx.queue.clone();
     let work = move |name: String, intents: Vec<intent::Intent>, nudge: Arc<unit::Nudge>| {

@@ -51,9 +51,8 @@ impl Nudge {
             self.notify.notified().await;
             let still = !self.stop.load(Ordering::Relaxed)
                 && ctx
-                    .table()
-                    .get(&unit.name)
-                    .and_then(|e| e.unit.as_ref())
+                    .units
+                    .unit(&unit.name)
                     .is_some_and(|u| u.spec_hash == unit.spec_hash);
             if !still {
                 self.gave_up.store(true, Ordering::Relaxed);
@@ -95,33 +94,20 @@ async fn steps(
     nudge: &Nudge,
 ) -> Result<Option<Duration>, pipeline::Error> {
     if !intents.is_empty() {
-        let record = {
-            let mut table = ctx.table();
-            let Some(e) = table.get_mut(name) else {
-                return Ok(None);
-            };
+        let Some(record) = ctx.units.update(name, |e| {
             let r = e.record.get_or_insert_with(|| Record::new(name, now_ms()));
             for &i in intents {
                 intent::apply(r, i);
             }
             r.clone()
+        }) else {
+            return Ok(None);
         };
         save(ctx, record).await?;
     }
     for _ in 0..MAX_STEPS {
-        let (unit, record) = {
-            let mut table = ctx.table();
-            match table.get(name) {
-                Some(e) if e.unit.is_none() && e.record.is_none() => {
-                    // Nothing ran and nothing should: forget a file that is gone.
-                    if !e.present {
-                        table.remove(name);
-                    }
-                    return Ok(None);
-                }
-                Some(e) => (e.unit.clone(), e.record.clone()),
-                None => return Ok(None),
-            }
+        let Some((unit, record)) = ctx.units.desired_and_record(name) else {
+            return Ok(None);
         };
         // A shim that recorded its container's exit is done with it, whatever /proc still
         // says of the shim for a moment (seen under systemd: the exit woke this reconcile,
@@ -232,22 +218,18 @@ async fn save(ctx: &Arc<Context>, record: Record) -> Result<(), pipeline::Error>
     })
     .await?;
     let name = record.unit.clone();
-    let changed = {
-        let mut table = ctx.table();
-        let Some(e) = table.get_mut(&record.unit) else {
-            return result.map_err(|e| pipeline::Error::Bundle {
-                path: e.path,
-                source: e.source,
-            });
-        };
-        transition_event(ctx, e.record.as_ref(), &record);
-        let changed = e.record.as_ref().is_none_or(|old| {
-            (old.state, old.hold, &old.waiting_for)
-                != (record.state, record.hold, &record.waiting_for)
+    let (state, hold, waiting_for) = (record.state, record.hold, record.waiting_for.clone());
+    let new = record.clone();
+    let Some(old) = ctx.units.replace_record(record) else {
+        return result.map_err(|e| pipeline::Error::Bundle {
+            path: e.path,
+            source: e.source,
         });
-        e.record = Some(record);
-        changed
     };
+    transition_event(ctx, old.as_ref(), &new);
+    let changed = old
+        .as_ref()
+        .is_none_or(|old| (old.state, old.hold, &old.waiting_for) != (state, hold, &waiting_for));
     if changed {
         // Units that wait for this one, or require it, look again.
         poke_dependents(ctx, &name);
@@ -260,12 +242,8 @@ async fn save(ctx: &Arc<Context>, record: Record) -> Result<(), pipeline::Error>
 
 /// Updates the table's copy of a record without persisting it.
 fn set(ctx: &Context, record: Record) {
-    let old = {
-        let mut table = ctx.table();
-        let Some(e) = table.get_mut(&record.unit) else {
-            return;
-        };
-        e.record.replace(record.clone())
+    let Some(old) = ctx.units.replace_record(record.clone()) else {
+        return;
     };
     transition_event(ctx, old.as_ref(), &record);
 }
@@ -316,27 +294,23 @@ fn transition_event(ctx: &Context, old: Option<&Record>, new: &Record) {
 
 /// Shows `error` on the unit; true if it is not what it showed already.
 fn set_error(ctx: &Context, name: &str, error: String) -> bool {
-    match ctx.table().get_mut(name).and_then(|e| e.record.as_mut()) {
-        Some(r) if r.error.as_deref() == Some(&error) => false,
-        Some(r) => {
+    ctx.units
+        .update_record(name, |r| {
+            let new = r.error.as_deref() != Some(&error);
             r.error = Some(error);
-            true
-        }
-        None => true,
-    }
+            new
+        })
+        .unwrap_or(true)
 }
 
 async fn clear_requests(ctx: &Arc<Context>, name: &str) {
-    let record = {
-        let mut table = ctx.table();
-        let Some(r) = table.get_mut(name).and_then(|e| e.record.as_mut()) else {
-            return;
-        };
-        if !r.start_requested {
-            return;
-        }
-        r.start_requested = false;
-        r.clone()
+    let Some(Some(record)) = ctx.units.update_record(name, |r| {
+        r.start_requested.then(|| {
+            r.start_requested = false;
+            r.clone()
+        })
+    }) else {
+        return;
     };
     let c = ctx.clone();
     let _ = pipeline::blocking(move || c.store.save(&record)).await;
@@ -570,19 +544,7 @@ async fn remove(
         refresh_hosts(ctx).await;
     }
     poke_dependents(ctx, name);
-    let mut table = ctx.table();
-    if let Some(e) = table.get_mut(name) {
-        if e.unit.is_none() {
-            if e.present {
-                // An invalid file that never had a valid version: keep it listed with its error.
-                e.record = None;
-            } else {
-                table.remove(name);
-            }
-        } else {
-            e.record = None;
-        }
-    }
+    ctx.units.forget_record(name);
     Ok(())
 }
 
@@ -780,9 +742,8 @@ async fn start(
             crate::unit::Source::Rootfs(_) => String::new(),
         };
         move || {
-            if let Some(r) = ctx.table().get_mut(&name).and_then(|e| e.record.as_mut()) {
-                r.set_state(State::Pulling, now_ms());
-            }
+            ctx.units
+                .update_record(&name, |r| r.set_state(State::Pulling, now_ms()));
             ctx.events
                 .emit(&name, "pulling", &[("image", image.clone())]);
         }
@@ -859,8 +820,7 @@ async fn start(
 /// shares a network with at their current addresses. Failures are logged: a stale name is
 /// not worth failing a start or a removal for.
 async fn refresh_hosts(ctx: &Arc<Context>) {
-    let members: Vec<crate::network::names::Member> = {
-        let table = ctx.table();
+    let members: Vec<crate::network::names::Member> = ctx.units.view(|table| {
         table
             .iter()
             .filter_map(|(name, e)| {
@@ -883,7 +843,7 @@ async fn refresh_hosts(ctx: &Arc<Context>) {
                 })
             })
             .collect()
-    };
+    });
     if members.is_empty() {
         return;
     }
@@ -915,9 +875,8 @@ pub fn watch_exit(ctx: &Arc<Context>, name: &str, shim_pid: i32, shim_start: u64
             () = cancel.cancelled() => return,
         }
         tracing::debug!(unit = %name, shim_pid, "shim exited");
-        if let Some(e) = c.table().get_mut(&name) {
-            e.shim_exited = Some((shim_pid, shim_start));
-        }
+        c.units
+            .update(&name, |e| e.shim_exited = Some((shim_pid, shim_start)));
         // A lost poke (injected here by the fault suite) is healed by the periodic look.
         crate::failpoint::hit("exit-poke");
         c.poke(&name);
@@ -930,14 +889,14 @@ pub fn watch_exit(ctx: &Arc<Context>, name: &str, shim_pid: i32, shim_start: u64
 /// so the next daemon start starts them as its rules say (not held, as after `rctl stop`).
 pub async fn stop_all(ctx: &Arc<Context>) {
     loop {
-        let running: Vec<(String, Record, Option<Arc<Unit>>)> = ctx
-            .table()
-            .iter()
-            .filter_map(|(n, e)| {
-                let r = e.record.as_ref().filter(|_| e.shim_running())?;
-                Some((n.clone(), r.clone(), e.unit.clone()))
-            })
-            .collect();
+        let running: Vec<(String, Record, Option<Arc<Unit>>)> = ctx.units.view(|v| {
+            v.iter()
+                .filter_map(|(n, e)| {
+                    let r = e.record.as_ref().filter(|_| e.shim_running())?;
+                    Some((n.clone(), r.clone(), e.unit.clone()))
+                })
+                .collect()
+        });
         if running.is_empty() {
             return;
         }
