@@ -362,7 +362,7 @@ pub async fn run(
     if stop_containers {
         // The loop is done: nothing restarts what this stops.
         tracing::info!("stopping every container, dependents first");
-        reconcile::unit::stop_all(&ctx).await;
+        reconcile::verbs::stop::stop_all(&ctx).await;
     }
     stop.cancel();
     ctx.shutdown.done.send_replace(true);

@@ -209,7 +209,7 @@ pub fn adopt(ctx: &Arc<Context>) -> Vec<(String, i32)> {
         crate::health::spawn_monitor(ctx, &name, &id, image, started, true);
     }
     for (name, pid, start) in watch {
-        crate::reconcile::unit::watch_exit(ctx, &name, pid, start);
+        crate::reconcile::watch::watch_exit(ctx, &name, pid, start);
     }
     lost
 }

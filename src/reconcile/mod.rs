@@ -3,10 +3,14 @@
 //! the event that woke it. A reconcile that wants another look later returns a delay.
 
 pub mod deps;
+pub mod hosts;
 pub mod intent;
 pub mod plan;
+pub mod record;
 pub mod scheduler;
-pub mod unit;
+pub mod steps;
+pub mod verbs;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,10 +46,10 @@ pub async fn run(ctx: Arc<Context>, resync: Duration, cancel: CancellationToken)
         move || ctx.units.names()
     };
     let queue = ctx.queue.clone();
-    let work = move |name: String, intents: Vec<intent::Intent>, nudge: Arc<unit::Nudge>| {
+    let work = move |name: String, intents: Vec<intent::Intent>, nudge: Arc<steps::Nudge>| {
         let ctx = ctx.clone();
         let span = tracing::info_span!("unit", unit = %name);
-        async move { unit::reconcile(&ctx, &name, &intents, &nudge).await }.instrument(span)
+        async move { steps::reconcile(&ctx, &name, &intents, &nudge).await }.instrument(span)
     };
     scheduler::run(queue, options(resync), keys, work, cancel).await;
 }

@@ -1,0 +1,34 @@
+//! Remove: the file is gone; stop, take the instance apart, forget the unit (its log stays).
+
+use std::sync::Arc;
+
+use crate::context::Context;
+use crate::pipeline;
+use crate::pipeline::cleanup::Depth;
+use crate::reconcile::hosts::refresh_hosts;
+use crate::reconcile::record::poke_dependents;
+use crate::reconcile::verbs::stop::stop_container;
+use crate::store::Record;
+
+/// The file is gone: stop, remove the instance, forget the unit (its log stays).
+pub async fn remove(
+    ctx: &Arc<Context>,
+    name: &str,
+    record: Option<Record>,
+) -> Result<(), pipeline::Error> {
+    if let Some(mut r) = record {
+        stop_container(ctx, None, &mut r, Depth::Retire).await?;
+        ctx.store
+            .remove(name)
+            .map_err(|e| pipeline::Error::Bundle {
+                path: e.path,
+                source: e.source,
+            })?;
+        tracing::info!("unit removed");
+        ctx.events.emit(name, "removed", &[]);
+        refresh_hosts(ctx).await;
+    }
+    poke_dependents(ctx, name);
+    ctx.units.forget_record(name);
+    Ok(())
+}
