@@ -5,14 +5,14 @@
 //! beside the container (`<container dir>/health.json`), so a daemon restart continues it.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::context::Context;
@@ -221,30 +221,68 @@ impl State {
     }
 }
 
+/// A health state file that could not be saved or read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The state could not be written.
+    #[error("health state {}: cannot save: {source}", path.display())]
+    Save {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The state could not be read back.
+    #[error("health state {}: cannot read: {source}", path.display())]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
 /// The health of every monitored container, by container id, with the start time of the
-/// run it is about (a restart of an instance keeps its id).
-#[derive(Debug, Default)]
+/// run it is about (a restart of an instance keeps its id); and the turns of the probes.
+#[derive(Debug)]
 pub struct Registry {
     states: Mutex<HashMap<String, (u64, State)>>,
+    /// Probes running at once, daemon-wide. Each is a runtime `exec` (runc: a Go process that
+    /// joins the container's namespaces, tens of ms of CPU before the command even runs), so
+    /// a hundred units probing in the same second must not fork a hundred runtimes at once.
+    /// A probe waiting for its turn is late, not failed: its timeout starts with its turn.
+    probes: Semaphore,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        // Two per core, as for starts: a probe mostly waits on its command, not the CPU.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Registry::with_probes((cores * 2).max(4))
+    }
 }
 
 impl Registry {
+    /// A registry that runs at most `probes` probes at once.
+    pub fn with_probes(probes: usize) -> Self {
+        Registry {
+            states: Mutex::default(),
+            probes: Semaphore::new(probes.max(1)),
+        }
+    }
+
     /// A container's health, if it is monitored.
     pub fn get(&self, id: &str) -> Option<State> {
         self.lock().get(id).map(|(_, s)| s.clone())
     }
 
     /// Sets the health of the run of container `id` started at `started_ms`; `dir` is its
-    /// directory, where the state is saved if `persist`.
-    pub fn set(&self, id: &str, started_ms: u64, state: State, dir: &Path, persist: bool) {
+    /// directory, where the state is saved first if `persist` (on a blocking thread, and with
+    /// no lock held: status reads never wait on the disk).
+    pub async fn set(&self, id: &str, started_ms: u64, state: State, dir: &Path, persist: bool) {
         if persist {
-            if let Ok(json) = serde_json::to_vec(&state) {
-                let path = dir.join(FILE);
-                if let Err(e) =
-                    crate::store::atomic::write_with(&path, &json, crate::store::atomic::Sync::None)
-                {
-                    tracing::warn!(container = %id, "{}: {e}", path.display());
-                }
+            if let Err(e) = save(dir, &state).await {
+                tracing::warn!(container = %id, "{e}");
             }
         }
         self.lock().insert(id.to_string(), (started_ms, state));
@@ -263,9 +301,30 @@ impl Registry {
         }
     }
 
-    /// The state saved in `dir`, after a daemon restart.
-    pub fn load(dir: &Path) -> Option<State> {
-        serde_json::from_slice(&std::fs::read(dir.join(FILE)).ok()?).ok()
+    /// The state saved in `dir`, after a daemon restart (read on a blocking thread); None if
+    /// none was saved or what was saved cannot be understood (the check starts over).
+    pub async fn load(dir: &Path) -> Result<Option<State>, Error> {
+        let path = dir.join(FILE);
+        let read = path.clone();
+        let bytes = match tokio::task::spawn_blocking(move || std::fs::read(read)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Ok(Err(source)) => return Err(Error::Load { path, source }),
+            Err(e) => {
+                return Err(Error::Load {
+                    path,
+                    source: std::io::Error::other(e),
+                })
+            }
+        };
+        Ok(serde_json::from_slice(&bytes).ok())
+    }
+
+    /// Runs `probe` once in container `id` when its turn comes (see `probes`).
+    pub async fn probe(&self, runtime: &Runtime, id: &str, probe: &Probe, scratch: &Path) -> Check {
+        // Never closed; were it, the probe would run unbounded rather than not at all.
+        let _turn = self.probes.acquire().await.ok();
+        run_probe(runtime, id, probe, scratch).await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, State)>> {
@@ -275,20 +334,38 @@ impl Registry {
 
 const FILE: &str = "health.json";
 
-/// Runs `probe` once in container `id` (blocking); kills it and everything it started at its
-/// timeout.
-pub fn run_probe(runtime: &Runtime, id: &str, probe: &Probe, scratch: &Path) -> Check {
+/// Writes `state` to `dir`'s state file, atomically, on a blocking thread.
+async fn save(dir: &Path, state: &State) -> Result<(), Error> {
+    let path = dir.join(FILE);
+    let json = serde_json::to_vec(state).map_err(|e| Error::Save {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    let target = path.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        crate::store::atomic::write_with(&target, &json, crate::store::atomic::Sync::None)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    written.map_err(|source| Error::Save { path, source })
+}
+
+/// Runs `probe` once in container `id`; kills it and everything it started at its timeout.
+/// The runtime's `exec` is a child the async runtime waits on and whose output it reads, so a
+/// probe in flight holds no thread.
+pub async fn run_probe(runtime: &Runtime, id: &str, probe: &Probe, scratch: &Path) -> Check {
     let start_ms = crate::shim::now_ms();
     let began = Instant::now();
     let pid_file: PathBuf = scratch.join(format!("probe-{}.pid", std::process::id()));
     let _ = std::fs::remove_file(&pid_file);
-    let result = runtime
-        .exec_command(id, &probe.cmd, &pid_file, false)
-        .stdin(Stdio::null())
+    let mut cmd =
+        tokio::process::Command::from(runtime.exec_command(id, &probe.cmd, &pid_file, false));
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match result {
+        // Its own group, so a kill reaches the runtime's helpers (runc's init) in one call.
+        .process_group(0);
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             return Check {
@@ -299,58 +376,28 @@ pub fn run_probe(runtime: &Runtime, id: &str, probe: &Probe, scratch: &Path) -> 
             }
         }
     };
-    // Both pipes drained at once, so a chatty probe never blocks on a full pipe.
-    let readers: Vec<_> = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|mut r| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = (&mut r).take(MAX_OUTPUT as u64 * 4).read_to_end(&mut buf);
-            // Read the rest away, so the probe is never blocked on a full pipe.
-            let _ = std::io::copy(&mut r, &mut std::io::sink());
-            buf
-        })
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let mut running = Running { child, pid_file };
+    let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), None);
+    // Both pipes drained at once, so a chatty probe never blocks on a full pipe; all of it
+    // bounded by the timeout, so output held open by something the probe left behind cannot
+    // hold the monitor either.
+    let _ = tokio::time::timeout(probe.timeout, async {
+        tokio::join!(
+            async { status = Some(running.child.wait().await) },
+            drain(stdout, &mut out),
+            drain(stderr, &mut err),
+        )
     })
-    .collect();
-    // Waited for at once (no polling); a watchdog kills it, with what it started, at its
-    // timeout. The runtime is killed only while unreaped (the wait has not returned), so its
-    // pid cannot have been reused.
-    let (done, stop) = std::sync::mpsc::channel::<()>();
-    let runtime_pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let watched = pid_file.clone();
-    let timeout = probe.timeout;
-    let watchdog = std::thread::spawn(move || {
-        let fired = matches!(
-            stop.recv_timeout(timeout),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-        );
-        if fired {
-            crate::runtime::kill_pid_tree(runtime_pid.as_raw());
-            crate::runtime::kill_tree(&watched);
-        }
-        fired
-    });
-    let status = child.wait().ok();
-    let _ = done.send(());
-    let timed_out = watchdog.join().unwrap_or(false);
-    let mut output = Vec::new();
-    for r in readers {
-        if let Ok(mut b) = r.join() {
-            output.append(&mut b);
-        }
+    .await;
+    let timed_out = status.is_none();
+    if timed_out {
+        running.kill();
+        let _ = running.child.wait().await;
     }
-    let _ = std::fs::remove_file(&pid_file);
-    let mut output = String::from_utf8_lossy(&output).into_owned();
+    let _ = std::fs::remove_file(&running.pid_file);
+    out.append(&mut err);
+    let mut output = String::from_utf8_lossy(&out).into_owned();
     if output.len() > MAX_OUTPUT {
         let mut cut = MAX_OUTPUT;
         while !output.is_char_boundary(cut) {
@@ -358,22 +405,72 @@ pub fn run_probe(runtime: &Runtime, id: &str, probe: &Probe, scratch: &Path) -> 
         }
         output.truncate(cut);
     }
-    let exit_code = match (timed_out, status.and_then(|s| s.code())) {
-        (true, _) => {
+    let exit_code = match status {
+        None => {
             output.push_str(&format!(
                 "health check exceeded timeout ({})",
                 humantime::format_duration(probe.timeout)
             ));
             -1
         }
-        (false, Some(code)) => code,
-        (false, None) => -1,
+        Some(Ok(s)) => s.code().unwrap_or(-1),
+        Some(Err(_)) => -1,
     };
     Check {
         start_ms,
         took_ms: began.elapsed().as_millis() as u64,
         exit_code,
         output,
+    }
+}
+
+/// A probe's runtime `exec` until it is reaped. Dropped unreaped (its monitor cancelled at
+/// shutdown), it is killed with what it started, as at its timeout: a probe must not outlive
+/// its monitor in a container left running.
+struct Running {
+    child: tokio::process::Child,
+    pid_file: PathBuf,
+}
+
+impl Running {
+    /// Kills the runtime, its group, and the command it runs with everything that started.
+    /// Only while the runtime is unreaped (`id()` is then Some), so its pid cannot have been
+    /// reused; through its tree as well as the pid file, which the runtime may not have
+    /// written yet.
+    fn kill(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            crate::runtime::kill_pid_tree(pid);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            crate::runtime::kill_tree(&self.pid_file);
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Reaped by tokio in the background once dropped.
+        self.kill();
+    }
+}
+
+/// Reads `from` to its end, keeping the first bytes (room for the cut at `MAX_OUTPUT` after
+/// a lossy decode) and reading the rest away.
+async fn drain(from: Option<impl AsyncRead + Unpin>, into: &mut Vec<u8>) {
+    let Some(mut from) = from else {
+        return;
+    };
+    let mut buf = [0u8; 4096];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let room = (MAX_OUTPUT * 4).saturating_sub(into.len());
+                into.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
     }
 }
 
@@ -397,51 +494,61 @@ pub fn spawn_monitor(
     let span = tracing::info_span!("unit", unit = %name);
     let (tasks, cancel) = (ctx.tasks.clone(), ctx.cancel.clone());
     let monitor = async move {
-            let dir = ctx.paths.container(&id);
-            let mut state = match resume {
-                true => Registry::load(&dir).unwrap_or_default(),
-                false => State::default(),
-            };
-            // Saved at once: a daemon restart must not resume the previous run's verdict.
-            ctx.health.set(&id, started_ms, state.clone(), &dir, !resume);
-            while let Some(probe) = current_probe(&ctx, &name, &id, started_ms, image.as_ref()) {
-                let grace = |now: u64| now.saturating_sub(started_ms) < probe.start_period.as_millis() as u64;
-                let wait = state.next_in(&probe, grace(crate::shim::now_ms()));
-                tokio::time::sleep(wait).await;
-                if current_probe(&ctx, &name, &id, started_ms, image.as_ref()).is_none() {
-                    break;
-                }
-                let in_grace = grace(crate::shim::now_ms());
-                let (c, i, p, d) = (ctx.clone(), id.clone(), probe.clone(), dir.clone());
-                let Ok(check) =
-                    tokio::task::spawn_blocking(move || run_probe(&c.runtime, &i, &p, &d)).await
-                else {
-                    break;
-                };
-                if check.exit_code != 0 {
-                    tracing::debug!(exit_code = check.exit_code, output = %check.output.trim(), "health probe failed");
-                }
-                let changed = state.observe(check, in_grace, probe.retries);
-                ctx.health.set(&id, started_ms, state.clone(), &dir, changed);
-                if changed {
-                    tracing::info!(container = %id, "health: {}", state.status.as_str());
-                    ctx.events.emit(
-                        &name,
-                        "health",
-                        &[
-                            ("container", id.clone()),
-                            ("status", state.status.as_str().to_string()),
-                        ],
-                    );
-                    ctx.poke(&name);
-                    for d in crate::reconcile::deps::dependents(&ctx, |t| t == name) {
-                        ctx.poke(&d);
-                    }
+        let dir = ctx.paths.container(&id);
+        let mut state = match resume {
+            true => Registry::load(&dir).await.unwrap_or_else(|e| {
+                tracing::warn!(container = %id, "{e}; the check starts over");
+                None
+            }),
+            false => None,
+        }
+        .unwrap_or_default();
+        // Saved at once: a daemon restart must not resume the previous run's verdict.
+        ctx.health
+            .set(&id, started_ms, state.clone(), &dir, !resume)
+            .await;
+        while let Some(probe) = current_probe(&ctx, &name, &id, started_ms, image.as_ref()) {
+            let grace =
+                |now: u64| now.saturating_sub(started_ms) < probe.start_period.as_millis() as u64;
+            let wait = state.next_in(&probe, grace(crate::shim::now_ms()));
+            tokio::time::sleep(wait).await;
+            if current_probe(&ctx, &name, &id, started_ms, image.as_ref()).is_none() {
+                break;
+            }
+            let check = ctx.health.probe(&ctx.runtime, &id, &probe, &dir).await;
+            // A probe that outlived its run (stopped, or restarted under the same id while it
+            // waited or ran) says nothing of the run that follows.
+            if current_probe(&ctx, &name, &id, started_ms, image.as_ref()).is_none() {
+                break;
+            }
+            // Whether it counts is decided by when it ran, not when it was due.
+            let in_grace = grace(check.start_ms);
+            if check.exit_code != 0 {
+                tracing::debug!(container = %id, exit_code = check.exit_code, output = %check.output.trim(), "health probe failed");
+            }
+            let changed = state.observe(check, in_grace, probe.retries);
+            ctx.health
+                .set(&id, started_ms, state.clone(), &dir, changed)
+                .await;
+            if changed {
+                tracing::info!(container = %id, "health: {}", state.status.as_str());
+                ctx.events.emit(
+                    &name,
+                    "health",
+                    &[
+                        ("container", id.clone()),
+                        ("status", state.status.as_str().to_string()),
+                    ],
+                );
+                ctx.poke(&name);
+                for d in crate::reconcile::deps::dependents(&ctx, |t| t == name) {
+                    ctx.poke(&d);
                 }
             }
-            // Unless a newer run of the same instance took over.
-            ctx.health.forget_run(&id, started_ms);
         }
+        // Unless a newer run of the same instance took over.
+        ctx.health.forget_run(&id, started_ms);
+    }
         .instrument(span);
     tasks.spawn(async move {
         tokio::select! {
@@ -482,6 +589,220 @@ mod tests {
             exit_code: code,
             output: String::new(),
         }
+    }
+
+    /// A stand-in for `runc --root R exec --pid-file F ID CMD...` that runs CMD on the host,
+    /// its pid in F. For the id `detached`, CMD runs as a real container's process may: out of
+    /// the runtime's tree and process group (orphaned, in a session of its own), found only
+    /// through the pid file.
+    const FAKE_RUNTIME: &str = r#"#!/bin/sh
+[ "$3" = exec ] || exit 2
+pid_file=$5 id=$6
+shift 6
+if [ "$id" = detached ]; then
+    (setsid "$@" & echo $! > "$pid_file")
+    while kill -0 "$(cat "$pid_file")" 2>/dev/null; do sleep 0.05; done
+else
+    "$@" &
+    echo $! > "$pid_file"
+    wait $!
+fi
+"#;
+
+    fn fake_runtime(dir: &Path) -> Runtime {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("runtime");
+        std::fs::write(&path, FAKE_RUNTIME).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A process another test forked while the file was open for writing holds it until it
+        // execs (ETXTBSY); once one exec works, none can hold it again.
+        for _ in 0..100 {
+            match std::process::Command::new(&path).output() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => break,
+            }
+        }
+        Runtime::new(path, dir.join("root"))
+    }
+
+    fn probe(argv: &[&str], timeout: Duration) -> Probe {
+        Probe {
+            cmd: argv.iter().map(|a| a.to_string()).collect(),
+            interval: Duration::from_secs(1),
+            timeout,
+            retries: 1,
+            start_period: Duration::ZERO,
+            start_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Live (not zombie) processes whose command line is exactly `cmdline`.
+    fn alive(cmdline: &str) -> Vec<i32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                String::from_utf8_lossy(&cmd)
+                    .trim_end_matches('\0')
+                    .replace('\0', " ")
+                    == cmdline
+                    && stat
+                        .rfind(')')
+                        .is_some_and(|i| !stat[i + 2..].starts_with('Z'))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_probe_past_its_timeout_is_killed_with_its_children_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = fake_runtime(dir.path());
+        let script = "echo started; sleep 1241 & sleep 1242; true";
+        let p = probe(&["/bin/sh", "-c", script], Duration::from_millis(300));
+        for id in ["attached", "detached"] {
+            let check = run_probe(&runtime, id, &p, dir.path()).await;
+            assert_eq!(check.exit_code, -1, "{id}: {check:?}");
+            assert_eq!(
+                check.output, "started\nhealth check exceeded timeout (300ms)",
+                "{id}"
+            );
+            assert!((300..2000).contains(&check.took_ms), "{id}: {check:?}");
+            // The shell and both its children, whichever way they hang off the runtime.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let left = || {
+                [
+                    format!("/bin/sh -c {script}"),
+                    "sleep 1241".into(),
+                    "sleep 1242".into(),
+                ]
+                .iter()
+                .flat_map(|c| alive(c))
+                .collect::<Vec<_>>()
+            };
+            while !left().is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(left(), Vec::<i32>::new(), "{id}: left running");
+            assert!(!dir
+                .path()
+                .join(format!("probe-{}.pid", std::process::id()))
+                .exists());
+        }
+    }
+
+    #[tokio::test]
+    async fn output_held_open_by_what_a_probe_left_behind_holds_it_no_longer_than_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = fake_runtime(dir.path());
+        let script = "sleep 1243 & echo done";
+        let p = probe(&["/bin/sh", "-c", script], Duration::from_millis(300));
+        let check = run_probe(&runtime, "plain", &p, dir.path()).await;
+        for pid in alive("sleep 1243") {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        // The command itself finished in time: its exit code and what it said count.
+        assert_eq!((check.exit_code, check.output.as_str()), (0, "done\n"));
+        assert!((300..2000).contains(&check.took_ms), "{check:?}");
+    }
+
+    #[tokio::test]
+    async fn a_probe_reports_its_exit_code_and_output_cut_at_4_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = fake_runtime(dir.path());
+        let script = "head -c 100000 /dev/zero | tr '\\0' x; echo oops >&2; exit 3";
+        let check = run_probe(
+            &runtime,
+            "plain",
+            &probe(&["/bin/sh", "-c", script], Duration::from_secs(10)),
+            dir.path(),
+        )
+        .await;
+        assert_eq!(check.exit_code, 3);
+        assert_eq!(check.output, "x".repeat(MAX_OUTPUT));
+        let check = run_probe(
+            &runtime,
+            "plain",
+            &probe(
+                &["/bin/sh", "-c", "echo out; echo err >&2"],
+                Duration::from_secs(10),
+            ),
+            dir.path(),
+        )
+        .await;
+        assert_eq!((check.exit_code, check.output.as_str()), (0, "out\nerr\n"));
+        let missing = Runtime::new(dir.path().join("nonexistent"), dir.path());
+        let check = run_probe(
+            &missing,
+            "plain",
+            &probe(&["true"], Duration::from_secs(1)),
+            dir.path(),
+        )
+        .await;
+        assert_eq!(check.exit_code, -1);
+        assert!(
+            check.output.starts_with("cannot run the runtime"),
+            "{check:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_waiting_for_its_turn_does_not_count_the_wait_against_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = fake_runtime(dir.path());
+        let registry = Registry::with_probes(1);
+        // Each takes most of its timeout: run side by side they pass, one after the other
+        // the second would fail if its wait counted.
+        let p = probe(&["sleep", "0.4"], Duration::from_millis(700));
+        // Scratch directories of their own, as two containers have.
+        let (da, db) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::create_dir(&da).unwrap();
+        std::fs::create_dir(&db).unwrap();
+        let (a, b) = tokio::join!(
+            registry.probe(&runtime, "plain", &p, &da),
+            registry.probe(&runtime, "plain", &p, &db),
+        );
+        assert_eq!((a.exit_code, b.exit_code), (0, 0), "{a:?} {b:?}");
+        // One after the other.
+        let (first, second) = if a.start_ms <= b.start_ms {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        };
+        assert!(second.start_ms >= first.start_ms + 400, "{a:?} {b:?}");
+    }
+
+    #[tokio::test]
+    async fn health_state_is_saved_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::default();
+        assert_eq!(Registry::load(dir.path()).await.unwrap(), None);
+        let mut state = State::default();
+        state.observe(check(0), false, 3);
+        registry.set("c", 1, state.clone(), dir.path(), true).await;
+        assert_eq!(registry.get("c"), Some(state.clone()));
+        assert_eq!(
+            Registry::load(dir.path()).await.unwrap(),
+            Some(state.clone())
+        );
+        // Not saved: memory only.
+        registry
+            .set("c", 1, State::default(), dir.path(), false)
+            .await;
+        assert_eq!(registry.get("c"), Some(State::default()));
+        assert_eq!(Registry::load(dir.path()).await.unwrap(), Some(state));
+        registry.forget_run("c", 0);
+        assert!(registry.get("c").is_some(), "a newer run is kept");
+        registry.forget_run("c", 1);
+        assert_eq!(registry.get("c"), None);
     }
 
     #[test]

@@ -215,3 +215,46 @@ fn an_images_healthcheck_applies_unless_the_unit_disables_it() {
         serde_json::Value::Null
     );
 }
+
+#[test]
+fn probes_in_flight_cost_the_daemon_no_thread_each() {
+    const UNITS: usize = 16;
+    let d = Daemon::start();
+    let pid = d.child.as_ref().expect("the daemon runs").id();
+    let threads = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|t| t.count())
+            .unwrap_or(0)
+    };
+    let idle = threads();
+    // Probes of a second each, back to back: nearly always in flight.
+    for i in 0..UNITS {
+        d.write_unit(
+            &format!("busy{i}"),
+            &unit(
+                "exec sleep 1000",
+                "stop_signal = \"KILL\"\n\n[health]\ncmd = [\"sleep\", \"1\"]\ninterval = \"100ms\"\ntimeout = \"30s\"\nretries = 100\n",
+            ),
+        );
+    }
+    for i in 0..UNITS {
+        d.wait_state(&format!("busy{i}"), "running", 60 * SEC);
+    }
+    for i in 0..UNITS {
+        wait_health(&d, &format!("busy{i}"), "healthy", 60 * SEC);
+    }
+    // Sampled once the starts are done: what remains is the probes' cost.
+    let (mut most, mut in_flight) = (0, 0);
+    let began = Instant::now();
+    while began.elapsed() < 5 * SEC {
+        most = most.max(threads());
+        in_flight = in_flight.max(processes("sleep 1").len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "daemon threads: {idle} idle, at most {most} with {UNITS} units probing ({in_flight} probes in flight at most)"
+    );
+    assert!(in_flight >= 2, "the probes ran: {in_flight} at once");
+    // The old way took three or four threads per probe in flight (over 60 here).
+    assert!(most < idle + UNITS, "{most} threads (idle: {idle})");
+}
