@@ -81,7 +81,21 @@ pub fn settle_and_check(d: &Daemon, want: &BTreeMap<String, Want>, within: Durat
         std::thread::sleep(Duration::from_millis(100));
         false
     });
-    assert!(settled, "units did not settle within {within:?}\n{last}");
+    if !settled {
+        // What the units that differ say, and what the daemon logged of them: the failure
+        // of a seeded run under load must be readable without a replay.
+        let mut why = String::new();
+        for s in d.statuses() {
+            let n = name(&s);
+            if expected.get(n).map(String::as_str) != s["state"].as_str() {
+                why += &format!("{n}: error {}\n", s["error"]);
+                for l in d.log().lines().filter(|l| l.contains(&format!("unit={n}"))) {
+                    why += &format!("  {l}\n");
+                }
+            }
+        }
+        panic!("units did not settle within {within:?}\n{last}\n{why}");
+    }
     check(d, want);
 }
 
