@@ -36,7 +36,8 @@ pub async fn instance(ctx: &Arc<Context>, id: &str, depth: Depth) -> Result<(), 
     if depth == Depth::Retire {
         let c = ctx.clone();
         let i = id.to_string();
-        tokio::task::spawn_blocking(move || {
+        let tasks = ctx.tasks.clone();
+        tasks.spawn_blocking(move || {
             if let Err(e) = instance_blocking(&c, &i, Depth::Retire) {
                 tracing::warn!(container = %i, "cleanup: {e}");
             }

@@ -10,3 +10,6 @@ pub mod start;
 pub mod stop;
 pub mod unhealthy;
 pub mod wait;
+
+#[cfg(test)]
+mod tests;
