@@ -110,7 +110,7 @@ impl Log {
         let mut seq = self.seq.lock().unwrap_or_else(|p| p.into_inner());
         *seq += 1;
         let event = Event {
-            time_ms: crate::shim::now_ms(),
+            time_ms: crate::clock::now_ms(),
             seq: *seq,
             unit: unit.to_string(),
             action: action.to_string(),

@@ -354,7 +354,7 @@ async fn save(dir: &Path, state: &State) -> Result<(), Error> {
 /// The runtime's `exec` is a child the async runtime waits on and whose output it reads, so a
 /// probe in flight holds no thread.
 pub async fn run_probe(runtime: &Runtime, id: &str, probe: &Probe, scratch: &Path) -> Check {
-    let start_ms = crate::shim::now_ms();
+    let start_ms = crate::clock::now_ms();
     let began = Instant::now();
     let pid_file: PathBuf = scratch.join(format!("probe-{}.pid", std::process::id()));
     let _ = std::fs::remove_file(&pid_file);
@@ -510,7 +510,7 @@ pub fn spawn_monitor(
         while let Some(probe) = current_probe(&ctx, &name, &id, started_ms, image.as_ref()) {
             let grace =
                 |now: u64| now.saturating_sub(started_ms) < probe.start_period.as_millis() as u64;
-            let wait = state.next_in(&probe, grace(crate::shim::now_ms()));
+            let wait = state.next_in(&probe, grace(crate::clock::now_ms()));
             tokio::time::sleep(wait).await;
             if current_probe(&ctx, &name, &id, started_ms, image.as_ref()).is_none() {
                 break;

@@ -32,6 +32,7 @@
 pub mod api;
 pub mod bounded;
 pub mod cgroup;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod ctl;

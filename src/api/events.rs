@@ -33,7 +33,7 @@ fn line(e: &Event) -> Vec<u8> {
 pub async fn events(State(ctx): State<Arc<Context>>, Query(q): Query<EventQuery>) -> Response {
     // Subscribed before the past is read, so nothing falls between the two.
     let live = ctx.events.subscribe();
-    let now = crate::shim::now_ms();
+    let now = crate::clock::now_ms();
     let until = q.until;
     let unit = q.unit.clone();
     let past: Vec<Event> = match q.since {

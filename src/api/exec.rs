@@ -160,7 +160,7 @@ async fn run(
     let pid_file = ctx
         .paths
         .container(id)
-        .join(format!("exec-{}.pid", crate::shim::now_ms()));
+        .join(format!("exec-{}.pid", crate::clock::now_ms()));
     let cmd = ctx
         .runtime
         .exec_command(id, &request.cmd, &pid_file, request.tty);

@@ -2,7 +2,6 @@
 //! (start, stop, restart) are written to the record and applied through the reconciler.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -59,16 +58,14 @@ fn unknown(name: &str) -> ApiError {
 /// now, so that a clock set since then does not show a date the daemon is not waiting for.
 fn restart_at(r: &crate::store::Record) -> Option<u64> {
     match r.restart_due_boot_ms {
-        Some(due) => Some(crate::shim::now_ms() + due.saturating_sub(crate::shim::boot_ms())),
+        Some(due) => Some(crate::clock::now_ms() + due.saturating_sub(crate::clock::boot_ms())),
         None => r.restart_at_ms,
     }
 }
 
 /// Milliseconds since the epoch as RFC 3339.
 pub(super) fn rfc3339(ms: Option<u64>) -> Option<String> {
-    ms.map(|ms| {
-        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-    })
+    ms.map(crate::clock::rfc3339_ms)
 }
 
 /// The status of one table entry.

@@ -2,31 +2,17 @@
 //! Docker's `events`: from `--since` (the past kept on disk), then as it happens, until
 //! `--until` or Ctrl-C.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crate::api::client::{Client, Error as ClientError};
 use crate::events::Event;
 
-/// A time as Docker's `--since`/`--until` take it: RFC 3339, Unix seconds, or a duration
-/// ago (`10m`, `0s` for now). In ms since the epoch.
+/// A time as `--since`/`--until` take it (the grammar of `crate::clock`, shared with `rctl
+/// logs`), in ms since the epoch.
 pub fn parse_time(text: &str, now: SystemTime) -> Result<u64, String> {
-    let ms = |t: SystemTime| {
-        t.duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-    };
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(secs * 1000);
-    }
-    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
-        return Ok(ms(t));
-    }
-    if let Ok(d) = humantime::parse_duration(text) {
-        return Ok(ms(now.checked_sub(d).unwrap_or(UNIX_EPOCH)));
-    }
-    Err(format!(
-        "invalid time {text:?}: expected RFC 3339 (2026-11-24T10:00:00Z), Unix seconds, or a duration ago (10m)"
-    ))
+    crate::clock::parse(text, now)
+        .map(crate::clock::ms_of)
+        .map_err(|e| format!("invalid time {text:?}: {e}"))
 }
 
 /// Streams the events to stdout.
@@ -61,7 +47,7 @@ pub async fn run(
 
 /// One event as a line of text: time, unit, action, attributes (Docker's shape).
 fn line(e: &Event) -> String {
-    let time = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(e.time_ms));
+    let time = crate::clock::rfc3339_ms(e.time_ms);
     let attrs: Vec<String> = e
         .attributes
         .iter()
@@ -78,6 +64,7 @@ fn line(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn times_as_docker_takes_them() {

@@ -46,7 +46,7 @@ pub enum StreamArg {
 }
 
 fn since_arg(text: &str) -> Result<SystemTime, String> {
-    crate::logs::since::parse(text, SystemTime::now())
+    crate::clock::parse(text, SystemTime::now())
 }
 
 /// Runs `rctl logs`.

@@ -20,7 +20,7 @@ pub fn recover(ctx: &Context) {
         tracing::error!("{e}; moving it aside");
         let _ = std::fs::rename(&e.path, e.path.with_extension("corrupt"));
     }
-    let now = crate::shim::now_ms();
+    let now = crate::clock::now_ms();
     let mut owned = HashSet::new();
     let mut recovered = Vec::with_capacity(records.len());
     for mut r in records {

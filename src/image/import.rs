@@ -203,7 +203,7 @@ fn image_of(
         manifest: manifest_digest,
         config: config_digest,
         layers,
-        stored_ms: crate::shim::now_ms(),
+        stored_ms: crate::clock::now_ms(),
     })
 }
 

@@ -238,7 +238,7 @@ impl Images {
             manifest: pulled.manifest_digest,
             config: pulled.config_digest,
             layers,
-            stored_ms: crate::shim::now_ms(),
+            stored_ms: crate::clock::now_ms(),
         };
         self.store.put(&record)?;
         Ok(record)

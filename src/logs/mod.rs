@@ -10,7 +10,6 @@
 //! - [`writer`]: the shim's side, bounded and never blocking the container (see its doc).
 //! - [`rotate`]: file names (`web.log`, `web.log.1`, ...) and the size-rotating file.
 //! - [`read`]: reading back: tail across rotated files, filters, following across rotations.
-//! - [`since`]: `--since` text (RFC 3339, a relative duration, a Unix time) to a time.
 //! - [`drops`]: the daemon's copy of the shims' dropped-line counts, for status.
 //! - [`retention`]: logs of removed units, kept until pruned or old enough.
 
@@ -18,7 +17,6 @@ pub mod drops;
 pub mod read;
 pub mod retention;
 pub mod rotate;
-pub mod since;
 pub mod writer;
 
 use std::time::Duration;

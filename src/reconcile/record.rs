@@ -13,7 +13,7 @@ use crate::store::{Record, State};
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> u64 {
-    crate::shim::now_ms()
+    crate::clock::now_ms()
 }
 
 /// Persists `record`, then updates the table's copy (and pokes the units that depend on it if
@@ -131,7 +131,7 @@ pub async fn clear_requests(ctx: &Arc<Context>, name: &str) {
 /// written before the daemon kept both.
 pub fn restart_due(r: &Record, now: u64) -> bool {
     match r.restart_due_boot_ms {
-        Some(due) => due <= crate::shim::boot_ms(),
+        Some(due) => due <= crate::clock::boot_ms(),
         None => r.restart_at_ms.is_some_and(|t| t <= now),
     }
 }
@@ -150,7 +150,7 @@ pub fn apply(r: &mut Record, decision: Decision, from_ms: u64, now: u64) {
             // clock from here on.
             let left = (from_ms + delay.as_millis() as u64).saturating_sub(now);
             r.restart_due_boot_ms =
-                Some(crate::shim::boot_ms() + left.min(delay.as_millis() as u64));
+                Some(crate::clock::boot_ms() + left.min(delay.as_millis() as u64));
             r.set_state(State::Restarting, now);
             tracing::info!(restarts = r.restarts, "restarting in {delay:?}");
         }

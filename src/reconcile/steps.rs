@@ -121,7 +121,7 @@ pub async fn steps(
             record: record.as_ref(),
             alive,
             now_ms: now_ms(),
-            boot_ms: crate::shim::boot_ms(),
+            boot_ms: crate::clock::boot_ms(),
             join: gate.join,
             blocked: gate.blocked.is_some(),
             required_stopped: gate.required_stopped.is_some(),

@@ -105,17 +105,4 @@ pub struct Exit {
     pub oom: bool,
 }
 
-/// Milliseconds on CLOCK_BOOTTIME: monotonic across daemon restarts (and suspend) within a boot.
-pub fn boot_ms() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
-        .unwrap_or(0)
-}
-
-/// Now, in ms since the epoch (the wall clock: for what is shown and stored as a date).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::{boot_ms, now_ms};

@@ -1,18 +1,45 @@
-//! `--since` (as `docker logs --since`). In: the operator's text and the time now; out: the
-//! earliest time of the records to show.
+//! Time: the two clocks the daemon keeps (the wall clock for what is shown and stored as a
+//! date, the boot clock for what must not move when the wall clock is set), RFC 3339 text, and
+//! the one grammar of `--since`/`--until` that `rctl logs` and `rctl events` share.
 //!
-//! Accepted: a duration before now (`10m`, `1h30m`, `2h 5m`, `90s`, `1d`), a Unix time in
-//! seconds (`1700000000`, `1700000000.25`), an RFC 3339 time (`2026-11-23T10:00:00Z`, with a
-//! fraction, with an offset `+02:00`, or with no zone, read as UTC), or a date (`2026-11-23`,
-//! its midnight UTC).
+//! Accepted as a time: a duration before now (`10m`, `1h30m`, `2h 5m`, `90s`, `1d`), a Unix
+//! time in seconds (`1700000000`, `1700000000.25`), an RFC 3339 time (`2026-11-23T10:00:00Z`,
+//! with a fraction, with an offset `+02:00`, or with no zone, read as UTC), or a date
+//! (`2026-11-23`, its midnight UTC). Dates are read by `jiff`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// What `--since` accepts, for messages.
+/// What a time argument accepts, for messages.
 pub const SHAPE: &str = "expected a duration before now (\"10m\", \"1h30m\"), an RFC 3339 time \
                          (\"2026-11-23T10:00:00Z\"), a date (\"2026-11-23\") or a Unix time";
 
-/// Parses `text` as of `now`; the reason alone on error.
+/// Milliseconds on CLOCK_BOOTTIME: monotonic across daemon restarts (and suspend) within a boot.
+pub fn boot_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
+}
+
+/// Now, in ms since the epoch (the wall clock: for what is shown and stored as a date).
+pub fn now_ms() -> u64 {
+    ms_of(SystemTime::now())
+}
+
+/// A time as ms since the epoch (0 before it).
+pub fn ms_of(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the epoch as RFC 3339 UTC with milliseconds (`2026-11-23T10:00:00.250Z`).
+pub fn rfc3339_ms(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+/// Parses a time argument as of `now`; the reason alone on error.
 pub fn parse(text: &str, now: SystemTime) -> Result<SystemTime, String> {
     let s = text.trim();
     if s.is_empty() {
@@ -23,7 +50,7 @@ pub fn parse(text: &str, now: SystemTime) -> Result<SystemTime, String> {
     }
     // A time has a date in front; a duration starts with digits and a unit.
     if s.len() >= 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[7] == b'-' {
-        return rfc3339(s);
+        return date_time(s).ok_or_else(|| format!("{s:?}: {SHAPE}"));
     }
     let d = humantime::parse_duration(s).map_err(|_| SHAPE.to_string())?;
     now.checked_sub(d)
@@ -45,41 +72,30 @@ fn unix(s: &str) -> Result<SystemTime, String> {
         .ok_or_else(|| format!("{s}: too large"))
 }
 
-fn rfc3339(s: &str) -> Result<SystemTime, String> {
-    let bad = || format!("{s:?}: {SHAPE}");
-    if s.len() == 10 {
-        return humantime::parse_rfc3339_weak(&format!("{s}T00:00:00Z")).map_err(|_| bad());
-    }
-    // humantime reads Z or nothing (UTC); an offset is applied here.
-    let (base, offset) = match s
+/// An RFC 3339 time (an offset or `Z`, or none: UTC) or a date (its midnight UTC).
+fn date_time(s: &str) -> Option<SystemTime> {
+    // RFC 3339's offset hours go to 23 (jiff reads up to 25).
+    let offset_hour = s
         .len()
         .checked_sub(6)
-        .and_then(|at| s.get(at..).map(|o| (at, o)))
-    {
-        Some((at, o))
-            if (o.starts_with('+') || o.starts_with('-'))
-                && o.as_bytes()[3] == b':'
-                && s.as_bytes()
-                    .get(at.wrapping_sub(1))
-                    .is_some_and(u8::is_ascii_digit) =>
-        {
-            let h: u64 = o[1..3].parse().map_err(|_| bad())?;
-            let m: u64 = o[4..6].parse().map_err(|_| bad())?;
-            if h > 23 || m > 59 {
-                return Err(bad());
-            }
-            let secs = Duration::from_secs(h * 3600 + m * 60);
-            (&s[..at], Some((o.starts_with('+'), secs)))
-        }
-        _ => (s, None),
-    };
-    let t = humantime::parse_rfc3339_weak(&base.to_ascii_uppercase()).map_err(|_| bad())?;
-    match offset {
-        // 10:00+02:00 is 08:00 UTC.
-        Some((true, d)) => t.checked_sub(d).ok_or_else(bad),
-        Some((false, d)) => t.checked_add(d).ok_or_else(bad),
-        None => Ok(t),
+        .and_then(|at| s.get(at..))
+        .filter(|o| (o.starts_with('+') || o.starts_with('-')) && o.as_bytes()[3] == b':')
+        .and_then(|o| o[1..3].parse::<u8>().ok());
+    if offset_hour.is_some_and(|h| h > 23) {
+        return None;
     }
+    let upper = s.to_ascii_uppercase();
+    let t = match upper.parse::<jiff::Timestamp>() {
+        Ok(t) => t,
+        // No zone: read as UTC (a plain date is its midnight).
+        Err(_) => upper
+            .parse::<jiff::civil::DateTime>()
+            .ok()?
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp(),
+    };
+    Some(SystemTime::from(t))
 }
 
 #[cfg(test)]
@@ -87,7 +103,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn since_shapes() {
+    fn time_arguments() {
         let now = humantime::parse_rfc3339("2026-11-23T12:00:00Z").unwrap();
         let at = |s: &str| humantime::parse_rfc3339(s).unwrap();
         for (text, want) in [
@@ -123,5 +139,11 @@ mod tests {
             let err = parse(bad, now).unwrap_err();
             assert!(err.contains("expected a duration"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn rfc3339_always_has_milliseconds() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_795_435_200_250), "2026-11-23T12:00:00.250Z");
     }
 }
