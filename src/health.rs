@@ -169,7 +169,7 @@ pub struct Check {
 
 /// A container's health: its status, its failing streak, its last results.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
+pub struct HealthState {
     /// The verdict.
     pub status: Status,
     /// Consecutive failures counted.
@@ -178,9 +178,9 @@ pub struct State {
     pub log: VecDeque<Check>,
 }
 
-impl Default for State {
+impl Default for HealthState {
     fn default() -> Self {
-        State {
+        HealthState {
             status: Status::Starting,
             failing_streak: 0,
             log: VecDeque::new(),
@@ -188,7 +188,7 @@ impl Default for State {
     }
 }
 
-impl State {
+impl HealthState {
     /// Takes in one result; `in_start_period` says whether the container is still within its
     /// start period. Returns whether the status changed.
     pub fn observe(&mut self, check: Check, in_start_period: bool, retries: u32) -> bool {
@@ -246,7 +246,7 @@ pub enum Error {
 /// run it is about (a restart of an instance keeps its id); and the turns of the probes.
 #[derive(Debug)]
 pub struct Registry {
-    states: Mutex<HashMap<String, (u64, State)>>,
+    states: Mutex<HashMap<String, (u64, HealthState)>>,
     /// Probes running at once, daemon-wide. Each is a runtime `exec` (runc: a Go process that
     /// joins the container's namespaces, tens of ms of CPU before the command even runs), so
     /// a hundred units probing in the same second must not fork a hundred runtimes at once.
@@ -272,14 +272,21 @@ impl Registry {
     }
 
     /// A container's health, if it is monitored.
-    pub fn get(&self, id: &str) -> Option<State> {
+    pub fn get(&self, id: &str) -> Option<HealthState> {
         self.lock().get(id).map(|(_, s)| s.clone())
     }
 
     /// Sets the health of the run of container `id` started at `started_ms`; `dir` is its
     /// directory, where the state is saved first if `persist` (on a blocking thread, and with
     /// no lock held: status reads never wait on the disk).
-    pub async fn set(&self, id: &str, started_ms: u64, state: State, dir: &Path, persist: bool) {
+    pub async fn set(
+        &self,
+        id: &str,
+        started_ms: u64,
+        state: HealthState,
+        dir: &Path,
+        persist: bool,
+    ) {
         if persist {
             if let Err(e) = save(dir, &state).await {
                 tracing::warn!(container = %id, "{e}");
@@ -303,7 +310,7 @@ impl Registry {
 
     /// The state saved in `dir`, after a daemon restart (read on a blocking thread); None if
     /// none was saved or what was saved cannot be understood (the check starts over).
-    pub async fn load(dir: &Path) -> Result<Option<State>, Error> {
+    pub async fn load(dir: &Path) -> Result<Option<HealthState>, Error> {
         let path = dir.join(FILE);
         let read = path.clone();
         let bytes = match tokio::task::spawn_blocking(move || std::fs::read(read)).await {
@@ -327,7 +334,7 @@ impl Registry {
         run_probe(runtime, id, probe, scratch).await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, State)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, HealthState)>> {
         self.states.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -335,7 +342,7 @@ impl Registry {
 const FILE: &str = "health.json";
 
 /// Writes `state` to `dir`'s state file, atomically, on a blocking thread.
-async fn save(dir: &Path, state: &State) -> Result<(), Error> {
+async fn save(dir: &Path, state: &HealthState) -> Result<(), Error> {
     let path = dir.join(FILE);
     let json = serde_json::to_vec(state).map_err(|e| Error::Save {
         path: path.clone(),
@@ -785,7 +792,7 @@ fi
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::default();
         assert_eq!(Registry::load(dir.path()).await.unwrap(), None);
-        let mut state = State::default();
+        let mut state = HealthState::default();
         state.observe(check(0), false, 3);
         registry.set("c", 1, state.clone(), dir.path(), true).await;
         assert_eq!(registry.get("c"), Some(state.clone()));
@@ -795,9 +802,9 @@ fi
         );
         // Not saved: memory only.
         registry
-            .set("c", 1, State::default(), dir.path(), false)
+            .set("c", 1, HealthState::default(), dir.path(), false)
             .await;
-        assert_eq!(registry.get("c"), Some(State::default()));
+        assert_eq!(registry.get("c"), Some(HealthState::default()));
         assert_eq!(Registry::load(dir.path()).await.unwrap(), Some(state));
         registry.forget_run("c", 0);
         assert!(registry.get("c").is_some(), "a newer run is kept");
@@ -841,7 +848,7 @@ fi
             ),
         ];
         for (name, steps) in cases {
-            let mut s = State::default();
+            let mut s = HealthState::default();
             for (i, &(grace, code, status, streak)) in steps.iter().enumerate() {
                 s.observe(check(code), grace, 3);
                 assert_eq!(
@@ -851,7 +858,7 @@ fi
                 );
             }
         }
-        let mut s = State::default();
+        let mut s = HealthState::default();
         for i in 0..8 {
             s.observe(check(i), false, 3);
         }

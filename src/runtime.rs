@@ -52,7 +52,7 @@ pub enum Error {
 
 /// The subset of `runc state` we use.
 #[derive(Debug, Clone, Deserialize)]
-pub struct State {
+pub struct ContainerState {
     /// Container id.
     pub id: String,
     /// Host pid of the container's init.
@@ -198,7 +198,7 @@ impl Runtime {
     }
 
     /// `state`: None when the runtime does not know the container.
-    pub fn state(&self, id: &str) -> Result<Option<State>, Error> {
+    pub fn state(&self, id: &str) -> Result<Option<ContainerState>, Error> {
         match self.run("state", id, &["state", id]) {
             Ok(out) => serde_json::from_slice(&out)
                 .map(Some)
@@ -212,7 +212,7 @@ impl Runtime {
     }
 
     /// `list`: every container under this runtime root.
-    pub fn list(&self) -> Result<Vec<State>, Error> {
+    pub fn list(&self) -> Result<Vec<ContainerState>, Error> {
         let out = self.run("list", "", &["list", "--format", "json"])?;
         let text = String::from_utf8_lossy(&out);
         if text.trim().is_empty() || text.trim() == "null" {

@@ -64,7 +64,7 @@ pub struct UnitStatus {
     pub waiting_for: Option<String>,
     /// The running container's health: status, failing streak, last 5 probe results.
     #[serde(default)]
-    pub health: Option<crate::health::State>,
+    pub health: Option<crate::health::HealthState>,
     /// `[unit] after`, `requires`, `wants`.
     #[serde(default)]
     pub deps: crate::unit::Deps,

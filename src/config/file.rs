@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use crate::image::layer::Limits;
 use crate::image::registry::{self, ClientConfig};
-use crate::unit::units::{parse_duration, parse_size};
+use crate::unit::quantity::{parse_duration, parse_size};
 
 /// The default config file.
 pub const DEFAULT_PATH: &str = "/etc/rcd/rcd.toml";

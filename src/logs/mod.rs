@@ -59,7 +59,7 @@ pub fn check_max_size(bytes: u64) -> Result<u64, String> {
     if bytes < MIN_MAX_SIZE {
         Err(format!(
             "max_size must be at least {} (got {bytes} bytes)",
-            crate::unit::units::format_size(MIN_MAX_SIZE)
+            crate::unit::quantity::format_size(MIN_MAX_SIZE)
         ))
     } else {
         Ok(bytes)

@@ -92,7 +92,7 @@ pub fn instance_blocking(ctx: &Context, id: &str, depth: Depth) -> Result<(), Er
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(Error::Bundle { path: dir, source }),
+            Err(source) => return Err(Error::Instance { path: dir, source }),
         }
     }
     Ok(())

@@ -45,6 +45,17 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The unit's record could not be saved or removed.
+    #[error(transparent)]
+    Record(#[from] crate::store::Error),
+    /// An instance's directory could not be removed.
+    #[error("cannot remove instance directory {}: {source}", path.display())]
+    Instance {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The shim or the runtime failed.
     #[error(transparent)]
     Shim(#[from] crate::shim::launch::Error),

@@ -31,10 +31,7 @@ pub async fn save(ctx: &Arc<Context>, record: Record) -> Result<(), pipeline::Er
     let (state, hold, waiting_for) = (record.state, record.hold, record.waiting_for.clone());
     let new = record.clone();
     let Some(old) = ctx.units.replace_record(record) else {
-        return result.map_err(|e| pipeline::Error::Bundle {
-            path: e.path,
-            source: e.source,
-        });
+        return result.map_err(pipeline::Error::Record);
     };
     transition_event(ctx, old.as_ref(), &new);
     let changed = old
@@ -44,10 +41,7 @@ pub async fn save(ctx: &Arc<Context>, record: Record) -> Result<(), pipeline::Er
         // Units that wait for this one, or require it, look again.
         poke_dependents(ctx, &name);
     }
-    result.map_err(|e| pipeline::Error::Bundle {
-        path: e.path,
-        source: e.source,
-    })
+    result.map_err(pipeline::Error::Record)
 }
 
 /// Updates the table's copy of a record without persisting it.

@@ -5,8 +5,8 @@
 use serde::Serialize;
 use serde_spanned::Spanned;
 
+use super::quantity;
 use super::raw::{LogsSection, Problem, Scalar};
-use super::units;
 
 /// `[logs]`: the unit's log limits; None takes the daemon's `[logs]` default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -34,7 +34,7 @@ pub(super) fn validate(section: Option<Spanned<LogsSection>>, problems: &mut Vec
     };
     let max_size = section.max_size.and_then(|v| {
         let bytes = match v.get_ref() {
-            Scalar::Text(t) => units::parse_size(t),
+            Scalar::Text(t) => quantity::parse_size(t),
             Scalar::Int(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_owned()),
         };
         match bytes.and_then(crate::logs::check_max_size) {

@@ -11,15 +11,15 @@ mod links;
 mod load;
 mod logs;
 pub mod ports;
+pub(crate) mod quantity;
 mod raw;
 pub mod trust;
-pub(crate) mod units;
 mod validate;
 
 pub use links::{links, references, unit_links, LinkProblem};
 pub use logs::Logs;
 pub use ports::{PortMapping, PortRange, Proto};
-pub use units::{parse_signal, SIGNAL_SHAPE};
+pub use quantity::{parse_signal, SIGNAL_SHAPE};
 
 #[cfg(test)]
 mod tests;

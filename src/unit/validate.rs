@@ -11,11 +11,11 @@ use std::time::Duration;
 use serde_spanned::Spanned;
 
 use super::ports::{self, PortMapping};
+use super::quantity::{self, format_duration, format_size};
 use super::raw::{
     self, ContainerSection, MountSection, NetworkSection, Problem, ResourcesSection,
     RestartSection, Scalar, UnitFile,
 };
-use super::units::{self, format_duration, format_size};
 use super::{
     hash, valid_name, Container, Mount, Network, NetworkMode, Policy, PullPolicy, Resources,
     Restart, Source, Unit, User,
@@ -416,11 +416,11 @@ impl Checker {
         let stop_signal = match s.stop_signal {
             Some(sig) => {
                 let parsed = match sig.get_ref() {
-                    Scalar::Text(t) => units::parse_signal(t),
+                    Scalar::Text(t) => quantity::parse_signal(t),
                     Scalar::Int(n) => i32::try_from(*n)
                         .ok()
-                        .and_then(units::signal_from_number)
-                        .ok_or_else(|| units::SIGNAL_SHAPE.to_owned()),
+                        .and_then(quantity::signal_from_number)
+                        .ok_or_else(|| quantity::SIGNAL_SHAPE.to_owned()),
                 };
                 match parsed {
                     Ok(signal) => Some(Some(signal.as_str().to_owned())),
@@ -798,7 +798,7 @@ impl Checker {
         let mut ok = true;
         let memory = section.memory.and_then(|m| {
             let bytes = match m.get_ref() {
-                Scalar::Text(t) => units::parse_size(t),
+                Scalar::Text(t) => quantity::parse_size(t),
                 Scalar::Int(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_owned()),
             };
             match bytes {
@@ -1049,7 +1049,7 @@ impl Checker {
             return Some(default);
         };
         let parsed = match value.get_ref() {
-            Scalar::Text(t) => units::parse_duration(t),
+            Scalar::Text(t) => quantity::parse_duration(t),
             Scalar::Int(_) => Err("a duration needs a unit, e.g. \"10s\"".to_owned()),
         };
         parsed

@@ -18,12 +18,10 @@ pub async fn remove(
 ) -> Result<(), pipeline::Error> {
     if let Some(mut r) = record {
         stop_container(ctx, None, &mut r, Depth::Retire).await?;
-        ctx.store
-            .remove(name)
-            .map_err(|e| pipeline::Error::Bundle {
-                path: e.path,
-                source: e.source,
-            })?;
+        // Off the async workers: a removal is an unlink and a directory fsync.
+        let c = ctx.clone();
+        let n = name.to_string();
+        pipeline::blocking(move || c.store.remove(&n)).await??;
         tracing::info!("unit removed");
         ctx.events.emit(name, "removed", &[]);
         refresh_hosts(ctx).await;

@@ -407,7 +407,7 @@ async fn an_unhealthy_container_with_on_unhealthy_stop_is_stopped_and_failed() {
     h.reconcile("web", &[]).await;
     let r = h.ctx.units.record("web").expect("record");
     let (pid, id) = (h.pid("web"), r.container_id.clone().expect("id"));
-    let unhealthy = crate::health::State {
+    let unhealthy = crate::health::HealthState {
         status: crate::health::Status::Unhealthy,
         ..Default::default()
     };
