@@ -2,30 +2,38 @@
 //!
 //! ```text
 //!  /etc/rcd/units/*.toml
-//!         │  watch (inotify, debounced; full rescan on every burst and at start)
+//!         │  watch (inotify, debounced): "rescan" ──┐         rctl reload ──┐
+//!         ▼                                         ▼                      ▼
+//!  desired::owner (the one scan owner) ── desired::read (files, off the async workers)
+//!         │                                  unit::parse ──► Unit (validated, spec hash)
+//!         ▼ desired::apply                                   rctl check uses the same code
+//!  table (UnitTable: per unit its Unit beside its store::Record; methods only, no I/O)
+//!         │ changed units and their dependents poked
+//!         ▼                          rctl ──HTTP/JSON over the Unix socket──► api
+//!  reconcile::scheduler  ◄── "look at X" (coalesced, bounded): file changed, shim exited,
+//!         │                  health changed, delay over, every --resync-interval; intents
+//!         │                  (start/stop/restart) from the api, answered when applied
+//!         ▼ one run per unit at a time, units in parallel, backoff on failure
+//!  reconcile::steps: plan() (desired × observed × intent) ──► a verb (reconcile::verbs::*)
+//!         │ start / stop / hold / remove / recreate / observe_exit / rejoin / unhealthy / wait
 //!         ▼
-//!  unit::parse ──► Unit (validated, normalized, spec hash)      rctl check uses the same code
-//!         │
-//!         ▼                            rctl ──HTTP/JSON over the Unix socket──► api
-//!  desired (unit table) ──┐                                                   │ start/stop/restart
-//!                         ▼                                                   ▼
-//!                 reconcile  ◄── "look at unit X": file changed, shim exited, timer fired
-//!      (one loop; level-triggered; plan() compares desired, observed and intent per unit)
-//!                         │ Start / Stop / Recreate / Remove (one unit at a time, units in parallel)
-//!                         ▼
-//!                 pipeline::start: record → rootfs (overlay) → spec → bundle → shim → record
-//!                         │
-//!                         ▼
-//!                 rcd-shim (one per container; outlives the daemon): runtime create+start,
-//!                 stdio → log file, reaps the init, writes exit.json
-//!                         │ exit (pidfd)
-//!                         ▼
-//!                 restart (policy + backoff) ──► reconcile ──► pipeline again
+//!  pipeline::start: image (image::service: pull, verify, unpack) → rootfs (overlay)
+//!         → network (network::attach: CNI) → spec → bundle → shim → record (store)
+//!         │                                             events (a writer thread) ◄── every step
+//!         ▼
+//!  rcd-shim (one per container; outlives the daemon): `runtime run --detach`, stdio → the
+//!  log file (logs::writer), reaps the init, writes exit.json
+//!         │ exit (pidfd: reconcile::watch)          health probes (health) ──► poke
+//!         ▼
+//!  restart (policy + backoff) ──► scheduler ──► steps ──► pipeline again
 //! ```
 //!
-//! Modules in flow order: [`unit`], [`watch`], [`desired`], [`reconcile`], [`restart`],
-//! [`pipeline`], [`rootfs`], [`network`], [`spec`], [`runtime`], [`shim`], [`logs`],
-//! [`store`], [`api`], [`ctl`], [`daemon`], [`config`].
+//! Modules in flow order: [`watch`], [`desired`], [`unit`](mod@unit), [`table`], [`context`] (what the
+//! daemon's tasks share), [`reconcile`], [`restart`], [`pipeline`], [`image`], [`rootfs`],
+//! [`network`], [`spec`], [`cgroup`], [`runtime`], [`bounded`] (every external command with a
+//! deadline), [`shim`], [`health`], [`logs`], [`events`], [`store`], [`clock`], [`api`],
+//! [`ctl`], [`config`], and the wiring: [`daemon`] (start, recovery, tasks, shutdown), which
+//! no other module imports.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -88,7 +88,7 @@ impl fmt::Display for PortRange {
 }
 
 impl fmt::Display for PortMapping {
-    /// The normalized `-p` form: "127.0.0.1:8443:443/tcp", "[::1]::80/udp", "80/tcp".
+    /// The normalized `-p` form: "127.0.0.1:8443:443/tcp", "\[::1\]::80/udp", "80/tcp".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.host_ip {
             Some(IpAddr::V4(ip)) => write!(f, "{ip}:")?,
