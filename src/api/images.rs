@@ -217,13 +217,29 @@ async fn import(
     let name = q.name.clone();
     let reader =
         tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
-    let reader = tokio_util::io::SyncIoBridge::new(reader);
+    let mut reader = tokio_util::io::SyncIoBridge::new(reader);
+    // The upload is spooled to a file first, holding no lock: a slow client must not hold
+    // up removal, and through it every image start. Only the import itself runs under the
+    // stores' shared lock.
+    let spool_dir = ctx.paths.root.join("images");
+    let spooled = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let mut file = tempfile::tempfile_in(&spool_dir)?;
+        std::io::copy(&mut reader, &mut file)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+        Ok(file)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("reading the archive: {e}")))?;
     let _shared = ctx.images.shared().await;
     let c = ctx.clone();
-    let imported = tokio::task::spawn_blocking(move || c.images.import(reader, name.as_deref()))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(api_error)?;
+    let imported = tokio::task::spawn_blocking(move || {
+        c.images
+            .import(std::io::BufReader::new(spooled), name.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(api_error)?;
     for i in &imported {
         tracing::info!(image = %i.name, "image imported");
     }

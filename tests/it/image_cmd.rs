@@ -784,3 +784,54 @@ fn a_digest_pinned_unit_runs_that_manifest_and_a_wrong_digest_fails() {
     );
     assert_eq!(d.status("pinned").unwrap()["state"], "running");
 }
+
+/// An import whose client uploads slowly holds no lock while it reads: `rctl image prune`
+/// answers meanwhile, and the import still lands.
+#[test]
+fn a_slow_import_upload_does_not_hold_up_prune() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, desc) = busybox_oci_layout(&tmp.path().join("layout"));
+    layout.tag("1.0", &desc);
+    let tar = tmp.path().join("busybox-oci.tar");
+    layout.to_tar(&tar);
+    let bytes = std::fs::read(&tar).unwrap();
+    let d = Daemon::start();
+
+    let socket = d.socket.clone();
+    let upload = std::thread::spawn(move || {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        write!(
+            s,
+            "POST /v1/images/import?name=slow HTTP/1.1\r\nHost: rcd\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            bytes.len()
+        )
+        .unwrap();
+        // About 3 s for the whole archive, in 30 pieces.
+        for piece in bytes.chunks(bytes.len().div_ceil(30)) {
+            s.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    let out = d.rctl(&["image", "prune"]);
+    let took = t.elapsed();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        took < Duration::from_millis(1500),
+        "prune waited for the upload: {took:?}"
+    );
+    assert!(!upload.is_finished(), "the upload was still going");
+    let answer = upload.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        images(&d)
+            .iter()
+            .any(|i| i["name"] == "docker.io/library/slow:1.0"),
+        "{:?}",
+        images(&d)
+    );
+}
