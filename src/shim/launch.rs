@@ -151,35 +151,25 @@ fn read_report(read: OwnedFd, timeout: Duration) -> Option<Vec<u8>> {
     }
 }
 
-/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat).
+/// A process's start time in clock ticks since boot (`/proc/PID/stat`, read by procfs).
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    Some(procfs::process::Process::new(pid).ok()?.stat().ok()?.starttime)
 }
 
-/// True if the process `pid` exists and started at `start` (so it is not a reused pid).
+/// True if the process `pid` exists, started at `start` (so it is not a reused pid), and has
+/// not exited: a zombie (`Z`) or one being reaped (`X`, dead: its parent's wait is releasing
+/// it; /proc still shows it for a moment) is not alive.
 pub fn alive(pid: i32, start: u64) -> bool {
     if pid <= 0 {
         return false;
     }
-    match start_time(pid) {
-        Some(s) => s == start && !is_zombie(pid),
-        None => false,
-    }
-}
-
-/// Whether `pid` has exited but is still listed: a zombie (`Z`), or being reaped (`X`, dead:
-/// its parent's wait is releasing it; /proc still shows it for a moment).
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    let Some(stat) = procfs::process::Process::new(pid)
         .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .map(|i| matches!(s[i + 2..].chars().next(), Some('Z' | 'X' | 'x')))
-        })
-        .unwrap_or(false)
+        .and_then(|p| p.stat().ok())
+    else {
+        return false;
+    };
+    stat.starttime == start && !matches!(stat.state, 'Z' | 'X' | 'x')
 }
 
 /// A pidfd on a live shim, to await its exit without polling; None if it is already gone.
