@@ -249,15 +249,20 @@ fn hierarchies(root: &Path) -> Vec<PathBuf> {
     if root.join("cgroup.controllers").exists() {
         return vec![root.to_path_buf()];
     }
-    let mut out: Vec<PathBuf> = std::fs::read_dir(root)
+    let mut out = subdirs(root);
+    out.sort();
+    out
+}
+
+/// The directories directly in `dir` (none if it cannot be read).
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.is_dir())
-        .collect();
-    out.sort();
-    out
+        .collect()
 }
 
 /// Every directory of the container cgroup at `cgroups_path`, in every tree that has it, with
@@ -277,13 +282,7 @@ fn container_dirs(root: &Path, cgroups_path: &str) -> Result<Vec<PathBuf>, Error
             let mut at = out.len();
             out.push(top);
             while at < out.len() {
-                let children: Vec<PathBuf> = std::fs::read_dir(&out[at])
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.is_dir())
-                    .collect();
+                let children = subdirs(&out[at]);
                 out.extend(children);
                 at += 1;
             }

@@ -153,7 +153,13 @@ fn read_report(read: OwnedFd, timeout: Duration) -> Option<Vec<u8>> {
 
 /// A process's start time in clock ticks since boot (`/proc/PID/stat`, read by procfs).
 pub fn start_time(pid: i32) -> Option<u64> {
-    Some(procfs::process::Process::new(pid).ok()?.stat().ok()?.starttime)
+    Some(
+        procfs::process::Process::new(pid)
+            .ok()?
+            .stat()
+            .ok()?
+            .starttime,
+    )
 }
 
 /// True if the process `pid` exists, started at `start` (so it is not a reused pid), and has

@@ -166,6 +166,16 @@ impl Host {
         false
     }
 
+    /// SIGKILLs the container of `name` and waits until its shim has recorded the exit.
+    pub async fn kill_container(&self, name: &str) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid(name)),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the container");
+        self.shim_gone(name).await;
+    }
+
     /// Waits (bounded) until the shim of `name` has gone, as the exit watch would see it.
     pub async fn shim_gone(&self, name: &str) {
         let r = self.ctx.units.record(name).expect("record");
@@ -272,13 +282,7 @@ async fn an_exit_is_observed_and_the_policy_applied() {
         "{:?}",
         h.ctx.units.get("web")
     );
-    let pid = h.pid("web");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill the container");
-    h.shim_gone("web").await;
+    h.kill_container("web").await;
     let next = h.reconcile("web", &[]).await;
     let r = h.ctx.units.record("web").expect("record");
     assert_eq!(r.exit_code, Some(137));
@@ -369,13 +373,7 @@ async fn hold_stops_a_unit_waiting_to_restart() {
         "[restart]\npolicy = \"always\"\ndelay = \"1h\"\nmax_delay = \"1h\"\n",
     );
     h.reconcile("web", &[]).await;
-    let pid = h.pid("web");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
-    h.shim_gone("web").await;
+    h.kill_container("web").await;
     h.reconcile("web", &[]).await;
     assert_eq!(h.state("web"), Some(State::Restarting));
     let dir = instance_dir(&h, "web");
