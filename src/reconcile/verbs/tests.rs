@@ -446,3 +446,22 @@ async fn after_orders_only_what_starts_and_requires_waits_for_a_held_unit() {
         Some("unit db, which it requires, to be started (it was stopped)")
     );
 }
+
+#[tokio::test]
+async fn a_unit_yields_when_one_it_requires_is_stopped() {
+    let h = Host::new();
+    h.unit("db", "");
+    h.unit("api", "[unit]\nafter = [\"db\"]\nrequires = [\"db\"]\n");
+    h.reconcile("db", &[]).await;
+    h.reconcile("api", &[]).await;
+    let api = h.pid("api");
+    h.reconcile("db", &[Intent::Stop]).await;
+    h.reconcile("api", &[]).await;
+    let r = h.ctx.units.record("api").expect("record");
+    assert_eq!(r.state, State::Waiting, "{r:?}");
+    assert!(!alive(api), "stopped with the unit it requires");
+    assert!(!r.hold, "not held: it starts again with db");
+    h.reconcile("db", &[Intent::Start]).await;
+    h.reconcile("api", &[]).await;
+    assert_eq!(h.state("api"), Some(State::Running));
+}
