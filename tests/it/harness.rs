@@ -251,6 +251,8 @@ impl Daemon {
         }
         cmd.args(&self.args);
         cmd.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+        // Every daemon reads the test's failpoints file (none armed unless the test does).
+        cmd.env("RCD_FAILPOINTS", self.failpoints());
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
@@ -295,6 +297,96 @@ impl Daemon {
                 )
             })
             .collect()
+    }
+
+    /// Every event recorded so far, all units, oldest first (`rctl events --output json`).
+    pub fn events(&self) -> Vec<Value> {
+        let out = self.rctl(&[
+            "events", "--since", "0", "--until", "0s", "--output", "json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The `seq` of the last event recorded so far (0 if none): a mark to read what comes
+    /// after it with `actions_after`.
+    pub fn last_seq(&self) -> u64 {
+        self.events()
+            .last()
+            .map_or(0, |e| e["seq"].as_u64().unwrap())
+    }
+
+    /// The actions of `unit` recorded after the event `mark` (a `last_seq`), in order.
+    pub fn actions_after(&self, mark: u64, unit: &str) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["unit"] == unit && e["seq"].as_u64().unwrap() > mark)
+            .map(|e| e["action"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The file this daemon reads injected faults from (`RCD_FAILPOINTS`, src/failpoint.rs).
+    pub fn failpoints(&self) -> PathBuf {
+        self.dir.path().join("failpoints")
+    }
+
+    /// Arms the point `point` (`reconciled:web`) to be passed once, doing nothing: the daemon
+    /// removes the line when it passes it (see `wait_passed`). The file is edited under the
+    /// lock the daemon takes, so points may be armed while the daemon passes others.
+    pub fn arm(&self, point: &str) {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.failpoints())
+            .unwrap();
+        let mut file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        writeln!(file, "{point} sleep:0 once").unwrap();
+    }
+
+    /// Waits until the daemon has passed the armed point `point`.
+    pub fn wait_passed(&self, point: &str, within: Duration) {
+        wait_until(within, &format!("the daemon passed {point}"), || {
+            !std::fs::read_to_string(self.failpoints())
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(point))
+        });
+    }
+
+    /// Arms `reconciled:<unit>`: passed at the end of the first reconcile of `unit` that ends
+    /// after this, with every effect and event of it done.
+    pub fn arm_reconciled(&self, unit: &str) {
+        self.arm(&format!("reconciled:{unit}"));
+    }
+
+    /// Waits until the reconcile of `unit` armed for has ended.
+    pub fn wait_reconciled(&self, unit: &str, within: Duration) {
+        self.wait_passed(&format!("reconciled:{unit}"), within);
+    }
+
+    /// `rctl start` of a running unit, as a barrier: it changes nothing for a unit that runs
+    /// (its restart count is 0 already when this is used), and is answered once a reconcile of
+    /// the unit that began after the call has ended, so whatever the unit's state leads to has
+    /// been done, and is in the event log, when this returns.
+    pub fn reconciled_running(&self, unit: &str) {
+        let out = self.rctl(&["start", unit]);
+        assert!(
+            out.status.success(),
+            "rctl start {unit}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("{unit}: running")
+        );
     }
 
     /// The daemon's log so far.

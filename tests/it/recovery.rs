@@ -161,47 +161,124 @@ fn a_killed_shim_does_not_leave_its_container_unsupervised() {
     assert_eq!(d.runtime_containers().len(), 1);
 }
 
-#[test]
-fn a_daemon_killed_mid_start_leaves_no_orphan_and_starts_once() {
-    let mut d = Daemon::new();
-    // A runtime that dawdles in `create`, so the daemon can be killed mid-start.
-    let slow = d.dir.path().join("slow-runc");
-    std::fs::write(
-        &slow,
-        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = create ] && sleep 1.5; done\nexec runc \"$@\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    d.runtime = Some(slow);
-    d.spawn();
-    d.write_unit("mid", &unit("exec sleep 1000", ""));
-    d.wait_state("mid", "starting", 10 * SEC);
-    d.kill();
-    d.runtime = None;
-    d.spawn();
-    let s = d.wait_state("mid", "running", 10 * SEC);
-    std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(
-        d.status("mid").unwrap()["pid"],
-        s["pid"],
-        "started once, not disturbed"
-    );
-    assert_eq!(
-        d.runtime_containers(),
-        [s["container_id"].as_str().unwrap()]
-    );
-    let sleeps = std::fs::read_dir("/proc")
+/// Processes `sleep 1000` in the cgroup of a container of unit `name`.
+fn sleepers_of(name: &str) -> usize {
+    std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
         .filter(|p| cmdline(*p).starts_with("sleep 1000"))
         .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/cgroup")).is_ok_and(|c| c.contains("-mid-"))
+            std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+                .is_ok_and(|c| c.contains(&format!("-{name}-")))
         })
-        .count();
-    assert_eq!(sleeps, 1, "exactly one container process");
-    // Its rootfs and its network namespace, once each.
-    assert_eq!(d.mounts().len(), 2, "{:?}", d.mounts());
+        .count()
+}
+
+#[test]
+fn a_daemon_killed_mid_start_leaves_no_orphan_and_starts_once() {
+    let mut d = Daemon::new();
+    // A runtime whose `run` (the shim's one call) says it began, then waits for the test's go:
+    // while it waits the daemon is inside the start, waiting for the shim's report.
+    let gate = d.dir.path().join("gate");
+    std::fs::create_dir(&gate).unwrap();
+    let slow = d.dir.path().join("slow-runc");
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do id=$a; done\n\
+             for a in \"$@\"; do\n  [ \"$a\" = run ] || continue\n  echo $$ > {g}/began-$id\n  \
+             while [ ! -e {g}/go-$id ]; do sleep 0.02; done\n  break\ndone\nexec runc \"$@\"\n",
+            g = gate.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    d.runtime = Some(slow);
+    d.spawn();
+    // `late`'s start is let through once the daemon is dead, so recovery finds its container
+    // running under a shim; `stuck`'s runtime call still waits when the daemon comes back.
+    d.write_unit("late", &unit("exec sleep 1000", ""));
+    d.write_unit("stuck", &unit("exec sleep 1000", ""));
+    let began = |id: &str| gate.join(format!("began-{id}"));
+    let mut old = std::collections::BTreeMap::new();
+    for name in ["late", "stuck"] {
+        let s = d.wait_state(name, "starting", 10 * SEC);
+        let id = s["container_id"].as_str().unwrap().to_string();
+        wait_until(10 * SEC, &format!("{name}'s runtime call began"), || {
+            began(&id).exists()
+        });
+        assert_eq!(d.status(name).unwrap()["state"], "starting");
+        old.insert(name, id);
+    }
+    let mark = d.last_seq();
+    d.kill();
+
+    std::fs::write(gate.join(format!("go-{}", old["late"])), "").unwrap();
+    wait_until(10 * SEC, "late's orphan container runs", || {
+        sleepers_of("late") == 1
+    });
+    let stuck_call: i64 = std::fs::read_to_string(began(&old["stuck"]))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid_alive(stuck_call));
+
+    d.runtime = None;
+    d.spawn();
+    // Recovery ended the interrupted start's runtime call with its shim, before it could
+    // create a container nobody would own.
+    wait_until(10 * SEC, "stuck's runtime call killed", || {
+        !pid_alive(stuck_call)
+    });
+    let mut new = std::collections::BTreeMap::new();
+    for name in ["late", "stuck"] {
+        let s = d.wait_state(name, "running", 10 * SEC);
+        d.reconciled_running(name);
+        assert_eq!(d.status(name).unwrap()["pid"], s["pid"], "started once");
+        // Started once, in a new instance: nothing of the interrupted start was counted,
+        // nothing started twice.
+        assert_eq!(
+            d.actions_after(mark, name),
+            ["loaded", "create", "start"],
+            "{name}"
+        );
+        let id = s["container_id"].as_str().unwrap().to_string();
+        assert_ne!(id, old[name]);
+        assert_eq!(
+            sleepers_of(name),
+            1,
+            "exactly one container process of {name}"
+        );
+        new.insert(name, id);
+    }
+    let mut runtime = d.runtime_containers();
+    runtime.sort();
+    assert_eq!(runtime, new.values().cloned().collect::<Vec<_>>());
+    // Nothing of the interrupted instances is left: their directories, and of the mounts
+    // only the new instances' rootfs and network namespace, once each.
+    let mut dirs: Vec<String> = std::fs::read_dir(d.root.join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, runtime);
+    let mut mounts = d.mounts();
+    mounts.sort();
+    let mut want: Vec<String> = new
+        .values()
+        .flat_map(|id| {
+            [
+                d.root.join("containers").join(id).join("bundle/rootfs"),
+                d.root.join("netns").join(id),
+            ]
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(mounts, want);
 }
 
 #[test]
