@@ -354,39 +354,66 @@ impl Daemon {
     /// Waits until the daemon has passed the armed point `point`.
     pub fn wait_passed(&self, point: &str, within: Duration) {
         wait_until(within, &format!("the daemon passed {point}"), || {
-            !std::fs::read_to_string(self.failpoints())
-                .unwrap_or_default()
+            use std::io::Read;
+            // Read under the daemon's lock: never a file it is rewriting.
+            let file = std::fs::File::open(self.failpoints()).unwrap();
+            let mut file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared).unwrap();
+            let mut text = String::new();
+            file.read_to_string(&mut text).unwrap();
+            !text
                 .lines()
                 .any(|l| l.split_whitespace().next() == Some(point))
         });
     }
 
-    /// Arms `reconciled:<unit>`: passed at the end of the first reconcile of `unit` that ends
-    /// after this, with every effect and event of it done.
+    /// Arms `reconciled:<unit>`: passed at the end of the first reconcile of `unit` that
+    /// began after this, with every effect and event of it done (a reconcile reads the state
+    /// as it is when it begins: whatever that state leads to, it has done).
     pub fn arm_reconciled(&self, unit: &str) {
         self.arm(&format!("reconciled:{unit}"));
     }
 
-    /// Waits until the reconcile of `unit` armed for has ended.
+    /// Waits until a reconcile of `unit` armed for has ended.
     pub fn wait_reconciled(&self, unit: &str, within: Duration) {
         self.wait_passed(&format!("reconciled:{unit}"), within);
     }
 
-    /// `rctl start` of a running unit, as a barrier: it changes nothing for a unit that runs
-    /// (its restart count is 0 already when this is used), and is answered once a reconcile of
-    /// the unit that began after the call has ended, so whatever the unit's state leads to has
-    /// been done, and is in the event log, when this returns.
-    pub fn reconciled_running(&self, unit: &str) {
-        let out = self.rctl(&["start", unit]);
+    /// Makes the daemon look at `unit` again, and waits until it has: the unit's description
+    /// changed (which changes nothing else: a `changed` event, no intent of the operator's
+    /// that could hide what the unit's state leads to), the scan applied (`rctl reload`),
+    /// and a reconcile of it that began after that has ended.
+    pub fn look_again(&self, unit: &str) {
+        static LOOKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LOOKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.units.join(format!("{unit}.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = format!("description = \"looked at again ({n})\"");
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let section = lines.iter().position(|l| l.trim() == "[unit]");
+        let existing = section.and_then(|at| {
+            lines[at + 1..]
+                .iter()
+                .take_while(|l| !l.trim_start().starts_with('['))
+                .position(|l| l.trim_start().starts_with("description"))
+                .map(|i| at + 1 + i)
+        });
+        match (section, existing) {
+            (_, Some(i)) => lines[i] = line,
+            (Some(at), None) => lines.insert(at + 1, line),
+            (None, None) => {
+                lines.insert(0, line);
+                lines.insert(0, "[unit]".to_string());
+            }
+        }
+        self.arm_reconciled(unit);
+        self.write_unit(unit, &(lines.join("\n") + "\n"));
+        let out = self.rctl(&["reload"]);
         assert!(
             out.status.success(),
-            "rctl start {unit}: {}",
+            "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            format!("{unit}: running")
-        );
+        self.wait_reconciled(unit, Duration::from_secs(10));
     }
 
     /// The daemon's log so far.

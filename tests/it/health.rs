@@ -231,6 +231,9 @@ fn an_images_healthcheck_applies_unless_the_unit_disables_it() {
     });
     let image = push_image(&reg, "checked:latest", &img);
     let d = Daemon::start();
+    // The monitor of a container without a probe ends at once; one with a probe runs as long
+    // as its container does.
+    d.arm("health-monitor-end:unchecked");
     d.write_unit("checked", &image_unit(&image, "stop_signal = \"KILL\"\n"));
     d.write_unit(
         "unchecked",
@@ -249,9 +252,11 @@ fn an_images_healthcheck_applies_unless_the_unit_disables_it() {
     );
     assert_eq!(h["log"][0]["exit_code"], 3);
     d.wait_state("unchecked", "running", 20 * SEC);
-    std::thread::sleep(SEC / 2);
+    d.wait_passed("health-monitor-end:unchecked", 10 * SEC);
     assert_eq!(
         d.status("unchecked").unwrap()["health"],
         serde_json::Value::Null
     );
+    let events = d.actions("1h", "unchecked");
+    assert!(!events.iter().any(|(a, _)| a == "health"), "{events:?}");
 }

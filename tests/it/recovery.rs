@@ -19,21 +19,33 @@ fn sigkill_leaves_containers_running_and_restart_adopts_them() {
     let pids: Vec<i64> = (0..3)
         .map(|i| pid_of(&d.wait_state(&format!("svc{i}"), "running", 10 * SEC)))
         .collect();
+    let mark = d.last_seq();
     d.kill();
-    std::thread::sleep(Duration::from_millis(300));
     for &p in &pids {
         assert!(
             pid_alive(p),
             "container {p} must survive the daemon's SIGKILL"
         );
     }
+    // The first reconcile of each in the next daemon is where a second copy would start.
+    for i in 0..3 {
+        d.arm_reconciled(&format!("svc{i}"));
+    }
     d.spawn();
     for (i, &p) in pids.iter().enumerate() {
-        let s = d.wait_state(&format!("svc{i}"), "running", 5 * SEC);
-        assert_eq!(pid_of(&s), p, "adopted, same pid");
+        let name = format!("svc{i}");
+        d.wait_reconciled(&name, 10 * SEC);
+        let s = d.status(&name).unwrap();
+        assert_eq!(
+            (&s["state"], pid_of(&s)),
+            (&"running".into(), p),
+            "adopted, same pid"
+        );
         assert_eq!(s["restarts"], 0, "adoption is not a restart");
+        // The file read again, nothing else: the container neither seen to exit (so it
+        // outlived the daemon) nor started a second time.
+        assert_eq!(d.actions_after(mark, &name), ["loaded"], "{name}");
     }
-    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.runtime_containers().len(), 3, "no second copy");
     let sleeps = std::fs::read_dir("/proc")
         .unwrap()
@@ -101,21 +113,36 @@ fn rctl_stop_holds_across_daemon_restarts_per_policy() {
         assert!(out.status.success());
         d.wait_state(p, "stopped", 5 * SEC);
     }
+    let held = ["no", "on-failure", "unless-stopped"];
+    let mark = d.last_seq();
     d.terminate();
+    // The first reconcile of each in the next daemon is where a hold could be lost.
+    for p in held {
+        d.arm_reconciled(p);
+    }
     d.spawn();
     // `always` is held only until the next daemon start; the others stay held.
     d.wait_state("always", "running", 10 * SEC);
-    std::thread::sleep(Duration::from_millis(500));
-    for p in ["no", "on-failure", "unless-stopped"] {
+    for p in held {
+        d.wait_reconciled(p, 10 * SEC);
         let s = d.status(p).unwrap();
         assert_eq!(s["state"], "stopped", "{p}: {s:#}");
         assert_eq!(s["held"], true);
+        assert_eq!(d.actions_after(mark, p), ["loaded"], "{p}");
     }
     // And a second restart keeps them held.
+    let mark = d.last_seq();
     d.kill();
+    for p in held {
+        d.arm_reconciled(p);
+    }
     d.spawn();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(d.status("unless-stopped").unwrap()["state"], "stopped");
+    for p in held {
+        d.wait_reconciled(p, 10 * SEC);
+        let s = d.status(p).unwrap();
+        assert_eq!((&s["state"], &s["held"]), (&"stopped".into(), &true.into()));
+        assert_eq!(d.actions_after(mark, p), ["loaded"], "{p}");
+    }
     let out = d.rctl(&["start", "unless-stopped"]);
     assert!(out.status.success());
     d.wait_state("unless-stopped", "running", 5 * SEC);
@@ -226,6 +253,11 @@ fn a_daemon_killed_mid_start_leaves_no_orphan_and_starts_once() {
     assert!(pid_alive(stuck_call));
 
     d.runtime = None;
+    // The first reconcile of each in the next daemon starts it; a second copy would start
+    // there or in a later one.
+    for name in ["late", "stuck"] {
+        d.arm_reconciled(name);
+    }
     d.spawn();
     // Recovery ended the interrupted start's runtime call with its shim, before it could
     // create a container nobody would own.
@@ -234,14 +266,16 @@ fn a_daemon_killed_mid_start_leaves_no_orphan_and_starts_once() {
     });
     let mut new = std::collections::BTreeMap::new();
     for name in ["late", "stuck"] {
+        d.wait_reconciled(name, 10 * SEC);
         let s = d.wait_state(name, "running", 10 * SEC);
-        d.reconciled_running(name);
+        // A later look: nothing to do.
+        d.look_again(name);
         assert_eq!(d.status(name).unwrap()["pid"], s["pid"], "started once");
         // Started once, in a new instance: nothing of the interrupted start was counted,
         // nothing started twice.
         assert_eq!(
             d.actions_after(mark, name),
-            ["loaded", "create", "start"],
+            ["loaded", "create", "start", "changed"],
             "{name}"
         );
         let id = s["container_id"].as_str().unwrap().to_string();
@@ -286,16 +320,22 @@ fn a_units_directory_missing_at_daemon_start_removes_nothing() {
     let mut d = Daemon::start();
     d.write_unit("kept", &unit("exec sleep 1000", ""));
     let pid = pid_of(&d.wait_state("kept", "running", 10 * SEC));
+    let mark = d.last_seq();
     d.kill();
     let aside = d.dir.path().join("units.aside");
     std::fs::rename(&d.units, &aside).unwrap();
+    // The first reconcile of `kept` in the next daemon is where it would be removed.
+    d.arm_reconciled("kept");
     d.spawn();
-    std::thread::sleep(Duration::from_millis(500));
-    let s = d.status("kept").unwrap();
+    d.wait_reconciled("kept", 10 * SEC);
+    let s = d.status("kept").expect("kept removed");
     assert_eq!(pid_of(&s), pid, "adopted, not removed");
+    assert_eq!(d.actions_after(mark, "kept"), Vec::<String>::new());
     assert!(String::from_utf8_lossy(&d.rctl(&["list"]).stderr).contains("does not exist"));
-    // Back in place: nothing changes either.
+    // Back in place: read again, and nothing else changes either.
     std::fs::rename(&aside, &d.units).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(d.rctl(&["reload"]).status.success());
+    d.look_again("kept");
     assert_eq!(pid_of(&d.status("kept").unwrap()), pid);
+    assert_eq!(d.actions_after(mark, "kept"), ["loaded", "changed"]);
 }

@@ -50,7 +50,8 @@ fn only_toml_files_count() {
     }
     d.write_unit("real", &body);
     d.wait_state("real", "running", 10 * SEC);
-    std::thread::sleep(Duration::from_millis(300));
+    // Once a scan that began after every file was written is applied: only `real`.
+    assert!(d.rctl(&["reload"]).status.success());
     let names: Vec<String> = d
         .statuses()
         .iter()
