@@ -10,7 +10,43 @@ use crate::harness::*;
 use crate::invariants::{settle_and_check, Want};
 
 const SEC: Duration = Duration::from_secs(1);
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// libfaketime's multithreaded library (Debian's faketime), in the directory of the host's
+/// multiarch triplet (`dpkg-architecture`, else `gcc -print-multiarch`), else wherever
+/// /usr/lib/*/faketime/ has it.
+fn libfaketime() -> std::path::PathBuf {
+    const LIB: &str = "faketime/libfaketimeMT.so.1";
+    let asked = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|t| !t.is_empty())
+    };
+    let triplet = asked("dpkg-architecture", &["-qDEB_HOST_MULTIARCH"])
+        .or_else(|| asked("gcc", &["-print-multiarch"]));
+    let mut looked = Vec::new();
+    if let Some(t) = &triplet {
+        looked.push(std::path::Path::new("/usr/lib").join(t).join(LIB));
+    }
+    if let Ok(dirs) = std::fs::read_dir("/usr/lib") {
+        let mut others: Vec<_> = dirs.flatten().map(|e| e.path().join(LIB)).collect();
+        others.sort();
+        looked.extend(others);
+    }
+    looked
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "libfaketimeMT.so.1 not found (multiarch triplet {triplet:?}; looked in \
+                 /usr/lib/*/faketime/): install Debian's faketime (sh scripts/setup.sh does)"
+            )
+        })
+}
 
 fn restarts(d: &Daemon) -> u64 {
     d.status("crash").unwrap()["restarts"]
@@ -20,15 +56,12 @@ fn restarts(d: &Daemon) -> u64 {
 
 #[test]
 fn a_backoff_is_neither_stretched_nor_skipped_by_wall_clock_jumps() {
-    assert!(
-        std::path::Path::new(LIBFAKETIME).exists(),
-        "{LIBFAKETIME} (Debian's faketime; sh scripts/setup.sh installs it)"
-    );
+    let lib = libfaketime();
     let mut d = Daemon::new();
     let offset = d.dir.path().join("clock-offset");
     std::fs::write(&offset, "+0\n").unwrap();
     d.env = vec![
-        ("LD_PRELOAD".into(), LIBFAKETIME.into()),
+        ("LD_PRELOAD".into(), lib.display().to_string()),
         (
             "FAKETIME_TIMESTAMP_FILE".into(),
             offset.display().to_string(),
