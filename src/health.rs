@@ -555,6 +555,8 @@ pub fn spawn_monitor(
         }
         // Unless a newer run of the same instance took over.
         ctx.health.forget_run(&id, started_ms);
+        // Where a test learns that the monitor is done (for a unit without a probe, at once).
+        crate::failpoint::hit_for("health-monitor-end", &name);
     }
         .instrument(span);
     tasks.spawn(async move {

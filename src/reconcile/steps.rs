@@ -71,7 +71,9 @@ impl crate::reconcile::scheduler::InFlight<Intent> for Nudge {
 /// Applies the operator's `intents`, then reconciles `name` until it matches its desired
 /// state; says when to look again.
 pub async fn reconcile(ctx: &Arc<Context>, name: &str, intents: &[Intent], nudge: &Nudge) -> Next {
-    match steps(ctx, name, intents, nudge).await {
+    // Where a test learns that a reconcile of the unit which began after it asked has ended.
+    let marked = crate::failpoint::armed_for("reconciled", name);
+    let next = match steps(ctx, name, intents, nudge).await {
         Ok(None) => Next::Idle,
         Ok(Some(after)) => Next::After(after),
         Err(e) => {
@@ -83,7 +85,11 @@ pub async fn reconcile(ctx: &Arc<Context>, name: &str, intents: &[Intent], nudge
             }
             Next::Failed
         }
+    };
+    if marked {
+        crate::failpoint::hit_for("reconciled", name);
     }
+    next
 }
 
 /// The steps of one reconcile: Ok(when to look again), or the step that failed.

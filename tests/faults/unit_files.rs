@@ -105,8 +105,12 @@ fn unit_file_truncated_mid_write() {
     let s = d.status("ut").unwrap();
     assert_eq!(s["state"], "running", "{s:#}");
     assert_eq!(pid_of(&s), old, "the previous version still runs: {s:#}");
+    // Cut inside the command on line 3 (`command = ["sh", "-c", "exec sle`): the array is
+    // open at the end of the text, column 33.
+    let at = format!("{}:3:33: unclosed array", path.display());
+    assert!(s["error"].as_str().unwrap().contains(&at), "{s:#}");
     let (ok, said) = rctl_check(&d, &path);
-    assert!(!ok && said.contains("ut.toml"), "rctl check: {said}");
+    assert!(!ok && said.contains(&at), "rctl check: {said}");
     still_healthy(&d, h);
 
     std::thread::sleep(Duration::from_millis(300));

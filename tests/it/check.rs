@@ -51,7 +51,14 @@ fn check_accepts_good_and_locates_bad() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with(&format!("{}:4:", bad.display())), "{text}");
+    // `stop_timeout = "soon"`: the 4th line, its value at column 16.
+    assert!(
+        text.starts_with(&format!(
+            "{}:4:16: invalid duration \"soon\"",
+            bad.display()
+        )),
+        "{text}"
+    );
 }
 
 #[test]

@@ -113,16 +113,23 @@ fn wants_starts_a_unit_along_unless_the_operator_holds_it() {
     d.wait_state("cache", "pending", 10 * SEC);
     assert!(d.rctl(&["stop", "spare"]).status.success());
     d.wait_state("spare", "stopped", 10 * SEC);
+    let mark = d.last_seq();
     d.write_unit("web", &sleeper("wants = [\"cache\", \"spare\"]", ""));
-    d.wait_state("web", "running", 20 * SEC);
+    let web = pid_of(&d.wait_state("web", "running", 20 * SEC));
     d.wait_state("cache", "running", 20 * SEC);
-    std::thread::sleep(SEC / 2);
+    // web asked for what it pulls in before it started: once spare has been looked at since,
+    // whatever it was asked for has been done. Nothing started it.
+    d.look_again("spare");
     assert_eq!(d.status("spare").unwrap()["state"], "stopped");
+    assert_eq!(d.actions_after(mark, "spare"), ["changed"]);
     // A wanted unit that stops takes nothing with it.
+    let mark = d.last_seq();
     assert!(d.rctl(&["stop", "cache"]).status.success());
     d.wait_state("cache", "stopped", 10 * SEC);
-    std::thread::sleep(SEC / 2);
-    assert_eq!(d.status("web").unwrap()["state"], "running");
+    // Once web has been looked at since: untouched.
+    d.look_again("web");
+    assert_eq!(pid_of(&d.status("web").unwrap()), web);
+    assert_eq!(d.actions_after(mark, "web"), ["changed"]);
 }
 
 #[test]

@@ -251,6 +251,8 @@ impl Daemon {
         }
         cmd.args(&self.args);
         cmd.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+        // Every daemon reads the test's failpoints file (none armed unless the test does).
+        cmd.env("RCD_FAILPOINTS", self.failpoints());
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
@@ -295,6 +297,123 @@ impl Daemon {
                 )
             })
             .collect()
+    }
+
+    /// Every event recorded so far, all units, oldest first (`rctl events --output json`).
+    pub fn events(&self) -> Vec<Value> {
+        let out = self.rctl(&[
+            "events", "--since", "0", "--until", "0s", "--output", "json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The `seq` of the last event recorded so far (0 if none): a mark to read what comes
+    /// after it with `actions_after`.
+    pub fn last_seq(&self) -> u64 {
+        self.events()
+            .last()
+            .map_or(0, |e| e["seq"].as_u64().unwrap())
+    }
+
+    /// The actions of `unit` recorded after the event `mark` (a `last_seq`), in order.
+    pub fn actions_after(&self, mark: u64, unit: &str) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["unit"] == unit && e["seq"].as_u64().unwrap() > mark)
+            .map(|e| e["action"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The file this daemon reads injected faults from (`RCD_FAILPOINTS`, src/failpoint.rs).
+    pub fn failpoints(&self) -> PathBuf {
+        self.dir.path().join("failpoints")
+    }
+
+    /// Arms the point `point` (`reconciled:web`) to be passed once, doing nothing: the daemon
+    /// removes the line when it passes it (see `wait_passed`). The file is edited under the
+    /// lock the daemon takes, so points may be armed while the daemon passes others.
+    pub fn arm(&self, point: &str) {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.failpoints())
+            .unwrap();
+        let mut file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        writeln!(file, "{point} sleep:0 once").unwrap();
+    }
+
+    /// Waits until the daemon has passed the armed point `point`.
+    pub fn wait_passed(&self, point: &str, within: Duration) {
+        wait_until(within, &format!("the daemon passed {point}"), || {
+            use std::io::Read;
+            // Read under the daemon's lock: never a file it is rewriting.
+            let file = std::fs::File::open(self.failpoints()).unwrap();
+            let mut file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared).unwrap();
+            let mut text = String::new();
+            file.read_to_string(&mut text).unwrap();
+            !text
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(point))
+        });
+    }
+
+    /// Arms `reconciled:<unit>`: passed at the end of the first reconcile of `unit` that
+    /// began after this, with every effect and event of it done (a reconcile reads the state
+    /// as it is when it begins: whatever that state leads to, it has done).
+    pub fn arm_reconciled(&self, unit: &str) {
+        self.arm(&format!("reconciled:{unit}"));
+    }
+
+    /// Waits until a reconcile of `unit` armed for has ended.
+    pub fn wait_reconciled(&self, unit: &str, within: Duration) {
+        self.wait_passed(&format!("reconciled:{unit}"), within);
+    }
+
+    /// Makes the daemon look at `unit` again, and waits until it has: the unit's description
+    /// changed (which changes nothing else: a `changed` event, no intent of the operator's
+    /// that could hide what the unit's state leads to), the scan applied (`rctl reload`),
+    /// and a reconcile of it that began after that has ended.
+    pub fn look_again(&self, unit: &str) {
+        static LOOKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LOOKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.units.join(format!("{unit}.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = format!("description = \"looked at again ({n})\"");
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let section = lines.iter().position(|l| l.trim() == "[unit]");
+        let existing = section.and_then(|at| {
+            lines[at + 1..]
+                .iter()
+                .take_while(|l| !l.trim_start().starts_with('['))
+                .position(|l| l.trim_start().starts_with("description"))
+                .map(|i| at + 1 + i)
+        });
+        match (section, existing) {
+            (_, Some(i)) => lines[i] = line,
+            (Some(at), None) => lines.insert(at + 1, line),
+            (None, None) => {
+                lines.insert(0, line);
+                lines.insert(0, "[unit]".to_string());
+            }
+        }
+        self.arm_reconciled(unit);
+        self.write_unit(unit, &(lines.join("\n") + "\n"));
+        let out = self.rctl(&["reload"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_reconciled(unit, Duration::from_secs(10));
     }
 
     /// The daemon's log so far.

@@ -72,6 +72,15 @@ fn an_unhealthy_container_is_restarted_when_its_unit_says_so() {
     assert_ne!(health(&d, "flaky")["status"], "unhealthy");
 }
 
+/// A status time (RFC 3339) in ms since the epoch.
+fn ms(t: &serde_json::Value) -> u64 {
+    humantime::parse_rfc3339(t.as_str().unwrap_or_else(|| panic!("no time: {t}")))
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 #[test]
 fn failures_in_the_start_period_do_not_count_and_on_unhealthy_stop_stops() {
     let d = Daemon::start();
@@ -82,29 +91,60 @@ fn failures_in_the_start_period_do_not_count_and_on_unhealthy_stop_stops() {
             "stop_signal = \"KILL\"\n\n[health]\ncmd = [\"false\"]\ninterval = \"100ms\"\nstart_interval = \"100ms\"\nstart_period = \"2s\"\nretries = 1\non_unhealthy = \"stop\"\n",
         ),
     );
-    let began = Instant::now();
-    let pid = pid_of(&d.wait_state("slow", "running", 20 * SEC));
-    // Probes fail from the first, but none counts inside the start period.
-    wait_until(5 * SEC, "a few probes", || {
-        health(&d, "slow")["log"]
-            .as_array()
-            .is_some_and(|l| l.len() >= 3)
-    });
-    let h = health(&d, "slow");
-    if began.elapsed() < Duration::from_millis(1800) {
-        assert_eq!(
-            (&h["status"], &h["failing_streak"]),
-            (&json!("starting"), &json!(0)),
-            "{h:#}"
-        );
-    }
-    // After it, one failure (retries = 1) is unhealthy, and the unit stops it.
-    let s = d.wait_state("slow", "failed", 15 * SEC);
-    assert!(began.elapsed() >= Duration::from_secs(2));
+    let s = d.wait_state("slow", "running", 20 * SEC);
+    let pid = pid_of(&s);
+    // The start period is counted from the start the status shows; each probe's start is in
+    // the health log, on the same clock. A probe that began before the period ended was
+    // judged inside it.
+    let period_end = ms(&s["started_at"]) + 2000;
+    // Probes fail from the first: every look at the health while all its probes are of the
+    // start period finds none counted, until the period is over; then one failure (retries =
+    // 1) is unhealthy, and the unit stops it.
+    let mut failed_in_period = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + 15 * SEC;
+    let s = loop {
+        let s = d.status("slow").unwrap();
+        if s["state"] == "failed" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "slow never failed: {s:#}");
+        let h = &s["health"];
+        let log = h["log"].as_array().cloned().unwrap_or_default();
+        let starts: Vec<u64> = log
+            .iter()
+            .map(|c| c["start_ms"].as_u64().unwrap())
+            .collect();
+        if !log.is_empty() && starts.iter().all(|&t| t < period_end) {
+            assert_eq!(
+                (&h["status"], &h["failing_streak"]),
+                (&json!("starting"), &json!(0)),
+                "failures of the start period counted: {h:#}"
+            );
+            for c in &log {
+                assert_ne!(c["exit_code"], 0, "{h:#}");
+            }
+            failed_in_period.extend(starts);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        failed_in_period.len() >= 3,
+        "a few failing probes seen in the start period: {failed_in_period:?}"
+    );
     assert!(!pid_alive(pid));
     assert_eq!(
         s["error"], "stopped: unhealthy (on_unhealthy = \"stop\")",
         "{s:#}"
+    );
+    // Unhealthy only once the period was over.
+    let events = d.events();
+    let unhealthy = events
+        .iter()
+        .find(|e| e["unit"] == "slow" && e["attributes"]["status"] == "unhealthy")
+        .unwrap_or_else(|| panic!("no unhealthy event: {events:#?}"));
+    assert!(
+        unhealthy["time_ms"].as_u64().unwrap() >= period_end,
+        "unhealthy before the start period ended at {period_end}: {unhealthy:#}"
     );
 }
 
@@ -191,6 +231,9 @@ fn an_images_healthcheck_applies_unless_the_unit_disables_it() {
     });
     let image = push_image(&reg, "checked:latest", &img);
     let d = Daemon::start();
+    // The monitor of a container without a probe ends at once; one with a probe runs as long
+    // as its container does.
+    d.arm("health-monitor-end:unchecked");
     d.write_unit("checked", &image_unit(&image, "stop_signal = \"KILL\"\n"));
     d.write_unit(
         "unchecked",
@@ -209,11 +252,13 @@ fn an_images_healthcheck_applies_unless_the_unit_disables_it() {
     );
     assert_eq!(h["log"][0]["exit_code"], 3);
     d.wait_state("unchecked", "running", 20 * SEC);
-    std::thread::sleep(SEC / 2);
+    d.wait_passed("health-monitor-end:unchecked", 10 * SEC);
     assert_eq!(
         d.status("unchecked").unwrap()["health"],
         serde_json::Value::Null
     );
+    let events = d.actions("1h", "unchecked");
+    assert!(!events.iter().any(|(a, _)| a == "health"), "{events:?}");
 }
 
 #[test]

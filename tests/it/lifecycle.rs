@@ -21,13 +21,17 @@ fn drop_edit_comment_delete() {
     );
     assert_eq!(d.runtime_containers().len(), 1);
 
-    // A comment and key order change: same spec hash, same process.
+    // A comment and key order change: same spec hash, same process. Once the scan that read
+    // it is applied (the reload's) and web has been looked at since: nothing happened to it.
     let hash = s["spec_hash"].clone();
+    let mark = d.last_seq();
     d.write_unit(
         "web",
         &format!("# a comment\n{}", unit("echo started; exec sleep 1000", "")),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.rctl(&["reload"]).status.success());
+    assert_eq!(d.actions_after(mark, "web"), Vec::<String>::new());
+    d.look_again("web");
     let s = d.status("web").unwrap();
     assert_eq!(
         s["pid"].as_i64(),
@@ -35,10 +39,15 @@ fn drop_edit_comment_delete() {
         "comment edit must not restart"
     );
     assert_eq!(s["spec_hash"], hash);
+    assert_eq!(d.actions_after(mark, "web"), ["changed"]);
 
-    // A real change: new container, new pid, old one gone.
+    // A real change: new container, new pid, old one gone; the one recreation since the
+    // comment edit (after the look's `changed`).
     d.write_unit("web", &unit("echo v2; exec sleep 1001", ""));
     let new = d.wait_new_pid("web", pid, 10 * SEC);
+    wait_until(5 * SEC, "the recreation's events", || {
+        d.actions_after(mark, "web") == ["changed", "changed", "stopped", "create", "start"]
+    });
     assert!(cmdline(new).contains("sleep 1001"));
     wait_until(5 * SEC, "old process gone", || !pid_alive(pid));
     assert_eq!(d.runtime_containers().len(), 1, "no duplicate container");
@@ -149,14 +158,17 @@ fn two_units_share_a_rootfs() {
 #[test]
 fn autostart_false_then_operator_verbs() {
     let d = Daemon::start();
+    // Its first reconcile is where it would start.
+    d.arm_reconciled("lazy");
     d.write_unit(
         "lazy",
         &unit("echo up; exec sleep 1000", "[install]\nautostart = false\n"),
     );
-    let s = d.wait_state("lazy", "pending", 5 * SEC);
+    d.wait_reconciled("lazy", 10 * SEC);
+    let s = d.status("lazy").unwrap();
+    assert_eq!(s["state"], "pending", "{s:#}");
     assert!(s["pid"].is_null());
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(d.status("lazy").unwrap()["state"], "pending");
+    assert_eq!(d.actions_after(0, "lazy"), ["loaded"]);
 
     let out = d.rctl(&["start", "lazy"]);
     assert!(

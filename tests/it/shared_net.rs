@@ -90,18 +90,32 @@ fn a_container_unit_waits_for_its_target_shares_its_localhost_and_follows_its_re
 
     // Web's process dies and its policy restarts it in the same instance, which keeps its
     // pinned namespace: app keeps running as it is.
+    let mark = d.last_seq();
     sigkill(web_pid);
     let web_pid2 = d.wait_new_pid("web", web_pid, 20 * SEC);
     assert_eq!(netns_ino(web_pid2), netns_ino(app_pid));
-    std::thread::sleep(SEC / 2);
+    // Web's new state made app be looked at again; once it has been since: untouched.
+    d.look_again("app");
     assert_eq!(pid_of(&d.status("app").unwrap()), app_pid);
+    assert_eq!(d.actions_after(mark, "app"), ["changed"]);
 
-    // A daemon crash and restart changes nothing either.
+    // A daemon crash and restart changes nothing either: the first reconcile of each in the
+    // next daemon leaves both as they run.
+    let mark = d.last_seq();
     d.kill();
+    d.arm_reconciled("app");
+    d.arm_reconciled("web");
     d.spawn();
-    std::thread::sleep(SEC / 2);
-    assert_eq!(pid_of(&d.wait_state("app", "running", 10 * SEC)), app_pid);
-    assert_eq!(pid_of(&d.wait_state("web", "running", 10 * SEC)), web_pid2);
+    for (name, pid) in [("app", app_pid), ("web", web_pid2)] {
+        d.wait_reconciled(name, 10 * SEC);
+        let s = d.status(name).unwrap();
+        assert_eq!(
+            (&s["state"], pid_of(&s)),
+            (&"running".into(), pid),
+            "{name}"
+        );
+        assert_eq!(d.actions_after(mark, name), ["loaded"], "{name}");
+    }
 
     // Web recreated (a new spec): a new namespace, and app follows it there, not counted as
     // a restart.
@@ -117,9 +131,12 @@ fn a_container_unit_waits_for_its_target_shares_its_localhost_and_follows_its_re
 
     // Web removed: app keeps running (with only its loopback left), as after `docker rm -f`
     // of the target; a new web would take it along again.
+    let mark = d.last_seq();
     d.remove_unit("web");
     wait_until(15 * SEC, "web gone", || d.status("web").is_none());
+    d.look_again("app");
     assert_eq!(pid_of(&d.status("app").unwrap()), app_pid2);
+    assert_eq!(d.actions_after(mark, "app"), ["changed"]);
     d.remove_unit("app");
     wait_until(15 * SEC, "everything taken down", || {
         d.statuses().is_empty()

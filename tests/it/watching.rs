@@ -25,7 +25,11 @@ fn typo_keeps_the_running_container_and_the_fix_applies() {
     assert_eq!(s["state"], "running");
     assert_eq!(pid_of(&s), pid);
     let err = s["error"].as_str().unwrap();
-    assert!(err.contains("web.toml:") && err.contains("comand"), "{err}");
+    // The unknown key is the file's 5th line (after the four `unit` writes), at its start.
+    assert!(
+        err.contains("/web.toml:5:1: unknown field `comand`"),
+        "{err}"
+    );
     let out = d.rctl(&["status", "web"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("comand"));
     // The fix, with a real change, applies.
@@ -50,7 +54,8 @@ fn only_toml_files_count() {
     }
     d.write_unit("real", &body);
     d.wait_state("real", "running", 10 * SEC);
-    std::thread::sleep(Duration::from_millis(300));
+    // Once a scan that began after every file was written is applied: only `real`.
+    assert!(d.rctl(&["reload"]).status.success());
     let names: Vec<String> = d
         .statuses()
         .iter()
@@ -89,6 +94,23 @@ fn a_hundred_malformed_files_are_each_reported_and_the_daemon_is_unharmed() {
     d.write_unit("good", &unit("exec sleep 1000", ""));
     let pid = pid_of(&d.wait_state("good", "running", 10 * SEC));
     let rootfs = rootfs().display().to_string();
+    // Each kind of mistake, where it is (line:column) and what is said of it.
+    let said = [
+        (1, 11, "unclosed table, expected `]`"),
+        (3, 11, "command must not be empty"),
+        (4, 16, "invalid duration \"soon\""),
+        (2, 10, "rootfs must be an absolute path"),
+        (5, 10, "invalid size \"lots\""),
+        (5, 10, "unknown restart policy \"sometimes\""),
+        (3, 11, "invalid type: string \"sh\", expected a sequence"),
+        (1, 1, "invalid unquoted key"),
+        (4, 2, "unknown table `bogus`"),
+        (1, 1, "missing required table [container]"),
+    ];
+    let located = |i: usize| {
+        let (line, col, what) = said[i % 10];
+        format!("/bad{i:03}.toml:{line}:{col}: {what}")
+    };
     let bad: Vec<String> = (0..100)
         .map(|i| match i % 10 {
             0 => "[container\n".to_string(),
@@ -116,7 +138,12 @@ fn a_hundred_malformed_files_are_each_reported_and_the_daemon_is_unharmed() {
         let err = s["error"]
             .as_str()
             .unwrap_or_else(|| panic!("no error: {s:#}"));
-        assert!(err.contains(".toml:"), "error names file:line:col: {err}");
+        let i: usize = s["name"].as_str().unwrap()["bad".len()..].parse().unwrap();
+        assert!(
+            err.contains(&located(i)),
+            "error names file:line:col: {err}, want {}",
+            located(i)
+        );
     }
     let s = d.status("good").unwrap();
     assert_eq!(pid_of(&s), pid);
@@ -132,8 +159,9 @@ fn a_hundred_malformed_files_are_each_reported_and_the_daemon_is_unharmed() {
     let text = String::from_utf8_lossy(&out.stdout);
     for i in 0..100 {
         assert!(
-            text.contains(&format!("bad{i:03}.toml:")),
-            "bad{i:03} missing from:\n{text}"
+            text.contains(&located(i)),
+            "{} missing from:\n{text}",
+            located(i)
         );
     }
 }
