@@ -118,10 +118,17 @@ pub async fn steps(
         // A shim that recorded its container's exit is done with it, whatever /proc still
         // says of the shim for a moment (seen under systemd: the exit woke this reconcile,
         // yet the shim's pid still read as alive).
-        let alive = record
-            .as_ref()
-            .is_some_and(|r| shim_alive(r) && !exit_recorded(ctx, r));
-        let gate = deps::look(ctx, unit.as_deref());
+        // Both read /proc and the instance's files: off the async workers.
+        let (alive, gate) = {
+            let (c, u, r) = (ctx.clone(), unit.clone(), record.clone());
+            pipeline::blocking(move || {
+                let alive = r
+                    .as_ref()
+                    .is_some_and(|r| shim_alive(r) && !exit_recorded(&c, r));
+                (alive, deps::look(&c, u.as_deref()))
+            })
+            .await?
+        };
         let action = plan(Input {
             unit: unit.as_deref(),
             record: record.as_ref(),

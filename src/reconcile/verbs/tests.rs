@@ -405,6 +405,13 @@ async fn an_unhealthy_container_with_on_unhealthy_stop_is_stopped_and_failed() {
     h.reconcile("web", &[]).await;
     let r = h.ctx.units.record("web").expect("record");
     let (pid, id) = (h.pid("web"), r.container_id.clone().expect("id"));
+    // The monitor's first word (starting) is said before this one, not after it.
+    for _ in 0..200 {
+        if h.ctx.health.get(&id).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let unhealthy = crate::health::HealthState {
         status: crate::health::Status::Unhealthy,
         ..Default::default()
