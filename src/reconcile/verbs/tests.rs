@@ -48,6 +48,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --id) id=$2; shift ;;
     --dir) dir=$2; shift ;;
+    --bundle) bundle=$2; shift ;;
     --runtime-root) rroot=$2; shift ;;
   esac
   shift
@@ -56,8 +57,17 @@ exec 0</dev/null 1>/dev/null 2>/dev/null
 trap '' HUP
 mkdir -p "$rroot/$id"
 rm -f "$dir/exit.json"
-sleep 1000 3>&- &
+# A network namespace of its own, as a container has, or the one the spec names (a unit
+# sharing another's): what a joiner runs in keeps that namespace alive, as runc's would.
+ns=$(grep -oE '"/proc/[0-9]+/(ns/net|fd/[0-9]+)"' "$bundle/config.json" | tr -d '"' | head -n 1)
+if [ -n "$ns" ]; then
+  nsenter --net="$ns" sleep 1000 3>&- &
+else
+  unshare --net sleep 1000 3>&- &
+fi
 c=$!
+# Reported once it is in its namespace, as runc reports a container once it is set up.
+while [ "$(readlink /proc/$c/ns/net)" = "$(readlink /proc/$$/ns/net)" ]; do sleep 0.01; done
 echo "$c" > "$rroot/$id/pid"
 printf '{"result":"started","pid":%d,"shim_pid":%d}\n' "$c" "$$" >&3
 exec 3>&-
@@ -118,8 +128,13 @@ impl Host {
     /// Writes unit `name` (a `[container]` on the fake rootfs, no network, plus `extra`) and
     /// scans the directory.
     pub fn unit(&self, name: &str, extra: &str) {
+        self.unit_on(name, extra, "none");
+    }
+
+    /// Writes unit `name` with network mode `mode`, and scans the directory.
+    pub fn unit_on(&self, name: &str, extra: &str, mode: &str) {
         let text = format!(
-            "[container]\nrootfs = {:?}\ncommand = [\"sleep\", \"1000\"]\nstop_timeout = \"1s\"\n{extra}\n[network]\nmode = \"none\"\n",
+            "[container]\nrootfs = {:?}\ncommand = [\"sleep\", \"1000\"]\nstop_timeout = \"1s\"\n{extra}\n[network]\nmode = \"{mode}\"\n",
             self.dir.path().join("rootfs")
         );
         let path = self.dir.path().join("units").join(format!("{name}.toml"));
@@ -471,4 +486,73 @@ async fn a_unit_yields_when_one_it_requires_is_stopped() {
     h.reconcile("db", &[Intent::Start]).await;
     h.reconcile("api", &[]).await;
     assert_eq!(h.state("api"), Some(State::Running));
+}
+
+#[tokio::test]
+async fn a_unit_sharing_a_network_follows_it_into_its_new_namespace() {
+    let h = Host::new();
+    h.unit("db", "[restart]\npolicy = \"always\"\ndelay = \"10ms\"\n");
+    h.unit_on("api", "", "container:db");
+    h.reconcile("db", &[]).await;
+    h.reconcile("api", &[]).await;
+    assert_eq!(h.state("api"), Some(State::Running));
+    let ino = |name: &str| {
+        h.ctx
+            .units
+            .record(name)
+            .and_then(|r| r.shared_network)
+            .map(|s| s.ino)
+    };
+    let first = ino("api").expect("api shares db's namespace");
+    let api = h.pid("api");
+    let ns_of = |pid: i32| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .map(|m| m.ino())
+            .ok()
+    };
+    assert_eq!(ns_of(api), ns_of(h.pid("db")), "api runs in db's namespace");
+    assert_eq!(ns_of(api), Some(first));
+    // db restarts: a new process in a new namespace.
+    h.reconcile("db", &[Intent::Restart]).await;
+    h.reconcile("api", &[]).await;
+    assert_eq!(h.state("api"), Some(State::Running));
+    assert!(
+        !alive(api),
+        "api was stopped to rejoin: {:?} {:?} {:?}",
+        h.ctx.units.record("api"),
+        h.ctx.units.record("db"),
+        h.calls()
+    );
+    assert_ne!(ino("api"), Some(first), "api is in db's new namespace");
+}
+
+#[tokio::test]
+async fn stop_all_stops_dependents_first_and_leaves_no_hold() {
+    let h = Host::new();
+    h.unit("db", "");
+    h.unit("web", "[unit]\nafter = [\"db\"]\nrequires = [\"db\"]\n");
+    h.unit("solo", "");
+    for n in ["db", "web", "solo"] {
+        h.reconcile(n, &[]).await;
+    }
+    let pids: Vec<i32> = ["db", "web", "solo"].iter().map(|n| h.pid(n)).collect();
+    crate::reconcile::verbs::stop::stop_all(&h.ctx).await;
+    assert!(pids.iter().all(|p| !alive(*p)));
+    let stopped: Vec<String> = h
+        .ctx
+        .events
+        .since(0)
+        .into_iter()
+        .filter(|e| e.action == "stopped")
+        .map(|e| e.unit)
+        .collect();
+    let at = |u: &str| stopped.iter().position(|s| s == u);
+    assert!(at("web") < at("db") && at("db").is_some(), "{stopped:?}");
+    for n in ["db", "web", "solo"] {
+        assert!(
+            !h.ctx.units.record(n).expect("record").hold,
+            "{n} is not held"
+        );
+    }
 }
