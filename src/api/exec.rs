@@ -123,7 +123,9 @@ pub async fn exec(
         }
     };
     tracing::info!(unit = %name, cmd = ?request.cmd, tty = request.tty, "exec");
-    tokio::spawn(async move {
+    // Tracked: the daemon's end waits (bounded) for sessions in flight.
+    let tasks = ctx.tasks.clone();
+    tasks.spawn(async move {
         match on_upgrade.await {
             Ok(up) => run(&ctx, &id, request, TokioIo::new(up)).await,
             Err(e) => tracing::warn!(unit = %name, "exec: the upgrade failed: {e}"),

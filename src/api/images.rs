@@ -112,13 +112,14 @@ async fn pull(
     let (tx, rx) = tokio::sync::mpsc::channel::<PullLine>(4);
     let c = ctx.clone();
     let name = image.clone();
-    let task = tokio::spawn(async move {
+    let task = ctx.tasks.spawn(async move {
         let pin = c.images.pin(&name);
         let pulled = c.images.pull(&name, &pin).await;
         c.images.unpin(pin).await;
         pulled
     });
-    tokio::spawn(async move {
+    let tasks = ctx.tasks.clone();
+    tasks.spawn(async move {
         let line = |progress| PullLine {
             image: image.clone(),
             progress,

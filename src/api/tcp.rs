@@ -81,6 +81,7 @@ pub async fn serve(
             listener,
             tls.clone(),
             router.clone(),
+            tasks.clone(),
             stop.clone(),
         ));
     }
@@ -91,6 +92,7 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
+    tasks: tokio_util::task::TaskTracker,
     stop: CancellationToken,
 ) {
     loop {
@@ -110,7 +112,7 @@ async fn accept_loop(
         let service =
             TowerToHyperService::new(router.clone().layer(axum::Extension(TcpPeer(peer))));
         let tls = tls.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let http = hyper::server::conn::http1::Builder::new();
             let served = match tls {
                 Some(acceptor) => {
