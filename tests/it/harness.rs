@@ -278,18 +278,9 @@ impl Daemon {
 
     /// `rctl events --since ... --until 0s --output json` for one unit: its actions in order.
     pub fn actions(&self, since: &str, unit: &str) -> Vec<(String, Value)> {
-        let out = self.rctl(&[
-            "events", "--since", since, "--until", "0s", "--unit", unit, "--output", "json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| {
-                let e: Value = serde_json::from_str(l).unwrap();
+        self.events_json(&["--since", since, "--unit", unit])
+            .into_iter()
+            .map(|e| {
                 assert_eq!(e["unit"], unit);
                 (
                     e["action"].as_str().unwrap_or_default().to_string(),
@@ -299,11 +290,12 @@ impl Daemon {
             .collect()
     }
 
-    /// Every event recorded so far, all units, oldest first (`rctl events --output json`).
-    pub fn events(&self) -> Vec<Value> {
-        let out = self.rctl(&[
-            "events", "--since", "0", "--until", "0s", "--output", "json",
-        ]);
+    /// `rctl events ARGS --until 0s --output json`: the recorded events, oldest first.
+    fn events_json(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["events"];
+        all.extend_from_slice(args);
+        all.extend(["--until", "0s", "--output", "json"]);
+        let out = self.rctl(&all);
         assert!(
             out.status.success(),
             "{}",
@@ -313,6 +305,11 @@ impl Daemon {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    /// Every event recorded so far, all units, oldest first (`rctl events --output json`).
+    pub fn events(&self) -> Vec<Value> {
+        self.events_json(&["--since", "0"])
     }
 
     /// The `seq` of the last event recorded so far (0 if none): a mark to read what comes
