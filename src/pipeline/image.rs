@@ -53,7 +53,13 @@ pub async fn fetch(
     // Pinned before the look at the store: a removal either went first (and the policy
     // decides) or leaves the image alone.
     let pin = images.pin(image);
-    let stored = images.store.get(image).map_err(|e| fail(image, e))?;
+    // The image record is read off the async workers.
+    let stored = {
+        let (c, name) = (ctx.clone(), image.to_string());
+        super::blocking(move || c.images.store.get(&name))
+            .await?
+            .map_err(|e| fail(image, e))?
+    };
     let record = match (pull, stored) {
         (PullPolicy::Never, None) => {
             return Err(Error::ImageAbsent {
@@ -82,10 +88,13 @@ pub async fn prepare(ctx: &Arc<Context>, fetched: Fetched) -> Result<Prepared, E
     // The shared lock takes over from here.
     drop(pin);
     let (images, image) = (&ctx.images, image.as_str());
-    let config_bytes = images
-        .content
-        .read(&record.config)
-        .map_err(|e| fail(image, format!("config {}: {e}", record.config)))?;
+    // The blob is read off the async workers.
+    let config_bytes = {
+        let (c, digest) = (ctx.clone(), record.config);
+        super::blocking(move || c.images.content.read(&digest))
+            .await?
+            .map_err(|e| fail(image, format!("config {}: {e}", record.config)))?
+    };
     let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
         .map_err(|e| fail(image, format!("config {}: {e}", record.config)))?;
     let layers = record.layer_refs();

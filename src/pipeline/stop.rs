@@ -22,8 +22,8 @@ pub async fn stop(
     signal: &str,
     timeout: Duration,
 ) -> Result<Option<Exit>, Error> {
-    if !launch::alive(shim_pid, shim_start) {
-        return Ok(read_exit(ctx, id));
+    if !blocking(move || launch::alive(shim_pid, shim_start)).await? {
+        return Ok(exit_of(ctx, id).await);
     }
     let exited = launch::wait(shim_pid, shim_start);
     tokio::pin!(exited);
@@ -32,7 +32,7 @@ pub async fn stop(
     if !timeout.is_zero() {
         kill(ctx, id, signal, false).await?;
         if tokio::time::timeout(timeout, &mut exited).await.is_ok() {
-            return Ok(read_exit(ctx, id));
+            return Ok(exit_of(ctx, id).await);
         }
         tracing::info!(
             container = id,
@@ -53,7 +53,7 @@ pub async fn stop(
         );
         let _ = tokio::time::timeout(KILL_GRACE, &mut exited).await;
     }
-    Ok(read_exit(ctx, id))
+    Ok(exit_of(ctx, id).await)
 }
 
 async fn kill(ctx: &Arc<Context>, id: &str, signal: &str, all: bool) -> Result<(), Error> {
@@ -64,7 +64,13 @@ async fn kill(ctx: &Arc<Context>, id: &str, signal: &str, all: bool) -> Result<(
     Ok(())
 }
 
-/// The exit status the shim of instance `id` recorded, if any.
+/// The exit status the shim of instance `id` recorded, if any, read off the async workers.
+pub async fn exit_of(ctx: &Arc<Context>, id: &str) -> Option<Exit> {
+    let (c, i) = (ctx.clone(), id.to_string());
+    blocking(move || read_exit(&c, &i)).await.ok().flatten()
+}
+
+/// The exit status the shim of instance `id` recorded, if any. Blocks.
 pub fn read_exit(ctx: &Context, id: &str) -> Option<Exit> {
     crate::store::atomic::read_json(&ctx.paths.container(id).join(shim::EXIT_FILE))
         .ok()

@@ -24,7 +24,7 @@ pub async fn observe_exit(
         r.set_state(State::Pending, now);
         return save(ctx, r).await;
     };
-    let exit = pipeline::stop::read_exit(ctx, &id);
+    let exit = pipeline::stop::exit_of(ctx, &id).await;
     let was_starting = matches!(r.state, State::Starting | State::Pulling);
     if exit.is_none() && !was_starting {
         // The shim died without recording an exit: the container must not run unsupervised.
@@ -40,7 +40,8 @@ pub async fn observe_exit(
         // The daemon died mid-start: nothing was recorded as running, so nothing counts. The
         // instance is retired (a shim of it may still be finishing and would delete a
         // container of the same id) and a fresh one starts.
-        for pid in launch::find(&id) {
+        let i = id.clone();
+        for pid in pipeline::blocking(move || launch::find(&i)).await? {
             tracing::warn!(container = %id, shim_pid = pid, "killing the shim of an interrupted start");
             launch::kill_group(pid);
         }

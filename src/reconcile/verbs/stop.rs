@@ -57,7 +57,7 @@ pub async fn stop_container(
         .or_else(|| unit.map(|u| u.container.stop_timeout))
         .unwrap_or(Duration::from_secs(10));
     if let (Some(pid), Some(start)) = (r.shim_pid, r.shim_start) {
-        if launch::alive(pid, start) {
+        if pipeline::blocking(move || launch::alive(pid, start)).await? {
             tracing::info!(container = %id, "stopping with {signal}, timeout {timeout:?}");
             let exit = pipeline::stop::stop(ctx, &id, pid, start, &signal, timeout).await?;
             if let Some(exit) = exit {
