@@ -254,6 +254,15 @@ fn hierarchies(root: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Removes this daemon's parent cgroups (`rcd-<tag>` in every tree) once they are empty; the
+/// kernel refuses while any container's cgroup is still in them, which is the point.
+pub fn remove_parents(tag: &str) {
+    let name = format!("rcd-{tag}");
+    for h in hierarchies(Path::new(ROOT)) {
+        let _ = std::fs::remove_dir(h.join(&name));
+    }
+}
+
 /// The directories directly in `dir` (none if it cannot be read).
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)

@@ -98,9 +98,13 @@ pub async fn run(
                 () = &mut deadline => break,
                 Some(path) = rx.recv() => {
                     let Some(dir) = path.parent().map(Path::to_path_buf) else { continue };
-                    let Some(id) = watched.iter().find(|(_, d)| **d == dir).map(|(i, _)| i.clone()) else {
+                    // The instance directory's name is the container id.
+                    let Some(id) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
                         continue;
                     };
+                    if !watched.contains_key(&id) {
+                        continue;
+                    }
                     let d = drops.clone();
                     let _ = tokio::task::spawn_blocking(move || d.read(&id, &dir)).await;
                 }
@@ -117,7 +121,9 @@ mod tests {
     #[tokio::test]
     async fn counts_follow_the_shims_file_and_are_forgotten_with_the_container() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let c = dir.path().to_path_buf();
+        // Named for its container, as instance directories are.
+        let c = dir.path().join("c1");
+        std::fs::create_dir(&c).expect("instance dir");
         let drops = std::sync::Arc::new(Drops::default());
         let list = std::sync::Arc::new(Mutex::new(vec![("c1".to_string(), c.clone())]));
         let stop = CancellationToken::new();

@@ -41,7 +41,7 @@ pub async fn instance(ctx: &Arc<Context>, id: &str, depth: Depth) -> Result<(), 
             if let Err(e) = instance_blocking(&c, &i, Depth::Retire) {
                 tracing::warn!(container = %i, "cleanup: {e}");
             }
-            remove_cgroup_parents(&c.tag);
+            crate::cgroup::remove_parents(&c.tag);
         });
     }
     Ok(())
@@ -65,18 +65,6 @@ fn unmount_blocking(ctx: &Context, id: &str) -> Result<(), Error> {
         tracing::warn!(container = %id, "taking the network down: {e}");
     }
     Ok(())
-}
-
-/// Removes this daemon's parent cgroups (`/rcd-<tag>` in every hierarchy) once they are empty;
-/// the kernel refuses while any container's cgroup is still in them, which is the point.
-pub fn remove_cgroup_parents(tag: &str) {
-    let name = format!("rcd-{tag}");
-    let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(&name));
-    if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
-        for h in hierarchies.flatten() {
-            let _ = std::fs::remove_dir(h.path().join(&name));
-        }
-    }
 }
 
 /// The blocking body of `instance`, all steps in the calling thread.

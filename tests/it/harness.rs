@@ -562,7 +562,7 @@ impl Drop for Daemon {
         for m in self.mounts() {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
-        rcd::pipeline::cleanup::remove_cgroup_parents(&rcd::config::root_tag(&self.root));
+        rcd::cgroup::remove_parents(&rcd::config::root_tag(&self.root));
     }
 }
 
