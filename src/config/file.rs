@@ -66,6 +66,8 @@ pub struct Logs {
 /// `[network]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
+    /// Who sets up the default network `rcd`.
+    pub driver: BridgeDriver,
     /// The default network `rcd`'s bridge.
     pub bridge: String,
     /// The default network's IPv4 subnet (`a.b.c.d/len`).
@@ -74,6 +76,16 @@ pub struct Network {
     pub config_dir: PathBuf,
     /// Where the CNI plugins are, searched in order.
     pub plugin_dirs: Vec<PathBuf>,
+}
+
+/// Who sets up the default network's bridge, veths, addresses and rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BridgeDriver {
+    /// rcd itself, through netlink and nftables.
+    #[default]
+    Native,
+    /// The CNI plugins (bridge, host-local, portmap, firewall), as before the native driver.
+    Cni,
 }
 
 /// `[registries]`.
@@ -101,6 +113,7 @@ impl Default for FileConfig {
             },
             layer_limits: Limits::default(),
             network: Network {
+                driver: BridgeDriver::Native,
                 bridge: "rcd0".into(),
                 subnet: "10.89.0.0/16".into(),
                 config_dir: "/etc/rcd/networks".into(),
@@ -195,6 +208,7 @@ struct RawLogs {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNetwork {
+    driver: Option<Spanned<String>>,
     bridge: Option<Spanned<String>>,
     subnet: Option<Spanned<String>>,
     config_dir: Option<Spanned<String>>,
@@ -289,6 +303,18 @@ impl FileConfig {
             }
         }
         if let Some(n) = raw.network {
+            if let Some(d) = n.driver {
+                config.network.driver = match d.get_ref().as_str() {
+                    "native" => BridgeDriver::Native,
+                    "cni" => BridgeDriver::Cni,
+                    other => {
+                        return Err(at(
+                            Some(d.span()),
+                            format!("driver {other:?}: \"native\" or \"cni\""),
+                        ))
+                    }
+                };
+            }
             if let Some(b) = n.bridge {
                 check_bridge(b.get_ref()).map_err(|m| at(Some(b.span()), m))?;
                 config.network.bridge = b.into_inner();
@@ -643,10 +669,12 @@ mod tests {
     #[test]
     fn network_keys() {
         let c = parse(
-            "[network]\nbridge = \"rcdt1\"\nsubnet = \"10.90.4.0/24\"\nconfig_dir = \"/x/nets\"\n\
+            "[network]\ndriver = \"cni\"\nbridge = \"rcdt1\"\nsubnet = \"10.90.4.0/24\"\nconfig_dir = \"/x/nets\"\n\
              plugin_dirs = [\"/x/cni\"]\n",
         )
         .unwrap();
+        assert_eq!(c.network.driver, BridgeDriver::Cni);
+        assert_eq!(parse("").unwrap().network.driver, BridgeDriver::Native);
         assert_eq!(c.network.bridge, "rcdt1");
         assert_eq!(c.network.subnet, "10.90.4.0/24");
         assert_eq!(c.network.config_dir, Path::new("/x/nets"));
@@ -667,6 +695,10 @@ mod tests {
             (
                 "[network]\nsubnet = \"10.0.0.0/31\"\n",
                 "the length must be 8 to 30",
+            ),
+            (
+                "[network]\ndriver = \"docker\"\n",
+                "2:10: driver \"docker\": \"native\" or \"cni\"",
             ),
             (
                 "[network]\nplugin_dirs = [\"cni\"]\n",

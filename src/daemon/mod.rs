@@ -173,6 +173,7 @@ pub async fn run(
     let images = crate::context::Images::open(&paths.root, &config.file).map_err(Error::Images)?;
     let networks = crate::network::attach::Networks::open(&paths.root, &config.file.network)
         .map_err(Error::Networks)?;
+    networks.restore();
     let events_dir = paths.root.join("events");
     let events = crate::events::Log::open(&events_dir).map_err(io(&events_dir))?;
     let cgroup_driver = config

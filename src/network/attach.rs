@@ -1,8 +1,11 @@
 //! A container instance's network, as the start pipeline needs it: for `mode = "bridge"`, a
-//! namespace pinned under the state root, joined to each of the unit's networks through CNI
-//! (published ports on the first), and `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`
-//! generated beside it. Kept across restarts of the instance, like its writable layer; taken
-//! down (CNI DEL, namespace removed) when the instance is retired.
+//! namespace pinned under the state root, joined to each of the unit's networks (published
+//! ports on the first): the default network `rcd` by the native driver (`bridge`) unless the
+//! config says `driver = "cni"`, every other network through its CNI conflist; and
+//! `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` generated beside it. Kept across restarts
+//! of the instance, like its writable layer; taken down (native detach or CNI DEL, namespace
+//! removed) when the instance is retired. An attachment is taken down by whoever made it: a
+//! container attached through CNI before the native driver keeps its CNI attachment until then.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -10,9 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::bridge::{self, Native, Published};
 use super::cni::{self, Attachment, Cni, NetworkList, PortMapping, Protocol};
 use super::{files, netns};
-use crate::config::file::Network as NetworkConfig;
+use crate::config::file::{BridgeDriver, Network as NetworkConfig};
 use crate::unit::ports::{PortMapping as UnitPort, Proto};
 use crate::unit::Unit;
 
@@ -36,6 +40,9 @@ pub enum Error {
     /// A CNI call.
     #[error(transparent)]
     Cni(#[from] cni::Error),
+    /// The native bridge.
+    #[error(transparent)]
+    Native(#[from] bridge::Error),
     /// A generated file.
     #[error("{}: {source}", path.display())]
     File {
@@ -79,6 +86,8 @@ pub struct Networks {
     pub cni: Cni,
     /// Networks by name: the default `rcd`, then the config directory's.
     pub lists: BTreeMap<String, NetworkList>,
+    /// The native driver of the default network, unless the config chose CNI for it.
+    pub native: Option<Native>,
     /// Where namespaces are pinned.
     pub netns_dir: PathBuf,
 }
@@ -92,11 +101,45 @@ impl Networks {
         cni.plugin_dirs = config.plugin_dirs.clone();
         let netns_dir = root.join("netns");
         std::fs::create_dir_all(&netns_dir).map_err(|e| format!("{}: {e}", netns_dir.display()))?;
+        let native = match config.driver {
+            BridgeDriver::Cni => None,
+            BridgeDriver::Native => {
+                let subnet = config
+                    .subnet
+                    .parse()
+                    .map_err(|e| format!("[network] subnet: {e}"))?;
+                let name = crate::unit::DEFAULT_NETWORK;
+                Some(Native::new(
+                    name,
+                    &config.bridge,
+                    subnet,
+                    &root.join("net").join(name),
+                    &root.join("cni/ipam"),
+                    &crate::config::root_tag(root),
+                )?)
+            }
+        };
         Ok(Networks {
             cni,
             lists,
+            native,
             netns_dir,
         })
+    }
+
+    /// At daemon start: the native driver's firewall rebuilt from its records (what a reboot
+    /// or a crash left stale goes). A failure is logged: the starts that need it say so.
+    pub fn restore(&self) {
+        if let Some(n) = &self.native {
+            if let Err(e) = n.restore() {
+                tracing::warn!("network {}: restoring the firewall: {e}", n.name);
+            }
+        }
+    }
+
+    /// The native driver, if it runs network `name`.
+    fn native_for(&self, name: &str) -> Option<&Native> {
+        self.native.as_ref().filter(|n| n.name == name)
     }
 
     /// Where instance `id`'s namespace is pinned.
@@ -111,7 +154,7 @@ impl Networks {
         if !netns::is_pinned(&ns) {
             // A new namespace: attachments cached for an older one (before a reboot, or a
             // crash between steps) describe interfaces that are gone; release them first.
-            self.del_cached(id)?;
+            self.release(id)?;
         }
         netns::create(&ns)?;
         let mut joined = Joined {
@@ -127,34 +170,48 @@ impl Networks {
                 )
             })?;
             let ifname = format!("eth{i}");
-            let result = match self.cni.cached(name, id, &ifname)? {
+            let cached = self.cni.cached(name, id, &ifname)?;
+            let native = self.native_for(name);
+            let joined_network = match cached {
+                // Attached through CNI already (by this daemon, or by one before the native
+                // driver): kept as it is until the instance is retired.
                 Some(cni::CachedAttachment {
                     complete: true,
                     result: Some(done),
                     ..
-                }) => done,
+                }) => from_cni(name, &ifname, done),
                 stale => {
                     if stale.is_some() {
                         // An ADD a crash interrupted: undo it, then do it whole.
                         let att = Attachment::new(id, &ns, &ifname);
                         self.cni.del(list, &att)?;
                     }
-                    let mut att = Attachment::new(id, &ns, &ifname);
-                    if i == 0 {
-                        check_free(&unit.network.ports)?;
-                        att = att.with_ports(ports.clone());
+                    if let Some(native) = native {
+                        let ports = if i == 0 {
+                            check_free(&unit.network.ports)?;
+                            native_ports(&ports)
+                        } else {
+                            Vec::new()
+                        };
+                        let r = native.attach(id, &ns, &ifname, &ports)?;
+                        JoinedNetwork {
+                            name: name.clone(),
+                            ifname,
+                            address: Some(format!("{}/{}", r.address, r.prefix)),
+                            gateway: Some(r.gateway),
+                            result: Some(r.cni_result()),
+                        }
+                    } else {
+                        let mut att = Attachment::new(id, &ns, &ifname);
+                        if i == 0 {
+                            check_free(&unit.network.ports)?;
+                            att = att.with_ports(ports.clone());
+                        }
+                        from_cni(name, &ifname, self.cni.add(list, &att)?)
                     }
-                    self.cni.add(list, &att)?
                 }
             };
-            let ip = result.container_ips().first().map(|c| (*c).clone());
-            joined.networks.push(JoinedNetwork {
-                name: name.clone(),
-                ifname,
-                address: ip.as_ref().map(|c| c.address.to_string()),
-                gateway: ip.and_then(|c| c.gateway),
-                result: Some(result.raw),
-            });
+            joined.networks.push(joined_network);
         }
         joined.ports = unit.network.ports.iter().map(|p| p.to_string()).collect();
         self.write_files(unit, dir, &joined)?;
@@ -182,12 +239,20 @@ impl Networks {
         Ok(())
     }
 
-    /// Takes instance `id`'s network down (blocking): CNI DEL of every attachment it has,
-    /// then the namespace. Idempotent.
+    /// Takes instance `id`'s network down (blocking): CNI DEL of every attachment it has and
+    /// the native driver's, then the namespace. Idempotent.
     pub fn detach(&self, id: &str) -> Result<(), Error> {
-        let deleted = self.del_cached(id);
+        let released = self.release(id);
         netns::remove(&self.netns_path(id))?;
-        deleted
+        released
+    }
+
+    /// Every attachment of instance `id`, CNI's and the native driver's, taken down; the
+    /// first error, after trying all.
+    fn release(&self, id: &str) -> Result<(), Error> {
+        let deleted = self.del_cached(id);
+        let native = self.native.as_ref().map_or(Ok(()), |n| n.detach(id));
+        deleted.and(native.map_err(Error::from))
     }
 
     /// CNI DEL of every attachment cached for instance `id`; the first error, after trying all.
@@ -213,6 +278,9 @@ impl Networks {
             .into_iter()
             .map(|c| c.attachment.container_id)
             .collect();
+        if let Some(n) = &self.native {
+            ids.extend(n.instances());
+        }
         ids.extend(
             netns::list(&self.netns_dir)
                 .iter()
@@ -221,6 +289,53 @@ impl Networks {
         );
         ids
     }
+}
+
+/// What a CNI result says of an attachment.
+fn from_cni(name: &str, ifname: &str, result: cni::CniResult) -> JoinedNetwork {
+    let ip = result.container_ips().first().map(|c| (*c).clone());
+    JoinedNetwork {
+        name: name.to_string(),
+        ifname: ifname.to_string(),
+        address: ip.as_ref().map(|c| c.address.to_string()),
+        gateway: ip.and_then(|c| c.gateway),
+        result: Some(result.raw),
+    }
+}
+
+/// The published ports as the native driver's maps hold them (the container side is filled
+/// in at attach). An IPv6 host address cannot lead to an IPv4-only container: skipped, as the
+/// portmap plugin does, and said.
+fn native_ports(ports: &[PortMapping]) -> Vec<Published> {
+    ports
+        .iter()
+        .filter_map(|p| {
+            let host_ip = match p.host_ip {
+                None => None,
+                Some(IpAddr::V4(a)) => Some(a),
+                Some(IpAddr::V6(a)) => {
+                    tracing::warn!(
+                        "port {}:{}: the default network is IPv4 only; not published on [{a}]",
+                        p.host_port,
+                        p.container_port
+                    );
+                    return None;
+                }
+            };
+            let proto = match p.protocol {
+                Protocol::Tcp => bridge::nft::Proto::Tcp,
+                Protocol::Udp => bridge::nft::Proto::Udp,
+                Protocol::Sctp => bridge::nft::Proto::Sctp,
+            };
+            Some(Published {
+                host_ip,
+                proto,
+                host_port: p.host_port,
+                container_ip: std::net::Ipv4Addr::UNSPECIFIED,
+                container_port: p.container_port,
+            })
+        })
+        .collect()
 }
 
 /// The networks `config` defines, by name: the default `rcd`, then the config directory's.

@@ -1,7 +1,7 @@
 //! Bridge networking through the daemon: a unit with `mode = "bridge"` gets a namespace rcd
-//! pins, an address from the CNI bridge plugin's IPAM, published ports through portmap; and
-//! when it goes, nothing of it stays (veth, namespace, lease, iptables rules). Each test has
-//! its own bridge and subnet, removed at the end.
+//! pins, a veth on the bridge, an address leased by the native driver, published ports in the
+//! daemon's nftables table; and when it goes, nothing of it stays (veth, namespace, lease,
+//! record, map elements). Each test has its own bridge and subnet, removed at the end.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -91,12 +91,13 @@ fn a_bridge_unit_answers_on_its_published_port_and_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(body.contains("hello-bridge"), "{body:?}");
-    // Its own namespace, pinned under the root; the rules name the container.
+    // Its own namespace, pinned under the root; the daemon's table maps the port to it.
     assert!(d.root.join("netns").join(&id).exists());
-    let rules = lines_of(&["iptables-save"]);
+    let ip = address.split('/').next().unwrap_or_default();
+    let table = nft_table(&d);
     assert!(
-        rules.iter().any(|l| l.contains(&id)),
-        "portmap/firewall rules for {id}"
+        table.contains(&format!("127.0.0.1 . tcp . {port} : {ip} . 80")),
+        "{table}"
     );
 
     let attached = lines_of(&["ip", "-o", "link", "show", "master", &d.net.bridge]);
@@ -106,8 +107,18 @@ fn a_bridge_unit_answers_on_its_published_port_and_leaves_nothing() {
     assert_no_trace(&d, &id);
 }
 
+/// The daemon's nftables table, as `nft list` prints it (empty if there is none).
+pub fn nft_table(d: &Daemon) -> String {
+    let table = format!("rcd_{}", rcd::config::root_tag(&d.root));
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", &table])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Waits for the unit `web` to be gone, then checks that nothing of container `id`'s network
-/// remains: namespace, iptables rules, veth on the bridge, IPAM lease.
+/// remains: namespace, map elements, iptables rules, veth on the bridge, lease, record.
 fn assert_no_trace(d: &Daemon, id: &str) {
     wait_until(15 * SEC, "network taken down", || {
         d.status("web").is_none()
@@ -116,20 +127,23 @@ fn assert_no_trace(d: &Daemon, id: &str) {
     let rules = lines_of(&["iptables-save"]);
     let left: Vec<_> = rules.iter().filter(|l| l.contains(id)).collect();
     assert!(left.is_empty(), "rules left: {left:#?}");
+    let table = nft_table(d);
+    let elements: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains(" : ") && !l.trim_start().starts_with("type "))
+        .collect();
+    assert!(elements.is_empty(), "map elements left: {elements:?}");
     // No veth left on this test's bridge (other tests run their own beside it).
     let ports_left = lines_of(&["ip", "-o", "link", "show", "master", &d.net.bridge]);
     assert!(ports_left.is_empty(), "veths left: {ports_left:?}");
-    // No lease left: host-local keeps one file per address.
-    let ipam = d.root.join("cni/ipam/rcd");
-    let leases: Vec<_> = std::fs::read_dir(&ipam)
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| n.starts_with(&d.net.prefix))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(leases.is_empty(), "leases left: {leases:?}");
+    // No lease or record left: one file per address, one per attachment.
+    let state: Vec<_> = walk(&d.root.join("net"))
+        .into_iter()
+        .chain(walk(&d.root.join("cni/ipam")))
+        .map(|p| p.display().to_string())
+        .filter(|p| p.contains(&d.net.prefix) || p.ends_with(".json"))
+        .collect();
+    assert!(state.is_empty(), "leases or records left: {state:?}");
 }
 
 #[test]
@@ -289,11 +303,13 @@ fn traces(d: &Daemon) -> BTreeSet<String> {
             .filter(mine)
             .collect(),
     );
+    // The table's chains stay with the daemon; its map elements are the containers'.
     add(
         "nft",
         lines_of(&["nft", "list", "ruleset"])
             .into_iter()
             .filter(mine)
+            .filter(|l| l.contains(" : "))
             .collect(),
     );
     let files = |dir: std::path::PathBuf| -> BTreeSet<String> {
@@ -303,6 +319,13 @@ fn traces(d: &Daemon) -> BTreeSet<String> {
             .collect()
     };
     add("pinned", files(d.root.join("netns")));
+    add(
+        "native",
+        files(d.root.join("net"))
+            .into_iter()
+            .filter(|p| p.contains(&d.net.prefix) || p.ends_with(".json"))
+            .collect(),
+    );
     add("cache", files(d.root.join("cni/cache")));
     // host-local keeps one file per leased address (and its own bookkeeping beside them).
     add(
@@ -356,8 +379,9 @@ fn a_daemon_killed_with_networked_containers_then_restarted_and_emptied_leaves_n
     let count = |what: &str| up.iter().filter(|l| l.starts_with(what)).count();
     assert_eq!(count("veth:"), 2, "{up:#?}");
     assert_eq!(count("pinned:"), 2, "{up:#?}");
-    assert_eq!(count("lease:"), 2, "{up:#?}");
-    assert!(count("iptables:") > 0 && count("nft:") > 0, "{up:#?}");
+    // Two leases and two records; the published port's map element.
+    assert_eq!(count("native:"), 4, "{up:#?}");
+    assert_eq!(count("nft:"), 1, "{up:#?}");
 
     d.kill();
     d.spawn();

@@ -581,6 +581,11 @@ impl Daemon {
                 eprintln!("test cleanup: network of {id}: {e}");
             }
         }
+        if let Some(n) = &nets.native {
+            if let Err(e) = n.remove_firewall() {
+                eprintln!("test cleanup: firewall: {e}");
+            }
+        }
     }
 }
 
