@@ -305,6 +305,7 @@ impl Native {
             Some(_) => self.detach(id)?,
             None => {}
         }
+        let t0 = std::time::Instant::now();
         self.ensure_ready()?;
         let address = self.leases.take(id)?;
         let container_ip = nft::v4(address);
@@ -346,10 +347,19 @@ impl Native {
             source,
         })?;
         record.mac = Some(wired.mac);
+        let t_wired = t0.elapsed();
         self.table.add(&record.ports).map_err(|source| Error::Nft {
             network: self.name.clone(),
             source,
         })?;
+        tracing::debug!(
+            container = %id,
+            network = %self.name,
+            address = %address,
+            wire_ms = t_wired.as_secs_f64() * 1e3,
+            total_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "native attach"
+        );
         crate::failpoint::hit("native-attach:wired");
         record.complete = true;
         self.write_record(&record)?;
