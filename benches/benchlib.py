@@ -4,6 +4,7 @@ machine, and a main that always cleans up.
 Standard library only."""
 
 import ctypes
+import hashlib
 import json
 import os
 import select
@@ -175,6 +176,57 @@ def mounts_under(prefix):
             if mp == prefix or mp.startswith(prefix + "/"):
                 out.append(mp)
     return out
+
+
+def rcd_root_tag(root):
+    """The tag rcd derives from its --root (`config::root_tag`): in container ids, cgroup
+    names, its nftables table (`inet rcd_TAG`) and its veths (`rvTAG...`)."""
+    return hashlib.sha256(root.encode()).hexdigest()[:6]
+
+
+def iptables_in_use():
+    """The iptables binaries whose filter table exists on this host, as rcd's
+    network/bridge/coexist.rs finds them (neither table is made by asking)."""
+    out = []
+    try:
+        with open("/proc/net/ip_tables_names") as f:
+            if "filter" in f.read().split():
+                out.append("iptables-legacy")
+    except OSError:
+        pass
+    if run(["nft", "list", "chain", "ip", "filter", "FORWARD"], check=False).returncode == 0:
+        out.append("iptables-nft")
+    return [b for b in out if shutil.which(b)]
+
+
+def drop_bridge_network(bridge, root=None):
+    """Takes down what a bridge network of one rcd daemon (`root`) left on the host: its
+    native driver's veths (`rvTAG*`) and nftables table (`inet rcd_TAG`), the iptables
+    FORWARD rules rcd (network/bridge/coexist.rs) or the CNI firewall plugin put there for
+    `bridge`, and the bridge itself. What is not there is fine. Returns what it removed."""
+    removed = []
+    if root is not None:
+        tag = rcd_root_tag(root)
+        for name in os.listdir("/sys/class/net"):
+            if name.startswith("rv" + tag):
+                run(["ip", "link", "del", name], check=False)
+                removed.append("veth " + name)
+        table = "rcd_" + tag
+        if run(["nft", "list", "table", "inet", table], check=False).returncode == 0:
+            run(["nft", "delete", "table", "inet", table], check=False)
+            removed.append("nft table inet " + table)
+    for binary in iptables_in_use():
+        for rule in (["-i", bridge, "-j", "ACCEPT"],
+                     ["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED,DNAT",
+                      "-j", "ACCEPT"]):
+            for _ in range(10):  # bounded: one copy per daemon that ever ran on this bridge
+                if run([binary, "-w", "-D", "FORWARD"] + rule, check=False).returncode != 0:
+                    break
+                removed.append("%s FORWARD %s" % (binary, " ".join(rule)))
+    if os.path.exists(os.path.join("/sys/class/net", bridge)):
+        run(["ip", "link", "del", bridge], check=False)
+        removed.append("bridge " + bridge)
+    return removed
 
 
 class Fifo:
