@@ -5,8 +5,10 @@ Standard library only."""
 
 import ctypes
 import hashlib
+import ipaddress
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -175,6 +177,75 @@ def mounts_under(prefix):
                 .replace("\\134", "\\")
             if mp == prefix or mp.startswith(prefix + "/"):
                 out.append(mp)
+    return out
+
+
+def check_subnet(subnet, what, bridge=None):
+    """Refuses a subnet that overlaps a route the host already has (another bridge's), but
+    for a route on `bridge` (ours, left by an earlier run)."""
+    net = ipaddress.ip_network(subnet)
+    out = run(["ip", "-4", "route", "show"]).stdout.decode()
+    for line in out.splitlines():
+        words = line.split()
+        if not words or (bridge is not None and "dev %s " % bridge in line + " "):
+            continue
+        try:
+            other = ipaddress.ip_network(words[0], strict=False)
+        except ValueError:
+            continue
+        if other.prefixlen > 0 and net.overlaps(other):
+            raise RuntimeError("%s subnet %s overlaps the host's route %r; pick another (see "
+                               "the script's --help)" % (what, subnet, line))
+
+
+DURATION = re.compile(r"^([0-9.]+)(ns|µs|us|ms|s)$")
+
+
+def duration_ms(text):
+    """Rust's Debug of a Duration (`12.3456ms`, `950.1µs`, `1.2s`) in ms."""
+    m = DURATION.match(text)
+    if not m:
+        return None
+    scale = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def _lines_with(path, needle):
+    try:
+        with open(path, errors="replace") as f:
+            return [line for line in f if needle in line]
+    except OSError:
+        return []
+
+
+NATIVE_ATTACH = re.compile(r"native attach.*container=(\S+).*wire_ms=([0-9.]+) "
+                           r"total_ms=([0-9.]+)")
+
+
+def native_attach_times(log_path):
+    """[(container id, wire_ms, total_ms)] from an rcd log's native driver debug lines
+    (`native attach container=ID ... wire_ms=W total_ms=T`, target rcd::network::bridge):
+    wire is the lease and the netlink steps, total adds the nftables transaction."""
+    out = []
+    for line in _lines_with(log_path, "native attach"):
+        m = NATIVE_ATTACH.search(line)
+        if m:
+            out.append((m.group(1), float(m.group(2)), float(m.group(3))))
+    return out
+
+
+def cni_plugin_times(log_path, command):
+    """[(container id, plugin, ms)] of the CNI `command` (ADD, DEL) calls in an rcd log
+    (`cni plugin network=N plugin=P command="ADD" container=ID elapsed=D`, target
+    rcd::network::cni)."""
+    line_re = re.compile(r'cni plugin .*plugin=(\S+) command="?%s"? container=(\S+) '
+                         r'elapsed=(\S+)' % command)
+    out = []
+    for line in _lines_with(log_path, "cni plugin"):
+        m = line_re.search(line)
+        ms = m and duration_ms(m.group(3))
+        if m and ms is not None:
+            out.append((m.group(2), m.group(1), ms))
     return out
 
 

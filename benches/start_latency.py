@@ -59,7 +59,6 @@ nftables table (`inet rcd_TAG`) and the iptables FORWARD rules for its bridge.
 
 import argparse
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -79,6 +78,7 @@ MKROOTFS = os.path.join(REPO, "tests", "fixtures", "mkrootfs.sh")
 sys.path.insert(0, HERE)
 import benchlib  # noqa: E402 - after the path it is found on
 from benchlib import PODMAN_FLAGS, Fifo, log, mounts_under, now, run  # noqa: E402,F401
+from benchlib import check_subnet  # noqa: E402
 
 
 WAIT = 30.0  # seconds: bound on every wait
@@ -117,33 +117,6 @@ def free_port(port):
             return True
         except OSError:
             return False
-
-
-def check_subnet(subnet, what):
-    """Refuses a subnet that overlaps a route the host already has (another bridge's)."""
-    net = ipaddress.ip_network(subnet)
-    out = run(["ip", "-4", "route", "show"]).stdout.decode()
-    for line in out.splitlines():
-        dst = line.split()[0] if line.split() else ""
-        try:
-            other = ipaddress.ip_network(dst, strict=False)
-        except ValueError:
-            continue
-        if other.prefixlen > 0 and net.overlaps(other):
-            raise RuntimeError("%s subnet %s overlaps the host's route %r; pick another with "
-                               "RCD_BENCH_SUBNET / RCD_BENCH_PODMAN_SUBNET" % (what, subnet, line))
-
-
-DURATION = re.compile(r"^([0-9.]+)(ns|µs|us|ms|s)$")
-
-
-def duration_ms(text):
-    """Rust's Debug of a Duration (`12.3456ms`, `950.1µs`, `1.2s`) in ms."""
-    m = DURATION.match(text)
-    if not m:
-        return None
-    scale = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
-    return float(m.group(1)) * scale
 
 
 def wait_until(cond, what, within=WAIT, every=0.01):
@@ -332,7 +305,7 @@ class Bench:
                                    "--port" % (port, key))
         for key, d in (("n", self.rcd), ("nn", self.rcd), ("nc", self.rcd_cni)):
             if key in keys and not os.path.exists(os.path.join("/sys/class/net", d.bridge)):
-                check_subnet(d.subnet, "rcd %s's" % d.label)
+                check_subnet(d.subnet, "rcd %s's" % d.label, d.bridge)
         if any(k in keys for k in ("n", "nn")):
             log("rcd's default network, native driver: bridge %s, %s, port %d"
                 % (self.rcd.bridge, self.rcd.subnet, self.ports["n"]))
@@ -836,41 +809,25 @@ class Bench:
             return None
         return m.group(1), int(m.group(2))
 
-    def log_lines(self, daemon, needle):
-        try:
-            with open(daemon.log_path, errors="replace") as f:
-                return [line for line in f if needle in line]
-        except OSError:
-            return []
-
     def native_attach_times(self):
         """{(key, round): (wire_ms, total_ms)} for the counted n and nn units, from the native
-        daemon's lines `native attach container=ID ... wire_ms=W total_ms=T`."""
-        line_re = re.compile(r"native attach.*container=(\S+).*wire_ms=([0-9.]+) "
-                             r"total_ms=([0-9.]+)")
+        daemon's `native attach` lines."""
         times = {}
-        for line in self.log_lines(self.rcd, "native attach"):
-            m = line_re.search(line)
-            k = m and self.counted(m.group(1), ["nn", "n"])
+        for cid, wire, total in benchlib.native_attach_times(self.rcd.log_path):
+            k = self.counted(cid, ["nn", "n"])
             if k:
-                times[k] = (float(m.group(2)), float(m.group(3)))
+                times[k] = (wire, total)
         return times
 
     def cni_times(self, daemon, key, command):
         """{round: {plugin: ms}} of the CNI `command` (ADD, DEL) calls for the counted `key`
-        units, from `daemon`'s debug lines
-        `cni plugin network=N plugin=P command="ADD" container=ID elapsed=D`."""
-        line_re = re.compile(r'cni plugin .*plugin=(\S+) command="?%s"? container=(\S+) '
-                             r'elapsed=(\S+)' % command)
+        units, from `daemon`'s `cni plugin` lines."""
         times = {}
-        for line in self.log_lines(daemon, "cni plugin"):
-            m = line_re.search(line)
-            k = m and self.counted(m.group(2), [key])
-            ms = m and duration_ms(m.group(3))
-            if not k or ms is None:
-                continue
-            per = times.setdefault(k[1], {})
-            per[m.group(1)] = per.get(m.group(1), 0.0) + ms
+        for cid, plugin, ms in benchlib.cni_plugin_times(daemon.log_path, command):
+            k = self.counted(cid, [key])
+            if k:
+                per = times.setdefault(k[1], {})
+                per[plugin] = per.get(plugin, 0.0) + ms
         return times
 
     # ---------------------------------------------------------------- teardown
