@@ -37,7 +37,8 @@ lines arrive.
           rules for its bridge) is deleted: every round boots as after a reboot.
           Rounds rotate the order; one warm-up round is not counted; each round first reads
           the machine's other (non-nice) load over 3 s. With --base-bin-dir DIR (or
-          $RCD_BASE_BIN_DIR), another build of rcd runs as `rcd-base` in the same rounds.
+          $RCD_BASE_BIN_DIR), another build of rcd runs in the same rounds, as a twin of
+          each rcd tool chosen: `rcd-base`, `rcd-bridge-base`, `rcd-cni-base`.
   idle    (scenarios 4 and 5) rcd with COUNT running units: each shim's PSS/RSS/USS
           (smaps_rollup), the daemon's RSS and PSS, its CPU time (utime+stime, and its reaped
           children's) over SECONDS idle, and hyperfine of `rctl status` and `rctl list`; then
@@ -550,18 +551,27 @@ class Bench:
                 log("%s: default network (%s driver) on bridge %s, %s"
                     % (tool, driver, net["bridge"], net["subnet"]))
         self.make_template()
-        tools = [("rcd", self.boot_rcd),
-                 ("rcd-bridge", lambda r, n: self.boot_rcd(r, n, label="bridge",
-                                                           network=self.net("native"))),
-                 ("rcd-cni", lambda r, n: self.boot_rcd(r, n, label="cni",
-                                                        network=self.net("cni"))),
+
+        def rcd_tool(label, driver=None, bin_dir=None):
+            network = self.net(driver) if driver else None
+            return lambda r, n: self.boot_rcd(r, n, bin_dir, label, network)
+        tools = [("rcd", rcd_tool("boot")),
+                 ("rcd-bridge", rcd_tool("bridge", "native")),
+                 ("rcd-cni", rcd_tool("cni", "cni")),
                  ("runc", self.boot_runc), ("runc-prep", self.boot_runc_prep),
                  ("podman", self.boot_podman)]
         tools = [t for t in tools if t[0] in self.args.tools]
         if self.args.base_bin_dir:
-            # Another build of rcd in the same rounds: before and after under the same noise.
-            tools.insert(1, ("rcd-base", lambda r, n: self.boot_rcd(
-                r, n, self.args.base_bin_dir, "base")))
+            # Another build of rcd in the same rounds: before and after under the same noise,
+            # a twin `TOOL-base` (`rcd-base` for rcd) beside each rcd tool chosen.
+            base = self.args.base_bin_dir
+            twins = {"rcd": ("rcd-base", rcd_tool("base", None, base)),
+                     "rcd-bridge": ("rcd-bridge-base", rcd_tool("bridgebase", "native", base)),
+                     "rcd-cni": ("rcd-cni-base", rcd_tool("cnibase", "cni", base))}
+            chosen = [t[0] for t in tools if t[0] in twins] or ["rcd"]
+            for name in chosen:
+                at = next((i for i, t in enumerate(tools) if t[0] == name), 0)
+                tools.insert(at + 1, twins[name])
         res = {t[0]: [] for t in tools}
         res["load"] = []
         total = self.args.warmup + self.args.rounds
@@ -588,15 +598,16 @@ class Bench:
 
     def report_boot(self, res, n):
         p = print
-        rcds = [t for t in ("rcd", "rcd-bridge", "rcd-cni", "rcd-base") if t in res]
+        rcds = [t for t in ("rcd", "rcd-bridge", "rcd-cni", "rcd-base", "rcd-bridge-base",
+                            "rcd-cni-base") if t in res]
         everyone = rcds + [t for t in ("runc", "runc-prep", "podman") if t in res]
         p()
         p("%d containers, %d rounds (+%d warm-up), order rotated; ms, wall clock"
           % (n, self.args.rounds, self.args.warmup))
-        p("%-10s %-28s %-28s" % ("", "start all: median (min-max)",
+        p("%-15s %-28s %-28s" % ("", "start all: median (min-max)",
                                  "remove all: median (min-max)"))
         for tool in everyone:
-            p("%-10s %-28s %-28s" % (tool, spread([x["boot"] for x in res[tool]], "%.0f"),
+            p("%-15s %-28s %-28s" % (tool, spread([x["boot"] for x in res[tool]], "%.0f"),
                                      spread([x["remove"] for x in res[tool]], "%.0f")))
         for tool in rcds:
             p("%s: socket answering and all %d listed running: %s ms after the exec"
@@ -609,17 +620,18 @@ class Bench:
           "plugins, the shims' intermediate processes)")
         for tool in rcds:
             rows = res[tool]
-            p("  %-10s boot: own %s, children %s; removal: own %s, children %s"
+            p("  %-15s boot: own %s, children %s; removal: own %s, children %s"
               % (tool, spread([x["daemon-cpu-boot"] for x in rows], "%.0f"),
                  spread([x["daemon-children-cpu-boot"] for x in rows], "%.0f"),
                  spread([x["daemon-cpu-remove"] for x in rows], "%.0f"),
                  spread([x["daemon-children-cpu-remove"] for x in rows], "%.0f")))
         p("the network's share, paired per round against rcd with `mode = \"none\"` (median "
           "of the per-round differences; per container: / %d)" % n)
-        for tool in ("rcd-bridge", "rcd-cni"):
-            if tool not in res or "rcd" not in res:
+        for tool in ("rcd-bridge", "rcd-cni", "rcd-bridge-base", "rcd-cni-base"):
+            none = "rcd-base" if tool.endswith("-base") else "rcd"
+            if tool not in res or none not in res:
                 continue
-            pairs = list(zip(res[tool], res["rcd"]))
+            pairs = list(zip(res[tool], res[none]))
 
             def diff(key, pairs=pairs):
                 return med([x[key] - y[key] for x, y in pairs])
@@ -628,23 +640,24 @@ class Bench:
                 return med([(x["daemon-cpu-" + phase] + x["daemon-children-cpu-" + phase])
                             - (y["daemon-cpu-" + phase] + y["daemon-children-cpu-" + phase])
                             for x, y in pairs])
-            p("  %-10s boot %+.0f ms, removal %+.0f ms; daemon CPU (own + children) for the %d "
-              "network setups %+.0f ms (%.1f ms each), for the %d teardowns %+.0f ms (%.1f ms "
-              "each)" % (tool, diff("boot"), diff("remove"), n, cpu("boot"), cpu("boot") / n,
-                         n, cpu("remove"), cpu("remove") / n))
-        for tool in ("rcd-bridge", "rcd-cni"):
+            p("  %-15s against %s: boot %+.0f ms, removal %+.0f ms; daemon CPU (own + "
+              "children) for the %d network setups %+.0f ms (%.1f ms each), for the %d "
+              "teardowns %+.0f ms (%.1f ms each)"
+              % (tool, none, diff("boot"), diff("remove"), n, cpu("boot"), cpu("boot") / n,
+                 n, cpu("remove"), cpu("remove") / n))
+        for tool in ("rcd-bridge", "rcd-cni", "rcd-bridge-base", "rcd-cni-base"):
             rows = res.get(tool, [])
             attach = [x["attach-total-ms"] for x in rows if "attach-total-ms" in x]
             if attach:
                 wire = [x["attach-wire-ms"] for x in rows if "attach-wire-ms" in x]
-                p("  %-10s native attach from its log, per round: median %s ms per setup "
+                p("  %-15s native attach from its log, per round: median %s ms per setup "
                   "(lease + netlink %s), sum over the %d %s ms, max %s ms"
                   % (tool, spread([med(a) for a in attach]), spread([med(w) for w in wire]), n,
                      spread([sum(a) for a in attach], "%.0f"),
                      spread([max(a) for a in attach])))
             cni = [x["cni-add-ms"] for x in rows if "cni-add-ms" in x]
             if cni:
-                p("  %-10s CNI ADD from its log, per round: median %s ms per setup, sum over "
+                p("  %-15s CNI ADD from its log, per round: median %s ms per setup, sum over "
                   "the %d %s ms" % (tool, spread([med(c) for c in cni]), n,
                                     spread([sum(c) for c in cni], "%.0f")))
         p("the machine's other work before each round (non-nice CPU over 3 s idle): %s cores"
@@ -660,7 +673,8 @@ class Bench:
                  "met" if rm < remove_target else "MISSED"))
         for mine in rcds:
             for other in everyone:
-                if other != mine and (mine == "rcd" or other in ("rcd", "runc")):
+                if other != mine and (mine == "rcd" or other in ("rcd", "runc")
+                                      or other == mine + "-base"):
                     p("%s/%s: boot %.2fx, removal %.2fx"
                       % (mine, other, m[mine][0] / m[other][0], m[mine][1] / m[other][1]))
         p("commands: %s" % self.commands.get("rcd", "").replace(self.work, "WORK"))
@@ -1013,7 +1027,8 @@ def main():
                     help="storm: crashing podman containers (default 10)")
     ap.add_argument("--runs", type=int, default=100, help="idle: hyperfine runs (default 100)")
     ap.add_argument("--base-bin-dir", default=os.environ.get("RCD_BASE_BIN_DIR"),
-                    help="boot: also another build of rcd (rcd-base) in the same rounds")
+                    help="boot: also another build of rcd in the same rounds, as a twin "
+                    "TOOL-base of each rcd tool (rcd-base for rcd)")
     ap.add_argument("--tools", default="rcd,runc,runc-prep,podman",
                     help="which of rcd,rcd-bridge,rcd-cni,runc,runc-prep,podman to run (rcd "
                     "always runs in idle and storm; rcd-bridge and rcd-cni only in boot)")
