@@ -35,8 +35,9 @@ lines arrive.
           attach` total_ms, or the sum of the `cni plugin` ADD calls). After each bridge
           daemon, what its network left (bridge, nftables table `inet rcd_TAG`, the FORWARD
           rules for its bridge) is deleted: every round boots as after a reboot.
-          Rounds rotate the order; one warm-up round is not counted; each round first reads
-          the machine's other (non-nice) load over 3 s. With --base-bin-dir DIR (or
+          Rounds rotate the order (--alternate: every other round backwards too); one
+          warm-up round is not counted; each round first reads the machine's other
+          (non-nice) load over 3 s. With --base-bin-dir DIR (or
           $RCD_BASE_BIN_DIR), another build of rcd runs in the same rounds, as a twin of
           each rcd tool chosen: `rcd-base`, `rcd-bridge-base`, `rcd-cni-base`.
   idle    (scenarios 4 and 5) rcd with COUNT running units: each shim's PSS/RSS/USS
@@ -581,7 +582,12 @@ class Bench:
             if r >= self.args.warmup:
                 res["load"].append(load)
             line = ["others' load %.2f cores" % load]
-            for name, fn in tools[k:] + tools[:k]:
+            order = tools[k:] + tools[:k]
+            if self.args.alternate and r % 2:
+                # Backwards every other round: a rotation alone keeps each tool's predecessor
+                # (a twin would always run right after its tool, on the caches it warmed).
+                order.reverse()
+            for name, fn in order:
                 # The kernel takes the namespaces of the last tool's containers apart in the
                 # background (cleanup_net); --gap keeps that out of the next tool's clock.
                 time.sleep(self.args.gap)
@@ -1019,6 +1025,9 @@ def main():
                     help="runc and podman commands at a time (default 4)")
     ap.add_argument("--settle", type=float, default=2.0,
                     help="seconds between all up and the removal (idle: five times this)")
+    ap.add_argument("--alternate", action="store_true",
+                    help="boot: run every other round's order backwards, so that each tool "
+                    "follows different tools (default: rotation only)")
     ap.add_argument("--gap", type=float, default=0.0,
                     help="boot: seconds of pause before each tool's turn (default 0)")
     ap.add_argument("--seconds", type=int, default=60, help="idle, storm: window (default 60)")
