@@ -56,7 +56,11 @@ impl Leases {
 
     /// The address leased to `id`, if any.
     pub fn held_by(&self, id: &str) -> Result<Option<IpAddr>, Error> {
-        Ok(self.all()?.into_iter().find(|(_, o)| o == id).map(|(ip, _)| ip))
+        Ok(self
+            .all()?
+            .into_iter()
+            .find(|(_, o)| o == id)
+            .map(|(ip, _)| ip))
     }
 
     /// Every lease: address and holder.
@@ -68,7 +72,11 @@ impl Leases {
         };
         let mut out = Vec::new();
         for e in entries.flatten() {
-            let Some(ip) = e.file_name().to_str().and_then(|n| n.parse::<IpAddr>().ok()) else {
+            let Some(ip) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<IpAddr>().ok())
+            else {
                 continue;
             };
             // A lease being written is empty for an instant: it is taken, by nobody yet.
@@ -187,7 +195,11 @@ mod tests {
         std::fs::write(dir.path().join("cni/10.9.0.3"), "old-cni-container").unwrap();
         assert_eq!(l.take("a").unwrap().to_string(), "10.9.0.2");
         assert_eq!(l.take("a").unwrap().to_string(), "10.9.0.2", "held already");
-        assert_eq!(l.take("b").unwrap().to_string(), "10.9.0.4", "the CNI lease is taken");
+        assert_eq!(
+            l.take("b").unwrap().to_string(),
+            "10.9.0.4",
+            "the CNI lease is taken"
+        );
         assert_eq!(l.held_by("b").unwrap().unwrap().to_string(), "10.9.0.4");
         l.release("a").unwrap();
         l.release("a").unwrap();

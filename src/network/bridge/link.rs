@@ -167,14 +167,21 @@ async fn add_address(
 /// Makes sure the bridge exists, is up and has the gateway address; returns its index.
 pub fn ensure_bridge(spec: &BridgeSpec) -> Result<u32, Error> {
     let spec = spec.clone();
-    on_thread(None, move |host, _| async move { ensure_bridge_in(&host, &spec).await })
+    on_thread(None, move |host, _| async move {
+        ensure_bridge_in(&host, &spec).await
+    })
 }
 
 async fn ensure_bridge_in(host: &Handle, spec: &BridgeSpec) -> Result<u32, Error> {
     let index = match index_of(host, &spec.name).await? {
         Some(i) => i,
         None => {
-            match host.link().add(LinkBridge::new(&spec.name).build()).execute().await {
+            match host
+                .link()
+                .add(LinkBridge::new(&spec.name).build())
+                .execute()
+                .await
+            {
                 Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::EEXIST => {}
                 r => r.map_err(|e| Error::netlink(format!("create bridge {}", spec.name), e))?,
             }
@@ -270,9 +277,9 @@ pub fn wire(w: &Wire) -> Result<Wired, Error> {
             .build();
         match inside.route().add(route).execute().await {
             Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::EEXIST => {}
-            r => r.map_err(|e| {
-                Error::netlink(format!("default route via {}", w.bridge.gateway), e)
-            })?,
+            r => {
+                r.map_err(|e| Error::netlink(format!("default route via {}", w.bridge.gateway), e))?
+            }
         }
         Ok(Wired { mac })
     })
@@ -282,7 +289,10 @@ pub fn wire(w: &Wire) -> Result<Wired, Error> {
 /// not there is fine.
 pub fn delete(name: &str) -> Result<(), Error> {
     let name = name.to_string();
-    on_thread(None, move |host, _| async move { delete_in(&host, &name).await })
+    on_thread(
+        None,
+        move |host, _| async move { delete_in(&host, &name).await },
+    )
 }
 
 async fn delete_in(host: &Handle, name: &str) -> Result<(), Error> {

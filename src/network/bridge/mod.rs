@@ -262,7 +262,10 @@ impl Native {
             // Published ports answer the host's own 127.0.0.1 (the DNAT happens in OUTPUT,
             // the reply must come back through the bridge); see `nft`.
             (
-                format!("/proc/sys/net/ipv4/conf/{}/route_localnet", self.bridge.name),
+                format!(
+                    "/proc/sys/net/ipv4/conf/{}/route_localnet",
+                    self.bridge.name
+                ),
                 "1",
             ),
         ] {
@@ -319,7 +322,8 @@ impl Native {
             })
             .collect();
         // Held from the check to the map update, so two starts cannot take one host port.
-        let _held = (!ports.is_empty()).then(|| self.ports.lock().unwrap_or_else(|p| p.into_inner()));
+        let _held =
+            (!ports.is_empty()).then(|| self.ports.lock().unwrap_or_else(|p| p.into_inner()));
         self.check_clashes(id, &ports)?;
         let mut record = Record {
             container_id: id.to_string(),

@@ -100,7 +100,9 @@ impl Published {
 
 impl std::fmt::Display for Published {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let host = self.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string());
+        let host = self
+            .host_ip
+            .map_or("0.0.0.0".to_string(), |ip| ip.to_string());
         write!(
             f,
             "{host}:{}->{}:{}/{}",
