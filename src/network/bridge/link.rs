@@ -382,7 +382,7 @@ mod tests {
         cleanup();
         let from = reached.expect("the gateway is reachable from the namespace");
         assert_eq!(from.ip().to_string(), "10.123.7.9");
-        assert_eq!(names, [w.host_veth.clone()]);
+        assert_eq!(names, std::slice::from_ref(&w.host_veth));
         assert!(after.is_empty(), "{after:?}");
     }
 }
