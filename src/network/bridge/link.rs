@@ -86,6 +86,8 @@ pub struct Wire {
 pub struct Wired {
     /// Its MAC address (`aa:bb:...`).
     pub mac: String,
+    /// True if the bridge had to be made again (someone deleted it).
+    pub bridge_made: bool,
 }
 
 /// Runs `f` on a thread of its own with a handle on the host's namespace and, given `netns`,
@@ -168,14 +170,17 @@ async fn add_address(
 pub fn ensure_bridge(spec: &BridgeSpec) -> Result<u32, Error> {
     let spec = spec.clone();
     on_thread(None, move |host, _| async move {
-        ensure_bridge_in(&host, &spec).await
+        ensure_bridge_in(&host, &spec).await.map(|(i, _)| i)
     })
 }
 
-async fn ensure_bridge_in(host: &Handle, spec: &BridgeSpec) -> Result<u32, Error> {
+/// The bridge's index, and whether it had to be made.
+async fn ensure_bridge_in(host: &Handle, spec: &BridgeSpec) -> Result<(u32, bool), Error> {
+    let mut made = false;
     let index = match index_of(host, &spec.name).await? {
         Some(i) => i,
         None => {
+            made = true;
             match host
                 .link()
                 .add(LinkBridge::new(&spec.name).build())
@@ -196,7 +201,7 @@ async fn ensure_bridge_in(host: &Handle, spec: &BridgeSpec) -> Result<u32, Error
         .execute()
         .await
         .map_err(|e| Error::netlink(format!("set {} up", spec.name), e))?;
-    Ok(index)
+    Ok((index, made))
 }
 
 /// Creates the container's veth pair: the host end a port of the bridge (hairpin on), up; the
@@ -207,7 +212,7 @@ pub fn wire(w: &Wire) -> Result<Wired, Error> {
     let netns = w.netns.clone();
     on_thread(Some(&netns), move |host, inside| async move {
         let inside = inside.ok_or_else(|| Error::new("netlink", "no handle in the container"))?;
-        let bridge = ensure_bridge_in(&host, &w.bridge).await?;
+        let (bridge, bridge_made) = ensure_bridge_in(&host, &w.bridge).await?;
         delete_in(&host, &w.host_veth).await?;
         let ns = std::fs::File::open(&w.netns)
             .map_err(|e| Error::new(format!("open {}", w.netns.display()), e))?;
@@ -281,7 +286,7 @@ pub fn wire(w: &Wire) -> Result<Wired, Error> {
                 r.map_err(|e| Error::netlink(format!("default route via {}", w.bridge.gateway), e))?
             }
         }
-        Ok(Wired { mac })
+        Ok(Wired { mac, bridge_made })
     })
 }
 

@@ -284,6 +284,26 @@ impl Native {
         Ok(())
     }
 
+    /// Forwarding on; and `route_localnet` on the bridge, so that published ports answer the
+    /// host's own 127.0.0.1 (the DNAT happens in OUTPUT, the reply comes back through the
+    /// bridge; see `nft`).
+    fn set_sysctls(&self) {
+        for (file, value) in [
+            ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
+            (
+                format!(
+                    "/proc/sys/net/ipv4/conf/{}/route_localnet",
+                    self.bridge.name
+                ),
+                "1",
+            ),
+        ] {
+            if let Err(e) = std::fs::write(&file, value) {
+                tracing::warn!(network = %self.name, "{file}: {e}");
+            }
+        }
+    }
+
     /// The host end's name for instance `id`: at most 15 bytes, the same at every try.
     fn host_veth(&self, id: &str) -> String {
         use sha2::Digest;
@@ -351,6 +371,10 @@ impl Native {
             source,
         })?;
         record.mac = Some(wired.mac);
+        if wired.bridge_made {
+            tracing::warn!(network = %self.name, "bridge {} was gone: made again", self.bridge.name);
+            self.set_sysctls();
+        }
         let t_wired = t0.elapsed();
         self.table.add(&record.ports).map_err(|source| Error::Nft {
             network: self.name.clone(),
