@@ -412,6 +412,30 @@ fn stale_rules_from_before_a_boot_go_and_live_ones_are_restored_at_start() {
     );
 }
 
+#[test]
+fn an_ipv6_host_address_is_not_published_for_an_ipv4_container_and_says_so() {
+    let d = Daemon::start();
+    let (v4, v6) = (crate::bridge::free_port(), crate::bridge::free_port());
+    d.write_unit(
+        "web",
+        &web_unit(&format!("\"127.0.0.1:{v4}:80\", \"[::1]:{v6}:80\"")),
+    );
+    let s = d.wait_state("web", "running", 20 * SEC);
+    assert!(answers_local(v4));
+    let table = nft_table(&d);
+    assert!(!table.contains(&format!(". {v6} :")), "{table}");
+    assert_eq!(
+        s["network"]["ports"],
+        serde_json::json!([format!("127.0.0.1:{v4}:80/tcp")]),
+        "{s:#}"
+    );
+    wait_until(5 * SEC, "the log says why", || {
+        d.log().contains(&format!(
+            "port {v6}:80: the default network is IPv4 only; not published on [::1]"
+        ))
+    });
+}
+
 /// GETs 127.0.0.1:`port` in the test's namespace until busybox httpd answers (bounded).
 fn answers_local(port: u16) -> bool {
     (0..20).any(|_| {
