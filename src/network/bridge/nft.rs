@@ -170,7 +170,23 @@ impl Table {
              \x20 }}\n\
              }}\n"
         );
-        s.push_str(&self.elements_script("add", elements));
+        // One element per key: a second one would fail the whole transaction (records never
+        // share a host port; this keeps a broken one from taking the table down with it).
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<Published> = elements
+            .iter()
+            .filter(|p| {
+                let (map, element) = p.element();
+                let key = element.split(" : ").next().unwrap_or_default().to_string();
+                let first = seen.insert((map, key));
+                if !first {
+                    tracing::warn!("{}: host port published twice; kept the first", p);
+                }
+                first
+            })
+            .copied()
+            .collect();
+        s.push_str(&self.elements_script("add", &unique));
         s
     }
 
@@ -288,6 +304,12 @@ mod tests {
         );
         let r = t.rebuild_script(&[]);
         assert!(r.starts_with("table inet rcd_abc123\ndelete table inet rcd_abc123\n"));
+        let twice = t.rebuild_script(&[
+            p(None, Proto::Tcp, 80, 80),
+            p(None, Proto::Tcp, 80, 81),
+            p(None, Proto::Udp, 80, 80),
+        ]);
+        assert_eq!(twice.matches("add element").count(), 2, "{twice}");
         assert!(r.contains("ip saddr 10.89.0.0/16 ip daddr != 10.89.0.0/16 masquerade"));
         assert!(r.contains("iifname \"rcd0\" ip daddr 127.0.0.0/8 drop"));
     }
