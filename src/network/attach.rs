@@ -336,9 +336,9 @@ fn native_ports(ports: &[PortMapping]) -> Vec<Published> {
                 }
             };
             let proto = match p.protocol {
-                Protocol::Tcp => bridge::nft::Proto::Tcp,
-                Protocol::Udp => bridge::nft::Proto::Udp,
-                Protocol::Sctp => bridge::nft::Proto::Sctp,
+                Protocol::Tcp => Proto::Tcp,
+                Protocol::Udp => Proto::Udp,
+                Protocol::Sctp => Proto::Sctp,
             };
             Some(Published {
                 host_ip,

@@ -234,16 +234,23 @@ impl Native {
     /// At daemon start: the table rebuilt from the records (a reboot or a crash left it
     /// stale or took it away), if this daemon has records or a table.
     pub fn restore(&self) -> Result<(), Error> {
-        let records = self.records();
-        let nft_err = |source| Error::Nft {
+        let exists = self.table.exists().map_err(|source| Error::Nft {
             network: self.name.clone(),
             source,
-        };
-        if records.is_empty() && !self.table.exists().map_err(nft_err)? {
+        });
+        if self.records().is_empty() && !exists? {
             return Ok(());
         }
-        let elements: Vec<Published> = records.iter().flat_map(|r| r.ports.clone()).collect();
-        self.table.rebuild(&elements).map_err(nft_err)
+        self.rebuild_table()
+    }
+
+    /// The table made anew with the records' published ports.
+    fn rebuild_table(&self) -> Result<(), Error> {
+        let elements: Vec<Published> = self.records().into_iter().flat_map(|r| r.ports).collect();
+        self.table.rebuild(&elements).map_err(|source| Error::Nft {
+            network: self.name.clone(),
+            source,
+        })
     }
 
     /// The bridge, forwarding and the firewall, once per daemon life (and again after a
@@ -257,28 +264,8 @@ impl Native {
             network: self.name.clone(),
             source,
         })?;
-        for (file, value) in [
-            ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
-            // Published ports answer the host's own 127.0.0.1 (the DNAT happens in OUTPUT,
-            // the reply must come back through the bridge); see `nft`.
-            (
-                format!(
-                    "/proc/sys/net/ipv4/conf/{}/route_localnet",
-                    self.bridge.name
-                ),
-                "1",
-            ),
-        ] {
-            if let Err(e) = std::fs::write(&file, value) {
-                tracing::warn!(network = %self.name, "{file}: {e}");
-            }
-        }
-        let records = self.records();
-        let elements: Vec<Published> = records.iter().flat_map(|r| r.ports.clone()).collect();
-        self.table.rebuild(&elements).map_err(|source| Error::Nft {
-            network: self.name.clone(),
-            source,
-        })?;
+        self.set_sysctls();
+        self.rebuild_table()?;
         coexist::allow_forwarding(&self.bridge.name);
         *ready = true;
         Ok(())

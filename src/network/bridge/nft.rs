@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::network::cni::Cidr;
+pub use crate::unit::ports::Proto;
 
 /// An `nft` call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,28 +47,6 @@ pub struct Published {
     pub container_port: u16,
 }
 
-/// A transport protocol nftables names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-    /// SCTP.
-    Sctp,
-}
-
-impl Proto {
-    fn name(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Sctp => "sctp",
-        }
-    }
-}
-
 impl Published {
     /// The map this element goes in, and the element.
     fn element(&self) -> (&'static str, String) {
@@ -77,13 +56,13 @@ impl Published {
                 "ports4",
                 format!(
                     "{ip} . {} . {} : {target}",
-                    self.proto.name(),
+                    self.proto.as_str(),
                     self.host_port
                 ),
             ),
             _ => (
                 "ports4_any",
-                format!("{} . {} : {target}", self.proto.name(), self.host_port),
+                format!("{} . {} : {target}", self.proto.as_str(), self.host_port),
             ),
         }
     }
@@ -109,7 +88,7 @@ impl std::fmt::Display for Published {
             self.host_port,
             self.container_ip,
             self.container_port,
-            self.proto.name()
+            self.proto.as_str()
         )
     }
 }
