@@ -398,6 +398,18 @@ fn a_daemon_killed_with_networked_containers_then_restarted_and_emptied_leaves_n
     assert!(d.mounts().is_empty(), "{:?}", d.mounts());
 }
 
+/// Runs each command of `steps` in order; each must succeed.
+pub fn run_all(steps: &[&[&str]]) {
+    for step in steps {
+        let out = Command::new(step[0]).args(&step[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{step:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// A namespace "outside" the host, joined to it by a veth pair of its own /30: a client on
 /// another machine, as far as the host's firewall and routing can tell.
 struct Outside {
@@ -429,14 +441,7 @@ impl Outside {
             &["ip", "-n", &o.netns, "link", "set", &peer_if, "up"],
             &["ip", "-n", &o.netns, "link", "set", "lo", "up"],
         ];
-        for step in steps {
-            let out = Command::new(step[0]).args(&step[1..]).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{step:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        run_all(&steps);
         o
     }
 

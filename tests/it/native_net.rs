@@ -64,14 +64,7 @@ impl IsolatedHost {
             &["ip", "-n", &h.outside, "link", "set", "uplink", "up"],
             &["ip", "-n", &h.outside, "link", "set", "lo", "up"],
         ];
-        for step in steps {
-            let out = Command::new(step[0]).args(&step[1..]).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{step:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        crate::bridge::run_all(&steps);
         h
     }
 
