@@ -9,6 +9,7 @@
 //! exist (lease, veth, map elements), and the sweep at the next start removes it.
 
 pub mod coexist;
+pub mod elements;
 pub mod ipam;
 pub mod link;
 pub mod nft;

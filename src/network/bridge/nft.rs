@@ -1,9 +1,9 @@
 //! The native bridge's firewall: one nftables table per daemon (`inet rcd_<root tag>`), so two
 //! daemons on one host never touch each other's rules. Its chains are fixed; what changes per
 //! container is elements of two maps (published ports by host address, and on every host
-//! address), so a container's start or removal is one `nft -f` transaction of a few elements,
-//! and the whole table is rebuilt from the attachment records in one transaction at daemon
-//! start (rules from before a reboot or a crash go with it).
+//! address), so a container's start or removal is one netlink transaction of a few elements
+//! (`elements`), and the whole table is rebuilt from the attachment records by one `nft -f`
+//! transaction at daemon start (rules from before a reboot or a crash go with it).
 //!
 //! What the table does, as Docker's iptables rules do for `docker0`:
 //! - outbound traffic of the subnet is masqueraded;
@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::network::cni::Cidr;
 pub use crate::unit::ports::Proto;
+
+use super::elements::Op;
 
 /// An `nft` call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -183,23 +185,21 @@ impl Table {
         nft(&self.rebuild_script(elements))
     }
 
-    /// Adds `elements` (one transaction).
+    /// Adds `elements` (one transaction, through netlink: see `elements`).
     pub fn add(&self, elements: &[Published]) -> Result<(), Error> {
-        if elements.is_empty() {
-            return Ok(());
-        }
-        nft(&self.elements_script("add", elements))
+        let ops: Vec<_> = elements.iter().map(|p| (Op::Add, *p)).collect();
+        super::elements::apply(&self.name, &ops)
     }
 
     /// Removes `elements` (one transaction); those not there are fine (each is added, then
-    /// deleted, as nft 1.0.6 has no `destroy`).
+    /// deleted: a delete of a missing element would fail the whole transaction).
     pub fn remove(&self, elements: &[Published]) -> Result<(), Error> {
-        if elements.is_empty() {
-            return Ok(());
-        }
-        let mut s = self.elements_script("add", elements);
-        s.push_str(&self.elements_script("delete", elements));
-        match nft(&s) {
+        let ops: Vec<_> = elements
+            .iter()
+            .map(|p| (Op::Add, *p))
+            .chain(elements.iter().map(|p| (Op::Delete, *p)))
+            .collect();
+        match super::elements::apply(&self.name, &ops) {
             // The table itself is gone (a reboot, an operator's flush): nothing to remove.
             Err(Error(m)) if m.contains("No such file or directory") => Ok(()),
             r => r,
