@@ -4,8 +4,11 @@ machine, and a main that always cleans up.
 Standard library only."""
 
 import ctypes
+import hashlib
+import ipaddress
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -175,6 +178,126 @@ def mounts_under(prefix):
             if mp == prefix or mp.startswith(prefix + "/"):
                 out.append(mp)
     return out
+
+
+def check_subnet(subnet, what, bridge=None):
+    """Refuses a subnet that overlaps a route the host already has (another bridge's), but
+    for a route on `bridge` (ours, left by an earlier run)."""
+    net = ipaddress.ip_network(subnet)
+    out = run(["ip", "-4", "route", "show"]).stdout.decode()
+    for line in out.splitlines():
+        words = line.split()
+        if not words or (bridge is not None and "dev %s " % bridge in line + " "):
+            continue
+        try:
+            other = ipaddress.ip_network(words[0], strict=False)
+        except ValueError:
+            continue
+        if other.prefixlen > 0 and net.overlaps(other):
+            raise RuntimeError("%s subnet %s overlaps the host's route %r; pick another (see "
+                               "the script's --help)" % (what, subnet, line))
+
+
+DURATION = re.compile(r"^([0-9.]+)(ns|µs|us|ms|s)$")
+
+
+def duration_ms(text):
+    """Rust's Debug of a Duration (`12.3456ms`, `950.1µs`, `1.2s`) in ms."""
+    m = DURATION.match(text)
+    if not m:
+        return None
+    scale = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def _lines_with(path, needle):
+    try:
+        with open(path, errors="replace") as f:
+            return [line for line in f if needle in line]
+    except OSError:
+        return []
+
+
+NATIVE_ATTACH = re.compile(r"native attach.*container=(\S+).*wire_ms=([0-9.]+) "
+                           r"total_ms=([0-9.]+)")
+
+
+def native_attach_times(log_path):
+    """[(container id, wire_ms, total_ms)] from an rcd log's native driver debug lines
+    (`native attach container=ID ... wire_ms=W total_ms=T`, target rcd::network::bridge):
+    wire is the lease and the netlink steps, total adds the nftables transaction."""
+    out = []
+    for line in _lines_with(log_path, "native attach"):
+        m = NATIVE_ATTACH.search(line)
+        if m:
+            out.append((m.group(1), float(m.group(2)), float(m.group(3))))
+    return out
+
+
+def cni_plugin_times(log_path, command):
+    """[(container id, plugin, ms)] of the CNI `command` (ADD, DEL) calls in an rcd log
+    (`cni plugin network=N plugin=P command="ADD" container=ID elapsed=D`, target
+    rcd::network::cni)."""
+    line_re = re.compile(r'cni plugin .*plugin=(\S+) command="?%s"? container=(\S+) '
+                         r'elapsed=(\S+)' % command)
+    out = []
+    for line in _lines_with(log_path, "cni plugin"):
+        m = line_re.search(line)
+        ms = m and duration_ms(m.group(3))
+        if m and ms is not None:
+            out.append((m.group(2), m.group(1), ms))
+    return out
+
+
+def rcd_root_tag(root):
+    """The tag rcd derives from its --root (`config::root_tag`): in container ids, cgroup
+    names, its nftables table (`inet rcd_TAG`) and its veths (`rvTAG...`)."""
+    return hashlib.sha256(root.encode()).hexdigest()[:6]
+
+
+def iptables_in_use():
+    """The iptables binaries whose filter table exists on this host, as rcd's
+    network/bridge/coexist.rs finds them (neither table is made by asking)."""
+    out = []
+    try:
+        with open("/proc/net/ip_tables_names") as f:
+            if "filter" in f.read().split():
+                out.append("iptables-legacy")
+    except OSError:
+        pass
+    if run(["nft", "list", "chain", "ip", "filter", "FORWARD"], check=False).returncode == 0:
+        out.append("iptables-nft")
+    return [b for b in out if shutil.which(b)]
+
+
+def drop_bridge_network(bridge, root=None):
+    """Takes down what a bridge network of one rcd daemon (`root`) left on the host: its
+    native driver's veths (`rvTAG*`) and nftables table (`inet rcd_TAG`), the iptables
+    FORWARD rules rcd (network/bridge/coexist.rs) or the CNI firewall plugin put there for
+    `bridge`, and the bridge itself. What is not there is fine. Returns what it removed."""
+    removed = []
+    if root is not None:
+        tag = rcd_root_tag(root)
+        for name in os.listdir("/sys/class/net"):
+            if name.startswith("rv" + tag):
+                run(["ip", "link", "del", name], check=False)
+                removed.append("veth " + name)
+        table = "rcd_" + tag
+        if run(["nft", "list", "table", "inet", table], check=False).returncode == 0:
+            run(["nft", "delete", "table", "inet", table], check=False)
+            removed.append("nft table inet " + table)
+    for binary in iptables_in_use():
+        for rule in (["-i", bridge, "-j", "ACCEPT"],
+                     ["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED,DNAT",
+                      "-j", "ACCEPT"]):
+            for _ in range(10):  # bounded: one copy per daemon that ever ran on this bridge
+                if run([binary, "-w", "-D", "FORWARD"] + rule, check=False).returncode != 0:
+                    break
+                removed.append("%s FORWARD %s" % (binary, " ".join(rule)))
+    if os.path.exists(os.path.join("/sys/class/net", bridge)):
+        run(["ip", "link", "del", bridge], check=False)
+        removed.append("bridge " + bridge)
+    return removed
 
 
 class Fifo:

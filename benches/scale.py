@@ -4,9 +4,10 @@
 Run through benches/scale.sh, which checks and installs the prerequisites. Standard library
 only (and hyperfine for `idle`); root only. Every container runs the same busybox rootfs (the
 read-only lower layer of an overlay), with no network (rcd `[network] mode = "none"`, podman
-`--network none`; both still give each container an empty network namespace), and signals
-that it runs by writing a line to a FIFO in a host directory bind-mounted at /ready, which
-this process holds open and timestamps (CLOCK_MONOTONIC) as lines arrive.
+`--network none`; both still give each container an empty network namespace) unless said
+otherwise, and signals that it runs by writing a line to a FIFO in a host directory
+bind-mounted at /ready, which this process holds open and timestamps (CLOCK_MONOTONIC) as
+lines arrive.
 
   boot    (scenarios 1 and 2, in the same rounds) COUNT containers of `sleep 3600`:
           rcd     a new daemon (a new --root) started on a units directory holding COUNT unit
@@ -23,9 +24,21 @@ this process holds open and timestamps (CLOCK_MONOTONIC) as lines arrive.
           podman  COUNT `podman run -d`, PARALLEL at a time -> the COUNT-th line; then one
                   `podman rm -f -t 0 NAME...` -> it returned, every container process and
                   conmon exited, no mount of those containers left
+          rcd-bridge as rcd, with units that have no [network] section (the default: bridge
+                  mode on the default network) on a daemon whose default network has the
+                  native driver, a bridge and subnet of this run's own (--subnet)
+          rcd-cni as rcd-bridge, with `[network] driver = "cni"` in the daemon's config (the
+                  CNI plugins) and a bridge and subnet of its own (--cni-subnet)
+          For every rcd: the daemon's CPU time (own, and its reaped children's: nft,
+          iptables, the CNI plugins) from its exec to the COUNT-th line and over the removal
+          (/proc/PID/stat), and each network setup's time from its debug log (`native
+          attach` total_ms, or the sum of the `cni plugin` ADD calls). After each bridge
+          daemon, what its network left (bridge, nftables table `inet rcd_TAG`, the FORWARD
+          rules for its bridge) is deleted: every round boots as after a reboot.
           Rounds rotate the order; one warm-up round is not counted; each round first reads
           the machine's other (non-nice) load over 3 s. With --base-bin-dir DIR (or
-          $RCD_BASE_BIN_DIR), another build of rcd runs as `rcd-base` in the same rounds.
+          $RCD_BASE_BIN_DIR), another build of rcd runs in the same rounds, as a twin of
+          each rcd tool chosen: `rcd-base`, `rcd-bridge-base`, `rcd-cni-base`.
   idle    (scenarios 4 and 5) rcd with COUNT running units: each shim's PSS/RSS/USS
           (smaps_rollup), the daemon's RSS and PSS, its CPU time (utime+stime, and its reaped
           children's) over SECONDS idle, and hyperfine of `rctl status` and `rctl list`; then
@@ -49,14 +62,14 @@ count the runtime calls rcd makes).
 
 Everything started is removed at the end, also on error, Ctrl-C or SIGTERM: unit files
 deleted and the daemons stopped, runc containers deleted, podman containers removed, overlays
-unmounted, the cgroups this run made removed, the work directory deleted. Every wait is
-bounded. Nothing here touches the network.
+unmounted, the cgroups this run made removed, the bridge networks' leftovers deleted, the
+work directory deleted. Every wait is bounded. Only rcd-bridge and rcd-cni touch the host's
+network (their own bridges, subnets and rcd's own nftables tables); no traffic is sent.
 """
 
 import argparse
 import concurrent.futures
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -120,27 +133,42 @@ class Rcd:
     """One rcd daemon with its own units directory, --root and socket (a new root: a first
     boot, nothing to re-adopt)."""
 
-    def __init__(self, bench, label, bin_dir=None):
+    def __init__(self, bench, label, bin_dir=None, network=None):
+        """`network` None: units without a network (`mode = "none"`); else the daemon's
+        default network, {"driver": "native" | "cni", "bridge": NAME, "subnet": CIDR}, and
+        units with no [network] section (the default: bridge mode on that network)."""
         self.bench = bench
         self.label = label
         self.bin = bin_dir or bench.bin
+        self.network = network
         w = bench.work
         self.units = os.path.join(w, "units-" + label)
         self.staging = os.path.join(w, "staging-" + label)
         self.root = os.path.join(w, "root-" + label)
         self.socket = os.path.join(w, "rcd-%s.sock" % label)
+        self.log_path = os.path.join(w, "rcd-%s.log" % label)
+        self.config = bench.config
         for d in (self.units, self.staging):
             os.makedirs(d)
             os.chmod(d, 0o755)
+        if network is not None:
+            nets = os.path.join(w, "networks-" + label)
+            os.makedirs(nets)
+            self.config = os.path.join(w, "rcd-%s.toml" % label)
+            with open(self.config, "w") as f:
+                f.write('[network]\ndriver = %s\nbridge = %s\nsubnet = %s\nconfig_dir = %s\n'
+                        % tuple(json.dumps(x) for x in (network["driver"], network["bridge"],
+                                                        network["subnet"], nets)))
         self.proc = None
         self.log = None
 
     def unit_text(self, script, restart=None, autostart=True):
         text = ('[container]\nrootfs = {rootfs}\ncommand = ["sh", "-c", {script}]\n'
-                'stop_timeout = "0s"\n\n[[mount]]\nsource = {ready}\ntarget = "/ready"\n\n'
-                '[network]\nmode = "none"\n'
+                'stop_timeout = "0s"\n\n[[mount]]\nsource = {ready}\ntarget = "/ready"\n'
                 .format(rootfs=json.dumps(self.bench.rootfs), script=json.dumps(script),
                         ready=json.dumps(self.bench.ready)))
+        if self.network is None:
+            text += '\n[network]\nmode = "none"\n'
         if restart:
             text += '\n[restart]\npolicy = "%s"\n' % restart
         if not autostart:
@@ -162,14 +190,15 @@ class Rcd:
 
     def start(self):
         """Execs the daemon; returns the time just before."""
-        self.log = open(os.path.join(self.bench.work, "rcd-%s.log" % self.label), "ab")
+        self.log = open(self.log_path, "ab")
         env = dict(os.environ)
-        env.setdefault("RCD_LOG", "warn")
+        # The network setup's debug lines (one or a few per container) time each attach.
+        env.setdefault("RCD_LOG", "warn,rcd::network::bridge=debug,rcd::network::cni=debug")
         cmd = [os.path.join(self.bin, "rcd"), "--units-dir", self.units,
                "--root", self.root, "--socket", self.socket,
                "--shim", os.path.join(self.bin, "rcd-shim"),
                "--runtime", os.environ.get("RCD_BENCH_RUNTIME", "runc"),
-               "--config", self.bench.config]
+               "--config", self.config]
         self.bench.commands["rcd"] = " ".join(cmd)
         t0 = now()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
@@ -189,7 +218,7 @@ class Rcd:
     def tag(self):
         """The tag rcd derives from its root (`config::root_tag`), in container ids and
         cgroup names."""
-        return hashlib.sha256(self.root.encode()).hexdigest()[:6]
+        return benchlib.rcd_root_tag(self.root)
 
     def shim_pids(self):
         """Pids of this daemon's shims (`rcd-shim ... --id rcd-TAG-...`)."""
@@ -211,7 +240,7 @@ class Rcd:
 
     def taken_down(self):
         """Nothing of a container left: no mount under containers/, no instance directory,
-        no pinned netns, and no unit listed."""
+        no pinned netns, no veth of the native driver (`rvTAG...`), and no unit listed."""
         containers = os.path.join(self.root, "containers")
         netns = os.path.join(self.root, "netns")
         if mounts_under(containers):
@@ -220,6 +249,10 @@ class Rcd:
             return False
         if os.path.isdir(netns) and os.listdir(netns):
             return False
+        if self.network is not None:
+            prefix = "rv" + self.tag()
+            if any(x.startswith(prefix) for x in os.listdir("/sys/class/net")):
+                return False
         return not self.statuses()
 
     def remove_all(self):
@@ -244,6 +277,11 @@ class Rcd:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        if self.network is not None:
+            # What rcd keeps for its next start (bridge, nftables table, FORWARD rules): gone,
+            # so that the next daemon boots as after a reboot.
+            for what in benchlib.drop_bridge_network(self.network["bridge"], self.root):
+                log("  rcd %s: deleted %s" % (self.label, what))
         if self.log:
             self.log.close()
             self.log = None
@@ -281,8 +319,8 @@ class Bench:
         for name in ("up", "storm"):
             self.fifos[name] = Fifo(self.ready, name + ".fifo")
 
-    def daemon(self, label, bin_dir=None):
-        d = Rcd(self, label, bin_dir)
+    def daemon(self, label, bin_dir=None, network=None):
+        d = Rcd(self, label, bin_dir, network)
         self.daemons.append(d)
         return d
 
@@ -363,9 +401,9 @@ class Bench:
 
     # ------------------------------------------------------------ boot and removal
 
-    def boot_rcd(self, r, n, bin_dir=None, label="boot"):
+    def boot_rcd(self, r, n, bin_dir=None, label="boot", network=None):
         names = ["b%03d" % i for i in range(n)]
-        d = self.daemon("%s%d" % (label, r), bin_dir)
+        d = self.daemon("%s%d" % (label, r), bin_dir, network)
         for name in names:
             d.write(name, d.unit_text(SLEEPER % ("r%d-%s" % (r, name))))
         c0 = benchlib.system_cpu_ticks()[0]
@@ -373,22 +411,46 @@ class Bench:
         got = self.fifos["up"].collect(["r%d-%s" % (r, x) for x in names], within=FLEET_WAIT)
         t1 = max(got.values())
         cpu = (benchlib.system_cpu_ticks()[0] - c0) * 1000.0 / benchlib.CLK_TCK
+        # The daemon's own CPU and its reaped children's (nft, iptables, CNI plugins, the
+        # shims' intermediate processes) from its exec to the last container's line.
+        dcpu_boot = cpu_ms(d.proc.pid)
         benchlib.wait_until(lambda: sum(1 for s in d.statuses() if s["state"] == "running") == n,
                             "rctl to list %d running" % n, within=WAIT, every=0.05)
         t_listed = now()
         time.sleep(self.args.settle)
         pids = [s["pid"] for s in d.statuses() if s.get("pid")] + d.shim_pids()
         fds = benchlib.pidfds(pids)
+        dcpu0 = cpu_ms(d.proc.pid)
         t2 = now()
         d.remove_all()
         benchlib.wait_exited(fds, within=FLEET_WAIT)
         benchlib.wait_until(d.taken_down, "rcd to take every container down", within=FLEET_WAIT,
                             every=0.01)
         t3 = now()
+        dcpu1 = cpu_ms(d.proc.pid)
         d.stop()
+        out = {"boot": ms(t1 - t0), "boot-listed": ms(t_listed - t0), "remove": ms(t3 - t2),
+               "procs": len(pids), "boot-cpu": cpu,
+               "daemon-cpu-boot": dcpu_boot[0], "daemon-children-cpu-boot": dcpu_boot[1],
+               "daemon-cpu-remove": dcpu1[0] - dcpu0[0],
+               "daemon-children-cpu-remove": dcpu1[1] - dcpu0[1]}
+        attach = benchlib.native_attach_times(d.log_path)
+        if attach:
+            out["attach-total-ms"] = [x[2] for x in attach]
+            out["attach-wire-ms"] = [x[1] for x in attach]
+        cni = {}
+        for cid, _, t in benchlib.cni_plugin_times(d.log_path, "ADD"):
+            cni[cid] = cni.get(cid, 0.0) + t
+        if cni:
+            out["cni-add-ms"] = sorted(cni.values())
+        with open(d.log_path, errors="replace") as f:
+            warnings = [line.strip() for line in f if " WARN " in line or " ERROR " in line]
+        if warnings:
+            out["warnings"] = warnings[:20]
+            log("  rcd %s: %d warnings or errors in its log, first: %s"
+                % (d.label, len(warnings), warnings[0]))
         shutil.rmtree(d.root, ignore_errors=True)
-        return {"boot": ms(t1 - t0), "boot-listed": ms(t_listed - t0), "remove": ms(t3 - t2),
-                "procs": len(pids), "boot-cpu": cpu}
+        return out
 
     def boot_runc(self, r, n):
         names = ["r%d-c%03d" % (r, i) for i in range(n)]
@@ -473,16 +535,43 @@ class Bench:
         s1 = benchlib.system_cpu_ticks()
         return (s1[0] - s0[0]) / benchlib.CLK_TCK / seconds
 
+    def net(self, driver):
+        """The default network of the bridge tools' daemons: a bridge and subnet of this run's
+        own per driver (the same for every round; taken down after each daemon)."""
+        bridge = ("rcdsn" if driver == "native" else "rcdsc") + self.tag[:6]
+        subnet = self.args.subnet if driver == "native" else self.args.cni_subnet
+        return {"driver": driver, "bridge": bridge, "subnet": subnet}
+
     def scenario_boot(self):
         n = self.args.count
+        for tool, driver in (("rcd-bridge", "native"), ("rcd-cni", "cni")):
+            if tool in self.args.tools:
+                net = self.net(driver)
+                benchlib.check_subnet(net["subnet"], tool, net["bridge"])
+                log("%s: default network (%s driver) on bridge %s, %s"
+                    % (tool, driver, net["bridge"], net["subnet"]))
         self.make_template()
-        tools = [("rcd", self.boot_rcd), ("runc", self.boot_runc),
-                 ("runc-prep", self.boot_runc_prep), ("podman", self.boot_podman)]
+
+        def rcd_tool(label, driver=None, bin_dir=None):
+            network = self.net(driver) if driver else None
+            return lambda r, n: self.boot_rcd(r, n, bin_dir, label, network)
+        tools = [("rcd", rcd_tool("boot")),
+                 ("rcd-bridge", rcd_tool("bridge", "native")),
+                 ("rcd-cni", rcd_tool("cni", "cni")),
+                 ("runc", self.boot_runc), ("runc-prep", self.boot_runc_prep),
+                 ("podman", self.boot_podman)]
         tools = [t for t in tools if t[0] in self.args.tools]
         if self.args.base_bin_dir:
-            # Another build of rcd in the same rounds: before and after under the same noise.
-            tools.insert(1, ("rcd-base", lambda r, n: self.boot_rcd(
-                r, n, self.args.base_bin_dir, "base")))
+            # Another build of rcd in the same rounds: before and after under the same noise,
+            # a twin `TOOL-base` (`rcd-base` for rcd) beside each rcd tool chosen.
+            base = self.args.base_bin_dir
+            twins = {"rcd": ("rcd-base", rcd_tool("base", None, base)),
+                     "rcd-bridge": ("rcd-bridge-base", rcd_tool("bridgebase", "native", base)),
+                     "rcd-cni": ("rcd-cni-base", rcd_tool("cnibase", "cni", base))}
+            chosen = [t[0] for t in tools if t[0] in twins] or ["rcd"]
+            for name in chosen:
+                at = next((i for i, t in enumerate(tools) if t[0] == name), 0)
+                tools.insert(at + 1, twins[name])
         res = {t[0]: [] for t in tools}
         res["load"] = []
         total = self.args.warmup + self.args.rounds
@@ -493,6 +582,9 @@ class Bench:
                 res["load"].append(load)
             line = ["others' load %.2f cores" % load]
             for name, fn in tools[k:] + tools[:k]:
+                # The kernel takes the namespaces of the last tool's containers apart in the
+                # background (cleanup_net); --gap keeps that out of the next tool's clock.
+                time.sleep(self.args.gap)
                 x = fn(r, n)
                 if r >= self.args.warmup:
                     res[name].append(x)
@@ -506,33 +598,85 @@ class Bench:
 
     def report_boot(self, res, n):
         p = print
+        rcds = [t for t in ("rcd", "rcd-bridge", "rcd-cni", "rcd-base", "rcd-bridge-base",
+                            "rcd-cni-base") if t in res]
+        everyone = rcds + [t for t in ("runc", "runc-prep", "podman") if t in res]
         p()
         p("%d containers, %d rounds (+%d warm-up), order rotated; ms, wall clock"
           % (n, self.args.rounds, self.args.warmup))
-        p("%-9s %-28s %-28s" % ("", "start all: median (min-max)", "remove all: median (min-max)"))
-        for tool in ("rcd", "rcd-base", "runc", "runc-prep", "podman"):
-            if tool in res:
-                p("%-9s %-28s %-28s" % (tool, spread([x["boot"] for x in res[tool]], "%.0f"),
-                                        spread([x["remove"] for x in res[tool]], "%.0f")))
-        if "rcd" in res:
-            p("rcd: socket answering and all %d listed running: %s ms after the exec"
-              % (n, spread([x["boot-listed"] for x in res["rcd"]], "%.0f")))
+        p("%-15s %-28s %-28s" % ("", "start all: median (min-max)",
+                                 "remove all: median (min-max)"))
+        for tool in everyone:
+            p("%-15s %-28s %-28s" % (tool, spread([x["boot"] for x in res[tool]], "%.0f"),
+                                     spread([x["remove"] for x in res[tool]], "%.0f")))
+        for tool in rcds:
+            p("%s: socket answering and all %d listed running: %s ms after the exec"
+              % (tool, n, spread([x["boot-listed"] for x in res[tool]], "%.0f")))
         p("the machine's non-nice CPU while the %d start (all processes, the other work "
           "included): %s" % (n, ", ".join(
               "%s %s ms" % (t, spread([x["boot-cpu"] for x in res[t]], "%.0f"))
-              for t in ("rcd", "rcd-base", "runc", "runc-prep", "podman") if t in res)))
+              for t in everyone)))
+        p("the daemon's CPU (utime+stime), ms: own + reaped children (nft, iptables, CNI "
+          "plugins, the shims' intermediate processes)")
+        for tool in rcds:
+            rows = res[tool]
+            p("  %-15s boot: own %s, children %s; removal: own %s, children %s"
+              % (tool, spread([x["daemon-cpu-boot"] for x in rows], "%.0f"),
+                 spread([x["daemon-children-cpu-boot"] for x in rows], "%.0f"),
+                 spread([x["daemon-cpu-remove"] for x in rows], "%.0f"),
+                 spread([x["daemon-children-cpu-remove"] for x in rows], "%.0f")))
+        p("the network's share, paired per round against rcd with `mode = \"none\"` (median "
+          "of the per-round differences; per container: / %d)" % n)
+        for tool in ("rcd-bridge", "rcd-cni", "rcd-bridge-base", "rcd-cni-base"):
+            none = "rcd-base" if tool.endswith("-base") else "rcd"
+            if tool not in res or none not in res:
+                continue
+            pairs = list(zip(res[tool], res[none]))
+
+            def diff(key, pairs=pairs):
+                return med([x[key] - y[key] for x, y in pairs])
+
+            def cpu(phase, pairs=pairs):
+                return med([(x["daemon-cpu-" + phase] + x["daemon-children-cpu-" + phase])
+                            - (y["daemon-cpu-" + phase] + y["daemon-children-cpu-" + phase])
+                            for x, y in pairs])
+            p("  %-15s against %s: boot %+.0f ms, removal %+.0f ms; daemon CPU (own + "
+              "children) for the %d network setups %+.0f ms (%.1f ms each), for the %d "
+              "teardowns %+.0f ms (%.1f ms each)"
+              % (tool, none, diff("boot"), diff("remove"), n, cpu("boot"), cpu("boot") / n,
+                 n, cpu("remove"), cpu("remove") / n))
+        for tool in ("rcd-bridge", "rcd-cni", "rcd-bridge-base", "rcd-cni-base"):
+            rows = res.get(tool, [])
+            attach = [x["attach-total-ms"] for x in rows if "attach-total-ms" in x]
+            if attach:
+                wire = [x["attach-wire-ms"] for x in rows if "attach-wire-ms" in x]
+                p("  %-15s native attach from its log, per round: median %s ms per setup "
+                  "(lease + netlink %s), sum over the %d %s ms, max %s ms"
+                  % (tool, spread([med(a) for a in attach]), spread([med(w) for w in wire]), n,
+                     spread([sum(a) for a in attach], "%.0f"),
+                     spread([max(a) for a in attach])))
+            cni = [x["cni-add-ms"] for x in rows if "cni-add-ms" in x]
+            if cni:
+                p("  %-15s CNI ADD from its log, per round: median %s ms per setup, sum over "
+                  "the %d %s ms" % (tool, spread([med(c) for c in cni]), n,
+                                    spread([sum(c) for c in cni], "%.0f")))
         p("the machine's other work before each round (non-nice CPU over 3 s idle): %s cores"
           % spread(res["load"], "%.2f"))
         m = {t: (med([x["boot"] for x in v]), med([x["remove"] for x in v]))
              for t, v in res.items() if t != "load"}
-        if "rcd" in m:
-            b, rm = m["rcd"]
-            p("targets: cold boot %.0f ms < 3000: %s; removal %.0f ms < 3000: %s"
-              % (b, "met" if b < 3000 else "MISSED", rm, "met" if rm < 3000 else "MISSED"))
-            for other in ("rcd-base", "runc", "runc-prep", "podman"):
-                if other in m:
-                    p("rcd/%s: boot %.2fx, removal %.2fx" % (other, b / m[other][0],
-                                                             rm / m[other][1]))
+        for tool, remove_target in (("rcd", 3000), ("rcd-bridge", 2000)):
+            if tool not in m:
+                continue
+            b, rm = m[tool]
+            p("targets, %s: cold boot %.0f ms < 3000: %s; removal %.0f ms < %d: %s"
+              % (tool, b, "met" if b < 3000 else "MISSED", rm, remove_target,
+                 "met" if rm < remove_target else "MISSED"))
+        for mine in rcds:
+            for other in everyone:
+                if other != mine and (mine == "rcd" or other in ("rcd", "runc")
+                                      or other == mine + "-base"):
+                    p("%s/%s: boot %.2fx, removal %.2fx"
+                      % (mine, other, m[mine][0] / m[other][0], m[mine][1] / m[other][1]))
         p("commands: %s" % self.commands.get("rcd", "").replace(self.work, "WORK"))
         p("          runc --root R run -d --bundle B ID  (%d at a time); runc kill ID KILL; "
           "runc delete --force ID; umount; rm -r B" % self.args.parallel)
@@ -875,16 +1019,24 @@ def main():
                     help="runc and podman commands at a time (default 4)")
     ap.add_argument("--settle", type=float, default=2.0,
                     help="seconds between all up and the removal (idle: five times this)")
+    ap.add_argument("--gap", type=float, default=0.0,
+                    help="boot: seconds of pause before each tool's turn (default 0)")
     ap.add_argument("--seconds", type=int, default=60, help="idle, storm: window (default 60)")
     ap.add_argument("--windows", type=int, default=2, help="storm: windows (default 2)")
     ap.add_argument("--podman-count", type=int, default=10,
                     help="storm: crashing podman containers (default 10)")
     ap.add_argument("--runs", type=int, default=100, help="idle: hyperfine runs (default 100)")
     ap.add_argument("--base-bin-dir", default=os.environ.get("RCD_BASE_BIN_DIR"),
-                    help="boot: also another build of rcd (rcd-base) in the same rounds")
+                    help="boot: also another build of rcd in the same rounds, as a twin "
+                    "TOOL-base of each rcd tool (rcd-base for rcd)")
     ap.add_argument("--tools", default="rcd,runc,runc-prep,podman",
-                    help="which of rcd,runc,runc-prep,podman to run (rcd always runs in idle "
-                    "and storm)")
+                    help="which of rcd,rcd-bridge,rcd-cni,runc,runc-prep,podman to run (rcd "
+                    "always runs in idle and storm; rcd-bridge and rcd-cni only in boot)")
+    ap.add_argument("--subnet", default=os.environ.get("RCD_SCALE_SUBNET", "10.97.1.0/24"),
+                    help="boot: rcd-bridge's default network (native driver, its own bridge)")
+    ap.add_argument("--cni-subnet",
+                    default=os.environ.get("RCD_SCALE_CNI_SUBNET", "10.99.1.0/24"),
+                    help="boot: rcd-cni's default network (CNI driver, its own bridge)")
     ap.add_argument("--work-dir", default=os.environ.get("RCD_BENCH_DIR"),
                     help="where the temporary directory goes (default /var/tmp)")
     ap.add_argument("--json", help="also write the raw figures here")

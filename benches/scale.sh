@@ -2,7 +2,9 @@
 # rcd at scale (issue 7), side by side with runc (the floor) and podman (the peer) on one
 # busybox rootfs; see docs/PERFORMANCE.md and the docstring of benches/scale.py.
 #
-#   sh benches/scale.sh boot  [OPTIONS]   cold boot of 100 units, then their removal (1, 2)
+#   sh benches/scale.sh boot  [OPTIONS]   cold boot of 100 units, then their removal (1, 2);
+#                                         --tools rcd,rcd-bridge,rcd-cni,runc for bridge-mode
+#                                         units (native driver, CNI driver; issue 15)
 #   sh benches/scale.sh idle  [OPTIONS]   shim vs conmon memory, the daemon's RSS and idle CPU
 #                                         with 100 and 1,000 units, rctl status/list (4, 5)
 #   sh benches/scale.sh storm [OPTIONS]   100 units crash-looping under `always` (6)

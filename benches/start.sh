@@ -6,7 +6,7 @@
 #   (d) container exit -> restarted process under `always`, delay 0s (rcd), against a
 #       `while :; do runc run ...; done` supervisor loop (the floor for a restart).
 # Prints median, min and max per scenario and the ratios; see docs/PERFORMANCE.md.
-# benches/network.sh runs the bridge network scenarios (n, p, pc) through this script.
+# benches/network.sh runs the bridge network scenarios (n, nn, nc, p, pc) through this script.
 #
 #   sh benches/start.sh [ITERATIONS]        (default 30; as root; builds nothing)
 #
@@ -14,7 +14,8 @@
 # options after ITERATIONS go to benches/start_latency.py (--scenarios, --json FILE, --keep,
 # --warmup N). $RCD_BENCH_DIR picks where the temporary directory goes (default /var/tmp;
 # keep it on a disk, as /var/lib/rcd and podman's storage are). $RCD_LOG is passed to rcd
-# (default warn,rcd::network::cni=debug; its log is kept with --keep).
+# (default warn,rcd::network::cni=debug,rcd::network::bridge=debug; its log is kept with
+# --keep).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")

@@ -23,33 +23,42 @@ trigger:
                    (conmon sees the exit, `podman container cleanup` restarts it; podman has
                    no restart delay)
 
-Bridge networking (issue 4; benches/network.sh runs a,n,b,c,p,pc). These containers run
-`echo TAG > /ready/X.fifo; exec httpd -f -p 80 -h /www` and publish container port 80 on a
-host port; besides "process running" (the FIFO, as above) each round also times the first
-HTTP answer on 127.0.0.1:HOSTPORT (X-http), which also proves the port works:
+Bridge networking (issues 4 and 15; benches/network.sh runs a,n,nn,nc,b,c,p). These
+containers run `echo TAG > /ready/X.fifo; exec httpd -f -p 80 -h /www`; those that publish
+container port 80 on a host port also time, in the same round, the first HTTP answer on
+127.0.0.1:HOSTPORT (X-http), which also proves the port works:
 
   n       rcd      as (a), with `[network] mode = "bridge"`, `ports = ["HOSTPORT:80"]`, on the
-                   daemon's default network (its own bridge and subnet, from --config)
+                   daemon's default network with its native driver (`driver = "native"`, the
+                   default: netlink, a lease file, nftables map elements), on a bridge and
+                   subnet of this run's own (from --config)
+  nn      rcd      as (n), without the port (`ports = []`): the bridge alone
+  nc      rcd      as (n), on a second rcd daemon (its own --root, units directory, socket,
+                   bridge and subnet) whose default network runs through the CNI plugins
+                   (`driver = "cni"`: bridge, host-local, portmap, firewall)
   p       podman   as (c), with `-p HOSTPORT:80` on its default network (as shipped: netavark
                    on podman 4.3 when no CNI container exists)
   pc      podman   as (p), with podman's CNI backend (CONTAINERS_CONF) on a network of its own
                    with podman's CNI plugin chain, its own bridge and subnet
 
 (a) and (c), which set up no network (rcd `mode = "none"`, podman `--network none`; both still
-make an empty network namespace), are the baselines the network's share is taken against.
-rcd's own time in each CNI plugin comes from its log (the `cni plugin` debug lines).
+make an empty network namespace), are the baselines the network's share is taken against; (a)
+runs on the native daemon and is the baseline of both rcd drivers (the same binary). rcd's
+own time in its network setup comes from its logs: the native driver's `native attach` debug
+line (wire_ms: lease and netlink; total_ms: with the nftables transaction) and, for the CNI
+daemon, the `cni plugin` lines (one per plugin call).
 
 Rounds are interleaved: each round runs every scenario once, in an order rotated per round,
 so all share the machine's noise. Every container is removed (outside the timed interval)
 before the next scenario runs: rcd's by deleting its unit file and waiting until rcd has
-stopped it, unmounted and removed its directory; runc's by `runc delete -f`; podman's by
-`podman rm -f`. Everything started is stopped at the end, also on error or Ctrl-C, and the
-bridges this run made are deleted.
+stopped it, unmounted and removed its directory and namespace; runc's by `runc delete -f`;
+podman's by `podman rm -f`. Everything started is stopped at the end, also on error or Ctrl-C,
+and what the run's networks left on the host is deleted: the bridges, each rcd daemon's
+nftables table (`inet rcd_TAG`) and the iptables FORWARD rules for its bridge.
 """
 
 import argparse
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -69,6 +78,7 @@ MKROOTFS = os.path.join(REPO, "tests", "fixtures", "mkrootfs.sh")
 sys.path.insert(0, HERE)
 import benchlib  # noqa: E402 - after the path it is found on
 from benchlib import PODMAN_FLAGS, Fifo, log, mounts_under, now, run  # noqa: E402,F401
+from benchlib import check_subnet  # noqa: E402
 
 
 WAIT = 30.0  # seconds: bound on every wait
@@ -109,35 +119,127 @@ def free_port(port):
             return False
 
 
-def check_subnet(subnet, what):
-    """Refuses a subnet that overlaps a route the host already has (another bridge's)."""
-    net = ipaddress.ip_network(subnet)
-    out = run(["ip", "-4", "route", "show"]).stdout.decode()
-    for line in out.splitlines():
-        dst = line.split()[0] if line.split() else ""
-        try:
-            other = ipaddress.ip_network(dst, strict=False)
-        except ValueError:
-            continue
-        if other.prefixlen > 0 and net.overlaps(other):
-            raise RuntimeError("%s subnet %s overlaps the host's route %r; pick another with "
-                               "RCD_BENCH_SUBNET / RCD_BENCH_PODMAN_SUBNET" % (what, subnet, line))
-
-
-DURATION = re.compile(r"^([0-9.]+)(ns|µs|us|ms|s)$")
-
-
-def duration_ms(text):
-    """Rust's Debug of a Duration (`12.3456ms`, `950.1µs`, `1.2s`) in ms."""
-    m = DURATION.match(text)
-    if not m:
-        return None
-    scale = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
-    return float(m.group(1)) * scale
-
-
 def wait_until(cond, what, within=WAIT, every=0.01):
     benchlib.wait_until(cond, what, within, every)
+
+
+class Daemon:
+    """One rcd daemon of the run: a units directory (with a staging directory beside it, on
+    the same filesystem, for the renames), its own --root, socket, config and log; its default
+    network on a bridge and subnet of its own, run by `driver` ("native" or "cni")."""
+
+    def __init__(self, bench, label, driver, bridge, subnet):
+        sfx = "" if label == "native" else "-" + label
+        w = bench.work
+        self.bench = bench
+        self.label = label
+        self.driver = driver
+        self.bridge = bridge
+        self.subnet = subnet
+        self.units = os.path.join(w, "units" + sfx)
+        self.staging = os.path.join(w, "staging" + sfx)
+        self.root = os.path.join(w, "rcd-root" + sfx)
+        self.socket = os.path.join(w, "rcd%s.sock" % sfx)
+        self.config = os.path.join(w, "rcd%s.toml" % sfx)
+        self.log_path = os.path.join(w, "rcd%s.log" % sfx)
+        self.proc = None
+        self.log = None
+
+    def write_config(self):
+        """The default network on this daemon's bridge and subnet; no other networks."""
+        nets = os.path.join(self.bench.work, "networks-" + self.label)
+        for d in (self.units, self.staging, nets):
+            os.makedirs(d)
+        os.chmod(self.units, 0o755)
+        with open(self.config, "w") as f:
+            f.write('[network]\ndriver = %s\nbridge = %s\nsubnet = %s\nconfig_dir = %s\n'
+                    % (json.dumps(self.driver), json.dumps(self.bridge),
+                       json.dumps(self.subnet), json.dumps(nets)))
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        # The native driver's and the CNI runner's debug lines time the network setup (see
+        # native_attach_times and cni_times).
+        env.setdefault("RCD_LOG", "warn,rcd::network::cni=debug,rcd::network::bridge=debug")
+        b = self.bench.bin
+        cmd = [os.path.join(b, "rcd"), "--units-dir", self.units, "--root", self.root,
+               "--socket", self.socket, "--shim", os.path.join(b, "rcd-shim"),
+               "--runtime", "runc", "--config", self.config]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=self.log, env=env)
+        wait_until(lambda: self.rctl(["list"], check=False).returncode == 0,
+                   "rcd %s to answer" % self.label, within=10)
+        log("rcd %s running (pid %d, driver %s, bridge %s, %s, log %s)"
+            % (self.label, self.proc.pid, self.driver, self.bridge, self.subnet, self.log_path))
+
+    def rctl(self, args, check=True):
+        return run([os.path.join(self.bench.bin, "rctl"), "--socket", self.socket] + args,
+                   check=check)
+
+    def statuses(self):
+        p = self.rctl(["status", "--output", "json"])
+        return json.loads(p.stdout or b"[]")
+
+    def tag(self):
+        return benchlib.rcd_root_tag(self.root)
+
+    def drop_unit(self, name, text):
+        """Writes the unit beside the units directory, then renames it in: the trigger."""
+        tmp = os.path.join(self.staging, name + ".toml")
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        t0 = now()
+        os.rename(tmp, os.path.join(self.units, name + ".toml"))
+        return t0
+
+    def remove_unit(self, name):
+        """Deletes the unit file; waits until rcd has stopped and taken its container apart
+        (its directory and, for a bridge unit, its network and namespace)."""
+        os.unlink(os.path.join(self.units, name + ".toml"))
+        containers = os.path.join(self.root, "containers")
+
+        def gone():
+            if any(s.get("name") == name for s in self.statuses()):
+                return False
+            # Container ids are rcd-<tag>-<unit>-<generation>; the directory goes last
+            # (rcd unmounts and removes it in the background).
+            left = [c for c in os.listdir(containers) if ("-%s-" % name) in c]
+            netns = os.path.join(self.root, "netns")
+            if os.path.isdir(netns):
+                left += [c for c in os.listdir(netns) if ("-%s-" % name) in c]
+            return not left
+        wait_until(gone, "rcd %s to remove unit %s" % (self.label, name), every=0.02)
+
+    def stop(self):
+        """Deletes every unit file, lets rcd take the containers down, stops the daemon, then
+        takes down what its network left on the host (bridge, nftables table, FORWARD
+        rules: rcd keeps them for the next start)."""
+        if self.proc is not None and self.proc.poll() is None:
+            for f in os.listdir(self.units):
+                os.unlink(os.path.join(self.units, f))
+            try:
+                wait_until(lambda: not self.statuses(), "rcd to remove every unit", within=20,
+                           every=0.05)
+                wait_until(lambda: not mounts_under(os.path.join(self.root, "containers")),
+                           "rcd to unmount", within=10, every=0.05)
+            except Exception as e:  # noqa: BLE001 - best effort, the sweep below follows
+                log("rcd %s cleanup: %s" % (self.label, e))
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            for what in benchlib.drop_bridge_network(self.bridge, self.root):
+                log("  deleted %s" % what)
+        if self.log:
+            self.log.close()
+            self.log = None
 
 
 class Bench:
@@ -147,25 +249,19 @@ class Bench:
         self.work, self.tag = benchlib.work_dir(args, "rcd-bench.")
         self.rootfs = os.path.join(self.work, "rootfs")
         self.ready = os.path.join(self.work, "ready")  # bind-mounted at /ready
-        self.units = os.path.join(self.work, "units")
-        self.staging = os.path.join(self.work, "staging")  # same filesystem as units
-        self.root = os.path.join(self.work, "rcd-root")
-        self.socket = os.path.join(self.work, "rcd.sock")
         self.runc_root = os.path.join(self.work, "runc-root")
         self.bundles = os.path.join(self.work, "bundles")
         self.cg_parent = "rcdbench-" + self.tag
         # Bridge networks: names of our own (<= 15 bytes), subnets that clash with nothing.
         hexid = hashlib.sha256(self.work.encode()).hexdigest()[:6]
-        self.config = os.path.join(self.work, "rcd.toml")
-        self.bridge = "rcdbench" + hexid
-        self.subnet = args.subnet
+        # The daemon of every rcd scenario but nc (native driver), and nc's (CNI driver).
+        self.rcd = Daemon(self, "native", "native", "rcdbn" + hexid, args.subnet)
+        self.rcd_cni = Daemon(self, "cni", "cni", "rcdbc" + hexid, args.cni_subnet)
         self.podman_net = "rcdbench-" + hexid
         self.podman_bridge = "rcdbpc" + hexid
         self.podman_subnet = args.podman_subnet
         self.podman_conf = os.path.join(self.work, "podman-cni.conf")
-        self.ports = {k: args.port + i for i, k in enumerate(("n", "p", "pc"))}
-        self.daemon = None
-        self.daemon_log = None
+        self.ports = {k: args.port + i for i, k in enumerate(("n", "p", "pc", "nc"))}
         self.loop = None  # the d-floor supervisor loop
         self.fifos = {}
         self.template = None
@@ -176,40 +272,46 @@ class Bench:
 
     def setup(self, keys):
         log("work directory: %s" % self.work)
-        for d in (self.ready, self.units, self.staging, self.bundles, self.runc_root):
+        for d in (self.ready, self.bundles, self.runc_root):
             os.makedirs(d)
-        os.chmod(self.units, 0o755)
         log("building the busybox rootfs (tests/fixtures/mkrootfs.sh)")
         run(["sh", MKROOTFS, self.rootfs])
         # What the bridge scenarios' httpd serves (the same rootfs for every scenario).
         os.makedirs(os.path.join(self.rootfs, "www"))
         with open(os.path.join(self.rootfs, "www", "index.html"), "w") as f:
             f.write("rcd bench\n")
-        for name in ("a", "b", "b2", "c", "d", "e", "dp", "n", "p", "pc", "probe"):
+        for name in ("a", "b", "b2", "c", "d", "e", "dp", "n", "nn", "nc", "p", "pc",
+                     "probe"):
             self.fifos[name] = Fifo(self.ready, name + ".fifo")
         for name in ("go-d", "go-e", "go-dp"):
             self.fifos[name] = Fifo(self.ready, name + ".fifo")
         self.setup_networks(keys)
-        self.start_daemon()
+        self.rcd.start()
+        if "nc" in keys:
+            self.rcd_cni.start()
         self.make_template()
 
     def setup_networks(self, keys):
-        """rcd's config (its default network on a bridge and subnet of this run's own); for
-        `pc`, podman's CNI backend with a network of the same kind. Checks nothing clashes."""
-        nets = os.path.join(self.work, "networks")
-        os.makedirs(nets)
-        with open(self.config, "w") as f:
-            f.write('[network]\nbridge = %s\nsubnet = %s\nconfig_dir = %s\n'
-                    % (json.dumps(self.bridge), json.dumps(self.subnet), json.dumps(nets)))
-        wanted = [(k, self.ports[k]) for k in ("n", "p", "pc") if k in keys]
+        """Each rcd daemon's config (its default network on a bridge and subnet of this run's
+        own); for `pc`, podman's CNI backend with a network of the same kind. Checks nothing
+        clashes."""
+        self.rcd.write_config()
+        if "nc" in keys:
+            self.rcd_cni.write_config()
+        wanted = [(k, self.ports[k]) for k in ("n", "p", "pc", "nc") if k in keys]
         for key, port in wanted:
             if not free_port(port):
                 raise RuntimeError("host port %d (for %s) is in use; pick another base with "
                                    "--port" % (port, key))
-        if "n" in keys:
-            check_subnet(self.subnet, "rcd's")
-            log("rcd's default network: bridge %s, %s, port %d"
-                % (self.bridge, self.subnet, self.ports["n"]))
+        for key, d in (("n", self.rcd), ("nn", self.rcd), ("nc", self.rcd_cni)):
+            if key in keys and not os.path.exists(os.path.join("/sys/class/net", d.bridge)):
+                check_subnet(d.subnet, "rcd %s's" % d.label, d.bridge)
+        if any(k in keys for k in ("n", "nn")):
+            log("rcd's default network, native driver: bridge %s, %s, port %d"
+                % (self.rcd.bridge, self.rcd.subnet, self.ports["n"]))
+        if "nc" in keys:
+            log("rcd's default network, CNI driver (second daemon): bridge %s, %s, port %d"
+                % (self.rcd_cni.bridge, self.rcd_cni.subnet, self.ports["nc"]))
         if "pc" in keys:
             check_subnet(self.podman_subnet, "podman's CNI")
             # podman's own CNI default (/etc/cni/net.d/87-podman-bridge.conflist), renamed.
@@ -233,28 +335,6 @@ class Bench:
                         % json.dumps(pdir))
             log("podman's CNI network: %s, bridge %s, %s, port %d"
                 % (self.podman_net, self.podman_bridge, self.podman_subnet, self.ports["pc"]))
-
-    def start_daemon(self):
-        self.daemon_log = open(os.path.join(self.work, "rcd.log"), "ab")
-        env = dict(os.environ)
-        # The CNI runner's debug lines time each plugin call (see rcd_cni_times).
-        env.setdefault("RCD_LOG", "warn,rcd::network::cni=debug")
-        cmd = [os.path.join(self.bin, "rcd"), "--units-dir", self.units, "--root", self.root,
-               "--socket", self.socket, "--shim", os.path.join(self.bin, "rcd-shim"),
-               "--runtime", "runc", "--config", self.config]
-        self.daemon = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.daemon_log,
-                                       stderr=self.daemon_log, env=env)
-        wait_until(lambda: self.rctl(["list"], check=False).returncode == 0, "rcd to answer",
-                   within=10)
-        log("rcd running (pid %d, log %s/rcd.log)" % (self.daemon.pid, self.work))
-
-    def rctl(self, args, check=True):
-        return run([os.path.join(self.bin, "rctl"), "--socket", self.socket] + args,
-                   check=check)
-
-    def statuses(self):
-        p = self.rctl(["status", "--output", "json"])
-        return json.loads(p.stdout or b"[]")
 
     # ---------------------------------------------------------------- commands and units
 
@@ -288,51 +368,22 @@ class Bench:
             text += ('\n[restart]\npolicy = "always"\ndelay = "0s"\nmax_delay = "0s"\n')
         return text
 
-    def drop_unit(self, name, text):
-        """Writes the unit beside the units directory, then renames it in: the trigger."""
-        tmp = os.path.join(self.staging, name + ".toml")
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        t0 = now()
-        os.rename(tmp, os.path.join(self.units, name + ".toml"))
-        return t0
-
-    def remove_unit(self, name):
-        """Deletes the unit file; waits until rcd has stopped and taken its container apart."""
-        os.unlink(os.path.join(self.units, name + ".toml"))
-        containers = os.path.join(self.root, "containers")
-
-        def gone():
-            if any(s.get("name") == name for s in self.statuses()):
-                return False
-            # Container ids are rcd-<tag>-<unit>-<generation>; the directory goes last
-            # (rcd unmounts and removes it in the background).
-            left = [c for c in os.listdir(containers) if ("-%s-" % name) in c]
-            netns = os.path.join(self.root, "netns")
-            if os.path.isdir(netns):
-                left += [c for c in os.listdir(netns) if ("-%s-" % name) in c]
-            return not left
-        wait_until(gone, "rcd to remove unit %s" % name, every=0.02)
-
     def make_template(self):
         """The runc bundle config: the config.json rcd itself generates for the same unit."""
         self.fifos["probe"].lines.clear()
-        self.drop_unit("probe", self.unit_text(self.script_ready("probe", "probe")))
+        self.rcd.drop_unit("probe", self.unit_text(self.script_ready("probe", "probe")))
         self.fifos["probe"].wait("probe")
-        info = json.loads(self.rctl(["inspect", "probe"]).stdout)
+        info = json.loads(self.rcd.rctl(["inspect", "probe"]).stdout)
         bundle = info.get("bundle") or self.find_bundle("probe")
         with open(os.path.join(bundle, "config.json")) as f:
             self.template = json.load(f)
         with open(os.path.join(self.work, "rcd-config.json"), "w") as f:
             json.dump(self.template, f, indent=2)
-        self.remove_unit("probe")
+        self.rcd.remove_unit("probe")
         log("runc bundles use rcd's own config.json (copy: %s/rcd-config.json)" % self.work)
 
     def find_bundle(self, name):
-        containers = os.path.join(self.root, "containers")
+        containers = os.path.join(self.rcd.root, "containers")
         for c in os.listdir(containers):
             if ("-%s-" % name) in c:
                 return os.path.join(containers, c, "bundle")
@@ -356,9 +407,9 @@ class Bench:
     def sc_a(self, i):
         name = "a%d" % i
         tag = "a-%d" % i
-        t0 = self.drop_unit(name, self.unit_text(self.script_ready("a", tag)))
+        t0 = self.rcd.drop_unit(name, self.unit_text(self.script_ready("a", tag)))
         t1 = self.fifos["a"].wait(tag)
-        self.remove_unit(name)
+        self.rcd.remove_unit(name)
         return t1 - t0
 
     def sc_b(self, i):
@@ -422,16 +473,34 @@ class Bench:
         self.podman_rm(name)
         return t1 - t0
 
-    def sc_n(self, i):
-        """rcd, bridge mode, one published port: (process running, first HTTP answer)."""
-        name = "n%d" % i
-        tag = "n-%d" % i
-        port = self.ports["n"]
-        t0 = self.drop_unit(name, self.unit_text(HTTPD % (tag, "n"), ports=["%d:80" % port]))
-        t1 = self.fifos["n"].wait(tag)
+    def rcd_published(self, key, daemon, i):
+        """An rcd unit in bridge mode with one published port on `daemon`'s default network:
+        (process running, {KEY-http: first HTTP answer})."""
+        name = "%s%d" % (key, i)
+        tag = "%s-%d" % (key, i)
+        port = self.ports[key]
+        t0 = daemon.drop_unit(name, self.unit_text(HTTPD % (tag, key), ports=["%d:80" % port]))
+        t1 = self.fifos[key].wait(tag)
         t2 = http_answer(port)
-        self.remove_unit(name)
-        return t1 - t0, {"n-http": t2 - t0}
+        daemon.remove_unit(name)
+        return t1 - t0, {key + "-http": t2 - t0}
+
+    def sc_n(self, i):
+        """rcd, bridge mode (native driver), one published port."""
+        return self.rcd_published("n", self.rcd, i)
+
+    def sc_nc(self, i):
+        """rcd, bridge mode through the CNI plugins (the second daemon), one published port."""
+        return self.rcd_published("nc", self.rcd_cni, i)
+
+    def sc_nn(self, i):
+        """rcd, bridge mode (native driver), no published port: process running."""
+        name = "nn%d" % i
+        tag = "nn-%d" % i
+        t0 = self.rcd.drop_unit(name, self.unit_text(HTTPD % (tag, "nn"), ports=[]))
+        t1 = self.fifos["nn"].wait(tag)
+        self.rcd.remove_unit(name)
+        return t1 - t0
 
     def podman_published(self, key, i, net, env=None):
         port = self.ports[key]
@@ -451,7 +520,7 @@ class Bench:
 
     def start_d(self):
         """The restarting rcd unit; its first instance waits for a go."""
-        self.drop_unit("d", self.unit_text(self.script_restart("d"), restart=True))
+        self.rcd.drop_unit("d", self.unit_text(self.script_restart("d"), restart=True))
         self.fifos["d"].wait("ready")
 
     def start_e(self):
@@ -501,13 +570,16 @@ class Bench:
         ("d", "rcd: exit -> restarted (always, 0s)", "sc_d"),
         ("d-floor", "runc run loop: exit -> restarted", "sc_e"),
         ("d-podman", "podman restart always: exit -> restarted", "sc_dp"),
-        ("n", "rcd: bridge + 1 port -> process running", "sc_n"),
+        ("n", "rcd native: bridge + 1 port -> running", "sc_n"),
+        ("nn", "rcd native: bridge, no port -> running", "sc_nn"),
+        ("nc", "rcd CNI: bridge + 1 port -> running", "sc_nc"),
         ("p", "podman run -d --rm -p (netavark)", "sc_p"),
         ("pc", "podman run -d --rm -p (CNI backend)", "sc_pc"),
     ]
     # Second figures the bridge scenarios take in the same rounds.
     EXTRA = {
-        "n": ("n-http", "  rcd: ... -> first HTTP answer"),
+        "n": ("n-http", "  rcd native: ... -> first HTTP answer"),
+        "nc": ("nc-http", "  rcd CNI: ... -> first HTTP answer"),
         "p": ("p-http", "  podman (netavark): ... -> HTTP answer"),
         "pc": ("pc-http", "  podman (CNI): ... -> HTTP answer"),
     }
@@ -545,7 +617,7 @@ class Bench:
             else:
                 log("round %d/%d: %s" % (r + 1 - self.args.warmup, self.args.iterations,
                                          ", ".join(line)))
-        st = [s for s in self.statuses() if s.get("name") == "d"]
+        st = [s for s in self.rcd.statuses() if s.get("name") == "d"]
         restarts = st[0].get("restarts") if st else None
         self.report(chosen, restarts)
 
@@ -621,37 +693,95 @@ class Bench:
                            "ms": self.results}, f, indent=1)
 
     def report_network(self, med, paired):
-        """The bridge scenarios: the network's share of the start, against the same tool with
-        no network in the same rounds; then rcd's own time in the CNI plugins."""
+        """The bridge scenarios: the network's share of each start, against the same tool with
+        no network in the same rounds; the first HTTP answer against runc's start and
+        podman's; then rcd's own network time, from its logs."""
         out = []
-        a, b, c, n, p, pc = (med(k) for k in ("a", "b", "c", "n", "p", "pc"))
-        if n is None and p is None and pc is None:
+        r = self.results
+        if not any(r.get(k) for k in ("n", "nn", "nc", "p", "pc")):
             return out
-        out.append("network's share of the start (bridge + 1 published port, against no "
-                   "network in the same rounds):")
-        for who, x, base in (("rcd", "n", "a"), ("podman", "p", "c"), ("podman CNI", "pc", "c")):
-            mx, mb = med(x), med(base)
-            if mx is None or mb is None:
+
+        def ratio(x, y):
+            """(ratio of medians, median of the per-round ratios, rounds x was faster)."""
+            return (med(x) / med(y), statistics.median([p / q for p, q in zip(r[x], r[y])]),
+                    sum(1 for p, q in zip(r[x], r[y]) if p < q))
+
+        def verdict(ok):
+            return "met" if ok else "MISSED"
+
+        out.append("network's share of the start: the bridge start minus the same tool's start "
+                   "without a network (same rounds):")
+        for who, x, base, target in (("rcd native, 1 port", "n", "a", 10.0),
+                                     ("rcd native, no port", "nn", "a", 10.0),
+                                     ("rcd CNI, 1 port", "nc", "a", None),
+                                     ("podman netavark", "p", "c", None),
+                                     ("podman CNI", "pc", "c", None)):
+            if not (r.get(x) and r.get(base)):
                 continue
-            out.append("  %-11s %s - %s = %+.1f ms (paired %+.1f) = %.0f%% of the bridge start "
-                       "(%.1f ms)" % (who, x, base, mx - mb, paired(x, base),
-                                      100 * (mx - mb) / mx, mx))
+            mx, mb, pd = med(x), med(base), paired(x, base)
+            line = ("  %-19s %-2s - %s = %+6.1f ms (paired %+6.1f) = %3.0f%% of its bridge start "
+                    "(%.1f ms)" % (who, x, base, mx - mb, pd, 100 * (mx - mb) / mx, mx))
+            if target is not None:
+                line += "; target <= +%.0f ms (paired): %s" % (target, verdict(pd <= target))
+            out.append(line)
+        b = med("b")
         if b is not None:
-            out.append("  floor: runc run -d, no network = %.1f ms%s" % (
-                b, "" if n is None else "; rcd bridge - runc = %+.1f ms (%.2fx)" % (n - b, n / b)))
-        for peer, m in (("p", p), ("pc", pc)):
-            if n is not None and m is not None:
-                wins = sum(1 for x, y in zip(self.results["n"], self.results[peer]) if x < y)
-                out.append("  rcd/podman bridge start (n/%s) = %.2fx  %+.1f ms (paired %+.1f); "
-                           "rcd faster in %d/%d rounds" % (peer, n / m, n - m, paired("n", peer),
-                                                           wins, len(self.results["n"])))
-        for key in ("n", "p", "pc"):
+            out.append("  floor: runc run -d, no network = %.1f ms" % b)
+        out.append("first HTTP answer on 127.0.0.1:PORT, from the trigger:")
+        for key in ("n", "nc", "p", "pc"):
             h = med(key + "-http")
-            if h is not None:
-                out.append("  %-3s first HTTP answer on 127.0.0.1:%d: %.1f ms (%+.1f after the "
-                           "process ran, paired)" % (key, self.ports[key], h,
-                                                      paired(key + "-http", key)))
-        cni = self.rcd_cni_times("ADD")
+            if h is None:
+                continue
+            line = ("  %-3s %6.1f ms (%+.1f after the process ran, paired)"
+                    % (key + "-http", h, paired(key + "-http", key)))
+            if r.get("b"):
+                pd = paired(key + "-http", "b")
+                line += "; - runc run -d = %+.1f ms (paired %+.1f)" % (h - b, pd)
+                if key == "n":
+                    line += "; target <= runc + 20 ms (paired): %s" % verdict(pd <= 20)
+            out.append(line)
+        out.append("ratios: of the medians; [median of the per-round ratios]; rounds the first "
+                   "was faster")
+        for x, y, target in (("n-http", "p-http", 0.3), ("n", "p", None),
+                             ("n-http", "nc-http", None), ("n", "nc", None),
+                             ("nc-http", "p-http", None), ("n", "pc", None)):
+            if not (r.get(x) and r.get(y)):
+                continue
+            rm, rp, wins = ratio(x, y)
+            line = ("  %-7s / %-7s = %.2fx [%.2fx]; %+.1f ms (paired %+.1f); %d/%d"
+                    % (x, y, rm, rp, med(x) - med(y), paired(x, y), wins, len(r[x])))
+            if target is not None:
+                line += "; target <= %.1fx: %s" % (target, verdict(rp <= target))
+            out.append(line)
+        out.extend(self.report_rcd_network_log(med))
+        return out
+
+    def report_rcd_network_log(self, med):
+        """rcd's own network setup time per start, from the daemons' debug lines."""
+        out = []
+        share_of = {}
+        for key in ("n", "nn"):
+            if self.results.get(key) and self.results.get("a"):
+                share_of[key] = med(key) - med("a")
+        native = self.native_attach_times()
+        for key in ("n", "nn"):
+            times = [v for (k, _), v in sorted(native.items()) if k == key]
+            if not times:
+                continue
+            wire = statistics.median([t[0] for t in times])
+            total = statistics.median([t[1] for t in times])
+            nft = statistics.median([t[1] - t[0] for t in times])
+            share = ""
+            if share_of.get(key, 0) > 0:
+                share = " = %.0f%% of %s - a" % (100 * total / share_of[key], key)
+            out.append("  rcd native attach per start (%s), from its log (medians over %d "
+                       "starts): total %.1f ms%s; lease + netlink (wire) %.1f, nftables %.1f "
+                       "(max total %.1f)" % (key, len(times), total, share, wire, nft,
+                                            max(t[1] for t in times)))
+        if self.results.get("n") and not native:
+            out.append("  (no `native attach` lines in rcd's log: run with RCD_LOG including "
+                       "rcd::network::bridge=debug)")
+        cni = self.cni_times(self.rcd_cni, "nc", "ADD")
         if cni:
             per_round = [sum(v.values()) for v in cni.values()]
             total = statistics.median(per_round)
@@ -660,41 +790,44 @@ class Bench:
                                                                   for v in cni.values()]))
                               for k in plugins)
             share = ""
-            if n is not None and a is not None and n > a:
-                share = " = %.0f%% of n - a" % (100 * total / (n - a))
-            out.append("  rcd's CNI ADD per start, from its log (medians over %d starts): "
-                       "%.1f ms%s; per plugin: %s" % (len(per_round), total, share, parts))
-            dels = self.rcd_cni_times("DEL")
+            if self.results.get("nc") and self.results.get("a") and med("nc") > med("a"):
+                share = " = %.0f%% of nc - a" % (100 * total / (med("nc") - med("a")))
+            out.append("  rcd CNI driver's ADD per start (nc), from its log (medians over %d "
+                       "starts): %.1f ms%s; per plugin: %s" % (len(per_round), total, share,
+                                                               parts))
+            dels = self.cni_times(self.rcd_cni, "nc", "DEL")
             if dels:
                 out.append("  (and CNI DEL per removal, outside the clock: %.1f ms)"
                            % statistics.median([sum(v.values()) for v in dels.values()]))
-        elif n is not None:
-            out.append("  (no `cni plugin` lines in rcd's log: run with RCD_LOG including "
-                       "rcd::network::cni=debug for rcd's time per plugin)")
         return out
 
-    def rcd_cni_times(self, command):
-        """{round: {plugin: ms}} of the CNI `command` (ADD, DEL) calls for the counted `n`
-        units, from the daemon's debug lines
-        `cni plugin network=N plugin=P command="ADD" container=ID elapsed=D`."""
-        line_re = re.compile(r'cni plugin .*plugin=(\S+) command="?%s"? container=(\S+) '
-                             r'elapsed=(\S+)' % command)
-        id_re = re.compile(r"-n(\d+)-\d+$")
+    def counted(self, cid, keys):
+        """(key, round) of container id `cid` (rcd-TAG-UNIT-GENERATION) if its unit is one of
+        the scenarios `keys` in a counted round (not a warm-up), else None."""
+        m = re.search(r"-(%s)(\d+)-\d+$" % "|".join(keys), cid)
+        if m is None or int(m.group(2)) < self.args.warmup:
+            return None
+        return m.group(1), int(m.group(2))
+
+    def native_attach_times(self):
+        """{(key, round): (wire_ms, total_ms)} for the counted n and nn units, from the native
+        daemon's `native attach` lines."""
         times = {}
-        try:
-            with open(os.path.join(self.work, "rcd.log"), errors="replace") as f:
-                for line in f:
-                    m = line_re.search(line)
-                    if not m:
-                        continue
-                    r = id_re.search(m.group(2))
-                    ms = duration_ms(m.group(3))
-                    if r is None or ms is None or int(r.group(1)) < self.args.warmup:
-                        continue
-                    per = times.setdefault(int(r.group(1)), {})
-                    per[m.group(1)] = per.get(m.group(1), 0.0) + ms
-        except OSError:
-            return {}
+        for cid, wire, total in benchlib.native_attach_times(self.rcd.log_path):
+            k = self.counted(cid, ["nn", "n"])
+            if k:
+                times[k] = (wire, total)
+        return times
+
+    def cni_times(self, daemon, key, command):
+        """{round: {plugin: ms}} of the CNI `command` (ADD, DEL) calls for the counted `key`
+        units, from `daemon`'s `cni plugin` lines."""
+        times = {}
+        for cid, plugin, ms in benchlib.cni_plugin_times(daemon.log_path, command):
+            k = self.counted(cid, [key])
+            if k:
+                per = times.setdefault(k[1], {})
+                per[plugin] = per.get(plugin, 0.0) + ms
         return times
 
     # ---------------------------------------------------------------- teardown
@@ -710,25 +843,13 @@ class Bench:
             except subprocess.TimeoutExpired:
                 self.loop.kill()
                 self.loop.wait()
-        # rcd's units: delete every file, let rcd take the containers down, then stop rcd.
-        if self.daemon is not None and self.daemon.poll() is None:
-            for f in os.listdir(self.units):
-                os.unlink(os.path.join(self.units, f))
-            try:
-                wait_until(lambda: not self.statuses(), "rcd to remove every unit", within=20,
-                           every=0.05)
-                wait_until(lambda: not mounts_under(os.path.join(self.root, "containers")),
-                           "rcd to unmount", within=10, every=0.05)
-            except Exception as e:  # noqa: BLE001 - best effort, the sweep below follows
-                log("rcd cleanup: %s" % e)
-            self.daemon.send_signal(signal.SIGTERM)
-            try:
-                self.daemon.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait()
+        # rcd's units: delete every file, let rcd take the containers down, then stop rcd and
+        # take down what its network left on the host.
+        for d in (self.rcd, self.rcd_cni):
+            d.stop()
         # Whatever is left: runc containers under both roots, podman containers.
-        for root in (self.runc_root, os.path.join(self.root, "runc")):
+        for root in (self.runc_root, os.path.join(self.rcd.root, "runc"),
+                     os.path.join(self.rcd_cni.root, "runc")):
             if os.path.isdir(root):
                 p = run(["runc", "--root", root, "list", "-q"], check=False)
                 for cid in p.stdout.decode().split():
@@ -736,37 +857,30 @@ class Bench:
                     run(["runc", "--root", root, "delete", "-f", cid], check=False)
         for name, env in sorted(self.podman_names.items()):
             run(["podman", "rm", "-f", "-t", "0", name], check=False, env=env)
-        # The bridges this run made (rcd never removes its bridge; CNI's bridge plugin neither).
-        for bridge in (self.bridge, self.podman_bridge):
-            if os.path.exists(os.path.join("/sys/class/net", bridge)):
-                run(["ip", "link", "del", bridge], check=False)
-                log("  deleted bridge %s" % bridge)
+        # podman's CNI bridge (CNI's bridge plugin never removes one; rcd's are gone above).
+        if os.path.exists(os.path.join("/sys/class/net", self.podman_bridge)):
+            run(["ip", "link", "del", self.podman_bridge], check=False)
+            log("  deleted bridge %s" % self.podman_bridge)
         for m in reversed(mounts_under(self.work)):
             run(["umount", "-l", m], check=False)
         # Empty parent cgroups: ours, and the one rcd made for this root (rcd-<tag>).
+        tags = {"rcd-" + d.tag() for d in (self.rcd, self.rcd_cni)}
         for ctrl in os.listdir("/sys/fs/cgroup"):
             base = os.path.join("/sys/fs/cgroup", ctrl)
             if not os.path.isdir(base):
                 continue
             for d in os.listdir(base):
-                if d == self.cg_parent or (d.startswith("rcd-") and self.rcd_tag(d)):
+                if d == self.cg_parent or d in tags:
                     try:
                         os.rmdir(os.path.join(base, d))
                     except OSError:
                         pass
         for f in self.fifos.values():
             f.close()
-        if self.daemon_log:
-            self.daemon_log.close()
         if self.args.keep:
             log("kept %s" % self.work)
         else:
             shutil.rmtree(self.work, ignore_errors=True)
-
-    def rcd_tag(self, d):
-        """True if cgroup directory `d` is the one rcd derives from this run's root."""
-        tag = hashlib.sha256(self.root.encode()).hexdigest()[:6]
-        return d == "rcd-" + tag
 
 
 def main():
@@ -775,11 +889,15 @@ def main():
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--scenarios", default="a,b,b2,c,d,d-floor",
-                    help="comma-separated subset of a,b,b2,c,d,d-floor,d-podman,n,p,pc")
+                    help="comma-separated subset of a,b,b2,c,d,d-floor,d-podman,n,nn,nc,p,pc")
     ap.add_argument("--port", type=int, default=int(os.environ.get("RCD_BENCH_PORT", "19380")),
-                    help="host ports for n, p, pc: PORT, PORT+1, PORT+2")
+                    help="host ports for n, p, pc, nc: PORT, PORT+1, PORT+2, PORT+3")
     ap.add_argument("--subnet", default=os.environ.get("RCD_BENCH_SUBNET", "10.97.0.0/24"),
-                    help="rcd's default network for n (its own bridge)")
+                    help="rcd's default network for n and nn, native driver (its own bridge)")
+    ap.add_argument("--cni-subnet",
+                    default=os.environ.get("RCD_BENCH_CNI_SUBNET", "10.99.0.0/24"),
+                    help="the second rcd daemon's default network for nc, CNI driver (its own "
+                    "bridge)")
     ap.add_argument("--podman-subnet",
                     default=os.environ.get("RCD_BENCH_PODMAN_SUBNET", "10.98.0.0/24"),
                     help="podman's CNI network for pc (its own bridge)")
