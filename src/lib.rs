@@ -18,7 +18,7 @@
 //!         │ start / stop / hold / remove / recreate / observe_exit / rejoin / unhealthy / wait
 //!         ▼
 //!  pipeline::start: image (image::service: pull, verify, unpack) → rootfs (overlay)
-//!         → network (network::attach: CNI) → spec → bundle → shim → record (store)
+//!         → network (network::attach: native bridge or CNI) → spec → bundle → shim → record (store)
 //!         │                                             events (a writer thread) ◄── every step
 //!         ▼
 //!  rcd-shim (one per container; outlives the daemon): `runtime run --detach`, stdio → the

@@ -30,6 +30,8 @@ mod layers;
 mod lifecycle;
 #[path = "it/logs.rs"]
 mod logs;
+#[path = "it/native_net.rs"]
+mod native_net;
 #[path = "it/policy.rs"]
 mod policy;
 #[path = "it/pull.rs"]

@@ -30,7 +30,7 @@ install -m 0644 "$repo/packaging/rcd.slice" "$stage/usr/lib/systemd/system/rcd.s
 install -m 0644 "$repo/packaging/tmpfiles.d/rcd.conf" "$stage/usr/lib/tmpfiles.d/rcd.conf"
 install -m 0644 "$repo/packaging/sysusers.d/rcd.conf" "$stage/usr/lib/sysusers.d/rcd.conf"
 install -m 0644 "$repo/packaging/rcd.toml" "$stage/etc/rcd/rcd.toml"
-install -m 0644 "$repo/README.md" "$repo/docs/units.md" "$repo/docs/operations.md" \
+install -m 0644 "$repo/README.md" "$repo/docs/units.md" "$repo/docs/operations.md" "$repo/docs/networking.md" \
   "$stage/usr/share/doc/rcd/"
 "$bin/rcd" --manpage | gzip -9n >"$stage/usr/share/man/man8/rcd.8.gz"
 "$bin/rctl" manpage | gzip -9n >"$stage/usr/share/man/man1/rctl.1.gz"

@@ -10,8 +10,8 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 
 # The image's packages: systemd as init, a kernel that boots under QEMU (virtio), iproute2;
-# rcd's Depends and Recommends (packaging/deb/control.in: runc, containernetworking-plugins,
-# iptables, libc6; nftables); dbus as on a standard Debian install (systemd recommends it);
+# rcd's Depends and Recommends (packaging/deb/control.in: runc, nftables, libc6;
+# containernetworking-plugins, iptables); dbus as on a standard Debian install (systemd recommends it);
 # busybox-static for fixtures and debugging, kmod (modprobe for the CNI plugins' iptables),
 # procps (ps, pgrep), util-linux (setpriv, mount), e2fsprogs (fsck of / and of the test disk),
 # jq (the scenario reads rctl's JSON).

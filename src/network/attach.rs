@@ -213,7 +213,20 @@ impl Networks {
             };
             joined.networks.push(joined_network);
         }
-        joined.ports = unit.network.ports.iter().map(|p| p.to_string()).collect();
+        // An IPv4 container is not published on IPv6 host addresses (see `native_ports`):
+        // only what is published is shown.
+        let v4 = joined
+            .networks
+            .first()
+            .and_then(|n| n.address.as_deref())
+            .is_some_and(|a| !a.contains(':'));
+        joined.ports = unit
+            .network
+            .ports
+            .iter()
+            .filter(|p| !(v4 && p.host_ip.is_some_and(|ip| ip.is_ipv6())))
+            .map(|p| p.to_string())
+            .collect();
         self.write_files(unit, dir, &joined)?;
         Ok(joined)
     }
@@ -323,9 +336,9 @@ fn native_ports(ports: &[PortMapping]) -> Vec<Published> {
                 }
             };
             let proto = match p.protocol {
-                Protocol::Tcp => bridge::nft::Proto::Tcp,
-                Protocol::Udp => bridge::nft::Proto::Udp,
-                Protocol::Sctp => bridge::nft::Proto::Sctp,
+                Protocol::Tcp => Proto::Tcp,
+                Protocol::Udp => Proto::Udp,
+                Protocol::Sctp => Proto::Sctp,
             };
             Some(Published {
                 host_ip,

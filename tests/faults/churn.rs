@@ -38,7 +38,8 @@ impl Kind {
     fn text(self, variant: u32) -> String {
         let (script, restart, net) = match self {
             Kind::Sleep => ("exec sleep 1000", "", "mode = \"none\""),
-            Kind::Bridged => ("exec sleep 1000", "", ""),
+            // The default network, natively, with a published port (a map element).
+            Kind::Bridged => ("exec sleep 1000", "", "ports = [\"127.0.0.1::80\"]"),
             Kind::Once => ("exit 0", "", "mode = \"none\""),
             Kind::Crashing => (
                 "exit 3",

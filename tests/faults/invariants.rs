@@ -254,6 +254,7 @@ pub fn check(d: &Daemon, want: &BTreeMap<String, Want>) {
             "CNI cache without a network: {entry}"
         );
     }
+    native_network_matches(d, &networked);
     let leaked_netns: Vec<String> = std::process::Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -284,6 +285,87 @@ pub fn check(d: &Daemon, want: &BTreeMap<String, Want>) {
     for n in want.keys() {
         assert!(list.contains(n.as_str()), "{n} in rctl list:\n{list}");
     }
+}
+
+/// The native bridge driver's state and the kernel's agree with the running networked
+/// containers, and with each other: one record and one lease each and nothing else; on the
+/// bridge exactly their veths; in the daemon's nftables maps exactly their published ports.
+fn native_network_matches(d: &Daemon, networked: &BTreeSet<String>) {
+    let dir = d.root.join("net/rcd");
+    let records: BTreeMap<String, Value> = dir_names(&dir.join("attachments"))
+        .into_iter()
+        .map(|f| {
+            let v: Value =
+                serde_json::from_slice(&std::fs::read(dir.join("attachments").join(&f)).unwrap())
+                    .unwrap_or_else(|e| panic!("record {f}: {e}"));
+            (f.trim_end_matches(".json").to_string(), v)
+        })
+        .collect();
+    let ids: BTreeSet<String> = records.keys().cloned().collect();
+    assert_eq!(&ids, networked, "native attachment records");
+    for (id, r) in &records {
+        assert_eq!(r["complete"], true, "{id}: {r:#}");
+    }
+    let leases: BTreeMap<String, String> = dir_names(&dir.join("leases"))
+        .into_iter()
+        .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
+        .map(|f| {
+            let holder = std::fs::read_to_string(dir.join("leases").join(&f)).unwrap();
+            (f, holder)
+        })
+        .collect();
+    let holders: BTreeSet<String> = leases.values().cloned().collect();
+    assert_eq!(&holders, networked, "leases: {leases:?}");
+    assert_eq!(leases.len(), networked.len(), "one lease each: {leases:?}");
+    for (id, r) in &records {
+        assert_eq!(
+            leases.get(r["address"].as_str().unwrap_or_default()),
+            Some(id),
+            "{id}'s record and lease agree"
+        );
+    }
+    // The kernel: veths on the bridge are the records' host ends.
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", &d.net.bridge])
+        .output()
+        .unwrap();
+    let veths: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect();
+    let want_veths: BTreeSet<String> = records
+        .values()
+        .map(|r| r["host_veth"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(veths, want_veths, "veths on {}", d.net.bridge);
+    // The maps: exactly the records' ports (elements as nft prints them).
+    let table = format!("rcd_{}", rcd::config::root_tag(&d.root));
+    let out = std::process::Command::new("nft")
+        .args(["-j", "list", "table", "inet", &table])
+        .output()
+        .unwrap();
+    let mut elements = 0;
+    if out.status.success() {
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        for item in v["nftables"].as_array().into_iter().flatten() {
+            if let Some(elem) = item["map"]["elem"].as_array() {
+                elements += elem.len();
+                for e in elem {
+                    let text = e.to_string();
+                    assert!(
+                        leases.keys().any(|ip| text.contains(&format!("\"{ip}\""))),
+                        "a map element for no running container: {text}"
+                    );
+                }
+            }
+        }
+    }
+    let ports: usize = records
+        .values()
+        .map(|r| r["ports"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(elements, ports, "map elements against the records' ports");
 }
 
 fn all_pids() -> Vec<i64> {

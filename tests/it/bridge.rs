@@ -17,14 +17,14 @@ fn bridge_daemon() -> Daemon {
     Daemon::start()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()
         .port()
 }
 
-fn lines_of(cmd: &[&str]) -> BTreeSet<String> {
+pub fn lines_of(cmd: &[&str]) -> BTreeSet<String> {
     let out = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -32,7 +32,7 @@ fn lines_of(cmd: &[&str]) -> BTreeSet<String> {
         .collect()
 }
 
-fn web_unit(ports: &str) -> String {
+pub fn web_unit(ports: &str) -> String {
     format!(
         "[container]\nrootfs = \"{}\"\ncommand = [\"sh\", \"-c\", \"mkdir -p /www && echo hello-bridge > /www/index.html && exec httpd -f -p 80 -h /www\"]\nstop_signal = \"KILL\"\n\n[network]\nmode = \"bridge\"\nports = [{ports}]\n\n[restart]\npolicy = \"always\"\ndelay = \"200ms\"\nmax_delay = \"500ms\"\n",
         rootfs().display()
@@ -219,14 +219,14 @@ fn a_daemon_killed_between_cni_add_and_the_runtime_start_cleans_up_at_its_next_s
     assert_no_trace(&d, &id);
 }
 
-fn sleeper(extra: &str) -> String {
+pub fn sleeper(extra: &str) -> String {
     format!(
         "[container]\nrootfs = \"{}\"\ncommand = [\"sleep\", \"1000\"]\nstop_signal = \"KILL\"\n{extra}\n[network]\nmode = \"bridge\"\n",
         rootfs().display()
     )
 }
 
-fn address_of(s: &serde_json::Value) -> String {
+pub fn address_of(s: &serde_json::Value) -> String {
     let a = s["network"]["networks"][0]["address"]
         .as_str()
         .unwrap_or_default();
@@ -278,7 +278,7 @@ fn units_on_a_bridge_reach_each_other_by_name_and_names_follow_recreation() {
 /// What of daemon `d`'s networks shows on the host: veths on its bridge, lines of
 /// `iptables-save` and `nft list ruleset` that name its containers or its subnet, `ip netns`
 /// entries that name them, its pinned namespaces, its IPAM leases and CNI cache entries.
-fn traces(d: &Daemon) -> BTreeSet<String> {
+pub fn traces(d: &Daemon) -> BTreeSet<String> {
     let tag = format!("rcd-{}-", rcd::config::root_tag(&d.root));
     let mine = |l: &String| l.contains(&tag) || l.contains(&d.net.prefix);
     let mut out = BTreeSet::new();
@@ -338,7 +338,7 @@ fn traces(d: &Daemon) -> BTreeSet<String> {
     out
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
@@ -398,6 +398,18 @@ fn a_daemon_killed_with_networked_containers_then_restarted_and_emptied_leaves_n
     assert!(d.mounts().is_empty(), "{:?}", d.mounts());
 }
 
+/// Runs each command of `steps` in order; each must succeed.
+pub fn run_all(steps: &[&[&str]]) {
+    for step in steps {
+        let out = Command::new(step[0]).args(&step[1..]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{step:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// A namespace "outside" the host, joined to it by a veth pair of its own /30: a client on
 /// another machine, as far as the host's firewall and routing can tell.
 struct Outside {
@@ -429,14 +441,7 @@ impl Outside {
             &["ip", "-n", &o.netns, "link", "set", &peer_if, "up"],
             &["ip", "-n", &o.netns, "link", "set", "lo", "up"],
         ];
-        for step in steps {
-            let out = Command::new(step[0]).args(&step[1..]).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{step:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        run_all(&steps);
         o
     }
 

@@ -81,6 +81,9 @@ pub struct Daemon {
     /// The default network's bridge and subnet: this daemon's own, so daemons of tests that
     /// run in parallel never share a bridge or hand out the same address.
     pub net: TestNet,
+    /// A network namespace to run the daemon in (a whole host's network of its own, firewall
+    /// included), instead of the test's.
+    pub netns: Option<PathBuf>,
 }
 
 /// A bridge name and a /24 no other test daemon on this machine holds at the same time (a
@@ -168,6 +171,7 @@ impl Daemon {
             binary: None,
             config,
             net: TestNet::take(),
+            netns: None,
         }
     }
 
@@ -228,7 +232,16 @@ impl Daemon {
         if !self.config.exists() {
             self.write_config("", "");
         }
-        let mut cmd = Command::new(self.binary.as_deref().unwrap_or(Path::new(RCD)));
+        let binary = self.binary.as_deref().unwrap_or(Path::new(RCD));
+        let mut cmd = match &self.netns {
+            // nsenter enters and execs: the daemon is still this child.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--units-dir")

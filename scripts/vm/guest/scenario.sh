@@ -76,6 +76,19 @@ same() { # EXPECTED GOT
 web_answers() {
   timeout 10 busybox wget -q -O - http://127.0.0.1:8080/ | tee /dev/stderr | grep -qx hello-from-web
 }
+# The default network as the kernel and the state hold it: veths on rcd0, elements of rcd's
+# nftables maps (its table is named for the root's tag), address leases.
+rcd_table() {
+  echo "rcd_$(printf %s /var/lib/rcd | sha256sum | cut -c1-6)"
+}
+network_is() { # VETHS ELEMENTS: one veth and one lease per bridged container
+  v=$(ip -o link show master rcd0 | grep -c .)
+  e=$(nft -j list table inet "$(rcd_table)" | jq '[.nftables[] | .map.elem? // empty | .[]] | length')
+  l=0
+  for f in /var/lib/rcd/net/rcd/leases/[0-9]*; do [ -e "$f" ] && l=$((l + 1)); done
+  echo "veths $v, map elements $e, leases $l"
+  [ "$v" = "$1" ] && [ "$e" = "$2" ] && [ "$l" = "$1" ]
+}
 all_running() {
   for u in "$@"; do is_state "$u" running || return 1; done
 }
@@ -372,6 +385,7 @@ phase1() {
   check "the rootfs unit runs" wait_until 120 "app running" is_state app running
   check "the published port answers on the guest's 127.0.0.1" wait_until 30 "web answers" web_answers
   check "units reach each other by name over the bridge" wait_until 30 "app reaches web" by_name
+  check "the native bridge: a veth and a lease each, one map element (web's port)" network_is 2 1
 
   note "3. cgroup v2"
   write_lim
@@ -499,6 +513,7 @@ phase2() {
   check "after the boot: the boot start is not counted as a restart" field_is always restarts 0
   check "after the boot: web started before app (after/requires)" started_in_order web app
   check "after the boot: the published port answers again" wait_until 60 "web answers" web_answers
+  check "after the boot: the bridge's state is the running containers' only" network_is 2 1
   rctl list >"$VM_OUT/rctl-list-after-reboot.txt" 2>&1
   want=$(running_ids)
   check "no stale runtime state: runc knows exactly the running containers" same "$want" "$(runc_ids)"
@@ -515,6 +530,7 @@ phase2() {
   check "purge: no group rcd" sh -c '! getent group rcd'
   check "purge: no state, socket or binaries; nothing mounted under /var/lib/rcd" purge_no_state
   check "purge: the default bridge is gone" sh -c '! ip link show rcd0'
+  check "purge: rcd's nftables table is gone" sh -c "! nft list table inet $(rcd_table)"
   check "purge: the operator's unit files are kept" test -e "$U/web.toml"
   finish_phase poweroff
 }

@@ -1,12 +1,16 @@
 //! Addresses of a native bridge network: one lease file per address taken, named by the
 //! address and holding the container id, created with `O_EXCL` so that taking an address is
-//! atomic whoever else is at it, and a crash leaves either a whole lease or none. Addresses
-//! the CNI host-local plugin leased on the same network (containers set up before the native
-//! driver, still running) count as taken.
+//! atomic whoever else is at it. The files are the truth; an index of them in memory, read
+//! once, spares every start a scan of the directory (one daemon owns a root). A lease file left
+//! empty by a crash between its creation and its write is removed when the index is read.
+//! Addresses the CNI host-local plugin leased on the same network (containers set up before the
+//! native driver, still running) count as taken.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::network::cni::Cidr;
 
@@ -34,6 +38,8 @@ pub struct Leases {
     cni_dir: PathBuf,
     subnet: Cidr,
     gateway: IpAddr,
+    /// Address → holder, as the files say; read at first use.
+    index: Arc<Mutex<Option<BTreeMap<IpAddr, String>>>>,
 }
 
 impl Leases {
@@ -44,7 +50,44 @@ impl Leases {
             cni_dir,
             subnet,
             gateway,
+            index: Arc::default(),
         }
+    }
+
+    /// The index, read from the directory if it was not yet.
+    fn index(&self) -> Result<MutexGuard<'_, Option<BTreeMap<IpAddr, String>>>, Error> {
+        let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.read_dir()?);
+        }
+        Ok(guard)
+    }
+
+    fn read_dir(&self) -> Result<BTreeMap<IpAddr, String>, Error> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(Self::io(&self.dir)(e)),
+        };
+        let mut out = BTreeMap::new();
+        for e in entries.flatten() {
+            let Some(ip) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            let holder = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let holder = holder.trim();
+            if holder.is_empty() {
+                // Created, never written: a crash in between. Nobody holds it.
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            out.insert(ip, holder.to_string());
+        }
+        Ok(out)
     }
 
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -56,34 +99,30 @@ impl Leases {
 
     /// The address leased to `id`, if any.
     pub fn held_by(&self, id: &str) -> Result<Option<IpAddr>, Error> {
-        Ok(self.all()?.into_iter().find(|(_, o)| o == id).map(|(ip, _)| ip))
+        Ok(self
+            .all()?
+            .into_iter()
+            .find(|(_, o)| o == id)
+            .map(|(ip, _)| ip))
     }
 
     /// Every lease: address and holder.
     pub fn all(&self) -> Result<Vec<(IpAddr, String)>, Error> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Self::io(&self.dir)(e)),
-        };
-        let mut out = Vec::new();
-        for e in entries.flatten() {
-            let Some(ip) = e.file_name().to_str().and_then(|n| n.parse::<IpAddr>().ok()) else {
-                continue;
-            };
-            // A lease being written is empty for an instant: it is taken, by nobody yet.
-            let holder = std::fs::read_to_string(e.path()).unwrap_or_default();
-            out.push((ip, holder.trim().to_string()));
-        }
-        out.sort();
-        Ok(out)
+        let index = self.index()?;
+        Ok(index
+            .iter()
+            .flatten()
+            .map(|(ip, h)| (*ip, h.clone()))
+            .collect())
     }
 
     /// Leases an address to `id`: the one it holds already, else the first free one after the
     /// last handed out (wrapping), so that a released address is not reused at once.
     pub fn take(&self, id: &str) -> Result<IpAddr, Error> {
-        if let Some(ip) = self.held_by(id)? {
-            return Ok(ip);
+        let mut guard = self.index()?;
+        let index = guard.get_or_insert_with(BTreeMap::new);
+        if let Some((ip, _)) = index.iter().find(|(_, h)| *h == id) {
+            return Ok(*ip);
         }
         std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
         let last_file = self.dir.join("last");
@@ -95,7 +134,10 @@ impl Leases {
         let start = last.map_or(0, |ip| offset(self.subnet, ip).saturating_sub(first) + 1);
         for k in 0..count {
             let ip = nth(self.subnet, first + (start + k) % count);
-            if ip == self.gateway || self.cni_dir.join(ip.to_string()).exists() {
+            if ip == self.gateway
+                || index.contains_key(&ip)
+                || self.cni_dir.join(ip.to_string()).exists()
+            {
                 continue;
             }
             let path = self.dir.join(ip.to_string());
@@ -108,10 +150,12 @@ impl Leases {
                     // No fsync: a lease lost to a power cut is one of a container that did
                     // not survive it either.
                     f.write_all(id.as_bytes()).map_err(Self::io(&path))?;
+                    index.insert(ip, id.to_string());
                     // Only a hint: a lost update costs a longer scan next time.
                     let _ = crate::network::files::write_in_place(&last_file, &ip.to_string());
                     return Ok(ip);
                 }
+                // Not ours to know of (another process at this directory): taken.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(Self::io(&path)(e)),
             }
@@ -121,14 +165,21 @@ impl Leases {
 
     /// Gives back what `id` holds; nothing held is fine.
     pub fn release(&self, id: &str) -> Result<(), Error> {
-        for (ip, holder) in self.all()? {
-            if holder == id {
-                let path = self.dir.join(ip.to_string());
-                match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(Self::io(&path)(e))
-                    }
-                    _ => {}
+        let mut guard = self.index()?;
+        let index = guard.get_or_insert_with(BTreeMap::new);
+        let held: Vec<IpAddr> = index
+            .iter()
+            .filter(|(_, h)| *h == id)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in held {
+            let path = self.dir.join(ip.to_string());
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Self::io(&path)(e))
+                }
+                _ => {
+                    index.remove(&ip);
                 }
             }
         }
@@ -187,7 +238,11 @@ mod tests {
         std::fs::write(dir.path().join("cni/10.9.0.3"), "old-cni-container").unwrap();
         assert_eq!(l.take("a").unwrap().to_string(), "10.9.0.2");
         assert_eq!(l.take("a").unwrap().to_string(), "10.9.0.2", "held already");
-        assert_eq!(l.take("b").unwrap().to_string(), "10.9.0.4", "the CNI lease is taken");
+        assert_eq!(
+            l.take("b").unwrap().to_string(),
+            "10.9.0.4",
+            "the CNI lease is taken"
+        );
         assert_eq!(l.held_by("b").unwrap().unwrap().to_string(), "10.9.0.4");
         l.release("a").unwrap();
         l.release("a").unwrap();
@@ -200,6 +255,15 @@ mod tests {
         assert_eq!(err, "no free address left in 10.9.0.0/29");
         let holders: Vec<String> = l.all().unwrap().into_iter().map(|(_, h)| h).collect();
         assert_eq!(holders, ["e", "b", "c", "d"]);
+
+        // A later daemon reads the files: the same leases; an empty file (a crash between
+        // its creation and its write) is nobody's and goes.
+        l.release("c").unwrap();
+        std::fs::write(dir.path().join("native/10.9.0.5"), "").unwrap();
+        let again = leases(dir.path(), "10.9.0.0/29");
+        assert_eq!(again.all().unwrap(), l.all().unwrap());
+        assert!(!dir.path().join("native/10.9.0.5").exists());
+        assert_eq!(again.held_by("d").unwrap().unwrap().to_string(), "10.9.0.6");
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub struct Wire {
 pub struct Wired {
     /// Its MAC address (`aa:bb:...`).
     pub mac: String,
+    /// True if the bridge had to be made again (someone deleted it).
+    pub bridge_made: bool,
 }
 
 /// Runs `f` on a thread of its own with a handle on the host's namespace and, given `netns`,
@@ -167,14 +169,24 @@ async fn add_address(
 /// Makes sure the bridge exists, is up and has the gateway address; returns its index.
 pub fn ensure_bridge(spec: &BridgeSpec) -> Result<u32, Error> {
     let spec = spec.clone();
-    on_thread(None, move |host, _| async move { ensure_bridge_in(&host, &spec).await })
+    on_thread(None, move |host, _| async move {
+        ensure_bridge_in(&host, &spec).await.map(|(i, _)| i)
+    })
 }
 
-async fn ensure_bridge_in(host: &Handle, spec: &BridgeSpec) -> Result<u32, Error> {
+/// The bridge's index, and whether it had to be made.
+async fn ensure_bridge_in(host: &Handle, spec: &BridgeSpec) -> Result<(u32, bool), Error> {
+    let mut made = false;
     let index = match index_of(host, &spec.name).await? {
         Some(i) => i,
         None => {
-            match host.link().add(LinkBridge::new(&spec.name).build()).execute().await {
+            made = true;
+            match host
+                .link()
+                .add(LinkBridge::new(&spec.name).build())
+                .execute()
+                .await
+            {
                 Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::EEXIST => {}
                 r => r.map_err(|e| Error::netlink(format!("create bridge {}", spec.name), e))?,
             }
@@ -189,7 +201,7 @@ async fn ensure_bridge_in(host: &Handle, spec: &BridgeSpec) -> Result<u32, Error
         .execute()
         .await
         .map_err(|e| Error::netlink(format!("set {} up", spec.name), e))?;
-    Ok(index)
+    Ok((index, made))
 }
 
 /// Creates the container's veth pair: the host end a port of the bridge (hairpin on), up; the
@@ -200,7 +212,7 @@ pub fn wire(w: &Wire) -> Result<Wired, Error> {
     let netns = w.netns.clone();
     on_thread(Some(&netns), move |host, inside| async move {
         let inside = inside.ok_or_else(|| Error::new("netlink", "no handle in the container"))?;
-        let bridge = ensure_bridge_in(&host, &w.bridge).await?;
+        let (bridge, bridge_made) = ensure_bridge_in(&host, &w.bridge).await?;
         delete_in(&host, &w.host_veth).await?;
         let ns = std::fs::File::open(&w.netns)
             .map_err(|e| Error::new(format!("open {}", w.netns.display()), e))?;
@@ -270,11 +282,11 @@ pub fn wire(w: &Wire) -> Result<Wired, Error> {
             .build();
         match inside.route().add(route).execute().await {
             Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::EEXIST => {}
-            r => r.map_err(|e| {
-                Error::netlink(format!("default route via {}", w.bridge.gateway), e)
-            })?,
+            r => {
+                r.map_err(|e| Error::netlink(format!("default route via {}", w.bridge.gateway), e))?
+            }
         }
-        Ok(Wired { mac })
+        Ok(Wired { mac, bridge_made })
     })
 }
 
@@ -282,7 +294,10 @@ pub fn wire(w: &Wire) -> Result<Wired, Error> {
 /// not there is fine.
 pub fn delete(name: &str) -> Result<(), Error> {
     let name = name.to_string();
-    on_thread(None, move |host, _| async move { delete_in(&host, &name).await })
+    on_thread(
+        None,
+        move |host, _| async move { delete_in(&host, &name).await },
+    )
 }
 
 async fn delete_in(host: &Handle, name: &str) -> Result<(), Error> {
@@ -372,7 +387,7 @@ mod tests {
         cleanup();
         let from = reached.expect("the gateway is reachable from the namespace");
         assert_eq!(from.ip().to_string(), "10.123.7.9");
-        assert_eq!(names, [w.host_veth.clone()]);
+        assert_eq!(names, std::slice::from_ref(&w.host_veth));
         assert!(after.is_empty(), "{after:?}");
     }
 }

@@ -9,6 +9,7 @@
 //! exist (lease, veth, map elements), and the sweep at the next start removes it.
 
 pub mod coexist;
+pub mod elements;
 pub mod ipam;
 pub mod link;
 pub mod nft;
@@ -234,16 +235,23 @@ impl Native {
     /// At daemon start: the table rebuilt from the records (a reboot or a crash left it
     /// stale or took it away), if this daemon has records or a table.
     pub fn restore(&self) -> Result<(), Error> {
-        let records = self.records();
-        let nft_err = |source| Error::Nft {
+        let exists = self.table.exists().map_err(|source| Error::Nft {
             network: self.name.clone(),
             source,
-        };
-        if records.is_empty() && !self.table.exists().map_err(nft_err)? {
+        });
+        if self.records().is_empty() && !exists? {
             return Ok(());
         }
-        let elements: Vec<Published> = records.iter().flat_map(|r| r.ports.clone()).collect();
-        self.table.rebuild(&elements).map_err(nft_err)
+        self.rebuild_table()
+    }
+
+    /// The table made anew with the records' published ports.
+    fn rebuild_table(&self) -> Result<(), Error> {
+        let elements: Vec<Published> = self.records().into_iter().flat_map(|r| r.ports).collect();
+        self.table.rebuild(&elements).map_err(|source| Error::Nft {
+            network: self.name.clone(),
+            source,
+        })
     }
 
     /// The bridge, forwarding and the firewall, once per daemon life (and again after a
@@ -257,12 +265,24 @@ impl Native {
             network: self.name.clone(),
             source,
         })?;
+        self.set_sysctls();
+        self.rebuild_table()?;
+        coexist::allow_forwarding(&self.bridge.name);
+        *ready = true;
+        Ok(())
+    }
+
+    /// Forwarding on; and `route_localnet` on the bridge, so that published ports answer the
+    /// host's own 127.0.0.1 (the DNAT happens in OUTPUT, the reply comes back through the
+    /// bridge; see `nft`).
+    fn set_sysctls(&self) {
         for (file, value) in [
             ("/proc/sys/net/ipv4/ip_forward".to_string(), "1"),
-            // Published ports answer the host's own 127.0.0.1 (the DNAT happens in OUTPUT,
-            // the reply must come back through the bridge); see `nft`.
             (
-                format!("/proc/sys/net/ipv4/conf/{}/route_localnet", self.bridge.name),
+                format!(
+                    "/proc/sys/net/ipv4/conf/{}/route_localnet",
+                    self.bridge.name
+                ),
                 "1",
             ),
         ] {
@@ -270,15 +290,6 @@ impl Native {
                 tracing::warn!(network = %self.name, "{file}: {e}");
             }
         }
-        let records = self.records();
-        let elements: Vec<Published> = records.iter().flat_map(|r| r.ports.clone()).collect();
-        self.table.rebuild(&elements).map_err(|source| Error::Nft {
-            network: self.name.clone(),
-            source,
-        })?;
-        coexist::allow_forwarding(&self.bridge.name);
-        *ready = true;
-        Ok(())
     }
 
     /// The host end's name for instance `id`: at most 15 bytes, the same at every try.
@@ -319,7 +330,8 @@ impl Native {
             })
             .collect();
         // Held from the check to the map update, so two starts cannot take one host port.
-        let _held = (!ports.is_empty()).then(|| self.ports.lock().unwrap_or_else(|p| p.into_inner()));
+        let _held =
+            (!ports.is_empty()).then(|| self.ports.lock().unwrap_or_else(|p| p.into_inner()));
         self.check_clashes(id, &ports)?;
         let mut record = Record {
             container_id: id.to_string(),
@@ -347,6 +359,10 @@ impl Native {
             source,
         })?;
         record.mac = Some(wired.mac);
+        if wired.bridge_made {
+            tracing::warn!(network = %self.name, "bridge {} was gone: made again", self.bridge.name);
+            self.set_sysctls();
+        }
         let t_wired = t0.elapsed();
         self.table.add(&record.ports).map_err(|source| Error::Nft {
             network: self.name.clone(),

@@ -1,9 +1,9 @@
 //! The native bridge's firewall: one nftables table per daemon (`inet rcd_<root tag>`), so two
 //! daemons on one host never touch each other's rules. Its chains are fixed; what changes per
 //! container is elements of two maps (published ports by host address, and on every host
-//! address), so a container's start or removal is one `nft -f` transaction of a few elements,
-//! and the whole table is rebuilt from the attachment records in one transaction at daemon
-//! start (rules from before a reboot or a crash go with it).
+//! address), so a container's start or removal is one netlink transaction of a few elements
+//! (`elements`), and the whole table is rebuilt from the attachment records by one `nft -f`
+//! transaction at daemon start (rules from before a reboot or a crash go with it).
 //!
 //! What the table does, as Docker's iptables rules do for `docker0`:
 //! - outbound traffic of the subnet is masqueraded;
@@ -22,6 +22,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::network::cni::Cidr;
+pub use crate::unit::ports::Proto;
+
+use super::elements::Op;
 
 /// An `nft` call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,28 +49,6 @@ pub struct Published {
     pub container_port: u16,
 }
 
-/// A transport protocol nftables names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-    /// SCTP.
-    Sctp,
-}
-
-impl Proto {
-    fn name(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Sctp => "sctp",
-        }
-    }
-}
-
 impl Published {
     /// The map this element goes in, and the element.
     fn element(&self) -> (&'static str, String) {
@@ -77,13 +58,13 @@ impl Published {
                 "ports4",
                 format!(
                     "{ip} . {} . {} : {target}",
-                    self.proto.name(),
+                    self.proto.as_str(),
                     self.host_port
                 ),
             ),
             _ => (
                 "ports4_any",
-                format!("{} . {} : {target}", self.proto.name(), self.host_port),
+                format!("{} . {} : {target}", self.proto.as_str(), self.host_port),
             ),
         }
     }
@@ -100,14 +81,16 @@ impl Published {
 
 impl std::fmt::Display for Published {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let host = self.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string());
+        let host = self
+            .host_ip
+            .map_or("0.0.0.0".to_string(), |ip| ip.to_string());
         write!(
             f,
             "{host}:{}->{}:{}/{}",
             self.host_port,
             self.container_ip,
             self.container_port,
-            self.proto.name()
+            self.proto.as_str()
         )
     }
 }
@@ -168,7 +151,23 @@ impl Table {
              \x20 }}\n\
              }}\n"
         );
-        s.push_str(&self.elements_script("add", elements));
+        // One element per key: a second one would fail the whole transaction (records never
+        // share a host port; this keeps a broken one from taking the table down with it).
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<Published> = elements
+            .iter()
+            .filter(|p| {
+                let (map, element) = p.element();
+                let key = element.split(" : ").next().unwrap_or_default().to_string();
+                let first = seen.insert((map, key));
+                if !first {
+                    tracing::warn!("{}: host port published twice; kept the first", p);
+                }
+                first
+            })
+            .copied()
+            .collect();
+        s.push_str(&self.elements_script("add", &unique));
         s
     }
 
@@ -186,23 +185,21 @@ impl Table {
         nft(&self.rebuild_script(elements))
     }
 
-    /// Adds `elements` (one transaction).
+    /// Adds `elements` (one transaction, through netlink: see `elements`).
     pub fn add(&self, elements: &[Published]) -> Result<(), Error> {
-        if elements.is_empty() {
-            return Ok(());
-        }
-        nft(&self.elements_script("add", elements))
+        let ops: Vec<_> = elements.iter().map(|p| (Op::Add, *p)).collect();
+        super::elements::apply(&self.name, &ops)
     }
 
     /// Removes `elements` (one transaction); those not there are fine (each is added, then
-    /// deleted, as nft 1.0.6 has no `destroy`).
+    /// deleted: a delete of a missing element would fail the whole transaction).
     pub fn remove(&self, elements: &[Published]) -> Result<(), Error> {
-        if elements.is_empty() {
-            return Ok(());
-        }
-        let mut s = self.elements_script("add", elements);
-        s.push_str(&self.elements_script("delete", elements));
-        match nft(&s) {
+        let ops: Vec<_> = elements
+            .iter()
+            .map(|p| (Op::Add, *p))
+            .chain(elements.iter().map(|p| (Op::Delete, *p)))
+            .collect();
+        match super::elements::apply(&self.name, &ops) {
             // The table itself is gone (a reboot, an operator's flush): nothing to remove.
             Err(Error(m)) if m.contains("No such file or directory") => Ok(()),
             r => r,
@@ -286,6 +283,12 @@ mod tests {
         );
         let r = t.rebuild_script(&[]);
         assert!(r.starts_with("table inet rcd_abc123\ndelete table inet rcd_abc123\n"));
+        let twice = t.rebuild_script(&[
+            p(None, Proto::Tcp, 80, 80),
+            p(None, Proto::Tcp, 80, 81),
+            p(None, Proto::Udp, 80, 80),
+        ]);
+        assert_eq!(twice.matches("add element").count(), 2, "{twice}");
         assert!(r.contains("ip saddr 10.89.0.0/16 ip daddr != 10.89.0.0/16 masquerade"));
         assert!(r.contains("iifname \"rcd0\" ip daddr 127.0.0.0/8 drop"));
     }
