@@ -448,21 +448,7 @@ impl Outside {
     /// One HTTP GET from outside to the host's address on `port` (a few seconds at most),
     /// from a thread that joins the outside namespace (namespaces are per thread).
     fn get(&self, port: u16) -> Option<String> {
-        use std::io::{Read, Write};
-        let ns = std::fs::File::open(format!("/run/netns/{}", self.netns)).ok()?;
-        let addr: std::net::SocketAddr = format!("{}:{port}", self.host_ip).parse().ok()?;
-        std::thread::spawn(move || -> Option<String> {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
-            let mut s = std::net::TcpStream::connect_timeout(&addr, 2 * SEC).ok()?;
-            s.set_read_timeout(Some(2 * SEC)).ok()?;
-            s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-            let mut text = String::new();
-            s.read_to_string(&mut text).ok()?;
-            Some(text)
-        })
-        .join()
-        .ok()
-        .flatten()
+        crate::native_net::get_from(&self.netns, &format!("{}:{port}", self.host_ip))
     }
 }
 

@@ -108,7 +108,7 @@ fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static)
 }
 
 /// One HTTP GET to `addr` from namespace `ns` (a few seconds at most).
-fn get_from(ns: &str, addr: &str) -> Option<String> {
+pub fn get_from(ns: &str, addr: &str) -> Option<String> {
     let addr: SocketAddr = addr.parse().unwrap();
     in_netns(ns, move || {
         let mut s = std::net::TcpStream::connect_timeout(&addr, 2 * SEC).ok()?;
