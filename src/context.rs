@@ -47,6 +47,10 @@ pub struct Context {
     pub queue: crate::reconcile::Queue,
     /// The unit table.
     pub units: UnitTable,
+    /// Named volumes.
+    pub volumes: crate::volume::Volumes,
+    /// Brings the running bridge containers' `/etc/hosts` up to date, a burst at a time.
+    pub hosts: crate::reconcile::hosts::Refresher,
     /// Lines each running container's log dropped, as last read.
     pub log_drops: Arc<crate::logs::drops::Drops>,
     /// Health of the monitored containers.
@@ -127,6 +131,7 @@ impl Context {
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let tag = crate::config::root_tag(&paths.root);
+        let volumes = crate::volume::Volumes::new(paths.volumes.clone());
         Context {
             cgroups: crate::cgroup::Layout::new(cgroup_driver, &tag),
             tag,
@@ -145,6 +150,8 @@ impl Context {
             scans: crate::desired::owner::channel().0,
             queue: crate::reconcile::Queue::default(),
             units: UnitTable::default(),
+            hosts: crate::reconcile::hosts::Refresher::default(),
+            volumes,
             health: crate::health::Registry::default(),
             log_drops: Arc::default(),
             events,

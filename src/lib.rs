@@ -63,4 +63,5 @@ pub mod spec;
 pub mod store;
 pub mod table;
 pub mod unit;
+pub mod volume;
 pub mod watch;

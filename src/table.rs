@@ -21,8 +21,11 @@ pub struct Entry {
     pub present: bool,
     /// What is wrong with the file as it is now (the last valid version still applies).
     pub file_error: Option<String>,
-    /// Digest of the file bytes last read, to skip re-parsing an unchanged file.
+    /// Digest of the file bytes last read (with its external files'), to skip re-parsing an
+    /// unchanged file.
     pub digest: Option<[u8; 32]>,
+    /// The files outside its file that it read last (its env files), watched for changes.
+    pub externals: Vec<PathBuf>,
     /// Its persisted record.
     pub record: Option<Record>,
     /// A shim of this unit seen to exit (pid, start time), until the exit is observed: what

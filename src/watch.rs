@@ -43,6 +43,8 @@ pub struct DirWatcher {
     tx: mpsc::UnboundedSender<Tick>,
     ancestor: Option<(PathBuf, RecommendedWatcher)>,
     inner: Option<((u64, u64), RecommendedWatcher)>,
+    /// The directories of files outside the units directory that units read (env files).
+    extra: std::collections::BTreeMap<PathBuf, RecommendedWatcher>,
 }
 
 /// The device and inode a path resolves to now (through symlinks).
@@ -60,6 +62,7 @@ impl DirWatcher {
             tx,
             ancestor: None,
             inner: None,
+            extra: std::collections::BTreeMap::new(),
         };
         w.rearm();
         if w.ancestor.is_none() && w.inner.is_none() {
@@ -125,6 +128,46 @@ impl DirWatcher {
                     Ok(w) => self.ancestor = Some((a, w)),
                     Err(e) => tracing::warn!(path = %a.display(), "cannot watch: {e}"),
                 }
+            }
+        }
+    }
+}
+
+impl DirWatcher {
+    /// Watches the directories of `files` (units' env files) too, so a change of one is
+    /// rescanned like a change of a unit file; directories no longer needed are dropped.
+    pub fn watch_files(&mut self, files: &[PathBuf]) {
+        let dirs: std::collections::BTreeSet<PathBuf> = files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .filter(|d| d != &self.dir)
+            .collect();
+        self.extra.retain(|d, _| dirs.contains(d));
+        for dir in dirs {
+            if self.extra.contains_key(&dir) || !dir.is_dir() {
+                continue;
+            }
+            let tx = self.tx.clone();
+            let watched = dir.clone();
+            let made = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let tick = match &event {
+                    Ok(e) if e.need_rescan() => Some(Tick::Settled),
+                    Ok(e) if e.paths.iter().any(|p| p.parent() == Some(&watched)) => {
+                        classify(&e.kind)
+                    }
+                    Ok(_) => None,
+                    Err(_) => Some(Tick::Settled),
+                };
+                if let Some(t) = tick {
+                    let _ = tx.send(t);
+                }
+            })
+            .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+            match made {
+                Ok(w) => {
+                    self.extra.insert(dir, w);
+                }
+                Err(e) => tracing::warn!(path = %dir.display(), "cannot watch: {e}"),
             }
         }
     }

@@ -24,6 +24,8 @@ mod health;
 mod image;
 #[path = "it/image_cmd.rs"]
 mod image_cmd;
+#[path = "it/knobs.rs"]
+mod knobs;
 #[path = "it/layers.rs"]
 mod layers;
 #[path = "it/lifecycle.rs"]

@@ -11,3 +11,4 @@ pub mod server;
 pub mod stats;
 pub mod tcp;
 pub mod types;
+pub mod volumes;

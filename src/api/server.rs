@@ -29,6 +29,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/daemon", get(daemon))
         .merge(super::images::routes())
+        .merge(super::volumes::routes())
         .merge(super::logs::routes())
         .fallback(super::access::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -183,7 +184,15 @@ async fn inspect(
             .unit
             .as_ref()
             .and_then(|u| serde_json::to_value(&**u).ok()),
-        record: record.and_then(|r| serde_json::to_value(r).ok()),
+        // The secrets' digest stays inside: a short secret could be found from it.
+        record: record
+            .and_then(|r| serde_json::to_value(r).ok())
+            .map(|mut v| {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("secret_digest");
+                }
+                v
+            }),
         bundle: record
             .and_then(|r| r.container_id.as_ref())
             .map(|id| ctx.paths.bundle(id).display().to_string()),

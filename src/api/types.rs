@@ -151,6 +151,20 @@ pub struct ImageRequest {
     pub reference: String,
 }
 
+/// Names a volume (`rctl volume rm`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeRequest {
+    /// The volume.
+    pub name: String,
+}
+
+/// `rctl volume prune`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumesPruned {
+    /// The volumes removed.
+    pub removed: Vec<String>,
+}
+
 /// One line of a pull's answer (newline-delimited JSON, one every few hundred ms).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PullLine {

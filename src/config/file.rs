@@ -76,6 +76,9 @@ pub struct Network {
     pub config_dir: PathBuf,
     /// Where the CNI plugins are, searched in order.
     pub plugin_dirs: Vec<PathBuf>,
+    /// The network units join when they name none (default `rcd`): any network, `rcd` or a
+    /// conflist's name.
+    pub default: String,
 }
 
 /// Who sets up the default network's bridge, veths, addresses and rules.
@@ -118,6 +121,7 @@ impl Default for FileConfig {
                 subnet: "10.89.0.0/16".into(),
                 config_dir: "/etc/rcd/networks".into(),
                 plugin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+                default: crate::unit::DEFAULT_NETWORK.into(),
             },
             logs: Logs {
                 limits: crate::logs::Limits::default(),
@@ -213,6 +217,7 @@ struct RawNetwork {
     subnet: Option<Spanned<String>>,
     config_dir: Option<Spanned<String>>,
     plugin_dirs: Option<Vec<Spanned<String>>>,
+    default: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -333,6 +338,11 @@ impl FileConfig {
                     out.push(absolute(&v).map_err(|m| at(Some(v.span()), m))?);
                 }
                 config.network.plugin_dirs = out;
+            }
+            if let Some(v) = n.default {
+                crate::unit::check_network_name(v.get_ref())
+                    .map_err(|m| at(Some(v.span()), format!("default: {m}")))?;
+                config.network.default = v.into_inner();
             }
         }
         if let Some(a) = raw.api {
@@ -670,9 +680,11 @@ mod tests {
     fn network_keys() {
         let c = parse(
             "[network]\ndriver = \"cni\"\nbridge = \"rcdt1\"\nsubnet = \"10.90.4.0/24\"\nconfig_dir = \"/x/nets\"\n\
-             plugin_dirs = [\"/x/cni\"]\n",
+             plugin_dirs = [\"/x/cni\"]\ndefault = \"lan\"\n",
         )
         .unwrap();
+        assert_eq!(c.network.default, "lan");
+        assert_eq!(parse("").unwrap().network.default, "rcd");
         assert_eq!(c.network.driver, BridgeDriver::Cni);
         assert_eq!(parse("").unwrap().network.driver, BridgeDriver::Native);
         assert_eq!(c.network.bridge, "rcdt1");
@@ -704,6 +716,7 @@ mod tests {
                 "[network]\nplugin_dirs = [\"cni\"]\n",
                 "2:16: \"cni\" is not an absolute path",
             ),
+            ("[network]\ndefault = \"Bad Name\"\n", "2:11: default: "),
         ] {
             let got = parse(text).unwrap_err();
             assert!(got.contains(want), "{text:?}: {got}");

@@ -64,6 +64,8 @@ pub struct Paths {
     pub records: PathBuf,
     /// Container logs, one file per unit (kept after the unit is removed).
     pub logs: PathBuf,
+    /// Named volumes.
+    pub volumes: PathBuf,
 }
 
 impl Paths {
@@ -75,6 +77,7 @@ impl Paths {
             containers: root.join("containers"),
             records: root.join("units"),
             logs: root.join("logs"),
+            volumes: root.join("volumes"),
         }
     }
 

@@ -280,6 +280,25 @@ pub fn images(all: &[ImageInfo]) -> String {
     )
 }
 
+/// `rctl volume ls`: name, size, created, who mounts it.
+pub fn volumes(all: &[crate::volume::VolumeInfo]) -> String {
+    let rows: Vec<[String; 4]> = all
+        .iter()
+        .map(|v| {
+            [
+                v.name.clone(),
+                bytes(v.size),
+                v.created.clone(),
+                v.used_by.join(","),
+            ]
+        })
+        .collect();
+    columns(
+        ["VOLUME", "SIZE", "CREATED", "USED BY"].map(String::from),
+        &rows,
+    )
+}
+
 /// Left-aligned columns two spaces apart, the last one unpadded.
 fn columns<const N: usize>(header: [String; N], rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];

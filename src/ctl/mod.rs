@@ -7,6 +7,7 @@ mod format;
 mod image;
 mod logs;
 mod stats;
+mod volume;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -177,6 +178,12 @@ pub enum Command {
         #[command(subcommand)]
         command: image::ImageCommand,
     },
+    /// Named volumes: ls, inspect, rm, prune.
+    Volume {
+        /// What to do.
+        #[command(subcommand)]
+        command: volume::VolumeCommand,
+    },
     /// Validate unit files without a daemon (files or directories; default /etc/rcd/units).
     Check {
         /// Files or directories.
@@ -232,6 +239,7 @@ pub async fn run(cli: Cli) -> i32 {
         }
         Command::Logs(args) => logs::run(&client, args).await,
         Command::Image { command } => image::run(&client, command).await,
+        Command::Volume { command } => volume::run(&client, command).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "rctl", &mut std::io::stdout());

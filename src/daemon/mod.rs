@@ -224,6 +224,7 @@ pub async fn run(
     crate::desired::owner::once(&ctx)
         .await
         .map_err(Error::FirstScan)?;
+    watcher.watch_files(&external_files(&ctx));
     let lost = recover::adopt(&ctx);
     ctx.queue.poke_all();
     let counts = ctx.units.len();
@@ -242,6 +243,7 @@ pub async fn run(
     ));
     let scans = ctx.scans.clone();
     let wstop = stop.clone();
+    let wctx = ctx.clone();
     tasks.spawn(async move {
         loop {
             tokio::select! {
@@ -249,7 +251,9 @@ pub async fn run(
                 () = wstop.cancelled() => break,
             }
             watcher.rearm();
-            scans.request();
+            // Waited for, so the env files of what it loaded are watched from now on.
+            let _ = scans.reload().await;
+            watcher.watch_files(&external_files(&wctx));
         }
     });
 
@@ -399,4 +403,13 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {},
         _ = int.recv() => {},
     }
+}
+
+/// The files outside the units directory that loaded units read (their env files).
+fn external_files(ctx: &Context) -> Vec<std::path::PathBuf> {
+    ctx.units.view(|t| {
+        t.iter()
+            .flat_map(|(_, e)| e.externals.iter().cloned())
+            .collect()
+    })
 }

@@ -24,37 +24,52 @@ struct FileRead {
     name: String,
     path: PathBuf,
     digest: Option<[u8; 32]>,
+    /// The files outside it that it reads (its env files), part of its digest.
+    externals: Vec<PathBuf>,
     /// None: its bytes and ownership are as last seen, so it was not parsed again.
     outcome: Option<Result<unit::Unit, unit::Error>>,
 }
 
+/// What the table knows of a file: its digest and the external files that went into it.
+pub type Known = HashMap<String, ([u8; 32], Vec<PathBuf>)>;
+
 /// The digests of the files the table holds now: what `read` need not parse again.
-pub fn known(ctx: &Context) -> HashMap<String, [u8; 32]> {
+pub fn known(ctx: &Context) -> Known {
     ctx.units.view(|v| {
         v.iter()
             .filter(|(_, e)| e.present)
-            .filter_map(|(n, e)| Some((n.clone(), e.digest?)))
+            .filter_map(|(n, e)| Some((n.clone(), (e.digest?, e.externals.clone()))))
             .collect()
     })
 }
 
 /// Reads and parses the units directory (file I/O only, no table): run it off the async
 /// workers. A file whose digest is in `known` is not parsed again.
-pub fn read(dir: &Path, known: &HashMap<String, [u8; 32]>) -> Snapshot {
+pub fn read(dir: &Path, known: &Known) -> Snapshot {
     let listing = list(dir).map(|listing| {
         listing
             .into_iter()
             .map(|(name, path)| {
-                let digest = fingerprint(&path);
-                let outcome = match digest {
-                    Some(d) if known.get(&name) == Some(&d) => None,
-                    _ => Some(unit::load_file(&path)),
-                };
+                let own = fingerprint(&path);
+                // Unchanged if the file and every external file it read last time are.
+                if let (Some(own), Some((digest, externals))) = (own, known.get(&name)) {
+                    if with_externals(own, externals) == *digest {
+                        return FileRead {
+                            name,
+                            path,
+                            digest: Some(*digest),
+                            externals: externals.clone(),
+                            outcome: None,
+                        };
+                    }
+                }
+                let (outcome, externals) = unit::load_file_with_externals(&path);
                 FileRead {
                     name,
                     path,
-                    digest,
-                    outcome,
+                    digest: own.map(|own| with_externals(own, &externals)),
+                    externals,
+                    outcome: Some(outcome),
                 }
             })
             .collect()
@@ -111,15 +126,23 @@ pub fn apply(ctx: &Context, snapshot: Snapshot) -> BTreeSet<String> {
         name,
         path,
         digest,
+        externals,
         outcome,
     } in listing
     {
+        // Deleted between the listing and the read: gone, not invalid (the removal below).
+        if let Some(Err(crate::unit::Error::Read { source, .. })) = &outcome {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                continue;
+            }
+        }
         present.insert(name.clone());
         let entry = table.entry(&name);
         entry.present = true;
         entry.file = Some(path.clone());
         let Some(outcome) = outcome else { continue };
         entry.digest = digest;
+        entry.externals = externals;
         match outcome {
             Ok(u) => {
                 entry.file_error = None;
@@ -152,6 +175,7 @@ pub fn apply(ctx: &Context, snapshot: Snapshot) -> BTreeSet<String> {
             ctx.events.emit(name, "file-removed", &[]);
             entry.present = false;
             entry.digest = None;
+            entry.externals.clear();
             entry.file_error = None;
             entry.unit = None;
             changed.insert(name.clone());
@@ -159,6 +183,21 @@ pub fn apply(ctx: &Context, snapshot: Snapshot) -> BTreeSet<String> {
     }
     changed
     })
+}
+
+/// A unit file's digest combined with those of the external files it reads (a missing or
+/// unreadable one counts as such, so its appearance is a change).
+fn with_externals(own: [u8; 32], externals: &[PathBuf]) -> [u8; 32] {
+    if externals.is_empty() {
+        return own;
+    }
+    let mut h = Sha256::new();
+    h.update(own);
+    for p in externals {
+        h.update(p.as_os_str().as_encoded_bytes());
+        h.update(fingerprint(p).unwrap_or([0; 32]));
+    }
+    h.finalize().into()
 }
 
 /// Digest of a unit file's bytes (capped), owner and mode: what decides whether it must be

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bridge::{self, Native, Published};
 use super::cni::{self, Attachment, Cni, NetworkList, PortMapping, Protocol};
+use super::names::{self, Member};
 use super::{files, netns};
 use crate::config::file::{BridgeDriver, Network as NetworkConfig};
 use crate::unit::ports::{PortMapping as UnitPort, Proto};
@@ -64,6 +65,19 @@ pub struct Joined {
     pub ports: Vec<String>,
 }
 
+impl Joined {
+    /// The address on each network joined, by network name (for the names between units).
+    pub fn addresses(&self) -> Vec<(String, IpAddr)> {
+        self.networks
+            .iter()
+            .filter_map(|n| {
+                let ip = n.address.as_deref()?.split('/').next()?.parse().ok()?;
+                Some((n.name.clone(), ip))
+            })
+            .collect()
+    }
+}
+
 /// One network a container joined.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinedNetwork {
@@ -90,6 +104,8 @@ pub struct Networks {
     pub native: Option<Native>,
     /// Where namespaces are pinned.
     pub netns_dir: PathBuf,
+    /// What units that name no network join (`[network] default`).
+    pub default: String,
 }
 
 impl Networks {
@@ -119,11 +135,19 @@ impl Networks {
                 )?)
             }
         };
+        if !lists.contains_key(&config.default) {
+            return Err(format!(
+                "[network] default = {:?}: no such network (known: {})",
+                config.default,
+                lists.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
         Ok(Networks {
             cni,
             lists,
             native,
             netns_dir,
+            default: config.default.clone(),
         })
     }
 
@@ -148,8 +172,15 @@ impl Networks {
     }
 
     /// Sets up instance `id`'s network (blocking); what a restart of the instance finds done
-    /// is kept. `dir` is the instance's directory, for the generated files.
-    pub fn attach(&self, id: &str, unit: &Unit, dir: &Path) -> Result<Joined, Error> {
+    /// is kept. `dir` is the instance's directory, for the generated files; `members` are the
+    /// running containers on bridge networks, named in its `/etc/hosts` from the start.
+    pub fn attach(
+        &self,
+        id: &str,
+        unit: &Unit,
+        dir: &Path,
+        members: &[Member],
+    ) -> Result<Joined, Error> {
         let ns = self.netns_path(id);
         if !netns::is_pinned(&ns) {
             // A new namespace: attachments cached for an older one (before a reboot, or a
@@ -162,7 +193,14 @@ impl Networks {
             ..Joined::default()
         };
         let ports = cni_ports(&unit.network.ports)?;
-        for (i, name) in unit.network.networks.iter().enumerate() {
+        // A unit that names no network joins the daemon's default (read at each attach, so a
+        // changed default applies at the unit's next start, as Docker's default bridge does).
+        let networks = if unit.network.networks_written {
+            unit.network.networks.clone()
+        } else {
+            vec![self.default.clone()]
+        };
+        for (i, name) in networks.iter().enumerate() {
             let list = self.lists.get(name).ok_or_else(|| {
                 Error::Unknown(
                     name.clone(),
@@ -227,23 +265,33 @@ impl Networks {
             .filter(|p| !(v4 && p.host_ip.is_some_and(|ip| ip.is_ipv6())))
             .map(|p| p.to_string())
             .collect();
-        self.write_files(unit, dir, &joined)?;
+        self.write_files(unit, dir, &joined, members)?;
         Ok(joined)
     }
 
-    fn write_files(&self, unit: &Unit, dir: &Path, joined: &Joined) -> Result<(), Error> {
+    fn write_files(
+        &self,
+        unit: &Unit,
+        dir: &Path,
+        joined: &Joined,
+        members: &[Member],
+    ) -> Result<(), Error> {
         let hostname = unit.container.hostname.clone();
-        let ip = joined
-            .networks
-            .first()
-            .and_then(|n| n.address.as_deref())
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok());
+        let me = Member {
+            unit: unit.name.clone(),
+            hostname: hostname.clone(),
+            hosts_file: dir.join("hosts"),
+            addresses: joined.addresses(),
+            extra: unit.network.names.extra_hosts.clone(),
+        };
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         for (name, content) in [
-            ("hosts", files::hosts(&hostname, ip, &[])),
+            ("hosts", names::hosts_file(&me, members)),
             ("hostname", format!("{hostname}\n")),
-            ("resolv.conf", files::resolv_conf(&host_resolv)),
+            (
+                "resolv.conf",
+                files::with_resolver(&files::resolv_conf(&host_resolv), &unit.network.names),
+            ),
         ] {
             let path = dir.join(name);
             files::write_in_place(&path, &content)

@@ -63,29 +63,71 @@ pub fn resolv_conf(host: &str) -> String {
     out
 }
 
-/// Writes `content` into `path` in place (truncate, write): a file bind-mounted into a
-/// container must keep its inode, or the container keeps seeing the old one. No fsync: these
+/// The unit's `dns`, `dns_search` and `dns_options` applied to a generated `resolv.conf`:
+/// each that is set replaces the lines of its kind (Docker's `--dns`, `--dns-search`,
+/// `--dns-option`).
+pub fn with_resolver(base: &str, names: &crate::unit::Names) -> String {
+    let replaced = |line: &str| {
+        let first = line.split_whitespace().next().unwrap_or("");
+        (first == "nameserver" && !names.dns.is_empty())
+            || (matches!(first, "search" | "domain") && !names.dns_search.is_empty())
+            || (first == "options" && !names.dns_options.is_empty())
+    };
+    let mut out: String = base
+        .lines()
+        .filter(|l| !replaced(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for s in &names.dns {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    if !names.dns_search.is_empty() {
+        out.push_str(&format!("search {}\n", names.dns_search.join(" ")));
+    }
+    if !names.dns_options.is_empty() {
+        out.push_str(&format!("options {}\n", names.dns_options.join(" ")));
+    }
+    out
+}
+
+/// The unit's `extra_hosts` appended to a generated `/etc/hosts`.
+pub fn with_extra_hosts(mut hosts: String, extra: &[(String, IpAddr)]) -> String {
+    for (name, ip) in extra {
+        hosts.push_str(&format!("{ip}\t{name}\n"));
+    }
+    hosts
+}
+
+/// Writes `content` into `path` in place (write, then cut to length): a file bind-mounted into
+/// a container must keep its inode, or the container keeps seeing the old one. No fsync: these
 /// files are made again at every start and every change of the units on a network, and a
-/// container reads them from the page cache; a burst of 100 starts rewrites every member's
-/// `/etc/hosts` 100 times, and an fsync each was most of the bridge's cost at that scale.
-pub fn write_in_place(path: &Path, content: &str) -> std::io::Result<()> {
+/// container reads them from the page cache. Not opened with `O_TRUNC`: ext4 writes back a
+/// file truncated to zero at its close (`auto_da_alloc`), which made every rewrite a disk write.
+pub fn write_in_place(path: &Path, content: impl AsRef<[u8]>) -> std::io::Result<()> {
+    let content = content.as_ref();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(false)
         .open(path)?;
-    f.write_all(content.as_bytes())
+    f.write_all(content)?;
+    f.set_len(content.len() as u64)
 }
 
 /// For `mode = "host"`: copies of the host's `/etc/hosts` and `/etc/resolv.conf` in `dir`
 /// (Docker's rule: the host's files, as they were at the start, which the container cannot
 /// change on the host).
-pub fn write_host_copies(dir: &Path) -> std::io::Result<()> {
+/// The unit's resolver settings and extra host names are applied to the copies.
+pub fn write_host_copies(dir: &Path, names: &crate::unit::Names) -> std::io::Result<()> {
     for (name, source) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
         let content = match std::fs::read_to_string(source) {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
+        };
+        let content = match name {
+            "hosts" => with_extra_hosts(content, &names.extra_hosts),
+            _ => with_resolver(&content, names),
         };
         write_in_place(&dir.join(name), &content)?;
     }

@@ -16,6 +16,8 @@ pub struct Member {
     pub hosts_file: PathBuf,
     /// Its address on each network it joined.
     pub addresses: Vec<(String, IpAddr)>,
+    /// Its unit's `extra_hosts`, listed last in its own file.
+    pub extra: Vec<(String, IpAddr)>,
 }
 
 /// The `/etc/hosts` each member should have: itself, then every other member that shares a
@@ -23,26 +25,26 @@ pub struct Member {
 pub fn hosts_files(members: &[Member]) -> Vec<(PathBuf, String)> {
     members
         .iter()
-        .map(|m| {
-            let own = m.addresses.first().map(|(_, ip)| *ip);
-            let peers: Vec<(String, IpAddr)> = members
-                .iter()
-                .filter(|o| o.unit != m.unit)
-                .filter_map(|o| {
-                    m.addresses.iter().find_map(|(net, _)| {
-                        o.addresses
-                            .iter()
-                            .find(|(n, _)| n == net)
-                            .map(|(_, ip)| (o.unit.clone(), *ip))
-                    })
-                })
-                .collect();
-            (
-                m.hosts_file.clone(),
-                super::files::hosts(&m.hostname, own, &peers),
-            )
-        })
+        .map(|m| (m.hosts_file.clone(), hosts_file(m, members)))
         .collect()
+}
+
+/// The `/etc/hosts` of `m` among `members` (which may or may not include `m`).
+pub fn hosts_file(m: &Member, members: &[Member]) -> String {
+    let own = m.addresses.first().map(|(_, ip)| *ip);
+    let peers: Vec<(String, IpAddr)> = members
+        .iter()
+        .filter(|o| o.unit != m.unit)
+        .filter_map(|o| {
+            m.addresses.iter().find_map(|(net, _)| {
+                o.addresses
+                    .iter()
+                    .find(|(n, _)| n == net)
+                    .map(|(_, ip)| (o.unit.clone(), *ip))
+            })
+        })
+        .collect();
+    super::files::with_extra_hosts(super::files::hosts(&m.hostname, own, &peers), &m.extra)
 }
 
 #[cfg(test)]
@@ -58,6 +60,7 @@ mod tests {
                 .iter()
                 .map(|(n, ip)| (n.to_string(), ip.parse().unwrap()))
                 .collect(),
+            extra: Vec::new(),
         }
     }
 

@@ -58,6 +58,7 @@ pub async fn unmount(ctx: &Arc<Context>, id: &str) -> Result<(), Error> {
 
 fn unmount_blocking(ctx: &Context, id: &str) -> Result<(), Error> {
     rootfs::unmount(&ctx.paths.bundle(id).join("rootfs"))?;
+    rootfs::unmount(&super::secrets::dir_of(&ctx.paths.container(id)))?;
     // A CNI DEL that fails must not keep a stopped container from being recorded as stopped;
     // what it left is released again at the instance's next start (its namespace gone, its
     // cached attachments are deleted first), at its retirement, or at the next daemon start.

@@ -3,6 +3,8 @@
 
 pub mod cleanup;
 pub mod image;
+pub mod mounts;
+pub mod secrets;
 pub mod start;
 pub mod stop;
 
@@ -37,6 +39,25 @@ pub enum Error {
     /// The OCI spec could not be built.
     #[error(transparent)]
     Spec(#[from] crate::spec::Error),
+    /// A secret could not be given to the container (its content is never in the message).
+    #[error("unit {unit}: {reason}")]
+    Secret {
+        /// The unit.
+        unit: String,
+        /// Why.
+        reason: String,
+    },
+    /// A named volume could not be made.
+    #[error(transparent)]
+    Volume(#[from] crate::volume::Error),
+    /// A bind mount's host path is missing (and not to be created) or could not be created.
+    #[error("mount source {}: {reason}", path.display())]
+    MountSource {
+        /// The host path.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The bundle could not be written.
     #[error("cannot write bundle {}: {source}", path.display())]
     Bundle {

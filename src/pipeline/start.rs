@@ -160,13 +160,29 @@ fn prepare_and_launch(
     Overlay::layered(lowers.clone(), &dir, &rootfs).mount()?;
     // Mounted, the snapshots are safe from removal (a sweep leaves mounted lower layers).
     drop(held);
+    // What it mounts from the host (bind sources, volumes, secrets), ready before the network.
+    let super::mounts::Prepared {
+        mounts,
+        vars: secret_vars,
+    } = super::mounts::prepare(ctx, unit, &dir, &rootfs)?;
+    let with_mounts;
+    let unit = if mounts != unit.mounts {
+        with_mounts = Unit {
+            mounts,
+            ..unit.clone()
+        };
+        &with_mounts
+    } else {
+        unit
+    };
     // Step 6: network. A bridge unit's namespace and CNI attachments outlive restarts of the
     // instance by its policy (found in place then); they go when it stops for longer.
     let mut held_netns = None;
     let (network, net) = match &unit.network.mode {
         NetworkMode::None => (None, None),
         NetworkMode::Bridge => {
-            let joined = ctx.networks.attach(id, unit, &dir)?;
+            let members = crate::reconcile::hosts::members(ctx);
+            let joined = ctx.networks.attach(id, unit, &dir, &members)?;
             let net = NetSetup {
                 netns: Some(joined.netns.clone()),
                 files: shared::files_in(Some(&dir)),
@@ -174,9 +190,11 @@ fn prepare_and_launch(
             (Some(joined), Some(net))
         }
         NetworkMode::Host => {
-            files::write_host_copies(&dir).map_err(|source| attach::Error::File {
-                path: dir.clone(),
-                source,
+            files::write_host_copies(&dir, &unit.network.names).map_err(|source| {
+                attach::Error::File {
+                    path: dir.clone(),
+                    source,
+                }
             })?;
             let net = NetSetup {
                 netns: None,
@@ -213,15 +231,21 @@ fn prepare_and_launch(
     let cgroups_path = ctx.cgroups_path(id);
     if image.is_some()
         || join.is_some()
+        || !secret_vars.is_empty()
         || crate::spec::cgroups_path_of(&config).as_deref() != Some(cgroups_path.as_str())
     {
-        let process =
+        let mut process =
             crate::spec::process(unit, image.map(|p| &p.config), &lowers).map_err(|reason| {
                 Error::Process {
                     unit: unit.name.clone(),
                     reason,
                 }
             })?;
+        for (var, value) in &secret_vars {
+            let prefix = format!("{var}=");
+            process.env.retain(|e| !e.starts_with(&prefix));
+            process.env.push(format!("{var}={value}"));
+        }
         let annotations = ctx
             .cgroups
             .annotations(stop_signal, unit.container.stop_timeout);

@@ -35,6 +35,9 @@ pub enum Action {
     /// It runs, but a unit it requires was stopped or removed: stop it, and wait for that
     /// unit to be back.
     Yield,
+    /// It runs, but its secrets' content changed since it started: act as their
+    /// `on_change` says.
+    Secrets,
     /// It runs but is unhealthy, and its `on_unhealthy` says to act: restart it (counted,
     /// with backoff) or stop it.
     Unhealthy(crate::unit::OnUnhealthy),
@@ -129,6 +132,8 @@ fn decide(input: Input<'_>) -> Action {
             Action::Stop { hold: false }
         } else if moved {
             Action::Rejoin
+        } else if unit.secret_digest.is_some() && record.secret_digest != unit.secret_digest {
+            Action::Secrets
         } else {
             Action::Idle(None)
         };
@@ -166,6 +171,9 @@ mod tests {
             description: None,
             deps: Default::default(),
             health: Default::default(),
+            security: Default::default(),
+            secrets: vec![],
+            secret_digest: None,
             container: Container {
                 source: Source::Rootfs("/r".into()),
                 entrypoint: None,
@@ -176,6 +184,14 @@ mod tests {
                 hostname: "web".into(),
                 stop_signal: Some("SIGTERM".into()),
                 stop_timeout: Duration::from_secs(10),
+                env_files: vec![],
+                labels: Default::default(),
+                read_only: false,
+                init: false,
+                shm_size: None,
+                ulimits: Default::default(),
+                sysctls: Default::default(),
+                devices: vec![],
             },
             mounts: vec![],
             network: Network::default(),
@@ -410,6 +426,21 @@ mod tests {
         }
     }
 
+    /// The input for `u` and `r` with nothing else going on (no join, gate or health).
+    fn quiet<'a>(u: &'a Unit, r: &'a Record, alive: bool) -> Input<'a> {
+        Input {
+            unit: Some(u),
+            record: Some(r),
+            alive,
+            now_ms: 1000,
+            boot_ms: 50,
+            join: Join::NotNeeded,
+            blocked: false,
+            required_stopped: false,
+            unhealthy: false,
+        }
+    }
+
     #[test]
     fn an_unhealthy_container_is_acted_on_only_as_its_unit_says() {
         use crate::unit::OnUnhealthy;
@@ -431,18 +462,28 @@ mod tests {
             let mut u = unit("h1", true);
             u.health.on_unhealthy = on;
             let got = plan(Input {
-                unit: Some(&u),
-                record: Some(&running),
-                alive: true,
-                now_ms: 1000,
-                boot_ms: 50,
-                join: Join::NotNeeded,
-                blocked: false,
-                required_stopped: false,
                 unhealthy,
+                ..quiet(&u, &running, true)
             });
             assert_eq!(got, want, "{on:?} {unhealthy}");
         }
+    }
+
+    #[test]
+    fn changed_secrets_under_a_running_container_are_acted_on_and_nothing_else_is() {
+        let run = |unit_digest: Option<&str>, record_digest: Option<&str>, alive: bool| {
+            let mut u = unit("h1", true);
+            u.secret_digest = unit_digest.map(String::from);
+            let r = rec(State::Running, Some("h1"), |r| {
+                r.secret_digest = record_digest.map(String::from);
+            });
+            plan(quiet(&u, &r, alive))
+        };
+        assert_eq!(run(Some("b"), Some("a"), true), Action::Secrets);
+        assert_eq!(run(Some("b"), None, true), Action::Secrets);
+        assert_eq!(run(Some("a"), Some("a"), true), Action::Idle(None));
+        assert_eq!(run(None, None, true), Action::Idle(None));
+        assert_eq!(run(Some("b"), Some("a"), false), Action::ObserveExit);
     }
 
     #[test]

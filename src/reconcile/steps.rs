@@ -175,6 +175,7 @@ pub async fn steps(
                 return Ok(None);
             }
             Action::Rejoin => verbs::rejoin::rejoin(ctx, unit.as_deref(), record).await,
+            Action::Secrets => verbs::secrets::secrets_changed(ctx, unit.as_deref(), record).await,
             Action::Yield => verbs::wait::yield_to(ctx, unit.as_deref(), record, gate).await,
             Action::Unhealthy(on) => {
                 verbs::unhealthy::unhealthy(ctx, unit.as_deref(), record, on).await

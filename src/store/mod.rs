@@ -131,6 +131,9 @@ pub struct Record {
     /// the daemon).
     #[serde(default)]
     pub image_health: Option<crate::health::ImageHealth>,
+    /// Digest of the secrets the container was given (see `Unit::secret_digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_digest: Option<String>,
 }
 
 impl Record {
@@ -166,6 +169,7 @@ impl Record {
             waiting_for: None,
             image_health: None,
             exit_reason: None,
+            secret_digest: None,
         }
     }
 

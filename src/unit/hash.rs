@@ -12,7 +12,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Container, Mount, Network, NetworkMode, PortRange, Resources, Source, User};
+use super::{
+    Container, Device, Mount, MountKind, Names, Network, NetworkMode, PortRange, Resources,
+    Seccomp, Security, Source, Ulimit, User,
+};
 
 /// What is hashed. A private mirror of the public types rather than their own
 /// `Serialize`, so that reshaping the API's JSON cannot silently change every
@@ -46,6 +49,43 @@ struct Canonical<'a> {
     /// Image units only, so that every rootfs unit keeps the hash it had before images.
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<CanonicalImage<'a>>,
+    /// The keys added with issue 16, left out while all are at their defaults so that units
+    /// written before them keep their hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    knobs: Option<CanonicalKnobs<'a>>,
+    /// Where each secret goes, not its content nor `on_change`; left out when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<CanonicalSecret<'a>>,
+}
+
+/// One secret's declaration, as hashed.
+#[derive(Serialize)]
+struct CanonicalSecret<'a> {
+    name: &'a str,
+    source: Cow<'a, str>,
+    target: Option<&'a str>,
+    env: Option<&'a str>,
+    mode: u32,
+}
+
+/// Labels, kernel knobs, resolver settings and `[security]`, as hashed. The seccomp profile
+/// is hashed by its path: its content is read at each start, as Docker reads it at create.
+#[derive(Serialize, PartialEq, Default)]
+struct CanonicalKnobs<'a> {
+    labels: Option<&'a BTreeMap<String, String>>,
+    read_only: bool,
+    init: bool,
+    shm_size: Option<u64>,
+    ulimits: Option<&'a BTreeMap<String, Ulimit>>,
+    sysctls: Option<&'a BTreeMap<String, String>>,
+    devices: Option<&'a [Device]>,
+    names: Option<&'a Names>,
+    privileged: bool,
+    cap_add: Option<&'a [String]>,
+    cap_drop: Option<&'a [String]>,
+    /// None for the default profile.
+    seccomp: Option<Cow<'a, str>>,
+    no_new_privileges_off: bool,
 }
 
 /// The image-only parts. `pull` is left out: it says when to fetch, not what the container
@@ -63,12 +103,19 @@ struct CanonicalImage<'a> {
     stop_signal_set: bool,
 }
 
-/// One mount, as hashed.
+/// One mount, as hashed. `create` is left out: it says what to do about a missing host
+/// directory, not what the container is.
 #[derive(Serialize)]
 struct CanonicalMount<'a> {
     source: Cow<'a, str>,
     target: &'a str,
     readonly: bool,
+    /// Tmpfs mounts only, so that bind mounts keep their earlier hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tmpfs: Option<(Option<u64>, Option<u32>)>,
+    /// Volume mounts only (`source` is then the volume's name).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    volume: bool,
 }
 
 /// One published port, as hashed; `(first, last)` ranges.
@@ -80,12 +127,45 @@ struct CanonicalPort {
     container_port: (u16, u16),
 }
 
+/// The issue-16 keys as hashed; None while all are at their defaults.
+fn knobs<'a>(
+    c: &'a Container,
+    network: &'a Network,
+    security: &'a Security,
+) -> Option<CanonicalKnobs<'a>> {
+    fn set<T: ?Sized>(v: &T, empty: bool) -> Option<&T> {
+        (!empty).then_some(v)
+    }
+    let k = CanonicalKnobs {
+        labels: set(&c.labels, c.labels.is_empty()),
+        read_only: c.read_only,
+        init: c.init,
+        shm_size: c.shm_size,
+        ulimits: set(&c.ulimits, c.ulimits.is_empty()),
+        sysctls: set(&c.sysctls, c.sysctls.is_empty()),
+        devices: set(&c.devices[..], c.devices.is_empty()),
+        names: set(&network.names, network.names.is_empty()),
+        privileged: security.privileged,
+        cap_add: set(&security.cap_add[..], security.cap_add.is_empty()),
+        cap_drop: set(&security.cap_drop[..], security.cap_drop.is_empty()),
+        seccomp: match &security.seccomp {
+            Seccomp::Default => None,
+            Seccomp::Unconfined => Some(Cow::Borrowed("unconfined")),
+            Seccomp::Profile(p) => Some(p.to_string_lossy()),
+        },
+        no_new_privileges_off: !security.no_new_privileges,
+    };
+    (k != CanonicalKnobs::default()).then_some(k)
+}
+
 /// The hex SHA-256 of the container-defining parts.
 pub fn spec_hash(
     container: &Container,
     mounts: &[Mount],
     network: &Network,
     resources: &Resources,
+    security: &Security,
+    secrets: &[super::secrets::Secret],
 ) -> String {
     let user = container.user.unwrap_or(User { uid: 0, gid: 0 });
     let (rootfs, image) = match &container.source {
@@ -118,6 +198,8 @@ pub fn spec_hash(
                 source: m.source.to_string_lossy(),
                 target: &m.target,
                 readonly: m.readonly,
+                tmpfs: (m.kind == MountKind::Tmpfs).then_some((m.size, m.mode)),
+                volume: m.kind == MountKind::Volume,
             })
             .collect(),
         network: match &network.mode {
@@ -146,6 +228,17 @@ pub fn spec_hash(
         cpus: resources.cpus,
         pids: resources.pids,
         image,
+        knobs: knobs(container, network, security),
+        secrets: secrets
+            .iter()
+            .map(|s| CanonicalSecret {
+                name: &s.name,
+                source: s.source.to_string_lossy(),
+                target: s.target.as_deref(),
+                env: s.env.as_deref(),
+                mode: s.mode,
+            })
+            .collect(),
     };
     // Serializing plain strings, integers and finite floats cannot fail; should it
     // ever, hashing the empty input still yields a stable (if coarse) value.

@@ -13,11 +13,20 @@ const MAX_UNIT_SIZE: u64 = 1024 * 1024;
 
 /// Reads, trust-checks and parses one unit file.
 pub fn load_file(path: &Path) -> Result<Unit, Error> {
-    load_with_text(path).map(|(unit, _)| unit)
+    load_with_text(path, &mut Vec::new()).map(|(unit, _)| unit)
 }
 
-/// `load_file`, also returning the text, to locate problems found later.
-fn load_with_text(path: &Path) -> Result<(Unit, String), Error> {
+/// `load_file`, and the files outside it that it reads (its env files), known once the unit
+/// file itself parses: a change of one of them is a change of the unit, even while it fails.
+pub fn load_file_with_externals(path: &Path) -> (Result<Unit, Error>, Vec<PathBuf>) {
+    let mut externals = Vec::new();
+    let loaded = load_with_text(path, &mut externals).map(|(unit, _)| unit);
+    (loaded, externals)
+}
+
+/// `load_file`, also returning the text, to locate problems found later; `externals` gets the
+/// files outside it that it reads.
+fn load_with_text(path: &Path, externals: &mut Vec<PathBuf>) -> Result<(Unit, String), Error> {
     let Some(name) = unit_name(path) else {
         return Err(Error::Invalid {
             diagnostics: vec![Diagnostic {
@@ -33,10 +42,12 @@ fn load_with_text(path: &Path) -> Result<(Unit, String), Error> {
         path: path.to_path_buf(),
         source,
     })?;
-    match parse(&name, path, &text) {
-        Ok(unit) => Ok((unit, text)),
-        Err(diagnostics) => Err(Error::Invalid { diagnostics }),
-    }
+    let mut unit =
+        parse(&name, path, &text).map_err(|diagnostics| Error::Invalid { diagnostics })?;
+    *externals = unit.external_files();
+    super::envfile::apply(&mut unit).map_err(|diagnostics| Error::Invalid { diagnostics })?;
+    super::secrets::apply(&mut unit).map_err(|diagnostics| Error::Invalid { diagnostics })?;
+    Ok((unit, text))
 }
 
 /// Reads a file as UTF-8, refusing one larger than `MAX_UNIT_SIZE`.
@@ -85,7 +96,7 @@ pub fn check_paths(paths: &[PathBuf], networks: Option<&BTreeSet<String>>) -> Ve
             }
         };
         if !is_dir {
-            match load_with_text(path) {
+            match load_with_text(path, &mut Vec::new()) {
                 Ok(loaded) => {
                     // A lone file is judged against the units beside it: the directory it
                     // would be loaded from. Loops need the others loaded; the directory's
@@ -112,7 +123,7 @@ pub fn check_paths(paths: &[PathBuf], networks: Option<&BTreeSet<String>>) -> Ve
                 let mut found = Vec::new();
                 let mut loaded = Vec::new();
                 for file in files {
-                    match load_with_text(&file) {
+                    match load_with_text(&file, &mut Vec::new()) {
                         Ok(unit) => loaded.push(unit),
                         Err(e) => found.extend(e.diagnostics()),
                     }

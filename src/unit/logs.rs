@@ -5,8 +5,7 @@
 use serde::Serialize;
 use serde_spanned::Spanned;
 
-use super::quantity;
-use super::raw::{LogsSection, Problem, Scalar};
+use super::raw::{LogsSection, Problem};
 
 /// `[logs]`: the unit's log limits; None takes the daemon's `[logs]` default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -33,11 +32,7 @@ pub(super) fn validate(section: Option<Spanned<LogsSection>>, problems: &mut Vec
         return Logs::default();
     };
     let max_size = section.max_size.and_then(|v| {
-        let bytes = match v.get_ref() {
-            Scalar::Text(t) => quantity::parse_size(t),
-            Scalar::Int(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_owned()),
-        };
-        match bytes.and_then(crate::logs::check_max_size) {
+        match v.get_ref().bytes().and_then(crate::logs::check_max_size) {
             Ok(b) => Some(b),
             Err(reason) => {
                 problems.push(Problem::new(

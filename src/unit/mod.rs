@@ -6,20 +6,27 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+mod envfile;
 mod hash;
+mod knobs;
 mod links;
 mod load;
 mod logs;
 pub mod ports;
 pub(crate) mod quantity;
 mod raw;
+pub mod secrets;
+mod security;
 pub mod trust;
 mod validate;
 
+pub use knobs::{Device, Names, Ulimit};
 pub use links::{links, references, unit_links, LinkProblem};
 pub use logs::Logs;
 pub use ports::{PortMapping, PortRange, Proto};
 pub use quantity::{parse_signal, SIGNAL_SHAPE};
+pub use security::{capability, capability_name, Seccomp, Security};
+pub use validate::check_network_name;
 
 #[cfg(test)]
 mod tests;
@@ -48,12 +55,34 @@ pub struct Unit {
     pub restart: Restart,
     /// `[health]` (not part of the spec hash: a change applies to the running container).
     pub health: Health,
+    /// `[security]`.
+    pub security: Security,
+    /// `[[secret]]` entries, in file order.
+    pub secrets: Vec<secrets::Secret>,
+    /// Digest of the secrets' content when the unit was loaded (never the content): part of
+    /// the unit, not of its spec hash, so a change is seen and applied by `on_change`.
+    #[serde(skip)]
+    pub secret_digest: Option<String>,
     /// `[install] autostart`, default true.
     pub autostart: bool,
     /// `[logs]`: the unit's log limits (not part of the spec hash).
     pub logs: Logs,
     /// Hex SHA-256 of the container-defining parts (container, mounts, network, resources).
     pub spec_hash: String,
+}
+
+impl Unit {
+    /// Files outside the unit file whose content is part of the unit (its env files): a
+    /// change of one is a change of the unit.
+    pub fn external_files(&self) -> Vec<PathBuf> {
+        let secrets = self.secrets.iter().map(|s| s.source.clone());
+        self.container
+            .env_files
+            .iter()
+            .cloned()
+            .chain(secrets)
+            .collect()
+    }
 }
 
 /// `[unit]` dependencies, with systemd's meanings; each a list of unit names, never this one.
@@ -169,6 +198,30 @@ pub struct Container {
     /// Time between the stop signal and SIGKILL, default 10s.
     #[serde(with = "humantime_serde_shim")]
     pub stop_timeout: Duration,
+    /// Env files merged under `env` when the unit was loaded (`env` holds the result).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env_files: Vec<PathBuf>,
+    /// Labels, kept as OCI annotations.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The root filesystem is mounted read-only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// A minimal init runs as PID 1 and runs the command as its child.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// Size of `/dev/shm` in bytes (default 64 MiB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// Resource limits by kernel name (`RLIMIT_NOFILE`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// Namespaced kernel parameters, dotted names.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// Host devices.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
 }
 
 /// A numeric uid:gid.
@@ -180,15 +233,39 @@ pub struct User {
     pub gid: u32,
 }
 
-/// A bind mount from the host.
+/// A mount: a host path bound in, or a tmpfs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Mount {
-    /// Absolute host path.
+    /// What is mounted.
+    #[serde(rename = "type")]
+    pub kind: MountKind,
+    /// Absolute host path (bind), the volume's name (volume); empty for a tmpfs.
     pub source: PathBuf,
     /// Absolute path inside the container.
     pub target: String,
     /// Mounted read-only.
     pub readonly: bool,
+    /// A missing host directory is created (bind).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub create: bool,
+    /// Size limit in bytes (tmpfs; default: half the memory, the kernel's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Permission bits of its root (tmpfs; default 1777).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+/// `[[mount]] type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A host path.
+    Bind,
+    /// A fresh tmpfs, gone with the container.
+    Tmpfs,
+    /// A named volume of rcd's (`source` is its name), kept when the unit goes.
+    Volume,
 }
 
 /// `[network] mode`: Docker's `--network`.
@@ -243,6 +320,13 @@ pub struct Network {
     pub networks: Vec<String>,
     /// Published ports, in file order; empty unless `mode` is `Bridge`.
     pub ports: Vec<PortMapping>,
+    /// `networks` was written: a unit without it joins the daemon's `[network] default`,
+    /// which is `rcd` unless the config names another.
+    #[serde(skip)]
+    pub networks_written: bool,
+    /// Name servers, search domains, resolver options, extra host names.
+    #[serde(flatten)]
+    pub names: Names,
 }
 
 impl Default for Network {
@@ -263,6 +347,8 @@ impl Network {
             mode,
             networks,
             ports: Vec::new(),
+            networks_written: false,
+            names: Names::default(),
         }
     }
 }
@@ -470,6 +556,11 @@ pub fn locate_link(file: &Path, p: &LinkProblem) -> Diagnostic {
 /// Reads, trust-checks and parses one unit file.
 pub fn load_file(path: &Path) -> Result<Unit, Error> {
     load::load_file(path)
+}
+
+/// `load_file`, and the files outside the unit file it reads (see `Unit::external_files`).
+pub fn load_file_with_externals(path: &Path) -> (Result<Unit, Error>, Vec<PathBuf>) {
+    load::load_file_with_externals(path)
 }
 
 /// Checks unit files for `rctl check`: each path is a unit file or a directory of

@@ -39,6 +39,8 @@ const TABLES: &[&str] = &[
     "resources",
     "restart",
     "health",
+    "security",
+    "secret",
     "install",
     "logs",
 ];
@@ -60,6 +62,10 @@ pub struct UnitFile {
     pub restart: Option<Spanned<RestartSection>>,
     /// `[health]`.
     pub health: Option<Spanned<HealthSection>>,
+    /// `[security]`.
+    pub security: Option<Spanned<SecuritySection>>,
+    /// `[[secret]]`, in file order.
+    pub secrets: Vec<Spanned<SecretSection>>,
     /// `[install]`.
     pub install: Option<Spanned<InstallSection>>,
     /// `[logs]`.
@@ -108,18 +114,43 @@ pub struct ContainerSection {
     pub stop_signal: Option<Spanned<Scalar>>,
     /// Duration.
     pub stop_timeout: Option<Spanned<Scalar>>,
+    /// Env files, Docker's `.env` syntax, merged under `env`.
+    pub env_file: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Labels: free key/value metadata, kept as OCI annotations.
+    pub labels: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    /// Root filesystem mounted read-only.
+    pub read_only: Option<Spanned<bool>>,
+    /// A minimal init as PID 1 (signals forwarded, zombies reaped).
+    pub init: Option<Spanned<bool>>,
+    /// Size of `/dev/shm`: size text or a byte count.
+    pub shm_size: Option<Spanned<Scalar>>,
+    /// Resource limits by name: `"soft:hard"`, one number for both, or "unlimited".
+    pub ulimits: Option<BTreeMap<Spanned<String>, Spanned<Scalar>>>,
+    /// Namespaced kernel parameters.
+    pub sysctls: Option<BTreeMap<Spanned<String>, Spanned<Scalar>>>,
+    /// Host devices: `"/dev/x"`, `"/dev/x:/dev/y"`, `"/dev/x:/dev/y:rw"`.
+    pub devices: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// One `[[mount]]`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MountSection {
-    /// Host path.
+    /// "bind" (the default) or "tmpfs".
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    /// Host path (bind).
     pub source: Option<Spanned<String>>,
     /// Container path.
     pub target: Option<Spanned<String>>,
-    /// Read-only bind.
+    /// Read-only.
     pub readonly: Option<bool>,
+    /// Create a missing host directory (bind).
+    pub create: Option<Spanned<bool>>,
+    /// Size limit: size text or a byte count (tmpfs).
+    pub size: Option<Spanned<Scalar>>,
+    /// Permission bits, octal text ("1777") or an integer (`0o1777`) (tmpfs).
+    pub mode: Option<Spanned<Scalar>>,
 }
 
 /// `[network]`.
@@ -132,6 +163,14 @@ pub struct NetworkSection {
     pub networks: Option<Spanned<Vec<Spanned<String>>>>,
     /// Published ports, Docker's `-p` syntax.
     pub ports: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Name servers for `/etc/resolv.conf`, instead of the host's.
+    pub dns: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Search domains for `/etc/resolv.conf`.
+    pub dns_search: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Resolver options for `/etc/resolv.conf` (`ndots:2`).
+    pub dns_options: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Extra `/etc/hosts` lines: `"name:address"`.
+    pub extra_hosts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[resources]`.
@@ -192,6 +231,40 @@ pub enum HealthCmd {
     Shell(String),
     /// An argv.
     Exec(Vec<String>),
+}
+
+/// `[security]`: capabilities, privileges, seccomp.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    /// Every capability, every device, no seccomp, no masked paths: the host's root.
+    pub privileged: Option<Spanned<bool>>,
+    /// Capabilities added to Docker's default set (`"ALL"` for all).
+    pub cap_add: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Capabilities dropped from it (`"ALL"` for all).
+    pub cap_drop: Option<Spanned<Vec<Spanned<String>>>>,
+    /// "default", "unconfined" or the path of a profile (the OCI `linux.seccomp` object).
+    pub seccomp: Option<Spanned<String>>,
+    /// The `no_new_privs` bit (default true).
+    pub no_new_privileges: Option<Spanned<bool>>,
+}
+
+/// One `[[secret]]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSection {
+    /// The host file.
+    pub source: Option<Spanned<String>>,
+    /// Its name (default: the file's name).
+    pub name: Option<Spanned<String>>,
+    /// Where it appears as a file (default `/run/secrets/NAME`).
+    pub target: Option<Spanned<String>>,
+    /// Deliver it in this variable instead of a file.
+    pub env: Option<Spanned<String>>,
+    /// The file's permission bits in the container.
+    pub mode: Option<Spanned<Scalar>>,
+    /// "restart", "signal:SIGHUP" or "none".
+    pub on_change: Option<Spanned<String>>,
 }
 
 /// `[install]`.
@@ -285,6 +358,25 @@ impl fmt::Display for Scalar {
     }
 }
 
+impl Scalar {
+    /// As a size: text with Docker's units (`"64M"`) or a byte count.
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            Scalar::Text(t) => super::quantity::parse_size(t),
+            Scalar::Int(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_owned()),
+        }
+    }
+
+    /// As permission bits of at most `max`: octal text (`"1777"`) or an integer (`0o1777`).
+    pub fn octal(&self, max: u32) -> Option<u32> {
+        let bits = match self {
+            Scalar::Text(t) => u32::from_str_radix(t, 8).ok(),
+            Scalar::Int(n) => u32::try_from(*n).ok(),
+        };
+        bits.filter(|b| *b <= max)
+    }
+}
+
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ScalarVisitor;
@@ -369,6 +461,22 @@ pub fn parse(text: &str) -> Result<(UnitFile, Vec<Problem>), Vec<Problem>> {
             }
             "restart" => file.restart = section(value, "restart", &mut file.broken, &mut problems),
             "health" => file.health = section(value, "health", &mut file.broken, &mut problems),
+            "security" => {
+                file.security = section(value, "security", &mut file.broken, &mut problems)
+            }
+            "secret" => {
+                if let DeValue::Table(_) = value.get_ref() {
+                    problems.push(Problem::new(
+                        value.span(),
+                        "`secret` must be an array of tables: write [[secret]], once per secret",
+                    ));
+                    file.broken.push("secret");
+                } else if let Some(secrets) =
+                    section(value, "secret", &mut file.broken, &mut problems)
+                {
+                    file.secrets = secrets;
+                }
+            }
             "install" => file.install = section(value, "install", &mut file.broken, &mut problems),
             "logs" => file.logs = section(value, "logs", &mut file.broken, &mut problems),
             other => {
@@ -417,8 +525,32 @@ fn unknown_top_level(key: &str, is_table: bool) -> (String, Option<&'static str>
         .join(", ");
     let home = [
         ("[container]", CONTAINER_KEYS),
-        ("[[mount]]", &["source", "target", "readonly"][..]),
-        ("[network]", &["mode", "networks", "ports"][..]),
+        (
+            "[[mount]]",
+            &["type", "source", "target", "readonly", "create", "size"][..],
+        ),
+        (
+            "[network]",
+            &[
+                "mode",
+                "networks",
+                "ports",
+                "dns",
+                "dns_search",
+                "dns_options",
+                "extra_hosts",
+            ][..],
+        ),
+        (
+            "[security]",
+            &[
+                "privileged",
+                "cap_add",
+                "cap_drop",
+                "seccomp",
+                "no_new_privileges",
+            ][..],
+        ),
         ("[resources]", &["memory", "cpus", "pids"][..]),
         (
             "[restart]",
@@ -467,6 +599,14 @@ const CONTAINER_KEYS: &[&str] = &[
     "hostname",
     "stop_signal",
     "stop_timeout",
+    "env_file",
+    "labels",
+    "read_only",
+    "init",
+    "shm_size",
+    "ulimits",
+    "sysctls",
+    "devices",
 ];
 
 #[cfg(test)]

@@ -201,12 +201,20 @@ fn every_key_is_read() {
             Mount {
                 source: "/srv/data".into(),
                 target: "/data".into(),
-                readonly: true
+                readonly: true,
+                kind: MountKind::Bind,
+                create: false,
+                size: None,
+                mode: None,
             },
             Mount {
                 source: "/srv/cache".into(),
                 target: "/var/cache/app".into(),
-                readonly: false
+                readonly: false,
+                kind: MountKind::Bind,
+                create: false,
+                size: None,
+                mode: None,
             },
         ]
     );
@@ -391,6 +399,8 @@ fn spec_hash_table() {
         ("network bridge", format!("{base}[network]\nmode = \"bridge\"\n")),
         ("default network", format!("{base}[network]\nnetworks = [\"rcd\"]\n")),
         ("empty ports", format!("{base}[network]\nports = []\n")),
+        ("security defaults", format!("{base}[security]\nseccomp = \"default\"\nno_new_privileges = true\nprivileged = false\ncap_add = []\n")),
+        ("knob defaults", base.replace("env =", "read_only = false\ninit = false\nlabels = {}\nulimits = {}\nenv =")),
     ];
     let differ: &[(&str, String)] = &[
         ("command", base.replace("\"x\"", "\"y\"")),
@@ -437,6 +447,56 @@ fn spec_hash_table() {
         ("memory", base.replace("\"64M\"", "\"65M\"")),
         ("pids", base.replace("cpus = 1", "cpus = 1\npids = 10")),
         ("no memory limit", base.replace("memory = \"64M\"", "")),
+        (
+            "a label",
+            base.replace("env =", "labels = { a = \"b\" }\nenv ="),
+        ),
+        (
+            "read_only",
+            base.replace("env =", "read_only = true\nenv ="),
+        ),
+        ("init", base.replace("env =", "init = true\nenv =")),
+        (
+            "shm_size",
+            base.replace("env =", "shm_size = \"1M\"\nenv ="),
+        ),
+        (
+            "a ulimit",
+            base.replace("env =", "ulimits = { nofile = 10 }\nenv ="),
+        ),
+        (
+            "a sysctl",
+            base.replace("env =", "sysctls = { \"net.ipv4.ip_forward\" = 1 }\nenv ="),
+        ),
+        (
+            "a device",
+            base.replace("env =", "devices = [\"/dev/fuse\"]\nenv ="),
+        ),
+        ("dns", format!("{base}[network]\ndns = [\"192.0.2.1\"]\n")),
+        (
+            "cap_add",
+            format!("{base}[security]\ncap_add = [\"NET_ADMIN\"]\n"),
+        ),
+        (
+            "cap_drop",
+            format!("{base}[security]\ncap_drop = [\"ALL\"]\n"),
+        ),
+        (
+            "privileged",
+            format!("{base}[security]\nprivileged = true\n"),
+        ),
+        (
+            "seccomp",
+            format!("{base}[security]\nseccomp = \"unconfined\"\n"),
+        ),
+        (
+            "no_new_privileges off",
+            format!("{base}[security]\nno_new_privileges = false\n"),
+        ),
+        (
+            "a tmpfs",
+            format!("{base}[[mount]]\ntype = \"tmpfs\"\ntarget = \"/t\"\n"),
+        ),
     ];
     let hash = |label: &str, text: &str| match check_text(text) {
         Ok(unit) => unit.spec_hash,
@@ -454,6 +514,64 @@ fn spec_hash_table() {
         format!("{base}[[mount]]\nsource = \"/s\"\ntarget = \"{a}\"\n[[mount]]\nsource = \"/s\"\ntarget = \"{b}\"\n")
     };
     assert_ne!(hash("ab", &m("/a", "/b")), hash("ba", &m("/b", "/a")));
+    // `create` says what to do about a missing source, not what the container is.
+    let bind = format!("{base}[[mount]]\nsource = \"/a\"\ntarget = \"/b\"\n");
+    assert_eq!(
+        hash("bind", &bind),
+        hash("bind created", &format!("{bind}create = true\n"))
+    );
+}
+
+#[test]
+fn every_knob_is_read() {
+    let file = fixtures("good").join("every_knob.toml");
+    let u = match parse("every_knob", &file, &read(&file)) {
+        Ok(u) => u,
+        Err(ds) => panic!("{}", render(&ds)),
+    };
+    let c = &u.container;
+    assert_eq!(c.labels["traefik.enable"], "true");
+    assert!(c.read_only && c.init);
+    assert_eq!(c.shm_size, Some(256 << 20));
+    assert_eq!(
+        c.ulimits["RLIMIT_NOFILE"],
+        Ulimit {
+            soft: 65536,
+            hard: 65536
+        }
+    );
+    assert_eq!(
+        c.ulimits["RLIMIT_MEMLOCK"],
+        Ulimit {
+            soft: u64::MAX,
+            hard: u64::MAX
+        }
+    );
+    assert_eq!(c.sysctls["fs.mqueue.msg_max"], "100");
+    assert_eq!(c.sysctls["net.ipv4.ip_unprivileged_port_start"], "0");
+    assert_eq!(c.devices.len(), 3);
+    assert_eq!(c.devices[2].access, "r");
+    assert_eq!(u.mounts[0].kind, MountKind::Bind);
+    assert!(u.mounts[0].create);
+    assert_eq!(u.mounts[1].kind, MountKind::Tmpfs);
+    assert_eq!(
+        (u.mounts[1].size, u.mounts[1].mode),
+        (Some(64 << 20), Some(0o775))
+    );
+    let n = &u.network.names;
+    assert_eq!(n.dns.len(), 2);
+    assert_eq!(n.dns_search, ["example.test"]);
+    assert_eq!(
+        n.extra_hosts[1],
+        ("v6.test".to_string(), "2001:db8::1".parse().unwrap())
+    );
+    let s = &u.security;
+    assert_eq!(s.cap_drop, ["ALL"]);
+    assert_eq!(s.cap_add[0], "CAP_CHOWN");
+    assert_eq!(
+        s.seccomp,
+        Seccomp::Profile("/etc/rcd/seccomp/postgres.json".into())
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_spanned::Spanned;
 
+use super::knobs;
 use super::ports::{self, PortMapping};
 use super::quantity::{self, format_duration, format_size};
 use super::raw::{
@@ -17,8 +18,8 @@ use super::raw::{
     RestartSection, Scalar, UnitFile,
 };
 use super::{
-    hash, valid_name, Container, Mount, Network, NetworkMode, Policy, PullPolicy, Resources,
-    Restart, Source, Unit, User,
+    hash, valid_name, Container, Mount, MountKind, Network, NetworkMode, Policy, PullPolicy,
+    Resources, Restart, Source, Unit, User,
 };
 
 /// Docker's smallest memory limit: below it a container cannot even start.
@@ -64,8 +65,14 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
         .container
         .as_ref()
         .and_then(|c| c.get_ref().hostname.as_ref().map(Spanned::span));
+    // `sysctls` needs it: `net.*` would change the host's network.
+    let host_network = raw
+        .network
+        .as_ref()
+        .and_then(|n| n.get_ref().mode.as_ref())
+        .is_some_and(|m| m.get_ref() == "host");
     let container = match raw.container {
-        Some(section) => c.container(section, name),
+        Some(section) => c.container(section, name, file, host_network),
         None => {
             if !raw.broken.contains(&"container") {
                 c.err(TOP, "missing required table [container]");
@@ -100,6 +107,8 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
         .and_then(|i| i.into_inner().autostart)
         .unwrap_or(true);
     let logs = super::logs::validate(raw.logs, &mut c.problems);
+    let security = super::security::validate(raw.security, &mut c.problems);
+    let secrets = super::secrets::validate(raw.secrets, file, &mut c.problems);
 
     match (container, mounts, network, resources, restart, deps, health) {
         (
@@ -111,7 +120,9 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
             Some(deps),
             Some(health),
         ) if c.problems.is_empty() => {
-            let spec_hash = hash::spec_hash(&container, &mounts, &network, &resources);
+            let spec_hash = hash::spec_hash(
+                &container, &mounts, &network, &resources, &security, &secrets,
+            );
             Ok(Unit {
                 name: name.to_owned(),
                 file: file.to_path_buf(),
@@ -123,6 +134,9 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
                 resources,
                 restart,
                 health,
+                security,
+                secrets,
+                secret_digest: None,
                 autostart,
                 logs,
                 spec_hash,
@@ -248,6 +262,10 @@ pub fn parse_user(value: &Scalar) -> Result<User, String> {
     }
 }
 
+/// A `[[mount]]` key: its name, where it was written, the types it applies to, and how the
+/// message names them.
+type MountKey<'a> = (&'a str, Option<Range<usize>>, &'a [MountKind], &'a str);
+
 /// Collects problems while building the validated values.
 #[derive(Default)]
 struct Checker {
@@ -290,7 +308,13 @@ impl Checker {
         }
     }
 
-    fn container(&mut self, section: Spanned<ContainerSection>, name: &str) -> Option<Container> {
+    fn container(
+        &mut self,
+        section: Spanned<ContainerSection>,
+        name: &str,
+        file: &Path,
+        host_network: bool,
+    ) -> Option<Container> {
         let header = section.span();
         let s = section.into_inner();
         const T: &str = "[container]";
@@ -440,6 +464,28 @@ impl Checker {
 
         let stop_timeout = self.duration(s.stop_timeout.as_ref(), DEFAULT_STOP_TIMEOUT);
 
+        let before = self.problems.len();
+        let p = &mut self.problems;
+        let labels = knobs::labels(s.labels, p);
+        let mut env_files = Vec::new();
+        for e in s.env_file.map(Spanned::into_inner).unwrap_or_default() {
+            if e.get_ref().is_empty() || e.get_ref().contains('\0') {
+                p.push(Problem::new(
+                    e.span(),
+                    "an env_file path must not be empty or contain a NUL byte",
+                ));
+            } else {
+                env_files.push(super::envfile::resolve(file, e.get_ref()));
+            }
+        }
+        let shm_size = knobs::positive_size(s.shm_size, "shm_size", p);
+        let ulimits = knobs::ulimits(s.ulimits, p);
+        let sysctls = knobs::sysctls(s.sysctls, host_network, p);
+        let devices = knobs::devices(s.devices, p);
+        if self.problems.len() > before {
+            return None;
+        }
+
         Some(Container {
             source: source?,
             entrypoint: entrypoint?,
@@ -450,6 +496,14 @@ impl Checker {
             hostname: hostname?,
             stop_signal: stop_signal?,
             stop_timeout: stop_timeout?,
+            env_files,
+            labels,
+            read_only: s.read_only.is_some_and(Spanned::into_inner),
+            init: s.init.is_some_and(Spanned::into_inner),
+            shm_size,
+            ulimits,
+            sysctls,
+            devices,
         })
     }
 
@@ -544,19 +598,101 @@ impl Checker {
             let header = section.span();
             let m = section.into_inner();
             const T: &str = "[[mount]]";
-            let source = self.missing(m.source, "source", T, &header).and_then(|s| {
-                self.absolute(&s, "mount source")
-                    .then(|| PathBuf::from(s.into_inner()))
-            });
+            let before = self.problems.len();
+            let kind = match m.kind.as_ref().map(|k| k.get_ref().as_str()) {
+                None | Some("bind") => Some(MountKind::Bind),
+                Some("tmpfs") => Some(MountKind::Tmpfs),
+                Some("volume") => Some(MountKind::Volume),
+                Some(other) => {
+                    self.err(
+                        m.kind.as_ref().map(Spanned::span).unwrap_or(header.clone()),
+                        format!("invalid mount type {other:?}: expected \"bind\", \"volume\" or \"tmpfs\""),
+                    );
+                    None
+                }
+            };
+            // Keys of another type are refused rather than ignored: each key, where it was
+            // written, the types it applies to, and how the message names them.
+            use MountKind::{Bind, Tmpfs, Volume};
+            let keys: [MountKey; 4] = [
+                (
+                    "source",
+                    m.source.as_ref().map(Spanned::span),
+                    &[Bind, Volume],
+                    "bind\" or \"volume",
+                ),
+                (
+                    "create",
+                    m.create.as_ref().map(Spanned::span),
+                    &[Bind],
+                    "bind",
+                ),
+                (
+                    "size",
+                    m.size.as_ref().map(Spanned::span),
+                    &[Tmpfs],
+                    "tmpfs",
+                ),
+                (
+                    "mode",
+                    m.mode.as_ref().map(Spanned::span),
+                    &[Tmpfs],
+                    "tmpfs",
+                ),
+            ];
+            if let Some(kind) = kind {
+                for (key, span, types, named) in keys {
+                    if let (Some(span), false) = (span, types.contains(&kind)) {
+                        self.err(
+                            span,
+                            format!("`{key}` applies only to `type = \"{named}\"` mounts"),
+                        );
+                    }
+                }
+            }
+            let source = match kind {
+                Some(MountKind::Tmpfs) => Some(PathBuf::new()),
+                // The type is already reported; its source means something else.
+                None => None,
+                Some(MountKind::Volume) => {
+                    self.missing(m.source, "source", T, &header).and_then(|s| {
+                        if crate::volume::valid_name(s.get_ref()) {
+                            Some(PathBuf::from(s.into_inner()))
+                        } else {
+                            self.err(
+                                s.span(),
+                                format!(
+                                    "invalid volume name {:?}: letters, digits, '_', '.' and '-', starting with a letter or digit, at most 64",
+                                    s.get_ref()
+                                ),
+                            );
+                            None
+                        }
+                    })
+                }
+                Some(MountKind::Bind) => {
+                    self.missing(m.source, "source", T, &header).and_then(|s| {
+                        self.absolute(&s, "mount source")
+                            .then(|| PathBuf::from(s.into_inner()))
+                    })
+                }
+            };
             let target = self
                 .missing(m.target, "target", T, &header)
                 .and_then(|t| self.mount_target(t, &mut targets));
-            match (source, target) {
-                (Some(source), Some(target)) => out.push(Mount {
-                    source,
-                    target,
-                    readonly: m.readonly.unwrap_or(false),
-                }),
+            let size = knobs::positive_size(m.size, "size", &mut self.problems);
+            let mode = knobs::mode(m.mode, 0o7777, "\"1777\" or 0o755", &mut self.problems);
+            match (kind, source, target) {
+                (Some(kind), Some(source), Some(target)) if self.problems.len() == before => out
+                    .push(Mount {
+                        kind,
+                        source,
+                        target,
+                        readonly: m.readonly.unwrap_or(false),
+                        create: m.create.is_some_and(Spanned::into_inner),
+                        size,
+                        mode,
+                    }),
                 _ => ok = false,
             }
         }
@@ -639,12 +775,51 @@ impl Checker {
             None => Some(Vec::new()),
         };
 
+        let resolver_span = [
+            &section.dns,
+            &section.dns_search,
+            &section.dns_options,
+            &section.extra_hosts,
+        ]
+        .into_iter()
+        .flatten()
+        .map(Spanned::span)
+        .next();
+        let before = self.problems.len();
+        let names = knobs::names(
+            section.dns,
+            section.dns_search,
+            section.dns_options,
+            section.extra_hosts,
+            &mut self.problems,
+        );
+        ok &= self.problems.len() == before;
+        let no_files = match &mode {
+            Some(NetworkMode::Container(target)) => Some(format!(
+                "network mode \"container:{target}\": the container shares {target}'s files"
+            )),
+            Some(NetworkMode::None) => {
+                Some("network mode \"none\": the container has no network to name".to_owned())
+            }
+            _ => None,
+        };
+        if let (Some(why), Some(span)) = (no_files, resolver_span) {
+            // Docker refuses --dns and --add-host with --network container: likewise.
+            self.err(
+                span,
+                format!("dns and extra_hosts cannot be set with {why}"),
+            );
+            ok = false;
+        }
+
         let mut network = Network::with_mode(mode?);
         // With another mode than bridge, only an empty list gets here.
         if let Some(names) = networks {
             network.networks = names?;
+            network.networks_written = true;
         }
         network.ports = ports?;
+        network.names = names;
         ok.then_some(network)
     }
 
@@ -797,11 +972,7 @@ impl Checker {
     fn resources(&mut self, section: ResourcesSection) -> Option<Resources> {
         let mut ok = true;
         let memory = section.memory.and_then(|m| {
-            let bytes = match m.get_ref() {
-                Scalar::Text(t) => quantity::parse_size(t),
-                Scalar::Int(n) => u64::try_from(*n).map_err(|_| "must not be negative".to_owned()),
-            };
-            match bytes {
+            match m.get_ref().bytes() {
                 Err(reason) => {
                     self.err(m.span(), format!("invalid size {}: {reason}", m.get_ref()))
                 }

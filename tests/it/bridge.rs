@@ -242,7 +242,7 @@ fn units_on_a_bridge_reach_each_other_by_name_and_names_follow_recreation() {
     d.write_unit(
         "client",
         &format!(
-            "[container]\nrootfs = \"{}\"\ncommand = [\"sh\", \"-c\", \"for i in $(seq 50); do ping -c1 -W1 db >/dev/null 2>&1 && echo reached-db && break; sleep 0.2; done; exec sleep 1000\"]\nstop_signal = \"KILL\"\n\n[network]\nmode = \"bridge\"\n",
+            "[container]\nrootfs = \"{}\"\ncommand = [\"sh\", \"-c\", \"grep -qw db /etc/hosts && echo db-named-at-start; for i in $(seq 50); do ping -c1 -W1 db >/dev/null 2>&1 && echo reached-db && break; sleep 0.2; done; exec sleep 1000\"]\nstop_signal = \"KILL\"\n\n[network]\nmode = \"bridge\"\n",
             rootfs().display()
         ),
     );
@@ -250,11 +250,18 @@ fn units_on_a_bridge_reach_each_other_by_name_and_names_follow_recreation() {
     wait_until(15 * SEC, "client reached db by name", || {
         String::from_utf8_lossy(&d.rctl(&["logs", "client"]).stdout).contains("reached-db")
     });
+    // Its first command already found db in its /etc/hosts: written before it started.
+    assert!(
+        String::from_utf8_lossy(&d.rctl(&["logs", "client"]).stdout).contains("db-named-at-start")
+    );
     let hosts = |pid: i64| std::fs::read_to_string(format!("/proc/{pid}/root/etc/hosts")).unwrap();
     let client_pid = pid_of(&client);
+    // The client's file named db from its start; db's names the client a moment later (the
+    // running members' files are refreshed a burst at a time).
     assert!(hosts(client_pid).contains(&format!("{}\tdb\n", address_of(&db))));
-    // db sees client too.
-    assert!(hosts(pid_of(&db)).contains(&format!("{}\tclient\n", address_of(&client))));
+    wait_until(5 * SEC, "db's hosts names the client", || {
+        hosts(pid_of(&db)).contains(&format!("{}\tclient\n", address_of(&client)))
+    });
 
     // db recreated (a new spec): a new instance, a new address; client's file follows.
     d.write_unit("db", &sleeper("env = { V = \"2\" }\n"));

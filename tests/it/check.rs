@@ -78,6 +78,29 @@ fn shipped_units_and_examples_parse() {
     }
     assert!(count > 0, "units/ holds sample units");
     let dir = tempfile::tempdir().unwrap();
+    // Checked as an operator would install them: secrets are kept in git with its modes, so
+    // on a copy made root's own 0600, as the trust rule asks.
+    let copies = dir.path().join("copies");
+    let mut checked = Vec::new();
+    for (i, p) in paths.iter().enumerate() {
+        let copy = copies.join(i.to_string());
+        std::fs::create_dir_all(&copies).unwrap();
+        let out = Command::new("cp")
+            .arg("-r")
+            .arg(p)
+            .arg(&copy)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        if let Ok(secrets) = std::fs::read_dir(copy.join("secrets")) {
+            use std::os::unix::fs::PermissionsExt;
+            for s in secrets.flatten() {
+                std::fs::set_permissions(s.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+        }
+        checked.push(copy);
+    }
+    let paths = checked;
     let out = Command::new(RCTL)
         .arg("check")
         .arg("--config")

@@ -567,7 +567,26 @@ fn a_macvlan_network_from_the_cni_config_dir_is_joined_and_left_without_a_trace(
     );
     std::fs::create_dir_all(d.networks_dir()).unwrap();
     std::fs::write(d.networks_dir().join("lan.conflist"), conflist).unwrap();
+    // The lan is also the daemon's default network: units naming none join it.
+    d.write_config_with("", "default = \"lan\"", "");
     d.spawn();
+    d.write_unit("implicit", &sleeper(""));
+    d.write_unit(
+        "explicit",
+        &sleeper("").replace(
+            "mode = \"bridge\"",
+            "mode = \"bridge\"\nnetworks = [\"rcd\"]",
+        ),
+    );
+    let implicit = d.wait_state("implicit", "running", 20 * SEC);
+    assert!(address_of(&implicit).starts_with(&prefix), "{implicit:#}");
+    let explicit = d.wait_state("explicit", "running", 20 * SEC);
+    assert!(!address_of(&explicit).starts_with(&prefix), "{explicit:#}");
+    d.remove_unit("implicit");
+    d.remove_unit("explicit");
+    wait_until(20 * SEC, "both gone", || {
+        d.status("implicit").is_none() && d.status("explicit").is_none()
+    });
     d.write_unit(
         "m",
         &sleeper("").replace(

@@ -152,7 +152,7 @@ impl Leases {
                     f.write_all(id.as_bytes()).map_err(Self::io(&path))?;
                     index.insert(ip, id.to_string());
                     // Only a hint: a lost update costs a longer scan next time.
-                    let _ = crate::network::files::write_in_place(&last_file, &ip.to_string());
+                    let _ = crate::network::files::write_in_place(&last_file, ip.to_string());
                     return Ok(ip);
                 }
                 // Not ours to know of (another process at this directory): taken.

@@ -6,6 +6,7 @@ pub mod observe_exit;
 pub mod recreate;
 pub mod rejoin;
 pub mod remove;
+pub mod secrets;
 pub mod start;
 pub mod stop;
 pub mod unhealthy;

@@ -24,7 +24,7 @@ pub async fn remove(
         pipeline::blocking(move || c.store.remove(&n)).await??;
         tracing::info!("unit removed");
         ctx.events.emit(name, "removed", &[]);
-        refresh_hosts(ctx).await;
+        refresh_hosts(ctx);
     }
     poke_dependents(ctx, name);
     ctx.units.forget_record(name);

@@ -76,13 +76,14 @@ pub async fn start(
             r.network = started.network;
             r.shared_network = join.cloned();
             r.image_health = started.image_health;
+            r.secret_digest = unit.secret_digest.clone();
             r.stop_timeout_ms = Some(unit.container.stop_timeout.as_millis() as u64);
             r.error = None;
             r.set_state(State::Running, now);
             tracing::info!(container = %id, pid = l.pid, "container started");
             let image_health = r.image_health.clone();
             save(ctx, r).await?;
-            refresh_hosts(ctx).await;
+            refresh_hosts(ctx);
             watch_exit(ctx, &unit.name, l.shim_pid, l.shim_start);
             crate::health::spawn_monitor(ctx, &unit.name, &id, image_health, now, false);
             Ok(())

@@ -1,5 +1,9 @@
 //! OCI runtime spec: a validated `Unit` and the container's paths in, `config.json` out, with
-//! Docker's safe defaults (capabilities, no-new-privileges, masked /proc paths, fresh /dev).
+//! Docker's safe defaults (capabilities, no-new-privileges, masked /proc paths, fresh /dev,
+//! the default seccomp profile) and what the unit changes of them.
+
+pub mod host;
+pub mod seccomp;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -9,20 +13,106 @@ use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
-use crate::unit::{NetworkMode, Unit, User};
+use crate::unit::{MountKind, NetworkMode, Seccomp, Security, Unit, User};
 
 /// A spec that could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("unit {unit}: cannot build the OCI spec: {source}")]
-pub struct Error {
-    /// The unit.
-    pub unit: String,
-    /// The cause.
-    pub source: oci_spec::OciSpecError,
+pub enum Error {
+    /// The builder refused a value.
+    #[error("unit {unit}: cannot build the OCI spec: {source}")]
+    Oci {
+        /// The unit.
+        unit: String,
+        /// The cause.
+        source: oci_spec::OciSpecError,
+    },
+    /// Something the unit names on the host is missing or unusable (a device, the init
+    /// binary, a seccomp profile).
+    #[error("unit {unit}: {reason}")]
+    Host {
+        /// The unit.
+        unit: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The capabilities a container of `security` holds: Docker's defaults, or all with
+/// `privileged` or `cap_add = ["ALL"]`, or none with `cap_drop = ["ALL"]`; then the drops
+/// removed and the additions added (so `cap_drop = ["ALL"]` with `cap_add = ["NET_ADMIN"]`
+/// is exactly NET_ADMIN).
+pub fn capabilities(security: &Security) -> HashSet<Capability> {
+    // "All" is all the daemon may give: those in its own bounding set (Docker's rule), so a
+    // host that withholds one (a VM sandbox without CAP_SYS_RESOURCE) still runs the unit.
+    let all = || -> HashSet<Capability> {
+        let bounding = host::bounding_set();
+        ALL_CAPABILITIES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bounding & (1 << i) != 0)
+            .filter_map(|(_, n)| crate::unit::capability(n))
+            .collect()
+    };
+    let mut caps: HashSet<Capability> =
+        if security.privileged || security.cap_add.iter().any(|c| c == "ALL") {
+            all()
+        } else if security.cap_drop.iter().any(|c| c == "ALL") {
+            HashSet::new()
+        } else {
+            DEFAULT_CAPABILITIES.into_iter().collect()
+        };
+    if !security.privileged {
+        for c in security
+            .cap_drop
+            .iter()
+            .filter_map(|c| crate::unit::capability(c))
+        {
+            caps.remove(&c);
+        }
+    }
+    caps.extend(
+        security
+            .cap_add
+            .iter()
+            .filter_map(|c| crate::unit::capability(c)),
+    );
+    caps
+}
+
+/// What a spec takes from the host, gathered before it is built.
+struct FromHost {
+    devices: Vec<host::HostDevice>,
+    init: Option<std::path::PathBuf>,
+    seccomp: Option<LinuxSeccomp>,
+}
+
+impl FromHost {
+    fn gather(unit: &Unit, caps: &HashSet<Capability>) -> Result<FromHost, String> {
+        let s = &unit.security;
+        let mut devices = if s.privileged {
+            host::all_devices()
+        } else {
+            Vec::new()
+        };
+        devices.extend(host::devices(&unit.container.devices)?);
+        let init = unit.container.init.then(host::init_binary).transpose()?;
+        let seccomp = match (&s.seccomp, s.privileged) {
+            (_, true) | (Seccomp::Unconfined, _) => None,
+            (Seccomp::Default, false) => {
+                Some(seccomp::default_profile(caps).map_err(|e| e.to_string())?)
+            }
+            (Seccomp::Profile(path), false) => Some(seccomp::load(path)?),
+        };
+        Ok(FromHost {
+            devices,
+            init,
+            seccomp,
+        })
+    }
 }
 
 /// Docker's default capability set (moby's `oci/caps/defaults.go`).
@@ -41,6 +131,51 @@ pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::SysChroot,
     Capability::Kill,
     Capability::AuditWrite,
+];
+
+/// Every capability of Linux 6.x, by number, for `privileged` and `cap_add = ["ALL"]`.
+const ALL_CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
 ];
 
 /// Paths hidden from the container, as Docker does.
@@ -321,10 +456,33 @@ pub fn build(
     annotations: &[(String, String)],
     net: Option<&NetSetup>,
 ) -> Result<Spec, Error> {
-    build_inner(unit, process, rootfs, cgroups_path, annotations, net).map_err(|source| Error {
+    let caps = capabilities(&unit.security);
+    let from_host = FromHost::gather(unit, &caps).map_err(|reason| Error::Host {
+        unit: unit.name.clone(),
+        reason,
+    })?;
+    let inputs = Inputs {
+        unit,
+        p: process,
+        rootfs,
+        cgroups_path,
+        annotations,
+        net,
+    };
+    build_inner(&inputs, caps, from_host).map_err(|source| Error::Oci {
         unit: unit.name.clone(),
         source,
     })
+}
+
+/// The arguments of [`build`], passed on whole.
+struct Inputs<'a> {
+    unit: &'a Unit,
+    p: &'a Process,
+    rootfs: &'a Path,
+    cgroups_path: &'a str,
+    annotations: &'a [(String, String)],
+    net: Option<&'a NetSetup>,
 }
 
 /// A network prepared by rcd: the namespace to join (bridge: rcd's pinned one; `container:`:
@@ -338,17 +496,44 @@ pub struct NetSetup {
 }
 
 fn build_inner(
-    unit: &Unit,
-    p: &Process,
-    rootfs: &Path,
-    cgroups_path: &str,
-    annotations: &[(String, String)],
-    net: Option<&NetSetup>,
+    inputs: &Inputs<'_>,
+    caps: HashSet<Capability>,
+    from_host: FromHost,
 ) -> Result<Spec, oci_spec::OciSpecError> {
-    let caps: HashSet<Capability> = DEFAULT_CAPABILITIES.into_iter().collect();
-    let process = ProcessBuilder::default()
+    let Inputs {
+        unit,
+        p,
+        rootfs,
+        cgroups_path,
+        annotations,
+        net,
+    } = *inputs;
+    let c = &unit.container;
+    let privileged = unit.security.privileged;
+    let args: Vec<String> = match &from_host.init {
+        // The init runs the command as its child: it forwards signals and reaps zombies.
+        Some(_) => [host::INIT_IN_CONTAINER.to_string(), "--".to_string()]
+            .into_iter()
+            .chain(p.args.iter().cloned())
+            .collect(),
+        None => p.args.clone(),
+    };
+    let rlimits = c
+        .ulimits
+        .iter()
+        .map(|(name, u)| {
+            let typ: PosixRlimitType =
+                serde_json::from_value(serde_json::Value::String(name.clone())).unwrap_or_default();
+            PosixRlimitBuilder::default()
+                .typ(typ)
+                .soft(u.soft)
+                .hard(u.hard)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut process = ProcessBuilder::default()
         .terminal(false)
-        .args(p.args.clone())
+        .args(args)
         .env(p.env.clone())
         .cwd(p.cwd.clone())
         .user(
@@ -358,30 +543,72 @@ fn build_inner(
                 .build()?,
         )
         .capabilities(
+            // Inheritable and ambient empty, as Docker has them (the builder's defaults are not:
+            // ambient capabilities outside the permitted set make the runtime fail).
             LinuxCapabilitiesBuilder::default()
                 .bounding(caps.clone())
                 .effective(caps.clone())
                 .permitted(caps)
+                .inheritable(HashSet::new())
+                .ambient(HashSet::new())
                 .build()?,
         )
-        .no_new_privileges(true)
+        .no_new_privileges(unit.security.no_new_privileges)
         // The kernel's default, as Docker gives containers: without it they would inherit the
         // daemon's own (rcd.service's OOMScoreAdjust=-500) and be the last the OOM killer picks.
         .oom_score_adj(0)
         .build()?;
+    if !rlimits.is_empty() {
+        process.set_rlimits(Some(rlimits));
+    }
 
-    let mut mounts = default_mounts()?;
+    let mut mounts = default_mounts(c.shm_size, privileged)?;
     for m in &unit.mounts {
-        let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
-        if m.readonly {
-            options.push("ro".to_string());
-        }
+        let mount = match m.kind {
+            // A volume's source is its data directory by now (the start pipeline's doing).
+            MountKind::Bind | MountKind::Volume => {
+                let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+                if m.readonly {
+                    options.push("ro".to_string());
+                }
+                MountBuilder::default()
+                    .destination(&m.target)
+                    .typ("bind")
+                    .source(&m.source)
+                    .options(options)
+                    .build()?
+            }
+            MountKind::Tmpfs => {
+                let mut options = vec!["nosuid".to_string(), "nodev".to_string()];
+                if let Some(size) = m.size {
+                    options.push(format!("size={size}"));
+                }
+                options.push(format!("mode={:o}", m.mode.unwrap_or(0o1777)));
+                if m.readonly {
+                    options.push("ro".to_string());
+                }
+                MountBuilder::default()
+                    .destination(&m.target)
+                    .typ("tmpfs")
+                    .source("tmpfs")
+                    .options(options)
+                    .build()?
+            }
+        };
+        mounts.push(mount);
+    }
+    if let Some(init) = &from_host.init {
         mounts.push(
             MountBuilder::default()
-                .destination(&m.target)
+                .destination(host::INIT_IN_CONTAINER)
                 .typ("bind")
-                .source(&m.source)
-                .options(options)
+                .source(init)
+                .options(vec![
+                    "bind".into(),
+                    "ro".into(),
+                    "nosuid".into(),
+                    "nodev".into(),
+                ])
                 .build()?,
         );
     }
@@ -432,13 +659,18 @@ fn build_inner(
         }
     }
 
-    let mut resources = LinuxResourcesBuilder::default().devices(vec![
-        // Deny every device; the runtime adds its default allow list (null, zero, tty, ...).
-        LinuxDeviceCgroupBuilder::default()
-            .allow(false)
-            .access("rwm")
-            .build()?,
-    ]);
+    // Deny every device, then allow the unit's; the runtime adds its default allow list
+    // (null, zero, tty, ...).
+    let mut rules = vec![LinuxDeviceCgroupBuilder::default()
+        .allow(privileged)
+        .access("rwm")
+        .build()?];
+    let mut nodes = Vec::new();
+    for d in from_host.devices {
+        rules.push(d.rule);
+        nodes.push(d.node);
+    }
+    let mut resources = LinuxResourcesBuilder::default().devices(rules);
     let r = &unit.resources;
     if let Some(bytes) = r.memory {
         resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes as i64).build()?);
@@ -456,28 +688,55 @@ fn build_inner(
         resources = resources.pids(LinuxPidsBuilder::default().limit(pids).build()?);
     }
 
-    let linux = LinuxBuilder::default()
+    let (masked, readonly): (Vec<String>, Vec<String>) = if privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            MASKED_PATHS.map(String::from).to_vec(),
+            READONLY_PATHS.map(String::from).to_vec(),
+        )
+    };
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build()?)
         .cgroups_path(cgroups_path)
-        .masked_paths(MASKED_PATHS.map(String::from).to_vec())
-        .readonly_paths(READONLY_PATHS.map(String::from).to_vec())
+        .masked_paths(masked)
+        .readonly_paths(readonly)
         .build()?;
+    if !nodes.is_empty() {
+        linux.set_devices(Some(nodes));
+    }
+    // Docker's defaults in a network namespace of the container's own: any user may bind
+    // ports below 1024 and send pings (without capabilities, as no non-root process has any),
+    // unless the unit sets them.
+    let mut sysctls = c.sysctls.clone();
+    if matches!(unit.network.mode, NetworkMode::Bridge | NetworkMode::None) {
+        for (key, value) in PRIVATE_NETWORK_SYSCTLS {
+            sysctls
+                .entry(key.to_string())
+                .or_insert_with(|| value.to_string());
+        }
+    }
+    linux.set_sysctl(Some(sysctls.into_iter().collect()));
+    linux.set_seccomp(from_host.seccomp);
 
     SpecBuilder::default()
         .version("1.0.2")
         .root(
             RootBuilder::default()
                 .path(rootfs)
-                .readonly(false)
+                .readonly(c.read_only)
                 .build()?,
         )
         .hostname(unit.container.hostname.clone())
         .process(process)
         .mounts(mounts)
         .annotations(
-            [("rcd.unit".to_string(), unit.name.clone())]
-                .into_iter()
+            // Labels first: rcd's own keys win (labels cannot use the "rcd." prefix anyway).
+            c.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .chain([("rcd.unit".to_string(), unit.name.clone())])
                 .chain(annotations.iter().cloned())
                 .collect::<std::collections::HashMap<_, _>>(),
         )
@@ -485,7 +744,23 @@ fn build_inner(
         .build()
 }
 
-fn default_mounts() -> Result<Vec<Mount>, oci_spec::OciSpecError> {
+/// Set in a container with a network namespace of its own unless its unit says otherwise.
+const PRIVATE_NETWORK_SYSCTLS: [(&str, &str); 2] = [
+    ("net.ipv4.ip_unprivileged_port_start", "0"),
+    ("net.ipv4.ping_group_range", "0 2147483647"),
+];
+
+/// Docker's `/dev/shm` size.
+const DEFAULT_SHM_SIZE: u64 = 64 * 1024 * 1024;
+
+/// The runtime's default mounts; `/dev/shm` of `shm_size` bytes; `/sys` and the cgroup tree
+/// writable for a privileged container (Docker's rule).
+fn default_mounts(
+    shm_size: Option<u64>,
+    privileged: bool,
+) -> Result<Vec<Mount>, oci_spec::OciSpecError> {
+    let shm = format!("size={}", shm_size.unwrap_or(DEFAULT_SHM_SIZE));
+    let sys_ro = if privileged { "rw" } else { "ro" };
     let table: [(&str, &str, &str, &[&str]); 7] = [
         ("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         (
@@ -511,13 +786,13 @@ fn default_mounts() -> Result<Vec<Mount>, oci_spec::OciSpecError> {
             "/sys",
             "sysfs",
             "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
+            &["nosuid", "noexec", "nodev", sys_ro],
         ),
         (
             "/sys/fs/cgroup",
             "cgroup",
             "cgroup",
-            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+            &["nosuid", "noexec", "nodev", "relatime", sys_ro],
         ),
         (
             "/dev/mqueue",
@@ -529,7 +804,7 @@ fn default_mounts() -> Result<Vec<Mount>, oci_spec::OciSpecError> {
             "/dev/shm",
             "tmpfs",
             "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"],
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm],
         ),
     ];
     table
@@ -569,6 +844,115 @@ mod tests {
 
     fn run(extra: &str, json: &str, lowers: &[PathBuf]) -> Result<Process, String> {
         process(&unit(extra), Some(&config(json)), lowers)
+    }
+
+    fn spec_of(extra: &str) -> Spec {
+        let u = unit(&format!("command = [\"sh\"]\n{extra}"));
+        let p = process(&u, None, &[]).unwrap();
+        build(&u, &p, Path::new("/r"), "rcd:t", &[], None).unwrap()
+    }
+
+    fn effective(spec: &Spec) -> Vec<String> {
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .as_ref()
+            .unwrap();
+        let mut names: Vec<String> = caps
+            .effective()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                serde_json::to_value(c)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn capabilities_follow_docker_rules() {
+        assert_eq!(effective(&spec_of("")).len(), DEFAULT_CAPABILITIES.len());
+        let only = spec_of("[security]\ncap_drop = [\"ALL\"]\ncap_add = [\"NET_ADMIN\"]\n");
+        assert_eq!(effective(&only), ["CAP_NET_ADMIN"]);
+        let fewer = spec_of("[security]\ncap_drop = [\"NET_RAW\"]\n");
+        assert!(!effective(&fewer).contains(&"CAP_NET_RAW".to_string()));
+        let all = spec_of("[security]\ncap_add = [\"ALL\"]\ncap_drop = [\"SYS_ADMIN\"]\n");
+        let held = host::bounding_set().count_ones() as usize;
+        assert_eq!(effective(&all).len(), held.min(ALL_CAPABILITIES.len()) - 1);
+        let caps = spec_of("")
+            .process()
+            .clone()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
+        assert!(caps.ambient().as_ref().unwrap().is_empty());
+        assert!(caps.inheritable().as_ref().unwrap().is_empty());
+    }
+
+    #[test]
+    fn seccomp_readonly_root_rlimits_and_labels_reach_the_spec() {
+        let plain = spec_of("");
+        let linux = plain.linux().as_ref().unwrap();
+        assert!(
+            linux.seccomp().is_some(),
+            "the default profile is always on"
+        );
+        assert!(plain
+            .process()
+            .as_ref()
+            .unwrap()
+            .no_new_privileges()
+            .unwrap());
+        let s = spec_of(
+            "read_only = true\nulimits = { nofile = \"10:20\" }\nlabels = { tier = \"db\" }\n[security]\nseccomp = \"unconfined\"\nno_new_privileges = false\n",
+        );
+        assert!(s.root().as_ref().unwrap().readonly().unwrap());
+        assert!(s.linux().as_ref().unwrap().seccomp().is_none());
+        assert!(!s.process().as_ref().unwrap().no_new_privileges().unwrap());
+        let r = &s.process().as_ref().unwrap().rlimits().as_ref().unwrap()[0];
+        assert_eq!(
+            (r.typ(), r.soft(), r.hard()),
+            (PosixRlimitType::RlimitNofile, 10, 20)
+        );
+        assert_eq!(s.annotations().as_ref().unwrap()["tier"], "db");
+        let sysctl = |s: &Spec| s.linux().as_ref().unwrap().sysctl().clone().unwrap();
+        assert_eq!(sysctl(&plain)["net.ipv4.ip_unprivileged_port_start"], "0");
+        let own = spec_of("sysctls = { \"net.ipv4.ip_unprivileged_port_start\" = 1024 }\n");
+        assert_eq!(sysctl(&own)["net.ipv4.ip_unprivileged_port_start"], "1024");
+        let host = spec_of("[network]\nmode = \"host\"\n");
+        assert!(sysctl(&host).is_empty(), "never the host's");
+        let p = spec_of("[security]\nprivileged = true\n");
+        let l = p.linux().as_ref().unwrap();
+        assert!(l.seccomp().is_none() && l.masked_paths().as_ref().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_missing_device_or_profile_is_a_host_error() {
+        let u = unit("command = [\"sh\"]\ndevices = [\"/dev/rcd-no-such\"]\n");
+        let p = process(&u, None, &[]).unwrap();
+        let e = build(&u, &p, Path::new("/r"), "rcd:t", &[], None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("device /dev/rcd-no-such: No such file"),
+            "{e}"
+        );
+        let u = unit("command = [\"sh\"]\n[security]\nseccomp = \"/rcd/no/profile.json\"\n");
+        let p = process(&u, None, &[]).unwrap();
+        let e = build(&u, &p, Path::new("/r"), "rcd:t", &[], None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("seccomp profile /rcd/no/profile.json"),
+            "{e}"
+        );
     }
 
     #[test]
