@@ -37,6 +37,9 @@ pub struct Context {
     pub boot_id: String,
     /// Short digest of the root, in container ids and cgroup paths, so daemons never collide.
     pub tag: String,
+    /// The last generation handed out: generations are unique across the daemon's units, so
+    /// container ids are unique even where two unit names read the same in one (`a@b`, `a_b`).
+    last_generation: std::sync::atomic::AtomicU64,
     /// Where containers' cgroups go (driver, paths, systemd scope properties).
     pub cgroups: crate::cgroup::Layout,
     /// Bounds concurrent starts (start work in parallel, bounded by cores).
@@ -147,6 +150,7 @@ impl Context {
             boot_id: boot_id(),
             start_permits: Semaphore::new((cores * 2).max(4)),
             // Replaced by the daemon's own; a context without a scan owner never scans.
+            last_generation: std::sync::atomic::AtomicU64::new(0),
             scans: crate::desired::owner::channel().0,
             queue: crate::reconcile::Queue::default(),
             units: UnitTable::default(),
@@ -165,9 +169,25 @@ impl Context {
         }
     }
 
-    /// The runtime id of a unit's container instance.
+    /// The runtime id of a unit's container instance. runc, CNI and systemd scope names all
+    /// refuse '@', so an instance's '@' reads '_' here.
     pub fn container_id(&self, unit: &str, generation: u64) -> String {
+        let unit = unit.replace('@', "_");
         format!("rcd-{}-{unit}-{generation}", self.tag)
+    }
+
+    /// A new generation for a unit whose last was `previous`: later than it, than now (in
+    /// milliseconds) and than any other handed out by this daemon.
+    pub fn next_generation(&self, previous: u64, now_ms: u64) -> u64 {
+        use std::sync::atomic::Ordering;
+        let mut next = 0;
+        let _ = self
+            .last_generation
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                next = (previous + 1).max(now_ms).max(last + 1);
+                Some(next)
+            });
+        next
     }
 
     /// The cgroup path of a container instance.

@@ -134,12 +134,19 @@ impl DirWatcher {
 }
 
 impl DirWatcher {
-    /// Watches the directories of `files` (units' env files) too, so a change of one is
-    /// rescanned like a change of a unit file; directories no longer needed are dropped.
+    /// Watches the directories of `files` (units' env files, drop-ins; a directory among
+    /// them, a drop-in directory, itself) too, so a change of one is rescanned like a change
+    /// of a unit file; directories no longer needed are dropped.
     pub fn watch_files(&mut self, files: &[PathBuf]) {
         let dirs: std::collections::BTreeSet<PathBuf> = files
             .iter()
-            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .filter_map(|f| {
+                if f.is_dir() {
+                    Some(f.clone())
+                } else {
+                    f.parent().map(Path::to_path_buf)
+                }
+            })
             .filter(|d| d != &self.dir)
             .collect();
         self.extra.retain(|d, _| dirs.contains(d));

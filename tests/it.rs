@@ -52,5 +52,7 @@ mod shared_net;
 mod stats;
 #[path = "it/tcp_api.rs"]
 mod tcp_api;
+#[path = "it/templates.rs"]
+mod templates;
 #[path = "it/watching.rs"]
 mod watching;

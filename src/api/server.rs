@@ -21,6 +21,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/units", get(list))
         .route("/v1/units/{name}", get(status))
         .route("/v1/units/{name}/inspect", get(inspect))
+        .route("/v1/units/{name}/cat", get(cat))
         .route("/v1/units/{name}/exec", post(super::exec::exec))
         .route("/v1/units/{name}/{verb}", post(intent))
         .route("/v1/events", get(super::events::events))
@@ -115,6 +116,17 @@ pub fn status_of(ctx: &Context, name: &str, e: &Entry) -> UnitStatus {
         since: rfc3339(r.map(|r| r.since_ms)),
         restart_at: rfc3339(r.and_then(restart_at)),
         file: e.file.as_ref().map(|f| f.display().to_string()),
+        sources: e
+            .unit
+            .as_ref()
+            .map(|u| {
+                u.sources
+                    .iter()
+                    .filter(|f| Some(*f) != e.file.as_ref())
+                    .map(|f| f.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
         policy,
         autostart: e.unit.as_ref().map(|u| u.autostart),
         held: r.is_some_and(|r| r.hold),
@@ -198,6 +210,26 @@ async fn inspect(
             .map(|id| ctx.paths.bundle(id).display().to_string()),
         log: ctx.paths.log(&name).display().to_string(),
     }))
+}
+
+/// The effective unit (`rctl cat`): its layers merged, every value with its origin.
+async fn cat(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+) -> Result<Json<super::types::Cat>, ApiError> {
+    let file = ctx
+        .units
+        .get(&name)
+        .filter(|e| e.present)
+        .and_then(|e| e.file.clone())
+        .ok_or_else(|| unknown(&name))?;
+    let rendered = tokio::task::spawn_blocking(move || crate::unit::effective(&file))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match rendered {
+        Ok(text) => Ok(Json(super::types::Cat { text })),
+        Err(e) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+    }
 }
 
 async fn intent(

@@ -33,6 +33,9 @@ pub struct UnitStatus {
     pub restart_at: Option<String>,
     /// The unit file.
     pub file: Option<String>,
+    /// The other files the loaded unit is made of, in merge order: its template, its drop-ins.
+    #[serde(default)]
+    pub sources: Vec<String>,
     /// The restart policy.
     pub policy: Option<String>,
     /// `[install] autostart`.
@@ -192,4 +195,11 @@ pub struct ImageRemoved {
 pub struct ImagesImported {
     /// The images recorded.
     pub images: Vec<ImageInfo>,
+}
+
+/// `GET /v1/units/{name}/cat`: the effective unit as TOML, each value with its origin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cat {
+    /// The text.
+    pub text: String,
 }

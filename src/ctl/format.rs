@@ -61,6 +61,14 @@ pub fn status(s: &UnitStatus, usage: Option<&crate::cgroup::Usage>, log: &str) -
     if let Some(f) = &s.file {
         out.push_str(&format!("       File: {f}\n"));
     }
+    for f in &s.sources {
+        let label = if f.ends_with("@.toml") {
+            "Template"
+        } else {
+            "Drop-In"
+        };
+        out.push_str(&format!("{label:>11}: {f}\n"));
+    }
     if let Some(id) = &s.container_id {
         out.push_str(&format!("  Container: {id}\n"));
     }

@@ -167,6 +167,12 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// The effective unit: its template, file and drop-ins merged (env files' variables
+    /// listed), each value with the file and line it comes from; secrets' contents never shown.
+    Cat {
+        /// The unit.
+        unit: String,
+    },
     /// A unit as loaded, its container record and its bundle, as JSON.
     Inspect {
         /// The unit.
@@ -288,6 +294,10 @@ pub async fn run(cli: Cli) -> i32 {
                 Err(e) => Err(e),
             }
         }
+        Command::Cat { unit } => client
+            .get::<crate::api::types::Cat>(&format!("/v1/units/{}/cat", enc(&unit)))
+            .await
+            .map(|c| print!("{}", c.text)),
         Command::Inspect { unit } => client
             .get::<Inspect>(&format!("/v1/units/{}/inspect", enc(&unit)))
             .await

@@ -201,11 +201,29 @@ fn with_externals(own: [u8; 32], externals: &[PathBuf]) -> [u8; 32] {
 }
 
 /// Digest of a unit file's bytes (capped), owner and mode: what decides whether it must be
-/// read again (a chmod that makes a refused file acceptable counts as a change).
+/// read again (a chmod that makes a refused file acceptable counts as a change). Of a
+/// directory (a drop-in directory), its listing.
 fn fingerprint(path: &Path) -> Option<[u8; 32]> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
+    if meta.is_dir() {
+        // A drop-in directory: what it lists (a file added or removed), and who may write it.
+        let mut names: Vec<_> = std::fs::read_dir(path)
+            .ok()?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        let mut h = Sha256::new();
+        h.update(meta.uid().to_le_bytes());
+        h.update(meta.mode().to_le_bytes());
+        for n in names {
+            h.update(n.as_encoded_bytes());
+            h.update([0]);
+        }
+        return Some(h.finalize().into());
+    }
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .ok()?
@@ -239,7 +257,8 @@ fn list(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, Listing> {
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(name) = unit::unit_name(&path) else {
+        // A template (`web@.toml`) is no unit: its instances are.
+        let Some(name) = unit::unit_name(&path).filter(|n| !unit::is_template(n)) else {
             continue;
         };
         // Follow symlinks: a unit may be a link to a file kept elsewhere. A dangling link is

@@ -29,6 +29,12 @@ pub fn hosts_files(members: &[Member]) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// What the others call a unit: its name, an instance's '@' read as '-' (`web@blue` is
+/// `web-blue`: an '@' in a host name would read as a URL's user part).
+pub fn peer_name(unit: &str) -> String {
+    unit.replace('@', "-")
+}
+
 /// The `/etc/hosts` of `m` among `members` (which may or may not include `m`).
 pub fn hosts_file(m: &Member, members: &[Member]) -> String {
     let own = m.addresses.first().map(|(_, ip)| *ip);
@@ -40,7 +46,7 @@ pub fn hosts_file(m: &Member, members: &[Member]) -> String {
                 o.addresses
                     .iter()
                     .find(|(n, _)| n == net)
-                    .map(|(_, ip)| (o.unit.clone(), *ip))
+                    .map(|(_, ip)| (peer_name(&o.unit), *ip))
             })
         })
         .collect();

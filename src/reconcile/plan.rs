@@ -168,6 +168,7 @@ mod tests {
         Unit {
             name: "web".into(),
             file: "/u/web.toml".into(),
+            sources: vec!["/u/web.toml".into()],
             description: None,
             deps: Default::default(),
             health: Default::default(),

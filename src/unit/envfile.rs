@@ -93,6 +93,13 @@ fn check_after(after: &str) -> Result<(), String> {
     }
 }
 
+/// The pairs of the env file at `path`, trust-checked as `apply` reads it.
+pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>, String> {
+    trust::check(path).map_err(|e| e.to_string())?;
+    let text = read(path).map_err(|e| e.to_string())?;
+    parse(&text).map_err(|(line, message)| format!("{}:{line}: {message}", path.display()))
+}
+
 /// Reads `unit`'s env files (trust-checked as unit files are), merges them under its inline
 /// `env` (later files over earlier ones, `env` over all) and hashes the result. Problems are
 /// diagnostics in the env file (or at its line 1 when it cannot be read).

@@ -5,7 +5,8 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{line_col, links, parse, raw, trust, unit_name, Diagnostic, Error, Unit};
+use super::sources::{Layers, Sources};
+use super::{links, parse, raw, trust, unit_name, Diagnostic, Error, Unit};
 
 /// Unit files are a few hundred bytes; a cap keeps a stray huge file from
 /// being read whole into memory.
@@ -24,9 +25,10 @@ pub fn load_file_with_externals(path: &Path) -> (Result<Unit, Error>, Vec<PathBu
     (loaded, externals)
 }
 
-/// `load_file`, also returning the text, to locate problems found later; `externals` gets the
-/// files outside it that it reads.
-fn load_with_text(path: &Path, externals: &mut Vec<PathBuf>) -> Result<(Unit, String), Error> {
+/// `load_file`, also returning the unit's sources, to locate problems found later;
+/// `externals` gets the paths outside its own file whose change changes it (its template,
+/// drop-ins and their directories, env files, secrets), as far as they are known.
+fn load_with_text(path: &Path, externals: &mut Vec<PathBuf>) -> Result<(Unit, Sources), Error> {
     let Some(name) = unit_name(path) else {
         return Err(Error::Invalid {
             diagnostics: vec![Diagnostic {
@@ -37,21 +39,23 @@ fn load_with_text(path: &Path, externals: &mut Vec<PathBuf>) -> Result<(Unit, St
             }],
         });
     };
-    trust::check(path)?;
-    let text = read_capped(path).map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut unit =
-        parse(&name, path, &text).map_err(|diagnostics| Error::Invalid { diagnostics })?;
-    *externals = unit.external_files();
+    let layers = if super::is_template(&name) {
+        Layers::for_template(path, &name)
+    } else {
+        Layers::discover(path, &name)
+    };
+    *externals = layers.externals(path);
+    let sources = layers.read()?;
+    let mut unit = super::parse_sources(&layers.name, path, &sources)
+        .map_err(|diagnostics| Error::Invalid { diagnostics })?;
+    externals.extend(unit.external_files());
     super::envfile::apply(&mut unit).map_err(|diagnostics| Error::Invalid { diagnostics })?;
     super::secrets::apply(&mut unit).map_err(|diagnostics| Error::Invalid { diagnostics })?;
-    Ok((unit, text))
+    Ok((unit, sources))
 }
 
 /// Reads a file as UTF-8, refusing one larger than `MAX_UNIT_SIZE`.
-fn read_capped(path: &Path) -> std::io::Result<String> {
+pub(super) fn read_capped(path: &Path) -> std::io::Result<String> {
     let mut text = String::new();
     fs::File::open(path)?
         .take(MAX_UNIT_SIZE + 1)
@@ -70,7 +74,7 @@ pub fn unit_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        if unit_name(&path).is_some() {
+        if unit_name(&path).is_some_and(|n| !super::is_template(&n)) {
             files.push(path);
         }
     }
@@ -122,7 +126,10 @@ pub fn check_paths(paths: &[PathBuf], networks: Option<&BTreeSet<String>>) -> Ve
                 let names = names_of(&files);
                 let mut found = Vec::new();
                 let mut loaded = Vec::new();
-                for file in files {
+                // Templates too, each as an instance of its own: one no instance uses yet is
+                // checked all the same (its problems, shared by its instances, said once).
+                let templates = templates(path);
+                for file in files.into_iter().chain(templates) {
                     match load_with_text(&file, &mut Vec::new()) {
                         Ok(unit) => loaded.push(unit),
                         Err(e) => found.extend(e.diagnostics()),
@@ -131,6 +138,7 @@ pub fn check_paths(paths: &[PathBuf], networks: Option<&BTreeSet<String>>) -> Ve
                 found.extend(cross_file(&loaded, Some(&names), networks));
                 // File by file, as the directory lists them; a file's own order is kept.
                 found.sort_by(|a, b| a.file.cmp(&b.file));
+                found.dedup();
                 out.extend(found);
             }
             Err(source) => out.extend(
@@ -142,6 +150,21 @@ pub fn check_paths(paths: &[PathBuf], networks: Option<&BTreeSet<String>>) -> Ve
             ),
         }
     }
+    out
+}
+
+/// The templates (`NAME@.toml`) in `dir`, sorted.
+fn templates(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| unit_name(p).is_some_and(|n| super::is_template(&n)))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
     out
 }
 
@@ -160,7 +183,11 @@ pub fn check_text(
     networks: Option<&BTreeSet<String>>,
 ) -> Vec<Diagnostic> {
     match parse(name, file, text) {
-        Ok(unit) => cross_file(&[(unit, text.to_owned())], Some(names), networks),
+        Ok(unit) => cross_file(
+            &[(unit, Sources::single(name, file, text))],
+            Some(names),
+            networks,
+        ),
         Err(diagnostics) => diagnostics,
     }
 }
@@ -168,7 +195,7 @@ pub fn check_text(
 /// The problems of valid units' references to other units (when the unit files present are
 /// known) and to networks (when the configured ones are).
 fn cross_file(
-    loaded: &[(Unit, String)],
+    loaded: &[(Unit, Sources)],
     names: Option<&BTreeSet<String>>,
     networks: Option<&BTreeSet<String>>,
 ) -> Vec<Diagnostic> {
@@ -181,29 +208,38 @@ fn cross_file(
 
 /// The cross-file problems of `loaded` units (see `links`), each at the value naming the
 /// other unit.
-fn link_diagnostics(loaded: &[(Unit, String)], names: &BTreeSet<String>) -> Vec<Diagnostic> {
+fn link_diagnostics(loaded: &[(Unit, Sources)], names: &BTreeSet<String>) -> Vec<Diagnostic> {
     let problems = links(loaded.iter().map(|(u, _)| u), names);
     problems
         .into_iter()
         .filter_map(|p| {
-            let (unit, text) = loaded.iter().find(|(u, _)| u.name == p.unit)?;
-            let (line, column) = line_col(text, reference_offset(text, p.key, &p.target));
-            Some(Diagnostic {
-                file: unit.file.clone(),
-                line,
-                column,
-                message: p.message,
-            })
+            let (_, sources) = loaded.iter().find(|(u, _)| u.name == p.unit)?;
+            Some(at(
+                sources,
+                reference_offset(sources, p.key, &p.target),
+                p.message,
+            ))
         })
         .collect()
 }
 
+/// A diagnostic at a byte offset of a unit's sources.
+fn at(sources: &Sources, offset: usize, message: String) -> Diagnostic {
+    let (file, line, column) = sources.locate(offset);
+    Diagnostic {
+        file,
+        line,
+        column,
+        message,
+    }
+}
+
 /// The networks that `loaded` units name and `known` lacks, each at its place in `networks`.
-fn network_diagnostics(loaded: &[(Unit, String)], known: &BTreeSet<String>) -> Vec<Diagnostic> {
+fn network_diagnostics(loaded: &[(Unit, Sources)], known: &BTreeSet<String>) -> Vec<Diagnostic> {
     let configured = known.iter().cloned().collect::<Vec<_>>().join(", ");
     let mut out = Vec::new();
-    for (unit, text) in loaded {
-        let listed: Vec<(String, usize)> = raw::parse(text)
+    for (unit, sources) in loaded {
+        let listed: Vec<(String, usize)> = raw::parse_sources(sources)
             .ok()
             .and_then(|(file, _)| file.network)
             .and_then(|n| n.into_inner().networks)
@@ -215,40 +251,38 @@ fn network_diagnostics(loaded: &[(Unit, String)], known: &BTreeSet<String>) -> V
             })
             .unwrap_or_default();
         for name in unit.network.networks.iter().filter(|n| !known.contains(*n)) {
-            let at = listed
+            let offset = listed
                 .iter()
                 .find(|(n, _)| n == name)
                 .map_or(0, |(_, at)| *at);
-            let (line, column) = line_col(text, at);
-            out.push(Diagnostic {
-                file: unit.file.clone(),
-                line,
-                column,
-                message: format!("unknown network {name:?} (configured: {configured})"),
-            });
+            out.push(at(
+                sources,
+                offset,
+                format!("unknown network {name:?} (configured: {configured})"),
+            ));
         }
     }
     out
 }
 
-/// `p` as a diagnostic at its place in the unit's file, read again (line 1, column 1 if the
-/// file cannot be read).
+/// `p` as a diagnostic at its place in the unit's files, read again (line 1, column 1 of
+/// `file` if they cannot be read).
 pub fn locate_link(file: &Path, p: &super::LinkProblem) -> Diagnostic {
-    let text = read_capped(file).unwrap_or_default();
-    let (line, column) = line_col(&text, reference_offset(&text, p.key, &p.target));
-    Diagnostic {
-        file: file.to_path_buf(),
-        line,
-        column,
-        message: p.message.clone(),
-    }
+    let sources = unit_name(file)
+        .and_then(|name| Layers::discover(file, &name).read().ok())
+        .unwrap_or_else(|| Sources::single(&p.unit, file, ""));
+    at(
+        &sources,
+        reference_offset(&sources, p.key, &p.target),
+        p.message.clone(),
+    )
 }
 
-/// Where, in a valid unit's text, `key` names `target`: the value of `[network] mode`, or the
-/// entry of `[unit] after`, `requires` or `wants` (0 if not found, which cannot happen for a
-/// reference the unit has).
-fn reference_offset(text: &str, key: &str, target: &str) -> usize {
-    let Ok((file, _)) = raw::parse(text) else {
+/// Where, in a valid unit's sources, `key` names `target`: the value of `[network] mode`, or
+/// the entry of `[unit] after`, `requires` or `wants` (0 if not found, which cannot happen
+/// for a reference the unit has).
+fn reference_offset(sources: &Sources, key: &str, target: &str) -> usize {
+    let Ok((file, _)) = raw::parse_sources(sources) else {
         return 0;
     };
     if key == "mode" {

@@ -15,8 +15,10 @@ mod logs;
 pub mod ports;
 pub(crate) mod quantity;
 mod raw;
+mod render;
 pub mod secrets;
 mod security;
+pub mod sources;
 pub mod trust;
 mod validate;
 
@@ -38,6 +40,9 @@ pub struct Unit {
     pub name: String,
     /// The file it was loaded from.
     pub file: PathBuf,
+    /// The files it is made of, in merge order: the template it is an instance of, its own
+    /// file, its drop-ins (just `file` for most units).
+    pub sources: Vec<PathBuf>,
     /// `[unit] description`.
     pub description: Option<String>,
     /// `[unit] after`, `requires`, `wants`: how it depends on other units (not part of the
@@ -487,26 +492,48 @@ pub fn unit_name(path: &Path) -> Option<String> {
     (!stem.is_empty()).then(|| stem.to_owned())
 }
 
-/// Whether `name` is a valid unit name: `^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`.
+/// Whether `name` is a valid unit name: `^[A-Za-z0-9][A-Za-z0-9_.-]*$`, or two such names
+/// joined by one '@' (an instance of a template), 63 characters at most.
 pub fn valid_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && name.len() <= 63
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    fn plain(part: &str) -> bool {
+        let mut bytes = part.bytes();
+        bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    }
+    name.len() <= 63
+        && match name.split_once('@') {
+            Some((prefix, instance)) => plain(prefix) && plain(instance),
+            None => plain(name),
+        }
+}
+
+/// Whether `name` (a file stem) is a template (`web@`): not a unit of its own.
+pub fn is_template(name: &str) -> bool {
+    name.strip_suffix('@').is_some_and(|p| !p.contains('@'))
 }
 
 /// Parses and validates a unit file's text.
 pub fn parse(name: &str, file: &Path, text: &str) -> Result<Unit, Vec<Diagnostic>> {
+    parse_sources(name, file, &sources::Sources::single(name, file, text))
+}
+
+/// Parses and validates a unit made of layers (see `sources`); `file` is the file it is
+/// listed as. Each problem names the layer and place it comes from.
+pub fn parse_sources(
+    name: &str,
+    file: &Path,
+    sources: &sources::Sources,
+) -> Result<Unit, Vec<Diagnostic>> {
     let mut problems = Vec::new();
     if !valid_name(name) {
         problems.push(raw::Problem::new(
             0..0,
             format!(
-                "invalid unit name {name:?}: use 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit"
+                "invalid unit name {name:?}: use 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit, and at most one '@' between two such names (an instance of a template)"
             ),
         ));
     }
-    let unit = match raw::parse(text) {
+    let unit = match raw::parse_sources(sources) {
         Err(syntax) => {
             problems.extend(syntax);
             None
@@ -514,7 +541,10 @@ pub fn parse(name: &str, file: &Path, text: &str) -> Result<Unit, Vec<Diagnostic
         Ok((raw_file, typing)) => {
             problems.extend(typing);
             match validate::validate(name, file, raw_file) {
-                Ok(unit) => Some(unit),
+                Ok(mut unit) => {
+                    unit.sources = sources.files().map(Path::to_path_buf).collect();
+                    Some(unit)
+                }
                 Err(semantic) => {
                     problems.extend(semantic);
                     None
@@ -532,17 +562,20 @@ pub fn parse(name: &str, file: &Path, text: &str) -> Result<Unit, Vec<Diagnostic
             let mut diagnostics: Vec<Diagnostic> = problems
                 .into_iter()
                 .map(|p| {
-                    let (line, column) = line_col(text, p.span.start);
+                    let (file, line, column) = sources.locate(p.span.start);
                     Diagnostic {
-                        file: file.to_path_buf(),
+                        file,
                         line,
                         column,
                         message: p.message,
                     }
                 })
                 .collect();
-            // Stable: problems at one place keep the order they were found in.
-            diagnostics.sort_by_key(|d| (d.line, d.column));
+            // Stable: problems at one place keep the order they were found in; layers in
+            // merge order.
+            let order: Vec<PathBuf> = sources.files().map(Path::to_path_buf).collect();
+            let rank = |f: &PathBuf| order.iter().position(|o| o == f).unwrap_or(0);
+            diagnostics.sort_by_key(|d| (rank(&d.file), d.line, d.column));
             Err(diagnostics)
         }
     }
@@ -584,6 +617,11 @@ pub fn check_text(
     networks: Option<&std::collections::BTreeSet<String>>,
 ) -> Vec<Diagnostic> {
     load::check_text(name, file, text, names, networks)
+}
+
+/// The effective unit listed at `path` (`rctl cat`): see `render::effective`.
+pub fn effective(path: &Path) -> Result<String, Error> {
+    render::effective(path)
 }
 
 /// The unit files in `dir` (as `unit_name` selects them), sorted by path.

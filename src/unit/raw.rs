@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde_spanned::Spanned;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::de::{DeValue, ValueDeserializer};
 
 /// A problem found in the text, located by byte span.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -401,40 +401,31 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
-/// Parses the text. Syntax errors are `Err` (at most one per line: the parser's
-/// recovery cascades). Otherwise every table is deserialized, and the problems are
+/// Parses a unit's layers, merged. Syntax errors are `Err` (at most one per line: the
+/// parser's recovery cascades). Otherwise every table is deserialized, and the problems are
 /// the first type error of each table that failed.
-pub fn parse(text: &str) -> Result<(UnitFile, Vec<Problem>), Vec<Problem>> {
+pub fn parse_sources(
+    sources: &super::sources::Sources,
+) -> Result<(UnitFile, Vec<Problem>), Vec<Problem>> {
     let mut file = UnitFile::default();
-    let (doc, errors) = DeTable::parse_recoverable(text);
-    if !errors.is_empty() {
-        let mut problems: Vec<Problem> = errors
-            .iter()
-            .map(|e| {
-                let span = e.span().unwrap_or(0..0);
-                let message = match (e.message(), text.get(span.clone())) {
-                    // toml does not say which key.
-                    ("duplicate key", Some(key)) if !key.is_empty() => {
-                        format!("duplicate key `{key}`")
-                    }
-                    (message, _) => message.to_owned(),
-                };
-                Problem::new(span, message)
-            })
-            .collect();
-        problems.sort_by_key(|p| p.span.start);
-        let mut last_line = None;
-        problems.retain(|p| {
-            let line = text.get(..p.span.start).map(|s| s.matches('\n').count());
-            let keep = line != last_line;
-            last_line = line;
-            keep
-        });
-        return Err(problems);
-    }
+    let text = sources.text();
+    let (doc, specifier_problems) = match sources.table() {
+        Ok(parsed) => parsed,
+        Err(mut problems) => {
+            problems.sort_by_key(|p| p.span.start);
+            let mut last_line = None;
+            problems.retain(|p| {
+                let line = text.get(..p.span.start).map(|s| s.matches('\n').count());
+                let keep = line != last_line;
+                last_line = line;
+                keep
+            });
+            return Err(problems);
+        }
+    };
 
-    let mut problems = Vec::new();
-    for (key, value) in doc.into_inner() {
+    let mut problems = specifier_problems;
+    for (key, value) in doc {
         let key_span = key.span();
         match key.get_ref().as_ref() {
             "unit" => file.unit = section(value, "unit", &mut file.broken, &mut problems),
@@ -612,6 +603,14 @@ const CONTAINER_KEYS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str) -> Result<(UnitFile, Vec<Problem>), Vec<Problem>> {
+        parse_sources(&crate::unit::sources::Sources::single(
+            "t",
+            std::path::Path::new("t.toml"),
+            text,
+        ))
+    }
 
     #[test]
     fn sections_report_independently() {

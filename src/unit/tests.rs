@@ -333,7 +333,7 @@ fn bad_unit_names() {
     };
     assert_eq!(
         render(&ds),
-        "1:1: invalid unit name \"bad name!\": use 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit\n\
+        "1:1: invalid unit name \"bad name!\": use 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit, and at most one '@' between two such names (an instance of a template)\n\
          1:1: missing required key `command` in [container]\n\
          2:10: rootfs must be an absolute path"
     );
@@ -1117,4 +1117,161 @@ fn memory_limits_reach_the_runtime_as_written() {
             .and_then(|m| m.limit());
         assert_eq!(limit, Some(bytes), "memory = {written}");
     }
+}
+
+/// Writes `text` at `dir/rel` (parents made 0755), mode 0644.
+fn put(dir: &Path, rel: &str, text: &str) -> PathBuf {
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        assert!(fs::create_dir_all(parent).is_ok());
+        assert!(fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).is_ok());
+    }
+    assert!(fs::write(&path, text).is_ok());
+    assert!(fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).is_ok());
+    path
+}
+
+#[test]
+fn instance_names() {
+    assert!(valid_name("web@blue") && valid_name("web@0") && valid_name("a.b@c_d-1"));
+    for bad in ["web@", "@blue", "a@b@c", "web@-x", "web@b/c"] {
+        assert!(!valid_name(bad), "{bad}");
+    }
+    assert!(is_template("web@") && !is_template("web") && !is_template("web@blue"));
+    assert_eq!(validate::default_hostname("web@Blue"), "web-blue");
+}
+
+#[test]
+fn templates_instances_and_drop_ins() {
+    let dir = unit_dir(&[]);
+    let d = dir.path();
+    let template = put(
+        d,
+        "web@.toml",
+        "[container]\nrootfs = \"/srv/r\"\nhostname = \"%i-host\"\ncommand = [\"echo\", \"%n\", \"100%%\"]\n",
+    );
+    let blue = d.join("web@blue.toml");
+    assert!(std::os::unix::fs::symlink("web@.toml", &blue).is_ok());
+    let green = put(
+        d,
+        "web@green.toml",
+        "[container]\nenv = { COLOR = \"green\" }\n",
+    );
+    let all_mem = put(
+        d,
+        "web@.toml.d/10-mem.toml",
+        "[resources]\nmemory = \"64M\"\n",
+    );
+    let blue_mem = put(
+        d,
+        "web@blue.toml.d/10-mem.toml",
+        "[resources]\nmemory = \"128M\"\n",
+    );
+    let blue_pids = put(
+        d,
+        "web@blue.toml.d/20-pids.toml",
+        "[resources]\npids = 50\n",
+    );
+
+    let b = match load_file(&blue) {
+        Ok(u) => u,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(b.name, "web@blue");
+    assert_eq!(b.container.hostname, "blue-host");
+    assert_eq!(
+        b.container.command.as_deref(),
+        Some(&["echo".to_owned(), "web@blue".into(), "100%".into()][..])
+    );
+    // The instance's own 10-mem.toml replaces the template's.
+    assert_eq!(b.resources.memory, Some(128 * 1024 * 1024));
+    assert_eq!(b.resources.pids, Some(50));
+    assert_eq!(b.sources, [template.clone(), blue_mem, blue_pids]);
+
+    let g = match load_file(&green) {
+        Ok(u) => u,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(g.container.hostname, "green-host");
+    assert_eq!(
+        g.container.env.get("COLOR").map(String::as_str),
+        Some("green")
+    );
+    assert_eq!(g.resources.memory, Some(64 * 1024 * 1024));
+    assert_eq!(g.sources, [template.clone(), green.clone(), all_mem]);
+    assert_ne!(b.spec_hash, g.spec_hash);
+
+    // The template is no unit; its instances are.
+    let listed: Vec<String> = unit_files(d)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| unit_name(p))
+        .collect();
+    assert_eq!(listed, ["web@blue", "web@green"]);
+
+    // A template's problem is found through it, said once, in the template's file.
+    put(
+        d,
+        "web@.toml",
+        "[container]\nrootfs = \"/srv/r\"\ncommand = [\"date\", \"+%s\"]\n",
+    );
+    let found = check_paths(&[d.to_path_buf()], None);
+    let in_template: Vec<_> = found.iter().filter(|p| p.file == template).collect();
+    assert_eq!(in_template.len(), 1, "{found:?}");
+    assert_eq!((in_template[0].line, in_template[0].column), (3, 20));
+    assert!(in_template[0].message.contains("%s"), "{found:?}");
+}
+
+#[test]
+fn a_drop_in_problem_names_the_drop_in() {
+    let dir = unit_dir(&[("web.toml", &unit_with("", ""))]);
+    let d = dir.path();
+    let bad = put(
+        d,
+        "web.toml.d/20-bad.toml",
+        "# more memory\n[resources]\nmemory = \"lots\"\n",
+    );
+    let problems = match load_file(&d.join("web.toml")) {
+        Err(Error::Invalid { diagnostics }) => diagnostics,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        (&problems[0].file, problems[0].line, problems[0].column),
+        (&bad, 3, 10)
+    );
+    // A drop-in that is writable by others is refused like a unit file.
+    assert!(fs::set_permissions(&bad, fs::Permissions::from_mode(0o666)).is_ok());
+    assert!(matches!(
+        load_file(&d.join("web.toml")),
+        Err(Error::Untrusted { .. })
+    ));
+}
+
+#[test]
+fn effective_unit_names_each_value_origin() {
+    let dir = unit_dir(&[(
+        "web.toml",
+        &unit_with("env = { A = \"1\" }", "[resources]\nmemory = \"64M\"\n"),
+    )]);
+    let d = dir.path();
+    let drop_in = put(
+        d,
+        "web.toml.d/10.toml",
+        "[container.env]\nB = \"2\"\n\n[resources]\nmemory = \"1G\"\n",
+    );
+    let text = match effective(&d.join("web.toml")) {
+        Ok(t) => t,
+        Err(e) => panic!("{e}"),
+    };
+    let web = d.join("web.toml");
+    let has = |line: String| assert!(text.contains(&line), "{line:?} not in:\n{text}");
+    has(format!("rootfs = \"/srv/r\"  # {}:2", web.display()));
+    has(format!("A = \"1\"  # {}:4", web.display()));
+    has(format!("B = \"2\"  # {}:2", drop_in.display()));
+    has(format!("memory = \"1G\"  # {}:5", drop_in.display()));
+    assert!(!text.contains("64M"), "{text}");
+    // What it prints is a unit that loads to the same thing.
+    let again = parse("web", &web, &text);
+    assert!(again.is_ok(), "{again:?}\n{text}");
 }

@@ -126,6 +126,7 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
             Ok(Unit {
                 name: name.to_owned(),
                 file: file.to_path_buf(),
+                sources: vec![file.to_path_buf()],
                 description,
                 deps,
                 container,
@@ -152,7 +153,7 @@ pub fn default_hostname(name: &str) -> String {
     let label: String = name
         .chars()
         .map(|ch| match ch {
-            '_' | '.' => '-',
+            '_' | '.' | '@' => '-',
             other => other.to_ascii_lowercase(),
         })
         .collect();

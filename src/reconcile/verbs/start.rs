@@ -28,7 +28,7 @@ pub async fn start(
         _ => {
             // Unique across the unit's lifetimes too (a record is forgotten when its file goes,
             // and the old instance may still be cleaned up in the background).
-            r.generation = (r.generation + 1).max(now);
+            r.generation = ctx.next_generation(r.generation, now);
             let id = ctx.container_id(&unit.name, r.generation);
             ctx.events
                 .emit(&unit.name, "create", &[("container", id.clone())]);
