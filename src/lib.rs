@@ -43,6 +43,7 @@ pub mod cgroup;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod convert;
 pub mod ctl;
 pub mod daemon;
 pub mod desired;

@@ -1,6 +1,7 @@
 //! rctl: the command line in, requests to the daemon (or, for `check`, the unit parser) out,
 //! and what the operator reads.
 
+mod convert;
 mod events;
 mod exec;
 mod format;
@@ -167,6 +168,15 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// Converts a compose file, or a `docker run` command line, to units: one per service,
+    /// every key that could not be expressed said with its line. Exit 1 if any was refused.
+    Convert {
+        /// A compose file, or a quoted `docker run ...` command line.
+        input: String,
+        /// Write `SERVICE.toml` files here (default: print them).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The effective unit: its template, file and drop-ins merged (env files' variables
     /// listed), each value with the file and line it comes from; secrets' contents never shown.
     Cat {
@@ -211,6 +221,7 @@ pub async fn run(cli: Cli) -> i32 {
     };
     let result = match cli.command {
         Command::Check { paths, config } => return check(paths, &config),
+        Command::Convert { input, out } => return convert::run(&input, out.as_deref()),
         Command::Status { units, output } => status(&client, units, output).await,
         Command::List { output } => list(&client, output).await,
         Command::Start { unit } => intent(&client, &unit, "start").await,

@@ -619,6 +619,12 @@ pub fn check_text(
     load::check_text(name, file, text, names, networks)
 }
 
+/// The `KEY=value` pairs of a text in env-file syntax (`.env`, `env_file`), or the line and
+/// problem of the first bad line.
+pub fn envfile_pairs(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
+    envfile::parse(text)
+}
+
 /// The effective unit listed at `path` (`rctl cat`): see `render::effective`.
 pub fn effective(path: &Path) -> Result<String, Error> {
     render::effective(path)
