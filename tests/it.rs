@@ -12,6 +12,8 @@ mod bridge;
 mod check;
 #[path = "it/cni.rs"]
 mod cni;
+#[path = "it/convert.rs"]
+mod convert;
 #[path = "it/deps.rs"]
 mod deps;
 #[path = "it/events.rs"]

@@ -43,7 +43,8 @@ pub fn prepare(
 /// A bind source: made where asked (every start: it may have been removed meanwhile), else a
 /// clear error now rather than the runtime's later.
 fn bind_source(m: &Mount) -> Result<(), Error> {
-    if m.create {
+    // An existing source (a file too, through a symlink: `/etc/localtime`) is used as it is.
+    if m.create && !m.source.exists() {
         std::fs::create_dir_all(&m.source).map_err(|e| Error::MountSource {
             path: m.source.clone(),
             reason: format!("cannot create it: {e}"),

@@ -54,6 +54,69 @@ pub fn bounding_set() -> u64 {
     })
 }
 
+/// The daemon's effective capabilities, as a bit mask (bit N is capability N).
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
+/// `CAP_SYS_RESOURCE`'s number.
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Refuses ulimits (keyed `RLIMIT_*`) whose hard limit is above the daemon's own when the
+/// daemon may not raise one (no `CAP_SYS_RESOURCE`, as in some sandboxes and rootless
+/// setups): said now, rather than the runtime's bare "operation not permitted".
+pub fn check_ulimits(
+    ulimits: &std::collections::BTreeMap<String, crate::unit::Ulimit>,
+) -> Result<(), String> {
+    use nix::sys::resource::{getrlimit, Resource};
+    if ulimits.is_empty() || effective_caps() & (1 << CAP_SYS_RESOURCE) != 0 {
+        return Ok(());
+    }
+    for (name, u) in ulimits {
+        let resource = match name.as_str() {
+            "RLIMIT_AS" => Resource::RLIMIT_AS,
+            "RLIMIT_CORE" => Resource::RLIMIT_CORE,
+            "RLIMIT_CPU" => Resource::RLIMIT_CPU,
+            "RLIMIT_DATA" => Resource::RLIMIT_DATA,
+            "RLIMIT_FSIZE" => Resource::RLIMIT_FSIZE,
+            "RLIMIT_LOCKS" => Resource::RLIMIT_LOCKS,
+            "RLIMIT_MEMLOCK" => Resource::RLIMIT_MEMLOCK,
+            "RLIMIT_MSGQUEUE" => Resource::RLIMIT_MSGQUEUE,
+            "RLIMIT_NICE" => Resource::RLIMIT_NICE,
+            "RLIMIT_NOFILE" => Resource::RLIMIT_NOFILE,
+            "RLIMIT_NPROC" => Resource::RLIMIT_NPROC,
+            "RLIMIT_RSS" => Resource::RLIMIT_RSS,
+            "RLIMIT_RTPRIO" => Resource::RLIMIT_RTPRIO,
+            "RLIMIT_RTTIME" => Resource::RLIMIT_RTTIME,
+            "RLIMIT_SIGPENDING" => Resource::RLIMIT_SIGPENDING,
+            "RLIMIT_STACK" => Resource::RLIMIT_STACK,
+            _ => continue,
+        };
+        let Ok((_, own)) = getrlimit(resource) else {
+            continue;
+        };
+        if own != nix::sys::resource::RLIM_INFINITY && u.hard > own {
+            let short = name.trim_start_matches("RLIMIT_").to_ascii_lowercase();
+            let wanted = if u.hard == u64::MAX {
+                "unlimited".to_owned()
+            } else {
+                u.hard.to_string()
+            };
+            return Err(format!(
+                "ulimit {short}: the hard limit {wanted} is above the daemon's own ({own}), which it cannot raise without CAP_SYS_RESOURCE"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A device node as the spec lists it, and the cgroup rule that lets it be used.
 pub struct HostDevice {
     /// The node to create in the container.

@@ -99,6 +99,7 @@ impl FromHost {
             Vec::new()
         };
         devices.extend(host::devices(&unit.container.devices)?);
+        host::check_ulimits(&unit.container.ulimits)?;
         let init = unit.container.init.then(host::init_binary).transpose()?;
         let seccomp = match (&s.seccomp, s.privileged) {
             (_, true) | (Seccomp::Unconfined, _) => None,

@@ -276,17 +276,23 @@ fn dns_settings_and_extra_hosts_reach_the_generated_files() {
 fn a_bind_source_is_made_when_asked_and_a_missing_one_is_a_clear_failure() {
     let d = Daemon::start();
     let made = d.dir.path().join("made/here");
+    // An existing file reached through a symlink (`/etc/localtime`) is used as it is.
+    let file = d.dir.path().join("zone");
+    std::fs::write(&file, "UTC\n").unwrap();
+    let link = d.dir.path().join("localtime");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
     d.write_unit(
         "maker",
         &unit(
-            "echo hello > /data/greeting && echo done; exec sleep 1000",
+            "echo hello > /data/greeting && cat /etc/zone && echo done; exec sleep 1000",
             &format!(
-                "[network]\nmode = \"none\"\n[[mount]]\nsource = {:?}\ntarget = \"/data\"\ncreate = true\n",
-                made.display().to_string()
+                "[network]\nmode = \"none\"\n[[mount]]\nsource = {:?}\ntarget = \"/data\"\ncreate = true\n[[mount]]\nsource = {:?}\ntarget = \"/etc/zone\"\ncreate = true\nreadonly = true\n",
+                made.display().to_string(),
+                link.display().to_string()
             ),
         ),
     );
-    output_of(&d, "maker");
+    assert!(output_of(&d, "maker").contains("UTC\n"));
     assert_eq!(
         std::fs::read_to_string(made.join("greeting")).unwrap(),
         "hello\n"
