@@ -37,6 +37,8 @@ pub struct Context {
     pub boot_id: String,
     /// Short digest of the root, in container ids and cgroup paths, so daemons never collide.
     pub tag: String,
+    /// Where CDI specs are read (`[daemon] cdi_spec_dirs`).
+    pub cdi_dirs: Vec<PathBuf>,
     /// The last generation handed out: generations are unique across the daemon's units, so
     /// container ids are unique even where two unit names read the same in one (`a@b`, `a_b`).
     last_generation: std::sync::atomic::AtomicU64,
@@ -151,6 +153,7 @@ impl Context {
             start_permits: Semaphore::new((cores * 2).max(4)),
             // Replaced by the daemon's own; a context without a scan owner never scans.
             last_generation: std::sync::atomic::AtomicU64::new(0),
+            cdi_dirs: crate::spec::cdi::DEFAULT_DIRS.map(PathBuf::from).to_vec(),
             scans: crate::desired::owner::channel().0,
             queue: crate::reconcile::Queue::default(),
             units: UnitTable::default(),

@@ -60,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
             "rcd:web",
             &[],
             None,
+            &[],
         ) {
             let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
             let limit = resources

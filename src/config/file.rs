@@ -37,6 +37,8 @@ pub struct FileConfig {
     pub cgroup_driver: Option<crate::cgroup::Driver>,
     /// `[api]`: listeners besides the Unix socket.
     pub api: Api,
+    /// `[daemon] cdi_spec_dirs`: where CDI device specs are read, later ones winning.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// `[api]`: TCP listeners (none by default), with mutual TLS unless `insecure` says otherwise.
@@ -129,6 +131,7 @@ impl Default for FileConfig {
             },
             live_restore: true,
             cgroup_driver: None,
+            cdi_spec_dirs: crate::spec::cdi::DEFAULT_DIRS.map(PathBuf::from).to_vec(),
             api: Api::default(),
         }
     }
@@ -199,6 +202,7 @@ struct RawApi {
 struct RawDaemon {
     live_restore: Option<bool>,
     cgroup_driver: Option<Spanned<String>>,
+    cdi_spec_dirs: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -389,6 +393,17 @@ impl FileConfig {
         }
         if let Some(d) = raw.daemon {
             config.live_restore = d.live_restore.unwrap_or(true);
+            if let Some(dirs) = d.cdi_spec_dirs {
+                let span = dirs.span();
+                let dirs: Vec<PathBuf> = dirs.into_inner().into_iter().map(PathBuf::from).collect();
+                if let Some(rel) = dirs.iter().find(|d| !d.is_absolute()) {
+                    return Err(at(
+                        Some(span),
+                        format!("cdi_spec_dirs: {} is not an absolute path", rel.display()),
+                    ));
+                }
+                config.cdi_spec_dirs = dirs;
+            }
             if let Some(v) = d.cgroup_driver {
                 config.cgroup_driver = match v.get_ref().as_str() {
                     "auto" => None,

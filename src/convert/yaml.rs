@@ -115,7 +115,24 @@ pub fn parse(
         return Ok(Node::new(Pos { line: 1, col: 1 }, Value::Null));
     };
     let chars: Vec<char> = text.chars().collect();
-    convert(&doc, &chars, vars, unset)
+    convert(&doc, &chars, Some(vars), unset)
+}
+
+/// Parses the first document of `text` with strings as written (no interpolation): for YAML
+/// that is not a compose file (CDI specs).
+pub fn parse_literal(text: &str) -> Result<Node, SyntaxError> {
+    let docs = MarkedYaml::load_from_str(text).map_err(|e| SyntaxError {
+        at: Pos {
+            line: e.marker().line(),
+            col: e.marker().col() + 1,
+        },
+        message: e.info().to_owned(),
+    })?;
+    let Some(doc) = docs.into_iter().next() else {
+        return Ok(Node::new(Pos { line: 1, col: 1 }, Value::Null));
+    };
+    let chars: Vec<char> = text.chars().collect();
+    convert(&doc, &chars, None, &mut Vec::new())
 }
 
 /// An integer as compose's Go parser reads it: `0440` is octal (YAML 1.1's reading, which
@@ -143,7 +160,7 @@ fn pos(y: &MarkedYaml<'_>) -> Pos {
 fn convert(
     y: &MarkedYaml<'_>,
     chars: &[char],
-    vars: &BTreeMap<String, String>,
+    vars: Option<&BTreeMap<String, String>>,
     unset: &mut Vec<(Pos, String)>,
 ) -> Result<Node, SyntaxError> {
     let at = pos(y);
@@ -153,9 +170,9 @@ fn convert(
             Scalar::Boolean(b) => Value::Bool(*b),
             Scalar::Integer(i) => Value::Int(integer(y, chars, *i)),
             Scalar::FloatingPoint(f) => Value::Float(f.into_inner()),
-            Scalar::String(s) => Value::Str(interpolate(s, vars, at, unset)?),
+            Scalar::String(s) => Value::Str(text_of(s, vars, at, unset)?),
         },
-        YamlData::Representation(s, _, _) => Value::Str(interpolate(s, vars, at, unset)?),
+        YamlData::Representation(s, _, _) => Value::Str(text_of(s, vars, at, unset)?),
         YamlData::Sequence(items) => Value::Seq(
             items
                 .iter()
@@ -211,6 +228,19 @@ fn convert(
         }),
     };
     Ok(Node::new(at, value))
+}
+
+/// A string, interpolated when there are variables to interpolate.
+fn text_of(
+    s: &str,
+    vars: Option<&BTreeMap<String, String>>,
+    at: Pos,
+    unset: &mut Vec<(Pos, String)>,
+) -> Result<String, SyntaxError> {
+    match vars {
+        Some(v) => interpolate(s, v, at, unset),
+        None => Ok(s.to_owned()),
+    }
 }
 
 /// Compose's interpolation: `$$` is a `$`; `$VAR`, `${VAR}`; `${VAR:-default}` (unset or

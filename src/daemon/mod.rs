@@ -197,6 +197,7 @@ pub async fn run(
         events,
     );
     ctx.intent_timeout = config.intent_timeout;
+    ctx.cdi_dirs = config.file.cdi_spec_dirs.clone();
     ctx.scans = scans;
     ctx.set_settings(crate::context::Settings::of(&config.file));
     let ctx = Arc::new(ctx);

@@ -256,6 +256,7 @@ fn prepare_and_launch(
             &cgroups_path,
             &annotations,
             net.as_ref(),
+            &ctx.cdi_dirs,
         )?;
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Bundle {
             path: config.clone(),

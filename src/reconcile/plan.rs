@@ -193,6 +193,7 @@ mod tests {
                 ulimits: Default::default(),
                 sysctls: Default::default(),
                 devices: vec![],
+                cdi_devices: vec![],
             },
             mounts: vec![],
             network: Network::default(),

@@ -193,7 +193,8 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
     }
 }
 
-fn node(inside: &Path, meta: &std::fs::Metadata, access: &str) -> Result<HostDevice, String> {
+/// The spec entry and cgroup rule of the host node `meta` describes, at `inside` in the container.
+pub fn node(inside: &Path, meta: &std::fs::Metadata, access: &str) -> Result<HostDevice, String> {
     let t = meta.file_type();
     let typ = if t.is_char_device() {
         LinuxDeviceType::C

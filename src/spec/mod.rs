@@ -2,6 +2,7 @@
 //! Docker's safe defaults (capabilities, no-new-privileges, masked /proc paths, fresh /dev,
 //! the default seccomp profile) and what the unit changes of them.
 
+pub mod cdi;
 pub mod host;
 pub mod seccomp;
 
@@ -88,10 +89,16 @@ struct FromHost {
     devices: Vec<host::HostDevice>,
     init: Option<std::path::PathBuf>,
     seccomp: Option<LinuxSeccomp>,
+    /// What the unit's CDI devices add besides their nodes: variables, mounts, hooks.
+    cdi: cdi::Edits,
 }
 
 impl FromHost {
-    fn gather(unit: &Unit, caps: &HashSet<Capability>) -> Result<FromHost, String> {
+    fn gather(
+        unit: &Unit,
+        caps: &HashSet<Capability>,
+        cdi_dirs: &[std::path::PathBuf],
+    ) -> Result<FromHost, String> {
         let s = &unit.security;
         let mut devices = if s.privileged {
             host::all_devices()
@@ -99,6 +106,22 @@ impl FromHost {
             Vec::new()
         };
         devices.extend(host::devices(&unit.container.devices)?);
+        let mut cdi = cdi::resolve(&unit.container.cdi_devices, cdi_dirs)?;
+        for n in std::mem::take(&mut cdi.device_nodes) {
+            let host_path = n.host_path.as_deref().unwrap_or(&n.path);
+            let meta = std::fs::metadata(host_path)
+                .map_err(|e| format!("CDI device node {host_path}: {e}"))?;
+            let access = n.permissions.as_deref().unwrap_or("rwm");
+            devices.push(
+                host::node(std::path::Path::new(&n.path), &meta, access)
+                    .map_err(|e| format!("CDI device node {host_path}: {e}"))?,
+            );
+        }
+        for m in &cdi.mounts {
+            if !std::path::Path::new(&m.host_path).exists() {
+                return Err(format!("CDI mount {}: does not exist", m.host_path));
+            }
+        }
         host::check_ulimits(&unit.container.ulimits)?;
         let init = unit.container.init.then(host::init_binary).transpose()?;
         let seccomp = match (&s.seccomp, s.privileged) {
@@ -112,6 +135,7 @@ impl FromHost {
             devices,
             init,
             seccomp,
+            cdi,
         })
     }
 }
@@ -448,7 +472,7 @@ pub fn cgroups_path_of(config_json: &Path) -> Option<String> {
 
 /// Builds the runtime spec for `unit` running `process`, rooted at `rootfs`, in the cgroup
 /// `cgroups_path`, with `annotations` for the runtime beside rcd's own (systemd scope
-/// properties).
+/// properties); CDI device names are resolved from the specs in `cdi_dirs`.
 pub fn build(
     unit: &Unit,
     process: &Process,
@@ -456,9 +480,10 @@ pub fn build(
     cgroups_path: &str,
     annotations: &[(String, String)],
     net: Option<&NetSetup>,
+    cdi_dirs: &[std::path::PathBuf],
 ) -> Result<Spec, Error> {
     let caps = capabilities(&unit.security);
-    let from_host = FromHost::gather(unit, &caps).map_err(|reason| Error::Host {
+    let from_host = FromHost::gather(unit, &caps, cdi_dirs).map_err(|reason| Error::Host {
         unit: unit.name.clone(),
         reason,
     })?;
@@ -532,10 +557,16 @@ fn build_inner(
                 .build()
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let mut env = p.env.clone();
+    for var in &from_host.cdi.env {
+        let key = var.split('=').next().unwrap_or_default();
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(var.clone());
+    }
     let mut process = ProcessBuilder::default()
         .terminal(false)
         .args(args)
-        .env(p.env.clone())
+        .env(env)
         .cwd(p.cwd.clone())
         .user(
             UserBuilder::default()
@@ -597,6 +628,20 @@ fn build_inner(
             }
         };
         mounts.push(mount);
+    }
+    for m in &from_host.cdi.mounts {
+        let mut options = m.options.clone();
+        if !options.iter().any(|o| o == "bind" || o == "rbind") {
+            options.push("rbind".into());
+        }
+        mounts.push(
+            MountBuilder::default()
+                .destination(&m.container_path)
+                .typ("bind")
+                .source(&m.host_path)
+                .options(options)
+                .build()?,
+        );
     }
     if let Some(init) = &from_host.init {
         mounts.push(
@@ -721,7 +766,8 @@ fn build_inner(
     linux.set_sysctl(Some(sysctls.into_iter().collect()));
     linux.set_seccomp(from_host.seccomp);
 
-    SpecBuilder::default()
+    let hooks = cdi_hooks(&from_host.cdi.hooks)?;
+    let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .root(
             RootBuilder::default()
@@ -742,7 +788,54 @@ fn build_inner(
                 .collect::<std::collections::HashMap<_, _>>(),
         )
         .linux(linux)
-        .build()
+        .build()?;
+    spec.set_hooks(hooks);
+    Ok(spec)
+}
+
+/// The OCI hooks CDI specs ask for, by stage; None if there are none.
+fn cdi_hooks(
+    list: &[cdi::Hook],
+) -> Result<Option<oci_spec::runtime::Hooks>, oci_spec::OciSpecError> {
+    use oci_spec::runtime::{HookBuilder, HooksBuilder};
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let mut stages: std::collections::BTreeMap<&str, Vec<oci_spec::runtime::Hook>> =
+        Default::default();
+    for h in list {
+        let mut b = HookBuilder::default().path(&h.path);
+        if !h.args.is_empty() {
+            b = b.args(h.args.clone());
+        }
+        if !h.env.is_empty() {
+            b = b.env(h.env.clone());
+        }
+        if let Some(t) = h.timeout {
+            b = b.timeout(t);
+        }
+        stages
+            .entry(h.hook_name.as_str())
+            .or_default()
+            .push(b.build()?);
+    }
+    let mut hooks = HooksBuilder::default();
+    for (stage, list) in stages {
+        hooks = match stage {
+            "createRuntime" => hooks.create_runtime(list),
+            "createContainer" => hooks.create_container(list),
+            "startContainer" => hooks.start_container(list),
+            "poststart" => hooks.poststart(list),
+            "poststop" => hooks.poststop(list),
+            // Deprecated in OCI, but what older CDI specs name.
+            "prestart" => hooks.prestart(list),
+            other => {
+                tracing::warn!(hook = other, "CDI hook of an unknown stage skipped");
+                hooks
+            }
+        };
+    }
+    hooks.build().map(Some)
 }
 
 /// Set in a container with a network namespace of its own unless its unit says otherwise.
@@ -850,7 +943,7 @@ mod tests {
     fn spec_of(extra: &str) -> Spec {
         let u = unit(&format!("command = [\"sh\"]\n{extra}"));
         let p = process(&u, None, &[]).unwrap();
-        build(&u, &p, Path::new("/r"), "rcd:t", &[], None).unwrap()
+        build(&u, &p, Path::new("/r"), "rcd:t", &[], None, &[]).unwrap()
     }
 
     fn effective(spec: &Spec) -> Vec<String> {
@@ -940,7 +1033,7 @@ mod tests {
     fn a_missing_device_or_profile_is_a_host_error() {
         let u = unit("command = [\"sh\"]\ndevices = [\"/dev/rcd-no-such\"]\n");
         let p = process(&u, None, &[]).unwrap();
-        let e = build(&u, &p, Path::new("/r"), "rcd:t", &[], None).unwrap_err();
+        let e = build(&u, &p, Path::new("/r"), "rcd:t", &[], None, &[]).unwrap_err();
         assert!(
             e.to_string()
                 .contains("device /dev/rcd-no-such: No such file"),
@@ -948,7 +1041,7 @@ mod tests {
         );
         let u = unit("command = [\"sh\"]\n[security]\nseccomp = \"/rcd/no/profile.json\"\n");
         let p = process(&u, None, &[]).unwrap();
-        let e = build(&u, &p, Path::new("/r"), "rcd:t", &[], None).unwrap_err();
+        let e = build(&u, &p, Path::new("/r"), "rcd:t", &[], None, &[]).unwrap_err();
         assert!(
             e.to_string()
                 .contains("seccomp profile /rcd/no/profile.json"),

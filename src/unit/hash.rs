@@ -79,6 +79,9 @@ struct CanonicalKnobs<'a> {
     ulimits: Option<&'a BTreeMap<String, Ulimit>>,
     sysctls: Option<&'a BTreeMap<String, String>>,
     devices: Option<&'a [Device]>,
+    /// Skipped when empty: the hashes of units from before CDI names stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cdi_devices: Option<&'a [String]>,
     names: Option<&'a Names>,
     privileged: bool,
     cap_add: Option<&'a [String]>,
@@ -144,6 +147,7 @@ fn knobs<'a>(
         ulimits: set(&c.ulimits, c.ulimits.is_empty()),
         sysctls: set(&c.sysctls, c.sysctls.is_empty()),
         devices: set(&c.devices[..], c.devices.is_empty()),
+        cdi_devices: set(&c.cdi_devices[..], c.cdi_devices.is_empty()),
         names: set(&network.names, network.names.is_empty()),
         privileged: security.privileged,
         cap_add: set(&security.cap_add[..], security.cap_add.is_empty()),

@@ -193,22 +193,42 @@ pub(super) fn sysctls(
     out
 }
 
-/// `devices = ["/dev/net/tun", "/dev/dri:/dev/dri:rw"]`: `HOST[:CONTAINER][:ACCESS]`.
+/// `devices = ["/dev/net/tun", "/dev/dri:/dev/dri:rw", "nvidia.com/gpu=0"]`:
+/// `HOST[:CONTAINER][:ACCESS]`, or a CDI device name (resolved from its spec at each start).
 pub(super) fn devices(
     raw: Option<Spanned<Vec<Spanned<String>>>>,
     problems: &mut Vec<Problem>,
-) -> Vec<Device> {
+) -> (Vec<Device>, Vec<String>) {
     let mut out = Vec::new();
+    let mut cdi = Vec::new();
     for d in raw.map(Spanned::into_inner).unwrap_or_default() {
+        if crate::spec::cdi::is_name(d.get_ref()) {
+            if cdi.contains(d.get_ref()) {
+                problems.push(Problem::new(
+                    d.span(),
+                    format!("CDI device {:?} is named twice", d.get_ref()),
+                ));
+            } else {
+                cdi.push(d.get_ref().clone());
+            }
+            continue;
+        }
         match device(d.get_ref()) {
             Ok(dev) => out.push(dev),
-            Err(reason) => problems.push(Problem::new(
-                d.span(),
-                format!("invalid device {:?}: {reason}", d.get_ref()),
-            )),
+            Err(reason) => {
+                let hint = if reason.contains("under /dev") {
+                    " (or a CDI name, vendor.com/class=name)"
+                } else {
+                    ""
+                };
+                problems.push(Problem::new(
+                    d.span(),
+                    format!("invalid device {:?}: {reason}{hint}", d.get_ref()),
+                ))
+            }
         }
     }
-    out
+    (out, cdi)
 }
 
 fn device(text: &str) -> Result<Device, String> {

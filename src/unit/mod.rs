@@ -227,6 +227,9 @@ pub struct Container {
     /// Host devices.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<Device>,
+    /// CDI device names (`nvidia.com/gpu=0`), resolved from their specs at each start.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cdi_devices: Vec<String>,
 }
 
 /// A numeric uid:gid.

@@ -1114,7 +1114,7 @@ fn memory_limits_reach_the_runtime_as_written() {
         let u = unit(written).unwrap();
         let process = crate::spec::process(&u, None, &[]).unwrap();
         let spec =
-            crate::spec::build(&u, &process, Path::new("/r"), "rcd:test", &[], None).unwrap();
+            crate::spec::build(&u, &process, Path::new("/r"), "rcd:test", &[], None, &[]).unwrap();
         let limit = spec
             .linux()
             .as_ref()

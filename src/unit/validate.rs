@@ -482,7 +482,7 @@ impl Checker {
         let shm_size = knobs::positive_size(s.shm_size, "shm_size", p);
         let ulimits = knobs::ulimits(s.ulimits, p);
         let sysctls = knobs::sysctls(s.sysctls, host_network, p);
-        let devices = knobs::devices(s.devices, p);
+        let (devices, cdi_devices) = knobs::devices(s.devices, p);
         if self.problems.len() > before {
             return None;
         }
@@ -505,6 +505,7 @@ impl Checker {
             ulimits,
             sysctls,
             devices,
+            cdi_devices,
         })
     }
 

@@ -560,3 +560,71 @@ fn an_env_secret_restarts_the_container_on_change_and_a_readable_secret_file_is_
     });
     assert_eq!(pid_of(&d.status("db").unwrap()), pid_of(&s));
 }
+
+#[test]
+fn a_cdi_device_brings_its_node_variables_and_mounts_and_an_unknown_one_fails_clearly() {
+    let mut d = Daemon::new();
+    let cdi = d.dir.path().join("cdi");
+    std::fs::create_dir_all(&cdi).unwrap();
+    let info = d.dir.path().join("cdi-info");
+    std::fs::write(&info, "from the vendor\n").unwrap();
+    std::fs::write(
+        cdi.join("rcd-test.json"),
+        serde_json::json!({
+            "cdiVersion": "0.6.0",
+            "kind": "rcd.test/null",
+            "containerEdits": {"env": ["CDI_ALL=1"]},
+            "devices": [{
+                "name": "nul",
+                "containerEdits": {
+                    "deviceNodes": [{"path": "/dev/cdi-null", "hostPath": "/dev/null", "permissions": "rw"}],
+                    "env": ["CDI_DEV=nul"],
+                    "mounts": [{"hostPath": info.display().to_string(), "containerPath": "/etc/cdi-info", "options": ["ro", "nosuid", "nodev", "bind"]}]
+                }
+            }]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        cdi.join("other.yaml"),
+        "cdiVersion: 0.6.0\nkind: rcd.test/yaml\ndevices:\n  - name: one\n    containerEdits:\n      env: [CDI_Y=yes]\n",
+    )
+    .unwrap();
+    d.write_config(
+        "",
+        &format!(
+            "[daemon]\ncdi_spec_dirs = [{:?}]\n",
+            cdi.display().to_string()
+        ),
+    );
+    d.spawn();
+    d.write_unit(
+        "gpu",
+        &unit(
+            "echo x > /dev/cdi-null && echo node-ok; echo env $CDI_ALL $CDI_DEV $CDI_Y; cat /etc/cdi-info; \
+             echo done; exec sleep 1000",
+            "devices = [\"rcd.test/null=nul\", \"rcd.test/yaml=one\"]\n[network]\nmode = \"none\"\n",
+        ),
+    );
+    let out = output_of(&d, "gpu");
+    assert!(out.contains("node-ok"), "{out}");
+    assert_eq!(field(&out, "env"), "1 nul yes", "{out}");
+    assert!(out.contains("from the vendor"), "{out}");
+
+    d.write_unit(
+        "nope",
+        &unit(
+            "exec sleep 1000",
+            "devices = [\"rcd.test/null=nope\"]\n[network]\nmode = \"none\"\n",
+        ),
+    );
+    wait_until(20 * SEC, "the start to fail naming the CDI device", || {
+        d.status("nope").is_some_and(|s| {
+            s["error"].as_str().is_some_and(|e| {
+                e.contains("CDI device rcd.test/null=nope: no spec in")
+                    && e.contains("known: rcd.test/null=nul, rcd.test/yaml=one")
+            })
+        })
+    });
+}
