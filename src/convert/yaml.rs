@@ -104,23 +104,21 @@ pub fn parse(
     vars: &BTreeMap<String, String>,
     unset: &mut Vec<(Pos, String)>,
 ) -> Result<Node, SyntaxError> {
-    let docs = MarkedYaml::load_from_str(text).map_err(|e| SyntaxError {
-        at: Pos {
-            line: e.marker().line(),
-            col: e.marker().col() + 1,
-        },
-        message: e.info().to_owned(),
-    })?;
-    let Some(doc) = docs.into_iter().next() else {
-        return Ok(Node::new(Pos { line: 1, col: 1 }, Value::Null));
-    };
-    let chars: Vec<char> = text.chars().collect();
-    convert(&doc, &chars, Some(vars), unset)
+    first_document(text, Some(vars), unset)
 }
 
 /// Parses the first document of `text` with strings as written (no interpolation): for YAML
 /// that is not a compose file (CDI specs).
 pub fn parse_literal(text: &str) -> Result<Node, SyntaxError> {
+    first_document(text, None, &mut Vec::new())
+}
+
+/// The first document of `text` as a tree, interpolated with `vars` if given.
+fn first_document(
+    text: &str,
+    vars: Option<&BTreeMap<String, String>>,
+    unset: &mut Vec<(Pos, String)>,
+) -> Result<Node, SyntaxError> {
     let docs = MarkedYaml::load_from_str(text).map_err(|e| SyntaxError {
         at: Pos {
             line: e.marker().line(),
@@ -132,7 +130,7 @@ pub fn parse_literal(text: &str) -> Result<Node, SyntaxError> {
         return Ok(Node::new(Pos { line: 1, col: 1 }, Value::Null));
     };
     let chars: Vec<char> = text.chars().collect();
-    convert(&doc, &chars, None, &mut Vec::new())
+    convert(&doc, &chars, vars, unset)
 }
 
 /// An integer as compose's Go parser reads it: `0440` is octal (YAML 1.1's reading, which

@@ -175,6 +175,47 @@ fn adapt(text: &str, image: &str, scratch: &Path) -> (String, Expect) {
     (toml::to_string(&unit).unwrap(), expect)
 }
 
+/// A registry with the stand-in, a copy of the corpus, a daemon, and where units are written.
+struct Setup {
+    _reg: Registry,
+    scratch: tempfile::TempDir,
+    image: String,
+    corpus: PathBuf,
+    d: Daemon,
+    out: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let reg = Registry::start();
+        let scratch = tempfile::tempdir().unwrap();
+        let image = standin(&reg, scratch.path());
+        let corpus = corpus_copy(scratch.path());
+        let out = scratch.path().join("converted");
+        Setup {
+            _reg: reg,
+            scratch,
+            image,
+            corpus,
+            d: Daemon::start(),
+            out,
+        }
+    }
+
+    /// `rctl convert CORPUS/FILE --out OUT`.
+    fn convert(&self, file: &str) -> std::process::Output {
+        self.d
+            .rctl_command(&[
+                "convert",
+                self.corpus.join(file).to_str().unwrap(),
+                "--out",
+                self.out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    }
+}
+
 /// Converts `file` of the corpus with `rctl convert --out`, runs its units on a daemon of its
 /// own, and checks each one runs (or fails for a missing device, naming it).
 fn converted_units_run(file: &str) {
@@ -184,25 +225,13 @@ fn converted_units_run(file: &str) {
             .args(["-m", "0666", "/dev/net/tun", "c", "10", "200"])
             .status();
     }
-    let reg = Registry::start();
-    let scratch = tempfile::tempdir().unwrap();
-    let image = standin(&reg, scratch.path());
-    let corpus = corpus_copy(scratch.path());
-    let d = Daemon::start();
-    let out = scratch.path().join("converted");
-    let conv = d
-        .rctl_command(&[
-            "convert",
-            corpus.join(file).to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let setup = Setup::new();
+    let (d, out, image, scratch) = (&setup.d, &setup.out, &setup.image, &setup.scratch);
+    let conv = setup.convert(file);
     let stderr = String::from_utf8_lossy(&conv.stderr).into_owned();
     assert!(conv.status.code().is_some_and(|c| c <= 1), "{stderr}");
     let mut expected = Vec::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&out)
+    let mut names: Vec<PathBuf> = std::fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -212,7 +241,7 @@ fn converted_units_run(file: &str) {
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let (text, expect) = adapt(
             &std::fs::read_to_string(&path).unwrap(),
-            &image,
+            image,
             scratch.path(),
         );
         d.write_unit(&name, &text);
@@ -296,31 +325,19 @@ fn monitoring_and_apps_with_slow_health_checks() {
 
 #[test]
 fn a_converted_secret_is_readable_inside_and_the_report_names_refusals() {
-    let reg = Registry::start();
-    let scratch = tempfile::tempdir().unwrap();
-    let image = standin(&reg, scratch.path());
-    let corpus = corpus_copy(scratch.path());
-    let d = Daemon::start();
-    let out = scratch.path().join("converted");
-    let conv = d
-        .rctl_command(&[
-            "convert",
-            corpus.join("wordpress.yaml").to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let setup = Setup::new();
+    let (d, out, image, scratch) = (&setup.d, &setup.out, &setup.image, &setup.scratch);
+    let conv = setup.convert("wordpress.yaml");
     assert_eq!(conv.status.code(), Some(0), "{conv:?}");
     let (text, _) = adapt(
         &std::fs::read_to_string(out.join("wordpress.toml")).unwrap(),
-        &image,
+        image,
         scratch.path(),
     );
     d.write_unit("wordpress", &text);
     let (db, _) = adapt(
         &std::fs::read_to_string(out.join("db.toml")).unwrap(),
-        &image,
+        image,
         scratch.path(),
     );
     d.write_unit("db", &db);
@@ -345,15 +362,7 @@ fn a_converted_secret_is_readable_inside_and_the_report_names_refusals() {
     assert!(!inspect.contains("placeholder"), "{inspect}");
 
     // A refused key: exit 1, the key and its line on stderr, the unit's header naming it.
-    let conv = d
-        .rctl_command(&[
-            "convert",
-            corpus.join("immich.yaml").to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let conv = setup.convert("immich.yaml");
     let stderr = String::from_utf8_lossy(&conv.stderr).into_owned();
     assert_eq!(conv.status.code(), Some(1), "{stderr}");
     assert!(
