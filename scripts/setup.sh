@@ -8,7 +8,8 @@
 # test of the shipped unit file runs `systemd-analyze verify`), and faketime (the fault test
 # that sets the daemon's wall clock back and forward, through libfaketime), and ca-certificates
 # (the system CA store the daemon trusts registries through; a test reads Debian's), and
-# catatonit (the init of units with `init = true`). Extra
+# catatonit (the init of units with `init = true`), and a docker CLI (the Docker API tests run
+# the real client; Debian's docker.io where the machine has none, its daemon left stopped). Extra
 # package names may be given as arguments.
 # Idempotent: installs only what is missing.
 set -eu
@@ -21,4 +22,14 @@ if [ -n "$need" ]; then
   apt-get update -qq
   # shellcheck disable=SC2086
   apt-get install -y -qq $need
+fi
+# The Docker API tests need a docker client, any recent one; Debian ships it with its daemon,
+# which must not run beside the tests.
+if ! command -v docker >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends docker.io
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
+  fi
 fi

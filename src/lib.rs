@@ -47,6 +47,7 @@ pub mod convert;
 pub mod ctl;
 pub mod daemon;
 pub mod desired;
+pub mod docker;
 pub mod events;
 pub mod failpoint;
 pub mod health;

@@ -16,6 +16,8 @@ mod cni;
 mod convert;
 #[path = "it/deps.rs"]
 mod deps;
+#[path = "it/docker_api.rs"]
+mod docker_api;
 #[path = "it/events.rs"]
 mod events;
 #[path = "it/exec.rs"]

@@ -66,7 +66,7 @@ fn restart_at(r: &crate::store::Record) -> Option<u64> {
 }
 
 /// Milliseconds since the epoch as RFC 3339.
-pub(super) fn rfc3339(ms: Option<u64>) -> Option<String> {
+pub fn rfc3339(ms: Option<u64>) -> Option<String> {
     ms.map(crate::clock::rfc3339_ms)
 }
 
@@ -236,7 +236,18 @@ async fn intent(
     State(ctx): State<Arc<Context>>,
     Path((name, verb)): Path<(String, String)>,
 ) -> Result<Json<UnitStatus>, ApiError> {
-    let Some(intent) = Intent::from_verb(&verb) else {
+    apply_intent(&ctx, &name, &verb).await.map(Json)
+}
+
+/// An operator intent (`start`, `stop`, `restart`) on `name`, as `rctl` asks it: handed to
+/// the reconciler, answered once applied (or with why not).
+pub async fn apply_intent(
+    ctx: &Arc<Context>,
+    name: &str,
+    verb: &str,
+) -> Result<UnitStatus, ApiError> {
+    let name = name.to_owned();
+    let Some(intent) = Intent::from_verb(verb) else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no such action {verb:?}"),
@@ -269,7 +280,7 @@ async fn intent(
         ));
     }
     let e = ctx.units.get(&name).ok_or_else(|| unknown(&name))?;
-    let st = status_of(&ctx, &name, &e);
+    let st = status_of(ctx, &name, &e);
     // A stop that failed is the request's failure too; it stands and is tried again.
     if verb == "stop" && st.state == "running" {
         if let Some(err) = &st.error {
@@ -290,7 +301,7 @@ async fn intent(
             ));
         }
     }
-    Ok(Json(st))
+    Ok(st)
 }
 
 /// `?containers=stop|keep` of `POST /v1/shutdown`.

@@ -54,6 +54,10 @@ pub struct Api {
     pub tls_client_ca: Option<PathBuf>,
     /// Plain TCP, no TLS: anyone who reaches it runs containers as root. Warned at every start.
     pub insecure: bool,
+    /// `docker_socket`: the Docker Engine API on this Unix socket (none by default).
+    pub docker_socket: Option<PathBuf>,
+    /// `docker_read_only_socket`: the Docker Engine API's GET routes only, for monitoring tools.
+    pub docker_read_only_socket: Option<PathBuf>,
 }
 
 /// `[logs]`.
@@ -195,6 +199,8 @@ struct RawApi {
     tls_key: Option<Spanned<String>>,
     tls_client_ca: Option<Spanned<String>>,
     insecure: Option<bool>,
+    docker_socket: Option<Spanned<String>>,
+    docker_read_only_socket: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -347,6 +353,26 @@ impl FileConfig {
                 crate::unit::check_network_name(v.get_ref())
                     .map_err(|m| at(Some(v.span()), format!("default: {m}")))?;
                 config.network.default = v.into_inner();
+            }
+        }
+        if let Some(a) = raw.api.as_ref() {
+            for (key, v) in [
+                ("docker_socket", &a.docker_socket),
+                ("docker_read_only_socket", &a.docker_read_only_socket),
+            ] {
+                let Some(v) = v else { continue };
+                let path = PathBuf::from(v.get_ref());
+                if !path.is_absolute() {
+                    return Err(at(
+                        Some(v.span()),
+                        format!("{key}: {} is not an absolute path", path.display()),
+                    ));
+                }
+                if key == "docker_socket" {
+                    config.api.docker_socket = Some(path);
+                } else {
+                    config.api.docker_read_only_socket = Some(path);
+                }
             }
         }
         if let Some(a) = raw.api {
@@ -579,10 +605,13 @@ mod tests {
     fn the_shipped_config_and_the_documented_one_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let shipped = std::fs::read_to_string(root.join("packaging/rcd.toml")).expect("read");
-        // Every key commented out: the defaults.
+        // Every key commented out (the defaults), but the Docker API's socket, which the
+        // package turns on.
+        let mut want = FileConfig::default();
+        want.api.docker_socket = Some(PathBuf::from("/run/rcd/docker.sock"));
         assert_eq!(
             parse(&shipped).map(|c| FileConfig { path: None, ..c }),
-            Ok(FileConfig::default())
+            Ok(want)
         );
         let docs = std::fs::read_to_string(root.join("docs/operations.md")).expect("read");
         let block: String = docs

@@ -273,6 +273,24 @@ pub async fn run(
         })
     };
 
+    // The Docker Engine API, on sockets of its own when the config asks for them.
+    for (path, read_only) in [
+        (config.file.api.docker_socket.clone(), false),
+        (config.file.api.docker_read_only_socket.clone(), true),
+    ] {
+        let Some(path) = path else { continue };
+        let listener = bind_socket(&path)?;
+        tracing::info!(socket = %path.display(), read_only, "Docker Engine API listening");
+        let router = crate::docker::router(ctx.clone(), read_only);
+        let dstop = stop.clone();
+        tasks.spawn(async move {
+            let service = router.into_make_service_with_connect_info::<crate::api::access::Peer>();
+            let _ = axum::serve(listener, service)
+                .with_graceful_shutdown(async move { dstop.cancelled().await })
+                .await;
+        });
+    }
+
     // SIGHUP: the config file again.
     {
         let ctx = ctx.clone();
