@@ -18,8 +18,32 @@ fn now_ms() -> u64 {
     crate::clock::now_ms()
 }
 
-/// A `filters=` value, in either of its JSON forms (`{"k":{"v":true}}` or `{"k":["v"]}`).
+/// `docker ps`' filters: `filters_of`, with the keys and states moby accepts.
 fn filters(q: &HashMap<String, String>) -> Result<HashMap<String, Vec<String>>, DockerError> {
+    let out = filters_of(q)?;
+    for (k, list) in &out {
+        if !FILTERS.contains(&k.as_str()) {
+            return Err(DockerError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid filter '{k}'"),
+            ));
+        }
+        if k == "status" {
+            if let Some(v) = list.iter().find(|v| !STATES.contains(&v.as_str())) {
+                return Err(DockerError(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid filter 'status={v}'"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A `filters=` value, in either of its JSON forms (`{"k":{"v":true}}` or `{"k":["v"]}`).
+pub(super) fn filters_of(
+    q: &HashMap<String, String>,
+) -> Result<HashMap<String, Vec<String>>, DockerError> {
     let Some(text) = q.get("filters").filter(|t| !t.is_empty()) else {
         return Ok(HashMap::new());
     };
@@ -35,20 +59,6 @@ fn filters(q: &HashMap<String, String>) -> Result<HashMap<String, Vec<String>>, 
                 .collect(),
             _ => return Err(bad(format!("{k}: expected a map or a list"))),
         };
-        if !FILTERS.contains(&k.as_str()) {
-            return Err(DockerError(
-                StatusCode::BAD_REQUEST,
-                format!("invalid filter '{k}'"),
-            ));
-        }
-        if k == "status" {
-            if let Some(v) = list.iter().find(|v| !STATES.contains(&v.as_str())) {
-                return Err(DockerError(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid filter 'status={v}'"),
-                ));
-            }
-        }
         out.insert(k.clone(), list);
     }
     Ok(out)

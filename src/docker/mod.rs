@@ -20,6 +20,8 @@ use axum::{Json, Router};
 use crate::context::Context;
 
 mod containers;
+mod stats;
+mod streams;
 mod system;
 pub mod view;
 
@@ -52,6 +54,9 @@ pub fn router(ctx: Arc<Context>, read_only: bool) -> Router {
         .route("/info", get(system::info))
         .route("/containers/json", get(containers::list))
         .route("/containers/{id}/json", get(containers::inspect))
+        .route("/containers/{id}/logs", get(streams::logs))
+        .route("/containers/{id}/stats", get(stats::stats))
+        .route("/events", get(streams::events))
         .route("/images/{*name}", get(containers::no_image))
         .route("/networks/{id}", get(containers::no_object))
         .route("/volumes/{id}", get(containers::no_object))
@@ -61,6 +66,8 @@ pub fn router(ctx: Arc<Context>, read_only: bool) -> Router {
             .route("/containers/{id}/start", post(containers::start))
             .route("/containers/{id}/stop", post(containers::stop))
             .route("/containers/{id}/restart", post(containers::restart))
+            .route("/containers/{id}/kill", post(streams::kill))
+            .route("/containers/{id}/wait", post(streams::wait))
             .route("/containers/create", post(containers::refuse_create))
             .route(
                 "/containers/{id}",

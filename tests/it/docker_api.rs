@@ -261,3 +261,181 @@ fn the_api_answers_as_docker_does_at_every_version() {
     assert!(swarm.starts_with("HTTP/1.1 503"), "{swarm}");
     drop(d);
 }
+
+#[test]
+fn logs_events_kill_and_wait_through_the_docker_cli() {
+    let (d, sock, _) = daemon();
+    let since = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 1
+    );
+    d.write_unit(
+        "talker",
+        &unit(
+            "trap 'echo got-hup' HUP; echo out1; echo err1 >&2; echo out2; \
+             while true; do sleep 0.2; done",
+            "[network]\nmode = \"none\"\n",
+        ),
+    );
+    d.write_unit(
+        "short",
+        &unit(
+            "echo first; sleep 2; echo last; exit 4",
+            "[network]\nmode = \"none\"\n[restart]\npolicy = \"no\"\n",
+        ),
+    );
+    d.wait_state("talker", "running", 20 * SEC);
+    wait_until(10 * SEC, "talker's output", || {
+        String::from_utf8_lossy(&d.rctl(&["logs", "talker"]).stdout).contains("out2")
+    });
+
+    // stdout and stderr demultiplexed by the CLI, --tail, -t with nine fraction digits.
+    let logs = docker(&sock, &["logs", "talker"]);
+    assert_eq!(
+        String::from_utf8_lossy(&ok(&logs).into_bytes()),
+        "out1\nout2\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&logs.stderr), "err1\n");
+    // One record, the file's last, whichever stream it is on.
+    let tail = docker(&sock, &["logs", "--tail", "1", "talker"]);
+    let both = ok(&tail) + &String::from_utf8_lossy(&tail.stderr);
+    assert!(both == "out2\n" || both == "err1\n", "{both:?}");
+    let ts = ok(&docker(&sock, &["logs", "-t", "talker"]));
+    let first = ts.lines().next().unwrap();
+    let (stamp, text) = first.split_once(' ').unwrap();
+    assert_eq!(text, "out1");
+    assert_eq!(
+        stamp.len(),
+        "2026-12-05T01:02:03.123456789Z".len(),
+        "{stamp}"
+    );
+
+    // -f ends when the container followed ends.
+    let started = std::time::Instant::now();
+    let follow = docker(&sock, &["logs", "-f", "short"]);
+    assert_eq!(ok(&follow), "first\nlast\n");
+    assert!(started.elapsed() < 15 * SEC);
+    // wait: the exit code of a container that has ended.
+    assert_eq!(ok(&docker(&sock, &["wait", "short"])).trim(), "4");
+
+    // kill -s HUP reaches the processes and changes nothing else.
+    let pid = pid_of(&d.wait_state("talker", "running", SEC));
+    ok(&docker(&sock, &["kill", "-s", "HUP", "talker"]));
+    wait_until(10 * SEC, "the trap to run", || {
+        ok(&docker(&sock, &["logs", "talker"])).contains("got-hup")
+    });
+    let s = d.wait_state("talker", "running", SEC);
+    assert_eq!((pid_of(&s), s["held"].as_bool()), (pid, Some(false)));
+    // A plain kill is a stop, held as `docker stop` is.
+    ok(&docker(&sock, &["kill", "talker"]));
+    assert_eq!(d.wait_state("talker", "stopped", 20 * SEC)["held"], true);
+    let again = docker(&sock, &["kill", "talker"]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("is not running"),
+        "{again:?}"
+    );
+
+    // events: what happened, as Docker's actions, replayed from rcd's event log.
+    let until = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 1
+    );
+    std::thread::sleep(SEC + SEC / 2);
+    let events = ok(&docker(
+        &sock,
+        &[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "container=talker",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        ],
+    ));
+    let actions: Vec<&str> = events.lines().collect();
+    for want in ["create talker", "start talker", "stop talker"] {
+        assert!(actions.contains(&want), "{want} not in {actions:?}");
+    }
+    assert!(!events.contains("short"), "{events}");
+    let die = ok(&docker(
+        &sock,
+        &[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "event=die",
+            "--format",
+            "{{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}",
+        ],
+    ));
+    assert!(die.lines().any(|l| l == "short 4"), "{die}");
+}
+
+#[test]
+fn docker_stats_reads_the_cgroup_once_or_streaming() {
+    let (d, sock, ro) = daemon();
+    d.write_unit(
+        "busy",
+        &unit(
+            "while true; do :; done",
+            "[network]\nmode = \"none\"\n[resources]\nmemory = \"64M\"\npids = 50\n",
+        ),
+    );
+    d.write_unit(
+        "idle",
+        &unit("exec sleep 1000", "[network]\nmode = \"none\"\n"),
+    );
+    d.wait_state("busy", "running", 20 * SEC);
+    d.wait_state("idle", "running", 20 * SEC);
+    std::thread::sleep(SEC);
+    let started = std::time::Instant::now();
+    let out = ok(&docker(
+        &sock,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.CPUPerc}} {{.MemUsage}} {{.PIDs}}",
+        ],
+    ));
+    let took = started.elapsed();
+    let row = |name: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not in {out}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let busy = row("busy");
+    let cpu: f64 = busy[1].trim_end_matches('%').parse().unwrap();
+    assert!(cpu > 20.0, "a spinning shell uses a core: {out}");
+    // "1.2MiB / 64MiB": the unit's memory limit.
+    assert_eq!(busy[4], "64MiB", "{out}");
+    // The shell alone: `:` is a builtin.
+    assert_eq!(busy[5], "1", "{out}");
+    let idle = row("idle");
+    let idle_cpu: f64 = idle[1].trim_end_matches('%').parse().unwrap();
+    assert!(idle_cpu < 5.0, "{out}");
+    assert!(took < 5 * SEC, "{took:?}");
+    // The read-only socket serves stats too (monitoring tools).
+    let one = ok(&docker(
+        &ro,
+        &["stats", "--no-stream", "--format", "{{.Name}}", "idle"],
+    ));
+    assert_eq!(one.trim(), "idle");
+}

@@ -17,13 +17,18 @@ pub async fn remove(
     record: Option<Record>,
 ) -> Result<(), pipeline::Error> {
     if let Some(mut r) = record {
+        // Named in the event, so that readers that know containers by id (the Docker API)
+        // know which one went.
+        let container = r.container_id.clone();
         stop_container(ctx, None, &mut r, Depth::Retire).await?;
         // Off the async workers: a removal is an unlink and a directory fsync.
         let c = ctx.clone();
         let n = name.to_string();
         pipeline::blocking(move || c.store.remove(&n)).await??;
         tracing::info!("unit removed");
-        ctx.events.emit(name, "removed", &[]);
+        let attrs: Vec<(&str, String)> =
+            container.map(|id| ("container", id)).into_iter().collect();
+        ctx.events.emit(name, "removed", &attrs);
         refresh_hosts(ctx);
     }
     poke_dependents(ctx, name);

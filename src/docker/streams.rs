@@ -1,0 +1,461 @@
+//! What streams or waits: `logs` (Docker's multiplexed frames), `events` (rcd's event log as
+//! Docker's actions), `wait`, and `kill`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::view::{docker_id, Container};
+use super::{query_bool, DockerError};
+use crate::context::Context;
+use crate::logs::read::{Filter, Snapshot};
+
+/// How often a followed log is looked at while nothing new came.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+
+/// `seconds[.nanos]` as Unix nanoseconds (what the clients send for `since`/`until`).
+fn unix_nanos(text: &str) -> Result<i128, DockerError> {
+    let bad = || DockerError(StatusCode::BAD_REQUEST, format!("invalid time {text:?}"));
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let secs: i128 = secs.parse().map_err(|_| bad())?;
+    let mut nanos: i128 = 0;
+    if !frac.is_empty() {
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+        nanos = digits.parse().map_err(|_| bad())?;
+    }
+    Ok(secs * 1_000_000_000 + nanos)
+}
+
+/// A record's time (`2026-12-05T01:02:03.123456789Z`) in Unix nanoseconds.
+fn record_nanos(time: &[u8]) -> Option<i128> {
+    let t = humantime::parse_rfc3339(std::str::from_utf8(time).ok()?).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(d.as_nanos() as i128)
+}
+
+/// The frames of complete log lines in `chunk`: `[stream, 0, 0, 0, len BE]` then the payload.
+fn frames(chunk: &[u8], timestamps: bool, until: Option<i128>, out: &mut Vec<u8>) -> bool {
+    for line in chunk.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let Some(r) = crate::logs::parse(line) else {
+            continue;
+        };
+        if let Some(u) = until {
+            if record_nanos(r.time).is_some_and(|t| t > u) {
+                return false;
+            }
+        }
+        let stream = if r.stream == b"stderr" { 2u8 } else { 1u8 };
+        let mut payload = Vec::with_capacity(r.text.len() + 40);
+        if timestamps {
+            payload.extend_from_slice(&docker_time(r.time));
+            payload.push(b' ');
+        }
+        payload.extend_from_slice(r.text);
+        if r.full {
+            payload.push(b'\n');
+        }
+        out.push(stream);
+        out.extend_from_slice(&[0, 0, 0]);
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(&payload);
+    }
+    true
+}
+
+/// A record's time with always nine fraction digits, as Docker writes them.
+fn docker_time(time: &[u8]) -> Vec<u8> {
+    match humantime::parse_rfc3339(&String::from_utf8_lossy(time)) {
+        Ok(t) => humantime::format_rfc3339_nanos(t).to_string().into_bytes(),
+        Err(_) => time.to_vec(),
+    }
+}
+
+/// `GET /containers/{id}/logs`: the records as frames; with `follow`, until the container
+/// running when asked stops (rcd's own `logs -f` goes on across restarts; scripts doing
+/// `docker logs -f job` expect an end).
+pub async fn logs(
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, DockerError> {
+    let c = Container::find(&ctx, &id).map_err(|m| DockerError(StatusCode::NOT_FOUND, m))?;
+    let (stdout, stderr) = (query_bool(q.get("stdout")), query_bool(q.get("stderr")));
+    if !stdout && !stderr {
+        return Err(DockerError(
+            StatusCode::BAD_REQUEST,
+            "Bad parameters: you must choose at least one stream".into(),
+        ));
+    }
+    let stream = match (stdout, stderr) {
+        (true, false) => Some("stdout"),
+        (false, true) => Some("stderr"),
+        _ => None,
+    };
+    let since = match q.get("since").filter(|s| !s.is_empty() && *s != "0") {
+        Some(s) => {
+            let n = unix_nanos(s)?;
+            Some(std::time::UNIX_EPOCH + Duration::from_nanos(n.max(0) as u64))
+        }
+        None => None,
+    };
+    let until = match q.get("until").filter(|s| !s.is_empty() && *s != "0") {
+        Some(s) => Some(unix_nanos(s)?),
+        None => None,
+    };
+    let tail: Option<usize> = q
+        .get("tail")
+        .filter(|t| *t != "all")
+        .and_then(|t| t.parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .map(|n| n as usize);
+    let follow = query_bool(q.get("follow"));
+    let timestamps = query_bool(q.get("timestamps"));
+    let filter = Filter::new(stream, since);
+    let path = ctx.paths.log(&c.name);
+    let container_at_start = c.status.container_id.clone();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
+    let (name, task_ctx) = (c.name.clone(), ctx.clone());
+    ctx.tasks.spawn(async move {
+        let f = filter.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let snap = Snapshot::open(&path)?;
+            // Taken before the snapshot is read whole: what comes after it is followed.
+            let follower = if follow { Some(snap.follower()?) } else { None };
+            let head = match tail {
+                Some(n) => snap.tail(n, &f)?.into_iter().fold(Vec::new(), |mut a, l| {
+                    a.extend_from_slice(&l);
+                    a.push(b'\n');
+                    a
+                }),
+                None => {
+                    let mut fwd = snap.forward(f.clone());
+                    let mut all = Vec::new();
+                    while let Some(chunk) = fwd.next_chunk()? {
+                        all.extend_from_slice(&chunk);
+                    }
+                    all
+                }
+            };
+            Ok::<_, std::io::Error>((head, follower))
+        })
+        .await;
+        let Ok(Ok((head, follower))) = opened else {
+            return;
+        };
+        let mut out = Vec::new();
+        let open = frames(&head, timestamps, until, &mut out);
+        if !out.is_empty() && tx.send(out).await.is_err() {
+            return;
+        }
+        let (Some(mut follower), true) = (follower, open) else {
+            return;
+        };
+        loop {
+            let fl = filter.clone();
+            let polled = tokio::task::spawn_blocking(move || {
+                let data = follower.poll(&fl);
+                (follower, data)
+            })
+            .await;
+            let Ok((f, data)) = polled else { return };
+            follower = f;
+            let data = data.unwrap_or_default();
+            if !data.is_empty() {
+                let mut out = Vec::new();
+                let open = frames(&data, timestamps, until, &mut out);
+                if !out.is_empty() && tx.send(out).await.is_err() {
+                    return;
+                }
+                if !open {
+                    return;
+                }
+                continue;
+            }
+            // Nothing new: the stream ends once the container asked about is no longer the
+            // unit's running one (its last lines were read above).
+            let still = task_ctx.units.get(&name).and_then(|e| {
+                let r = e.record?;
+                (r.state == crate::store::State::Running && r.container_id == container_at_start)
+                    .then_some(())
+            });
+            if still.is_none() || tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/vnd.docker.multiplexed-stream",
+        )],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// rcd's event actions as Docker's (a `stopped` with its exit code is `die` then `stop`).
+fn docker_actions(e: &crate::events::Event) -> Vec<(String, Vec<(String, String)>)> {
+    let a = |k: &str| e.attributes.get(k).cloned();
+    match e.action.as_str() {
+        "create" => vec![("create".into(), vec![])],
+        "start" => vec![("start".into(), vec![])],
+        "exited" => vec![(
+            "die".into(),
+            vec![("exitCode".into(), a("exit_code").unwrap_or_default())],
+        )],
+        "stopped" => {
+            let mut v = Vec::new();
+            if let Some(code) = a("exit_code") {
+                v.push(("die".into(), vec![("exitCode".into(), code)]));
+            }
+            v.push(("stop".into(), vec![]));
+            v
+        }
+        "restarting" => vec![("restart".into(), vec![])],
+        "removed" => vec![("destroy".into(), vec![])],
+        "health" => vec![(
+            format!("health_status: {}", a("status").unwrap_or_default()),
+            vec![],
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// `GET /events`: rcd's persistent event log (from `since`) and what happens next, as
+/// Docker's container events, until `until` or until the client leaves.
+pub async fn events(
+    State(ctx): State<Arc<Context>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, DockerError> {
+    let ms = |k: &str| -> Result<Option<u64>, DockerError> {
+        match q.get(k).filter(|s| !s.is_empty()) {
+            Some(s) => Ok(Some((unix_nanos(s)?.max(0) / 1_000_000) as u64)),
+            None => Ok(None),
+        }
+    };
+    let (since, until) = (ms("since")?, ms("until")?);
+    if let (Some(s), Some(u)) = (since, until) {
+        if u < s {
+            return Err(DockerError(
+                StatusCode::BAD_REQUEST,
+                "`since` time must be before `until`".into(),
+            ));
+        }
+    }
+    let filters = super::containers::filters_of(&q)?;
+    let live = ctx.events.subscribe();
+    let past = match since {
+        Some(s) => {
+            let c = ctx.clone();
+            tokio::task::spawn_blocking(move || c.events.since(s))
+                .await
+                .unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    let now = crate::clock::now_ms();
+    let last_seq = past.last().map_or(0, |e| e.seq);
+    let labels: HashMap<String, std::collections::BTreeMap<String, String>> = ctx.units.view(|v| {
+        v.iter()
+            .filter_map(|(n, e)| Some((n.clone(), e.unit.as_ref()?.container.labels.clone())))
+            .collect()
+    });
+    let render = move |e: &crate::events::Event| -> Vec<u8> {
+        let mut out = Vec::new();
+        let id = docker_id(e.attributes.get("container").map(String::as_str), &e.unit);
+        for (action, extra) in docker_actions(e) {
+            if !event_passes(&filters, &action, &e.unit, &id) {
+                continue;
+            }
+            let mut attrs = serde_json::Map::new();
+            attrs.insert("name".into(), Value::String(e.unit.clone()));
+            for (k, v) in labels.get(&e.unit).into_iter().flatten() {
+                attrs.insert(k.clone(), Value::String(v.clone()));
+            }
+            for (k, v) in extra {
+                attrs.insert(k, Value::String(v));
+            }
+            let nanos = u128::from(e.time_ms) * 1_000_000;
+            let doc = json!({
+                "status": action, "id": id, "from": "",
+                "Type": "container", "Action": action,
+                "Actor": {"ID": id, "Attributes": attrs},
+                "scope": "local", "time": e.time_ms / 1000, "timeNano": nanos,
+            });
+            if let Ok(mut line) = serde_json::to_vec(&doc) {
+                line.push(b'\n');
+                out.extend(line);
+            }
+        }
+        out
+    };
+    let head: Vec<u8> = past
+        .iter()
+        .filter(|e| until.is_none_or(|u| e.time_ms <= u))
+        .flat_map(&render)
+        .collect();
+    let json_type = [(header::CONTENT_TYPE, "application/json")];
+    if until.is_some_and(|u| u <= now) {
+        return Ok((json_type, head).into_response());
+    }
+    let deadline =
+        until.map(|u| tokio::time::Instant::now() + Duration::from_millis(u.saturating_sub(now)));
+    // The headers go out at once (an empty first chunk), before any event.
+    let stream = futures_util::stream::unfold((Some(head), live), move |(head, mut rx)| {
+        let render = render.clone();
+        async move {
+            if let Some(h) = head {
+                return Some((Ok::<_, std::io::Error>(h), (None, rx)));
+            }
+            loop {
+                let next = match deadline {
+                    Some(d) => tokio::time::timeout_at(d, rx.recv()).await.ok()?,
+                    None => rx.recv().await,
+                };
+                match next {
+                    Ok(e) if e.seq > last_seq => {
+                        let line = render(&e);
+                        if !line.is_empty() {
+                            return Some((Ok(line), (None, rx)));
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Ok((json_type, Body::from_stream(stream)).into_response())
+}
+
+/// Docker's event filters: `type`, `container` (name or id), `event` (an action, or its
+/// prefix before `:`), `label` are applied; others pass.
+fn event_passes(f: &HashMap<String, Vec<String>>, action: &str, name: &str, id: &str) -> bool {
+    f.iter().all(|(k, values)| match k.as_str() {
+        "type" => values.iter().any(|v| v == "container"),
+        "container" => values
+            .iter()
+            .any(|v| v.trim_start_matches('/') == name || id.starts_with(v.as_str())),
+        "event" => values
+            .iter()
+            .any(|v| v == action || action.split(':').next() == Some(v.as_str())),
+        _ => true,
+    })
+}
+
+/// `POST /containers/{id}/wait`: answers when the container asked about is no longer running,
+/// with its exit code.
+pub async fn wait(
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, DockerError> {
+    let c = Container::find(&ctx, &id).map_err(|m| DockerError(StatusCode::NOT_FOUND, m))?;
+    let at_start = c.status.container_id.clone();
+    loop {
+        let done = ctx
+            .units
+            .get(&c.name)
+            .and_then(|e| e.record)
+            .map_or(Some(0), |r| {
+                let same_running =
+                    r.state == crate::store::State::Running && r.container_id == at_start;
+                (!same_running).then(|| r.exit_code.unwrap_or(0))
+            });
+        if let Some(code) = done {
+            return Ok(Json(json!({"StatusCode": code, "Error": null})));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `POST /containers/{id}/kill`: SIGKILL (the default) or the unit's stop signal is a stop,
+/// held as `docker stop` is (Docker counts them as a manual stop too); another signal is sent
+/// to the container's processes and changes nothing else.
+pub async fn kill(
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, DockerError> {
+    let c = Container::find(&ctx, &id).map_err(|m| DockerError(StatusCode::NOT_FOUND, m))?;
+    if c.state() != "running" {
+        return Err(DockerError(
+            StatusCode::CONFLICT,
+            format!(
+                "cannot kill container: {}: container {} is not running",
+                c.name, c.id
+            ),
+        ));
+    }
+    let raw = q.get("signal").cloned().unwrap_or_else(|| "KILL".into());
+    let signal = crate::unit::parse_signal(&raw).map_err(|e| {
+        DockerError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid signal {raw:?}: {e}"),
+        )
+    })?;
+    let name = signal.as_str().to_owned();
+    let stop_signal = c
+        .unit
+        .as_ref()
+        .and_then(|u| u.container.stop_signal.clone())
+        .unwrap_or_else(|| "SIGTERM".into());
+    if name == "SIGKILL" || name == stop_signal {
+        crate::api::server::apply_intent(&ctx, &c.name, "stop").await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let Some(runtime_id) = c.status.container_id.clone() else {
+        return Err(DockerError(
+            StatusCode::CONFLICT,
+            format!("{} has no container", c.name),
+        ));
+    };
+    let c2 = ctx.clone();
+    tokio::task::spawn_blocking(move || c2.runtime.kill(&runtime_id, &name, true))
+        .await
+        .map_err(|e| DockerError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| DockerError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_dockers() {
+        let mut out = Vec::new();
+        let chunk = b"2026-12-05T01:02:03.5Z stdout F hello\n2026-12-05T01:02:04Z stderr P par\n";
+        assert!(frames(chunk, false, None, &mut out));
+        assert_eq!(&out[..8], &[1, 0, 0, 0, 0, 0, 0, 6]);
+        assert_eq!(&out[8..14], b"hello\n");
+        assert_eq!(&out[14..22], &[2, 0, 0, 0, 0, 0, 0, 3]);
+        assert_eq!(&out[22..], b"par");
+        let mut ts = Vec::new();
+        frames(chunk, true, None, &mut ts);
+        assert_eq!(&ts[8..39], b"2026-12-05T01:02:03.500000000Z ");
+        // Past `until`: stops before the record.
+        let mut cut = Vec::new();
+        let until = unix_nanos("1796432523").unwrap();
+        assert!(!frames(chunk, false, Some(until), &mut cut) || cut.len() == 14);
+    }
+
+    #[test]
+    fn times_as_clients_send_them() {
+        assert_eq!(unix_nanos("10").unwrap(), 10_000_000_000);
+        assert_eq!(unix_nanos("10.5").unwrap(), 10_500_000_000);
+        assert_eq!(unix_nanos("1.000000001").unwrap(), 1_000_000_001);
+        assert!(unix_nanos("x").is_err());
+    }
+}
