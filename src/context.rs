@@ -37,6 +37,8 @@ pub struct Context {
     pub boot_id: String,
     /// Short digest of the root, in container ids and cgroup paths, so daemons never collide.
     pub tag: String,
+    /// The Docker API's exec instances.
+    pub docker_execs: crate::docker::exec::Registry,
     /// Where CDI specs are read (`[daemon] cdi_spec_dirs`).
     pub cdi_dirs: Vec<PathBuf>,
     /// The last generation handed out: generations are unique across the daemon's units, so
@@ -154,6 +156,7 @@ impl Context {
             // Replaced by the daemon's own; a context without a scan owner never scans.
             last_generation: std::sync::atomic::AtomicU64::new(0),
             cdi_dirs: crate::spec::cdi::DEFAULT_DIRS.map(PathBuf::from).to_vec(),
+            docker_execs: Default::default(),
             scans: crate::desired::owner::channel().0,
             queue: crate::reconcile::Queue::default(),
             units: UnitTable::default(),

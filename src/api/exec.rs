@@ -39,6 +39,18 @@ pub const ERROR: u8 = 4;
 /// Client to daemon: stdin bytes; an empty one closes the command's stdin.
 pub const STDIN: u8 = 5;
 
+/// How a session's bytes travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// rctl's: frames both ways; the client's end means it is gone (the command is killed);
+    /// the last frame is the exit code or an error.
+    Rcd,
+    /// Docker's attach: output in Docker's frames (`[stream, 0, 0, 0, len]`), or raw with a
+    /// terminal; input raw, its end only the command's stdin's end (the docker CLI half-closes
+    /// at once without `-i`); the exit code is asked for afterwards (`exec inspect`).
+    Docker,
+}
+
 /// What to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecRequest {
@@ -127,7 +139,10 @@ pub async fn exec(
     let tasks = ctx.tasks.clone();
     tasks.spawn(async move {
         match on_upgrade.await {
-            Ok(up) => run(&ctx, &id, request, TokioIo::new(up)).await,
+            Ok(up) => {
+                // The outcome goes to the client as the last frame.
+                run(&ctx, &id, request, TokioIo::new(up), Wire::Rcd, |_| {}).await;
+            }
             Err(e) => tracing::warn!(unit = %name, "exec: the upgrade failed: {e}"),
         }
     });
@@ -141,11 +156,15 @@ pub async fn exec(
 
 /// Runs the command and relays it over `io` until it exits; a client that goes away takes
 /// the command with it.
-async fn run(
+/// `report` gets the outcome before the stream closes: a client that asks for it once its
+/// stream ends (the docker CLI's `exec inspect`) finds it.
+pub async fn run(
     ctx: &Context,
     id: &str,
     request: ExecRequest,
     io: impl AsyncRead + AsyncWrite + Send + 'static,
+    wire: Wire,
+    report: impl FnOnce(&Result<i32, String>),
 ) {
     let (mut from_client, mut to_client) = tokio::io::split(io);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
@@ -170,6 +189,8 @@ async fn run(
         stdin: request.stdin,
         tx: tx.clone(),
         gone,
+        wire,
+        tty: request.tty,
     };
     let outcome = if request.tty {
         relay.tty(cmd, &mut from_client).await
@@ -179,11 +200,14 @@ async fn run(
     // The runtime's exit does not end what the command started in the container.
     crate::runtime::kill_tree(&pid_file);
     let _ = std::fs::remove_file(&pid_file);
-    let last = match outcome {
-        Ok(code) => frame(EXIT, &code.to_be_bytes()),
-        Err(e) => frame(ERROR, e.as_bytes()),
-    };
-    let _ = tx.send(last).await;
+    report(&outcome);
+    if wire == Wire::Rcd {
+        let last = match &outcome {
+            Ok(code) => frame(EXIT, &code.to_be_bytes()),
+            Err(e) => frame(ERROR, e.as_bytes()),
+        };
+        let _ = tx.send(last).await;
+    }
     drop(tx);
     let _ = writer.await;
 }
@@ -194,9 +218,20 @@ struct Relay {
     stdin: bool,
     tx: mpsc::Sender<Vec<u8>>,
     gone: oneshot::Receiver<()>,
+    wire: Wire,
+    tty: bool,
 }
 
 impl Relay {
+    /// How output bytes of a stream are put on the wire.
+    fn encoder(&self) -> fn(u8, &[u8]) -> Vec<u8> {
+        match (self.wire, self.tty) {
+            (Wire::Rcd, _) => frame,
+            (Wire::Docker, true) => |_, data| data.to_vec(),
+            (Wire::Docker, false) => docker_frame,
+        }
+    }
+
     async fn pipes(
         self,
         cmd: std::process::Command,
@@ -216,11 +251,12 @@ impl Relay {
             .map_err(|e| format!("cannot run the runtime: {e}"))?;
         let out = child.stdout.take().ok_or("no stdout")?;
         let err = child.stderr.take().ok_or("no stderr")?;
-        let out = tokio::spawn(pump(out, STDOUT, self.tx.clone()));
-        let err = tokio::spawn(pump(err, STDERR, self.tx.clone()));
+        let out = tokio::spawn(pump(out, STDOUT, self.tx.clone(), self.encoder()));
+        let err = tokio::spawn(pump(err, STDERR, self.tx.clone(), self.encoder()));
         let input = child.stdin.take();
+        let wire = self.wire;
         let code = self
-            .wait(&mut child, forward_stdin(from_client, input))
+            .wait(&mut child, forward_stdin(from_client, input, wire))
             .await?;
         let _ = out.await;
         let _ = err.await;
@@ -260,10 +296,12 @@ impl Relay {
             tokio::fs::File::from_std(reader),
             STDOUT,
             self.tx.clone(),
+            self.encoder(),
         ));
         let sink = self.stdin.then(|| tokio::fs::File::from_std(master));
+        let wire = self.wire;
         let code = self
-            .wait(&mut child, forward_stdin(from_client, sink))
+            .wait(&mut child, forward_stdin(from_client, sink, wire))
             .await?;
         // The pty reads end (EIO) once the last holder of the slave is gone.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), out).await;
@@ -301,12 +339,33 @@ async fn kill_runtime(child: &mut tokio::process::Child) {
     let _ = child.kill().await;
 }
 
-/// Reads the client's frames until its stream ends (it is gone), writing stdin into `sink`
-/// (dropped, so EOF, at an empty stdin frame; ignored without a sink).
+/// Reads the client's input until its stream ends, writing stdin into `sink` (dropped, so
+/// EOF, at an empty stdin frame; ignored without a sink). With rctl's wire the end of the
+/// stream means the client is gone, and this returns; with Docker's it only ends stdin, and
+/// this never returns (the client's leaving shows as a failed write).
 async fn forward_stdin(
     from_client: &mut (impl AsyncRead + Unpin),
     mut sink: Option<impl AsyncWrite + Unpin>,
+    wire: Wire,
 ) {
+    if wire == Wire::Docker {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match from_client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Some(s) = sink.as_mut() {
+                        if s.write_all(&buf[..n]).await.is_err() || s.flush().await.is_err() {
+                            sink = None;
+                        }
+                    }
+                }
+            }
+        }
+        // The command's stdin ends; the session goes on.
+        drop(sink.take());
+        return std::future::pending::<()>().await;
+    }
     loop {
         match read_frame(from_client).await {
             Ok(Some((STDIN, data))) if data.is_empty() => sink = None,
@@ -323,14 +382,29 @@ async fn forward_stdin(
     }
 }
 
+/// One of Docker's stream frames: `[stream, 0, 0, 0, len BE]` then the bytes.
+pub fn docker_frame(stream: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.push(stream);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
 /// Copies `r` into frames of `kind` until it ends.
-async fn pump(mut r: impl AsyncRead + Unpin, kind: u8, tx: mpsc::Sender<Vec<u8>>) {
+async fn pump(
+    mut r: impl AsyncRead + Unpin,
+    kind: u8,
+    tx: mpsc::Sender<Vec<u8>>,
+    encode: fn(u8, &[u8]) -> Vec<u8>,
+) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if tx.send(frame(kind, &buf[..n])).await.is_err() {
+                if tx.send(encode(kind, &buf[..n])).await.is_err() {
                     break;
                 }
             }

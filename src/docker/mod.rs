@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use crate::context::Context;
 
 mod containers;
+pub mod exec;
 mod stats;
 mod streams;
 mod system;
@@ -57,6 +58,7 @@ pub fn router(ctx: Arc<Context>, read_only: bool) -> Router {
         .route("/containers/{id}/logs", get(streams::logs))
         .route("/containers/{id}/stats", get(stats::stats))
         .route("/events", get(streams::events))
+        .route("/exec/{id}/json", get(exec::inspect))
         .route("/images/{*name}", get(containers::no_image))
         .route("/networks/{id}", get(containers::no_object))
         .route("/volumes/{id}", get(containers::no_object))
@@ -68,6 +70,9 @@ pub fn router(ctx: Arc<Context>, read_only: bool) -> Router {
             .route("/containers/{id}/restart", post(containers::restart))
             .route("/containers/{id}/kill", post(streams::kill))
             .route("/containers/{id}/wait", post(streams::wait))
+            .route("/containers/{id}/exec", post(exec::create))
+            .route("/exec/{id}/start", post(exec::start))
+            .route("/exec/{id}/resize", post(exec::resize))
             .route("/containers/create", post(containers::refuse_create))
             .route(
                 "/containers/{id}",
@@ -114,6 +119,8 @@ async fn versioned(mut req: Request, next: Next, read_only: bool) -> Response {
         }
     }
     if read_only && !matches!(*req.method(), Method::GET | Method::HEAD) {
+        // Read first: a client still writing its body would see a broken pipe, not the answer.
+        let _ = axum::body::to_bytes(req.into_body(), crate::api::access::MAX_BODY).await;
         return with_headers(
             DockerError(
                 StatusCode::FORBIDDEN,

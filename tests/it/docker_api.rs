@@ -439,3 +439,66 @@ fn docker_stats_reads_the_cgroup_once_or_streaming() {
     ));
     assert_eq!(one.trim(), "idle");
 }
+
+#[test]
+fn docker_exec_with_and_without_stdin_and_its_exit_code() {
+    let (d, sock, ro) = daemon();
+    d.write_unit(
+        "box",
+        &unit("exec sleep 1000", "[network]\nmode = \"none\"\n"),
+    );
+    d.wait_state("box", "running", 20 * SEC);
+    assert_eq!(ok(&docker(&sock, &["exec", "box", "echo", "hi"])), "hi\n");
+    // Without -i the CLI half-closes at once: the command must live on.
+    assert_eq!(
+        ok(&docker(
+            &sock,
+            &["exec", "box", "sh", "-c", "sleep 1; echo late"]
+        )),
+        "late\n"
+    );
+    let failing = docker(&sock, &["exec", "box", "sh", "-c", "echo oops >&2; exit 7"]);
+    assert_eq!(failing.status.code(), Some(7), "{failing:?}");
+    assert_eq!(String::from_utf8_lossy(&failing.stderr), "oops\n");
+    assert!(failing.stdout.is_empty());
+    // -i: stdin reaches the command, its end is the command's EOF.
+    let mut child = Command::new(docker_bin())
+        .args([
+            "-H",
+            &format!("unix://{}", sock.display()),
+            "exec",
+            "-i",
+            "box",
+            "sh",
+            "-c",
+            "cat; echo done",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"piped\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "piped\ndone\n",
+        "{out:?}"
+    );
+    // Not running, or on the read-only socket: refused.
+    let ro_exec = docker(&ro, &["exec", "box", "true"]);
+    assert!(!ro_exec.status.success());
+    assert!(
+        String::from_utf8_lossy(&ro_exec.stderr).contains("read-only"),
+        "{ro_exec:?}"
+    );
+    ok(&docker(&sock, &["stop", "box"]));
+    let stopped = docker(&sock, &["exec", "box", "true"]);
+    assert!(
+        String::from_utf8_lossy(&stopped.stderr).contains("is not running"),
+        "{stopped:?}"
+    );
+}
