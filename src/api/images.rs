@@ -51,7 +51,8 @@ pub fn normalize(reference: &str) -> Result<String, ApiError> {
 /// Units that name `image` in their current file, and containers left by a unit file removed
 /// or changed (being torn down) whose overlay stands on the image's top layer; sorted.
 /// (Layers a running container stands on are never swept, whatever the image records say.)
-fn users(ctx: &Context, image: &Image) -> Vec<String> {
+/// The units that name `image` or whose leftover container still uses it.
+pub fn users(ctx: &Context, image: &Image) -> Vec<String> {
     let top = ctx
         .images
         .tops()

@@ -524,12 +524,6 @@ pub async fn refuse_change(State(ctx): State<Arc<Context>>, uri: axum::http::Uri
     )
 }
 
-/// Image routes are not served yet: "No such image", so `docker inspect NAME` goes on to
-/// the next kind of object.
-pub async fn no_image(Path(name): Path<String>) -> DockerError {
-    DockerError(StatusCode::NOT_FOUND, format!("No such image: {name}"))
-}
-
 /// Networks, volumes, plugins by name: none that the Docker API knows yet.
 pub async fn no_object(Path(id): Path<String>) -> DockerError {
     DockerError(StatusCode::NOT_FOUND, format!("No such object: {id}"))

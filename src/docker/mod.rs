@@ -21,6 +21,7 @@ use crate::context::Context;
 
 mod containers;
 pub mod exec;
+mod images;
 mod stats;
 mod streams;
 mod system;
@@ -59,7 +60,8 @@ pub fn router(ctx: Arc<Context>, read_only: bool) -> Router {
         .route("/containers/{id}/stats", get(stats::stats))
         .route("/events", get(streams::events))
         .route("/exec/{id}/json", get(exec::inspect))
-        .route("/images/{*name}", get(containers::no_image))
+        .route("/images/json", get(images::list))
+        .route("/images/{*name}", get(images::get_image))
         .route("/networks/{id}", get(containers::no_object))
         .route("/volumes/{id}", get(containers::no_object))
         .route("/plugins/{id}/json", get(containers::no_object));
@@ -74,6 +76,9 @@ pub fn router(ctx: Arc<Context>, read_only: bool) -> Router {
             .route("/exec/{id}/start", post(exec::start))
             .route("/exec/{id}/resize", post(exec::resize))
             .route("/containers/create", post(containers::refuse_create))
+            .route("/images/create", post(images::pull))
+            .route("/images/prune", post(images::prune))
+            .route("/images/{*name}", axum::routing::delete(images::remove))
             .route(
                 "/containers/{id}",
                 axum::routing::delete(containers::refuse_remove),

@@ -502,3 +502,55 @@ fn docker_exec_with_and_without_stdin_and_its_exit_code() {
         "{stopped:?}"
     );
 }
+
+#[test]
+fn docker_pull_images_inspect_and_rmi_follow_rcds_rules() {
+    use crate::registry::{busybox_oci_layout, Registry};
+    let reg = Registry::start();
+    let layouts = tempfile::tempdir().unwrap();
+    let (layout, _) = busybox_oci_layout(&layouts.path().join("busybox"));
+    reg.push_layout(&layout.dir, "busybox:latest");
+    reg.push_layout(&layout.dir, "spare:1");
+    let (d, sock, _) = daemon();
+    let image = format!("{}/busybox:latest", reg.addr);
+    let spare = format!("{}/spare:1", reg.addr);
+
+    let pulled = docker(&sock, &["pull", &spare]);
+    let out = ok(&pulled);
+    assert!(out.contains("Digest: sha256:"), "{out}");
+    let listed = ok(&docker(
+        &sock,
+        &["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"],
+    ));
+    assert!(listed.lines().any(|l| l.starts_with(&spare)), "{listed}");
+    let arch = ok(&docker(
+        &sock,
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Os}} {{index .Config.Cmd 0}}",
+            &spare,
+        ],
+    ));
+    assert_eq!(arch.trim(), "linux sh");
+    // A unit names the other image: rmi is refused while it does.
+    d.write_unit(
+        "user",
+        &format!("[container]\nimage = \"{image}\"\ncommand = [\"sleep\", \"1000\"]\n[network]\nmode = \"none\"\n"),
+    );
+    d.wait_state("user", "running", 30 * SEC);
+    let refused = docker(&sock, &["rmi", &image]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("user"),
+        "{refused:?}"
+    );
+    ok(&docker(&sock, &["rmi", &spare]));
+    let listed = ok(&docker(&sock, &["images", "--format", "{{.Repository}}"]));
+    assert!(!listed.contains("spare"), "{listed}");
+    assert!(listed.contains("busybox"), "{listed}");
+    // A reference that does not exist: the pull fails with the registry's word.
+    let missing = docker(&sock, &["pull", &format!("{}/nothing:here", reg.addr)]);
+    assert!(!missing.status.success(), "{missing:?}");
+}
