@@ -10,7 +10,7 @@
 # (the system CA store the daemon trusts registries through; a test reads Debian's), and
 # catatonit (the init of units with `init = true`), and a docker CLI (the Docker API tests run
 # the real client; Debian's docker.io where the machine has none, its daemon left stopped). Extra
-# package names may be given as arguments.
+# package names may be given as arguments. Last, the Docker SDK for Python in a venv (below).
 # Idempotent: installs only what is missing.
 set -eu
 need=""
@@ -32,4 +32,16 @@ if ! command -v docker >/dev/null 2>&1; then
   if command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true
   fi
+fi
+# The Docker SDK for Python (PyPI's `docker`), which the Docker API tests drive, in a venv of
+# its own: Debian's python3-venv, then pip.
+SDK_VENV="${RCD_DOCKER_SDK_VENV:-/var/tmp/rcd-docker-sdk}"
+if ! "$SDK_VENV/bin/python" -c 'import docker' >/dev/null 2>&1; then
+  dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed" || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq python3-venv
+  }
+  /usr/bin/python3 -m venv "$SDK_VENV"
+  "$SDK_VENV/bin/pip" install -q 'docker>=7.1,<8'
 fi

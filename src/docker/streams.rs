@@ -307,8 +307,10 @@ pub async fn events(
         .flat_map(&render)
         .collect();
     let json_type = [(header::CONTENT_TYPE, "application/json")];
+    // Chunked even when all is known already: the SDKs read line by line only then.
     if until.is_some_and(|u| u <= now) {
-        return Ok((json_type, head).into_response());
+        let once = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) });
+        return Ok((json_type, Body::from_stream(once)).into_response());
     }
     let deadline =
         until.map(|u| tokio::time::Instant::now() + Duration::from_millis(u.saturating_sub(now)));

@@ -554,3 +554,257 @@ fn docker_pull_images_inspect_and_rmi_follow_rcds_rules() {
     let missing = docker(&sock, &["pull", &format!("{}/nothing:here", reg.addr)]);
     assert!(!missing.status.success(), "{missing:?}");
 }
+
+/// The Docker SDK for Python's interpreter (`scripts/setup.sh` makes the venv).
+fn sdk_python() -> PathBuf {
+    let venv = std::env::var_os("RCD_DOCKER_SDK_VENV")
+        .map_or_else(|| PathBuf::from("/var/tmp/rcd-docker-sdk"), PathBuf::from);
+    let py = venv.join("bin/python");
+    assert!(
+        py.is_file(),
+        "{} is missing: `sh scripts/setup.sh` installs the Docker SDK for Python there",
+        py.display()
+    );
+    py
+}
+
+/// What the SDK script does, one JSON result per line, compared with rcd's own view.
+const SDK_SCRIPT: &str = r#"
+import json, sys, time, docker
+c = docker.DockerClient(base_url="unix://" + sys.argv[1], version="auto", timeout=30)
+out = {}
+out["ping"] = c.ping()
+out["version"] = c.version()["ApiVersion"]
+names = sorted(x.name for x in c.containers.list(all=True))
+out["names"] = names
+web = c.containers.get("web")
+out["status"] = web.status
+out["labels"] = web.labels
+out["image_attr"] = web.attrs["Config"]["Image"]
+out["logs"] = web.logs(stdout=True, stderr=False).decode()
+s = web.stats(stream=False)
+out["stats_keys"] = sorted(k for k in ("cpu_stats", "precpu_stats", "memory_stats", "pids_stats") if k in s)
+r = web.exec_run(["sh", "-c", "echo from-exec; exit 3"])
+out["exec"] = [r.exit_code, r.output.decode()]
+since = int(time.time()) - 60
+web.stop()
+web.reload()
+out["after_stop"] = web.status
+web.start()
+web.reload()
+out["after_start"] = web.status
+until = int(time.time()) + 1
+time.sleep(1.5)
+ev = [e["Action"] for e in c.events(since=since, until=until, decode=True, filters={"container": "web"})]
+out["events"] = ev
+out["images"] = len(c.images.list())
+try:
+    c.containers.run("busybox", "true", name="nope")
+    out["run"] = "accepted"
+except docker.errors.APIError as e:
+    out["run"] = [e.status_code, e.explanation]
+print(json.dumps(out))
+"#;
+
+#[test]
+fn the_docker_sdk_for_python_drives_the_same() {
+    let py = sdk_python();
+    let (d, sock, _) = daemon();
+    d.write_unit(
+        "web",
+        &unit(
+            "echo hello-sdk; exec sleep 1000",
+            "labels = { app = \"web\" }\n[network]\nmode = \"none\"\n",
+        ),
+    );
+    d.write_unit(
+        "other",
+        &unit("exec sleep 1000", "[network]\nmode = \"none\"\n"),
+    );
+    d.wait_state("web", "running", 20 * SEC);
+    d.wait_state("other", "running", 20 * SEC);
+    wait_until(10 * SEC, "web's output", || {
+        String::from_utf8_lossy(&d.rctl(&["logs", "web"]).stdout).contains("hello-sdk")
+    });
+    let out = Command::new(py)
+        .arg("-c")
+        .arg(SDK_SCRIPT)
+        .arg(&sock)
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    let v: serde_json::Value =
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v["ping"], true);
+    assert_eq!(v["version"], "1.44");
+    assert_eq!(v["names"], serde_json::json!(["other", "web"]));
+    assert_eq!(v["status"], "running");
+    assert_eq!(v["labels"]["app"], "web");
+    assert_eq!(v["logs"], "hello-sdk\n");
+    assert_eq!(
+        v["stats_keys"],
+        serde_json::json!(["cpu_stats", "memory_stats", "pids_stats", "precpu_stats"])
+    );
+    assert_eq!(v["exec"], serde_json::json!([3, "from-exec\n"]));
+    assert_eq!(v["after_stop"], "exited");
+    assert_eq!(v["after_start"], "running");
+    let events: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    for want in ["start", "stop"] {
+        assert!(events.contains(&want), "{want} not in {events:?}");
+    }
+    assert_eq!(v["run"][0], 501, "{v}");
+    assert!(v["run"][1].as_str().unwrap().contains("unit files"), "{v}");
+    // The stop held the unit as `rctl stop` does, and the start released it.
+    assert_eq!(d.wait_state("web", "running", SEC)["held"], false);
+}
+
+/// `curl --unix-socket SOCK http://d/PATH`: status line and body.
+fn curl(sock: &std::path::Path, path: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--unix-socket"])
+        .arg(sock)
+        .arg(format!("http://d{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[test]
+fn tool_shaped_sequences_at_their_pinned_versions() {
+    let (d, sock, ro) = daemon();
+    d.write_unit(
+        "whoami",
+        &unit(
+            "exec sleep 1000",
+            "labels = { \"traefik.enable\" = \"true\", \"traefik.http.routers.w.rule\" = \"Host(`w.localhost`)\" }\n",
+        ),
+    );
+    d.wait_state("whoami", "running", 20 * SEC);
+
+    // Traefik's docker provider at API 1.24: list, inspect each, labels and the bridge address.
+    let (status, body) = curl(&ro, "/v1.24/containers/json?limit=0");
+    assert!(status.contains("200"), "{status}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let c = &list[0];
+    assert_eq!(c["Names"][0], "/whoami");
+    assert_eq!(c["Labels"]["traefik.enable"], "true");
+    let id = c["Id"].as_str().unwrap();
+    assert_eq!(id.len(), 64);
+    // Prometheus' docker_sd dereferences this map: never null.
+    assert!(c["NetworkSettings"]["Networks"].is_object(), "{c}");
+    let (_, body) = curl(&ro, &format!("/v1.24/containers/{id}/json"));
+    let inspect: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        inspect["Config"]["Labels"]["traefik.http.routers.w.rule"],
+        "Host(`w.localhost`)"
+    );
+    let nets = inspect["NetworkSettings"]["Networks"].as_object().unwrap();
+    let ip = nets.values().next().unwrap()["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{inspect}");
+    assert_eq!(inspect["HostConfig"]["NetworkMode"], "bridge");
+    // The fields whose absence crashed clients in the research: Config, HostConfig, Tty,
+    // State times in RFC 3339, a created time as a string.
+    assert_eq!(inspect["Config"]["Tty"], false);
+    assert!(inspect["HostConfig"]["AutoRemove"].is_boolean());
+    assert!(inspect["Created"].as_str().unwrap().ends_with('Z'));
+
+    // Traefik's events at 1.24: a unit edited shows as Docker's die/stop, create and start.
+    let now_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = d.status("whoami").unwrap()["container_id"].clone();
+    let since = now_s();
+    d.write_unit(
+        "whoami",
+        &unit(
+            "exec sleep 1001",
+            "labels = { \"traefik.enable\" = \"true\" }\n",
+        ),
+    );
+    wait_until(20 * SEC, "the recreated container", || {
+        d.status("whoami")
+            .is_some_and(|s| s["state"] == "running" && s["container_id"] != before)
+    });
+    std::thread::sleep(SEC);
+    let until = now_s();
+    let filters = "%7B%22type%22%3A%5B%22container%22%5D%7D";
+    let (_, body) = curl(
+        &ro,
+        &format!("/v1.24/events?since={since}&until={until}&filters={filters}"),
+    );
+    let actions: Vec<String> = body
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|e| e["Action"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for want in ["stop", "create", "start"] {
+        assert!(
+            actions.iter().any(|a| a == want),
+            "{want} not in {actions:?}; rcd's: {}",
+            String::from_utf8_lossy(&d.rctl(&["events", "--since", "1m", "--until", "0s"]).stdout)
+        );
+    }
+
+    // cAdvisor's check: a dotted three-number ServerVersion and a storage driver.
+    let (_, body) = curl(&ro, "/version");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let server = v["Version"].as_str().unwrap();
+    assert_eq!(
+        server
+            .split('.')
+            .filter(|p| p.parse::<u32>().is_ok())
+            .count(),
+        3,
+        "{server}"
+    );
+    let (_, body) = curl(&ro, "/v1.44/info");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(!info["Driver"].as_str().unwrap().is_empty());
+    assert_eq!(info["Swarm"]["LocalNodeState"], "inactive");
+
+    // docker stats' `read` is never empty, a short id finds the container, no name is empty.
+    let (_, body) = curl(
+        &sock,
+        &format!("/containers/{}/stats?stream=false&one-shot=true", &id[..6]),
+    );
+    let _ = body;
+    let new_id = d.status("whoami").unwrap()["container_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, list) = curl(&sock, "/containers/json?all=1");
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let now_id = list[0]["Id"].as_str().unwrap().to_owned();
+    assert_ne!(now_id, id, "a recreated container has a new id ({new_id})");
+    let (status, body) = curl(
+        &sock,
+        &format!(
+            "/containers/{}/stats?stream=false&one-shot=true",
+            &now_id[..8]
+        ),
+    );
+    assert!(status.contains("200"), "{status} {body}");
+    let stats: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert!(!stats["read"].as_str().unwrap().is_empty());
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["Names"][0].as_str().unwrap().len() > 1));
+}
