@@ -371,6 +371,17 @@ fn kill_all_at(root: &Path, cgroups_path: &str, within: Duration) -> Result<usiz
     }
 }
 
+/// The processes in the container cgroup at `cgroups_path`, sorted (none if it is gone).
+pub fn pids(cgroups_path: &str) -> Vec<i32> {
+    let root = Path::new(ROOT);
+    let mut out = container_dirs(root, cgroups_path)
+        .and_then(|dirs| procs(&dirs))
+        .unwrap_or_default();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Freezes (or thaws) a v1 freezer cgroup, waiting (until `deadline`) for a freeze to take.
 /// Best effort: the caller's loop kills what a freeze that did not take let fork.
 fn freeze(state: &Path, frozen: bool, deadline: Instant) {

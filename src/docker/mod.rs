@@ -22,6 +22,7 @@ use crate::context::Context;
 mod containers;
 pub mod exec;
 mod images;
+mod resources;
 mod stats;
 mod streams;
 mod system;
@@ -62,8 +63,12 @@ pub fn router(ctx: Arc<Context>, read_only: bool) -> Router {
         .route("/exec/{id}/json", get(exec::inspect))
         .route("/images/json", get(images::list))
         .route("/images/{*name}", get(images::get_image))
-        .route("/networks/{id}", get(containers::no_object))
-        .route("/volumes/{id}", get(containers::no_object))
+        .route("/networks", get(resources::networks))
+        .route("/networks/{id}", get(resources::network))
+        .route("/volumes", get(resources::volumes))
+        .route("/volumes/{id}", get(resources::volume))
+        .route("/system/df", get(resources::df))
+        .route("/containers/{id}/top", get(resources::top))
         .route("/plugins/{id}/json", get(containers::no_object));
     if !read_only {
         routes = routes

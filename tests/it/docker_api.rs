@@ -808,3 +808,50 @@ fn tool_shaped_sequences_at_their_pinned_versions() {
         .iter()
         .all(|c| c["Names"][0].as_str().unwrap().len() > 1));
 }
+
+#[test]
+fn top_networks_volumes_and_system_df() {
+    let (d, sock, _) = daemon();
+    d.write_unit(
+        "db",
+        &unit(
+            "sleep 1000 & exec sleep 1001",
+            "[[mount]]\ntype = \"volume\"\nsource = \"dbdata\"\ntarget = \"/data\"\n",
+        ),
+    );
+    d.wait_state("db", "running", 20 * SEC);
+    let top = ok(&docker(&sock, &["top", "db"]));
+    assert!(top.lines().next().unwrap().contains("PID"), "{top}");
+    assert!(
+        top.contains("sleep 1000") && top.contains("sleep 1001"),
+        "{top}"
+    );
+    let nets = ok(&docker(
+        &sock,
+        &["network", "ls", "--format", "{{.Name}} {{.Driver}}"],
+    ));
+    assert!(nets.lines().any(|l| l == "rcd bridge"), "{nets}");
+    let members = ok(&docker(
+        &sock,
+        &[
+            "network",
+            "inspect",
+            "rcd",
+            "--format",
+            "{{range .Containers}}{{.Name}}{{end}}",
+        ],
+    ));
+    assert_eq!(members.trim(), "db");
+    let vols = ok(&docker(
+        &sock,
+        &["volume", "ls", "--format", "{{.Name}} {{.Driver}}"],
+    ));
+    assert_eq!(vols.trim(), "dbdata local");
+    let df = ok(&docker(
+        &sock,
+        &["system", "df", "--format", "{{.Type}} {{.TotalCount}}"],
+    ));
+    assert!(df.lines().any(|l| l == "Containers 1"), "{df}");
+    assert!(df.lines().any(|l| l == "Local Volumes 1"), "{df}");
+    d.detach_networks();
+}
