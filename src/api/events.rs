@@ -54,10 +54,27 @@ pub async fn events(State(ctx): State<Arc<Context>>, Query(q): Query<EventQuery>
     if until.is_some_and(|u| u <= now) {
         return head.into_response();
     }
+    let stream = follow(head, live, last_seq, until, now, move |e| {
+        matches(e, unit.as_deref()).then(|| line(e))
+    });
+    Body::from_stream(stream).into_response()
+}
+
+/// `head` (what was already known), then each live event after `last_seq` that `render`
+/// makes a chunk of, until `until` (ms since the epoch; `now` is the time now) or until the
+/// log closes. Shared by rcd's event route and the Docker API's.
+pub fn follow(
+    head: Vec<u8>,
+    live: tokio::sync::broadcast::Receiver<Event>,
+    last_seq: u64,
+    until: Option<u64>,
+    now: u64,
+    render: impl Fn(&Event) -> Option<Vec<u8>> + Clone + Send + 'static,
+) -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
     let deadline =
         until.map(|u| tokio::time::Instant::now() + Duration::from_millis(u.saturating_sub(now)));
-    let stream = futures_util::stream::unfold((Some(head), live), move |(head, mut rx)| {
-        let unit = unit.clone();
+    futures_util::stream::unfold((Some(head), live), move |(head, mut rx)| {
+        let render = render.clone();
         async move {
             if let Some(h) = head {
                 return Some((Ok::<_, std::io::Error>(h), (None, rx)));
@@ -68,14 +85,15 @@ pub async fn events(State(ctx): State<Arc<Context>>, Query(q): Query<EventQuery>
                     None => rx.recv().await,
                 };
                 match next {
-                    Ok(e) if e.seq > last_seq && matches(&e, unit.as_deref()) => {
-                        return Some((Ok(line(&e)), (None, rx)));
+                    Ok(e) if e.seq > last_seq => {
+                        if let Some(chunk) = render(&e) {
+                            return Some((Ok(chunk), (None, rx)));
+                        }
                     }
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
             }
         }
-    });
-    Body::from_stream(stream).into_response()
+    })
 }

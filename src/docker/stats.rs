@@ -83,17 +83,6 @@ fn nets(pid: Option<i32>) -> Vec<(String, [u64; 4])> {
         .collect()
 }
 
-fn mem_total() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn sample(ctx: &Context, c: &Container) -> Sample {
     let usage = c
         .status
@@ -106,7 +95,7 @@ fn sample(ctx: &Context, c: &Container) -> Sample {
         cpu_ns: usage.cpu_usec.unwrap_or(0) * 1000,
         system_ns: system_ns(),
         memory: usage.memory_bytes.unwrap_or(0),
-        limit: usage.memory_limit.unwrap_or_else(mem_total),
+        limit: usage.memory_limit.unwrap_or_else(super::system::mem_total),
         pids: usage.pids.unwrap_or(0),
         nets: nets(c.status.pid),
     }

@@ -312,32 +312,9 @@ pub async fn events(
         let once = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) });
         return Ok((json_type, Body::from_stream(once)).into_response());
     }
-    let deadline =
-        until.map(|u| tokio::time::Instant::now() + Duration::from_millis(u.saturating_sub(now)));
-    // The headers go out at once (an empty first chunk), before any event.
-    let stream = futures_util::stream::unfold((Some(head), live), move |(head, mut rx)| {
-        let render = render.clone();
-        async move {
-            if let Some(h) = head {
-                return Some((Ok::<_, std::io::Error>(h), (None, rx)));
-            }
-            loop {
-                let next = match deadline {
-                    Some(d) => tokio::time::timeout_at(d, rx.recv()).await.ok()?,
-                    None => rx.recv().await,
-                };
-                match next {
-                    Ok(e) if e.seq > last_seq => {
-                        let line = render(&e);
-                        if !line.is_empty() {
-                            return Some((Ok(line), (None, rx)));
-                        }
-                    }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        }
+    let stream = crate::api::events::follow(head, live, last_seq, until, now, move |e| {
+        let line = render(e);
+        (!line.is_empty()).then_some(line)
     });
     Ok((json_type, Body::from_stream(stream)).into_response())
 }

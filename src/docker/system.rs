@@ -90,8 +90,8 @@ pub async fn version() -> Json<Value> {
     }))
 }
 
-/// A `/proc/meminfo` value in bytes.
-fn mem_total() -> u64 {
+/// The host's memory in bytes (`/proc/meminfo`).
+pub(super) fn mem_total() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
