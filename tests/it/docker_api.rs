@@ -855,3 +855,31 @@ fn top_networks_volumes_and_system_df() {
     assert!(df.lines().any(|l| l == "Local Volumes 1"), "{df}");
     d.detach_networks();
 }
+
+#[test]
+fn docker_logs_follow_ends_at_the_exit_even_when_the_policy_restarts() {
+    let (d, sock, _) = daemon();
+    d.write_unit(
+        "cycler",
+        &unit(
+            "echo run; sleep 1; exit 1",
+            "[network]\nmode = \"none\"\n[restart]\npolicy = \"always\"\ndelay = \"1s\"\n",
+        ),
+    );
+    d.wait_state("cycler", "running", 20 * SEC);
+    // As Docker's: the stream ends with the container's exit, though it is restarted.
+    let started = std::time::Instant::now();
+    let first = ok(&docker(&sock, &["logs", "-f", "cycler"]));
+    assert!(first.starts_with("run\n"), "{first}");
+    assert!(started.elapsed() < 10 * SEC);
+    wait_until(20 * SEC, "a second run", || {
+        d.status("cycler")
+            .is_some_and(|s| s["restarts"].as_u64() >= Some(1))
+    });
+    wait_until(10 * SEC, "both runs' lines", || {
+        ok(&docker(&sock, &["logs", "cycler"]))
+            .matches("run\n")
+            .count()
+            >= 2
+    });
+}
