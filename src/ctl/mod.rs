@@ -207,6 +207,10 @@ pub enum Command {
         /// The daemon config whose networks units may name.
         #[arg(long, default_value = crate::config::file::DEFAULT_PATH)]
         config: PathBuf,
+        /// Also print each valid unit as it takes effect, every value with the file and line
+        /// it comes from (template, file, drop-ins), as `rctl cat` does.
+        #[arg(long)]
+        origins: bool,
     },
 }
 
@@ -220,7 +224,11 @@ pub async fn run(cli: Cli) -> i32 {
         }
     };
     let result = match cli.command {
-        Command::Check { paths, config } => return check(paths, &config),
+        Command::Check {
+            paths,
+            config,
+            origins,
+        } => return check(paths, &config, origins),
         Command::Convert { input, out } => return convert::run(&input, out.as_deref()),
         Command::Status { units, output } => status(&client, units, output).await,
         Command::List { output } => list(&client, output).await,
@@ -379,7 +387,7 @@ fn enc(s: &str) -> String {
     out
 }
 
-fn check(paths: Vec<PathBuf>, config: &std::path::Path) -> i32 {
+fn check(paths: Vec<PathBuf>, config: &std::path::Path, origins: bool) -> i32 {
     let paths = if paths.is_empty() {
         vec![PathBuf::from("/etc/rcd/units")]
     } else {
@@ -401,6 +409,20 @@ fn check(paths: Vec<PathBuf>, config: &std::path::Path) -> i32 {
     let problems = crate::unit::check_paths(&paths, Some(&known));
     for p in &problems {
         println!("{p}");
+    }
+    if origins {
+        for file in paths.iter().flat_map(|p| {
+            if p.is_dir() {
+                crate::unit::unit_files(p).unwrap_or_default()
+            } else {
+                vec![p.clone()]
+            }
+        }) {
+            // Units with problems are listed above; the others as they take effect.
+            if let Ok(text) = crate::unit::effective(&file) {
+                println!("{text}");
+            }
+        }
     }
     if problems.is_empty() {
         exit::OK

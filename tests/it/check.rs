@@ -168,3 +168,52 @@ fn check_knows_the_configured_networks_and_locates_an_unknown_one() {
     assert_eq!(code, Some(1));
     assert!(text.contains("missing.toml"), "{text}");
 }
+
+#[test]
+fn check_names_each_values_origin_across_a_template_and_drop_ins() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = dir.path().join("units");
+    std::fs::create_dir_all(units.join("web@.toml.d")).unwrap();
+    std::fs::write(units.join("web@.toml"), unit("echo %i", "")).unwrap();
+    std::fs::write(
+        units.join("web@.toml.d/10-mem.toml"),
+        "[resources]\nmemory = \"1G\"\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("web@.toml", units.join("web@a.toml")).unwrap();
+    // A bad value in a drop-in: located there.
+    std::fs::write(
+        units.join("web@.toml.d/20-bad.toml"),
+        "# bad\n[resources]\ncpus = \"many\"\n",
+    )
+    .unwrap();
+    let run = || {
+        Command::new(RCTL)
+            .arg("check")
+            .arg("--origins")
+            .arg("--config")
+            .arg(empty_config(dir.path()))
+            .arg(&units)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let bad = units.join("web@.toml.d/20-bad.toml");
+    assert!(text.contains(&format!("{}:3:8:", bad.display())), "{text}");
+    std::fs::remove_file(&bad).unwrap();
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let drop_in = units.join("web@.toml.d/10-mem.toml");
+    assert!(
+        text.contains(&format!("memory = \"1G\"  # {}:2", drop_in.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}:3", units.join("web@.toml").display())),
+        "{text}"
+    );
+    assert!(text.contains("\"echo a\""), "the instance's %i: {text}");
+}
