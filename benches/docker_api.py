@@ -139,7 +139,10 @@ def main():
         wait_until(lambda: os.path.exists(psock), "podman's socket", within=30)
         log("starting %d podman containers" % n)
         for name in names:
+            # Limits within the machine's own (podman raises nofile by default, which a
+            # sandbox without CAP_SYS_RESOURCE refuses), as benches/scale.py runs podman.
             run(["podman", "run", "-d", "--name", name, "--network", "none",
+                 "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
                  "--rootfs", rootfs + ":O", "sleep", "100000"])
         phost = ["docker", "-H", "unix://" + psock]
         timed(phost + ["ps", "-q"], 2)
