@@ -14,10 +14,6 @@ use super::view::Container;
 use super::{query_bool, DockerError};
 use crate::context::Context;
 
-fn now_ms() -> u64 {
-    crate::clock::now_ms()
-}
-
 /// `docker ps`' filters: `filters_of`, with the keys and states moby accepts.
 fn filters(q: &HashMap<String, String>) -> Result<HashMap<String, Vec<String>>, DockerError> {
     let out = filters_of(q)?;
@@ -242,7 +238,7 @@ pub async fn list(
         .map(|l| l as usize);
     // A status filter shows stopped containers too, as a limit does.
     let all = query_bool(q.get("all")) || f.contains_key("status") || limit.is_some();
-    let now = now_ms();
+    let now = crate::clock::now_ms();
     let mut out = Vec::new();
     for c in Container::all(&ctx) {
         if !all && c.state() != "running" {

@@ -62,10 +62,7 @@ fn frames(chunk: &[u8], timestamps: bool, until: Option<i128>, out: &mut Vec<u8>
         if r.full {
             payload.push(b'\n');
         }
-        out.push(stream);
-        out.extend_from_slice(&[0, 0, 0]);
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        out.extend_from_slice(&payload);
+        out.extend(crate::api::exec::docker_frame(stream, &payload));
     }
     true
 }

@@ -359,6 +359,7 @@ fn a_converted_secret_is_readable_inside_and_the_report_names_refusals() {
         "{mode:?}"
     );
     let inspect = String::from_utf8_lossy(&d.rctl(&["inspect", "wordpress"]).stdout).into_owned();
+    // The secret's content (tests/fixtures/compose/db_password.txt) is never shown.
     assert!(!inspect.contains("placeholder"), "{inspect}");
 
     // A refused key: exit 1, the key and its line on stderr, the unit's header naming it.
