@@ -365,8 +365,13 @@ pub async fn run_probe(runtime: &Runtime, id: &str, probe: &Probe, scratch: &Pat
     let began = Instant::now();
     let pid_file: PathBuf = scratch.join(format!("probe-{}.pid", std::process::id()));
     let _ = std::fs::remove_file(&pid_file);
-    let mut cmd =
-        tokio::process::Command::from(runtime.exec_command(id, &probe.cmd, &pid_file, false));
+    let mut cmd = tokio::process::Command::from(runtime.exec_command(
+        id,
+        &probe.cmd,
+        &pid_file,
+        false,
+        &Default::default(),
+    ));
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

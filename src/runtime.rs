@@ -61,6 +61,17 @@ pub struct ContainerState {
     pub status: String,
 }
 
+/// How an exec'd process differs from the container's own (`docker exec -e/-w/-u`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOverrides {
+    /// `KEY=VALUE`s added to the container's environment.
+    pub env: Vec<String>,
+    /// The working directory.
+    pub cwd: Option<String>,
+    /// Numeric uid and gid.
+    pub user: Option<(u32, u32)>,
+}
+
 /// An OCI runtime CLI with its state directory.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -155,11 +166,27 @@ impl Runtime {
     /// `exec`: a command in the running container, with the container's process settings
     /// (user, environment, capabilities). The caller picks stdio and waits; the process's host
     /// pid goes to `pid_file`.
-    pub fn exec_command(&self, id: &str, argv: &[String], pid_file: &Path, tty: bool) -> Command {
+    pub fn exec_command(
+        &self,
+        id: &str,
+        argv: &[String],
+        pid_file: &Path,
+        tty: bool,
+        overrides: &ExecOverrides,
+    ) -> Command {
         let mut cmd = self.command();
         cmd.arg("exec").arg("--pid-file").arg(pid_file);
         if tty {
             cmd.arg("--tty");
+        }
+        for e in &overrides.env {
+            cmd.arg("--env").arg(e);
+        }
+        if let Some(cwd) = &overrides.cwd {
+            cmd.arg("--cwd").arg(cwd);
+        }
+        if let Some((uid, gid)) = overrides.user {
+            cmd.arg("--user").arg(format!("{uid}:{gid}"));
         }
         cmd.arg(id).args(argv);
         cmd

@@ -60,6 +60,16 @@ pub struct ExecRequest {
     pub stdin: bool,
     /// Give the command a terminal.
     pub tty: bool,
+    /// `KEY=VALUE`s added to the container's environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// The working directory, absolute (default: the container's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// `user[:group]`, names or numbers, the names looked up in the container's /etc/passwd
+    /// and /etc/group (default: the container's user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 impl ExecRequest {
@@ -74,7 +84,46 @@ impl ExecRequest {
                 "no command to run".into(),
             ));
         }
+        request
+            .check()
+            .map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
         Ok(request)
+    }
+
+    /// The environment and working directory well formed.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(bad) = self
+            .env
+            .iter()
+            .find(|e| e.split_once('=').is_none_or(|(k, _)| k.is_empty()))
+        {
+            return Err(format!("exec environment {bad:?} is not KEY=VALUE"));
+        }
+        if let Some(w) = self.workdir.as_ref().filter(|w| !w.starts_with('/')) {
+            return Err(format!("exec working directory {w:?} is not absolute"));
+        }
+        Ok(())
+    }
+
+    /// The process settings for the runtime, with `user` resolved in the container whose init
+    /// is `pid`: an error names what is wrong (an unknown user, say).
+    pub fn overrides(&self, pid: Option<i32>) -> Result<crate::runtime::ExecOverrides, String> {
+        let user = match self.user.as_deref().filter(|u| !u.is_empty()) {
+            None => None,
+            Some(spec) => {
+                let pid = pid.ok_or("exec -u: the container's first process is not known")?;
+                Some(crate::spec::user::resolve(
+                    spec,
+                    "exec -u",
+                    &crate::spec::user::Running(pid),
+                )?)
+            }
+        };
+        Ok(crate::runtime::ExecOverrides {
+            env: self.env.clone(),
+            cwd: self.workdir.clone().filter(|w| !w.is_empty()),
+            user: user.map(|u| (u.uid, u.gid)),
+        })
     }
 }
 
@@ -125,7 +174,9 @@ pub async fn exec(
         let r = e.record.as_ref();
         let state = r.map_or(RecState::Pending, |r| r.state);
         match r.filter(|r| r.state == RecState::Running) {
-            Some(r) if r.container_id.is_some() => r.container_id.clone().unwrap_or_default(),
+            Some(r) if r.container_id.is_some() => {
+                (r.container_id.clone().unwrap_or_default(), r.pid)
+            }
             _ => {
                 return Err(ApiError(
                     StatusCode::CONFLICT,
@@ -134,6 +185,10 @@ pub async fn exec(
             }
         }
     };
+    let (id, pid) = id;
+    let overrides = request
+        .overrides(pid)
+        .map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
     tracing::info!(unit = %name, cmd = ?request.cmd, tty = request.tty, "exec");
     // Tracked: the daemon's end waits (bounded) for sessions in flight.
     let tasks = ctx.tasks.clone();
@@ -141,7 +196,8 @@ pub async fn exec(
         match on_upgrade.await {
             Ok(up) => {
                 // The outcome goes to the client as the last frame.
-                run(&ctx, &id, request, TokioIo::new(up), Wire::Rcd, |_| {}).await;
+                let io = TokioIo::new(up);
+                run(&ctx, &id, request, &overrides, io, Wire::Rcd, |_| {}).await;
             }
             Err(e) => tracing::warn!(unit = %name, "exec: the upgrade failed: {e}"),
         }
@@ -162,6 +218,7 @@ pub async fn run(
     ctx: &Context,
     id: &str,
     request: ExecRequest,
+    overrides: &crate::runtime::ExecOverrides,
     io: impl AsyncRead + AsyncWrite + Send + 'static,
     wire: Wire,
     report: impl FnOnce(&Result<i32, String>),
@@ -184,7 +241,7 @@ pub async fn run(
         .join(format!("exec-{}.pid", crate::clock::now_ms()));
     let cmd = ctx
         .runtime
-        .exec_command(id, &request.cmd, &pid_file, request.tty);
+        .exec_command(id, &request.cmd, &pid_file, request.tty, overrides);
     let relay = Relay {
         stdin: request.stdin,
         tx: tx.clone(),

@@ -1,5 +1,6 @@
-//! `rctl exec UNIT [-i] [-t] -- CMD ARGS...`: the command's stdout and stderr to ours, our
-//! stdin to it with `-i`, a terminal with `-t`; rctl exits with its exit code.
+//! `rctl exec UNIT [-i] [-t] [-e K=V] [-w DIR] [-u USER] -- CMD ARGS...`: the command's stdout
+//! and stderr to ours, our stdin to it with `-i`, a terminal with `-t`; rctl exits with its
+//! exit code.
 
 use std::io::IsTerminal;
 
@@ -9,14 +10,8 @@ use crate::api::client::{Client, Error as ClientError};
 use crate::api::exec::{frame, read_frame, ExecRequest, ERROR, EXIT, STDERR, STDIN, STDOUT};
 
 /// Runs `cmd` in `unit`'s container; the command's exit code, or rctl's own on an error.
-pub async fn run(
-    client: &Client,
-    path: &str,
-    cmd: Vec<String>,
-    stdin: bool,
-    tty: bool,
-) -> Result<i32, ClientError> {
-    let request = ExecRequest { cmd, stdin, tty };
+pub async fn run(client: &Client, path: &str, request: ExecRequest) -> Result<i32, ClientError> {
+    let (stdin, tty) = (request.stdin, request.tty);
     let stream = client.exec(path, &request).await?;
     let (mut from_daemon, mut to_daemon) = tokio::io::split(stream);
     // Raw mode while a terminal is relayed, so keys reach the command as typed.

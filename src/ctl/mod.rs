@@ -162,6 +162,15 @@ pub enum Command {
         /// Give the command a terminal.
         #[arg(long, short)]
         tty: bool,
+        /// Set an environment variable (KEY=VALUE), beside the container's.
+        #[arg(long, short, value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// The working directory (default: the container's).
+        #[arg(long, short, value_name = "DIR")]
+        workdir: Option<String>,
+        /// Run as this user: name or uid, with `:group` (default: the container's).
+        #[arg(long, short, value_name = "USER[:GROUP]")]
+        user: Option<String>,
         /// The unit.
         unit: String,
         /// The command and its arguments (after `--`).
@@ -304,11 +313,22 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Exec {
             interactive,
             tty,
+            env,
+            workdir,
+            user,
             unit,
             cmd,
         } => {
             let path = format!("/v1/units/{}/exec", enc(&unit));
-            match exec::run(&client, &path, cmd, interactive, tty).await {
+            let request = crate::api::exec::ExecRequest {
+                cmd,
+                stdin: interactive,
+                tty,
+                env,
+                workdir,
+                user,
+            };
+            match exec::run(&client, &path, request).await {
                 Ok(code) => return code,
                 Err(e) => Err(e),
             }

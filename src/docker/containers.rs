@@ -101,13 +101,7 @@ fn passes(c: &Container, f: &HashMap<String, Vec<String>>) -> bool {
                 .any(|v| c.name.contains(v.trim_start_matches('/'))),
             "id" => values.iter().any(|v| c.id.starts_with(v.as_str())),
             "status" => values.iter().any(|v| v == c.state()),
-            "label" => {
-                let labels = labels(c);
-                values.iter().any(|v| match v.split_once('=') {
-                    Some((k, want)) => labels.get(k).is_some_and(|have| have == want),
-                    None => labels.contains_key(v.as_str()),
-                })
-            }
+            "label" => labels_match(values, &labels(c)),
             "exited" => values
                 .iter()
                 .any(|v| c.state() == "exited" && v.parse::<i32>().ok() == c.status.exit_code),
@@ -135,6 +129,17 @@ fn passes(c: &Container, f: &HashMap<String, Vec<String>>) -> bool {
     true
 }
 
+/// Docker's `label` filter: every `key` or `key=value` given holds (moby's `MatchKVList`).
+pub(super) fn labels_match<V: AsRef<str>>(
+    values: &[String],
+    labels: &std::collections::BTreeMap<String, V>,
+) -> bool {
+    values.iter().all(|v| match v.split_once('=') {
+        Some((k, want)) => labels.get(k).is_some_and(|have| have.as_ref() == want),
+        None => labels.contains_key(v.as_str()),
+    })
+}
+
 fn labels(c: &Container) -> std::collections::BTreeMap<String, String> {
     let mut l = c
         .unit
@@ -150,10 +155,17 @@ fn labels(c: &Container) -> std::collections::BTreeMap<String, String> {
 
 /// The image a unit runs, as Docker names it (a rootfs unit: its directory).
 fn image_of(c: &Container) -> String {
-    match c.unit.as_ref().map(|u| &u.container.source) {
-        Some(crate::unit::Source::Image { reference, .. }) => reference.clone(),
-        Some(crate::unit::Source::Rootfs(p)) => p.display().to_string(),
+    match &c.unit {
+        Some(u) => unit_image(u),
         None => c.status.image.clone().unwrap_or_default(),
+    }
+}
+
+/// The image `unit` names, as Docker names it (a rootfs unit: its directory).
+pub(super) fn unit_image(unit: &crate::unit::Unit) -> String {
+    match &unit.container.source {
+        crate::unit::Source::Image { reference, .. } => reference.clone(),
+        crate::unit::Source::Rootfs(p) => p.display().to_string(),
     }
 }
 

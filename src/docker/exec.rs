@@ -18,6 +18,7 @@ use super::view::Container;
 use super::DockerError;
 use crate::api::exec::{ExecRequest, Wire};
 use crate::context::Context;
+use crate::runtime::ExecOverrides;
 
 /// Exec instances at most kept (the oldest ended ones go first).
 const KEEP: usize = 256;
@@ -30,6 +31,7 @@ struct Instance {
     container: String,
     docker_container: String,
     request: ExecRequest,
+    overrides: ExecOverrides,
     running: bool,
     exit_code: Option<i32>,
     created_ms: u64,
@@ -84,22 +86,11 @@ pub async fn create(
             "No exec command specified".into(),
         ));
     }
-    // What the unit does not decide for an exec is refused rather than dropped.
-    for (set, what) in [
-        (req.env.as_ref().is_some_and(|e| !e.is_empty()), "-e"),
-        (
-            req.working_dir.as_ref().is_some_and(|w| !w.is_empty()),
-            "-w",
-        ),
-        (req.user.as_ref().is_some_and(|u| !u.is_empty()), "-u"),
-        (req.privileged, "--privileged"),
-    ] {
-        if set {
-            return Err(DockerError(
-                StatusCode::NOT_IMPLEMENTED,
-                format!("exec {what} is not supported by rcd: commands run with the container's user, environment and working directory"),
-            ));
-        }
+    if req.privileged {
+        return Err(DockerError(
+            StatusCode::NOT_IMPLEMENTED,
+            "exec --privileged is not supported by rcd: commands run with the container's capabilities".into(),
+        ));
     }
     let running = c.state() == "running";
     let Some(container) = c.status.container_id.clone().filter(|_| running) else {
@@ -108,6 +99,19 @@ pub async fn create(
             format!("Container {} is not running", c.id),
         ));
     };
+    let request = ExecRequest {
+        cmd: req.cmd,
+        stdin: req.attach_stdin,
+        tty: req.tty,
+        env: req.env.unwrap_or_default(),
+        workdir: req.working_dir.filter(|w| !w.is_empty()),
+        user: req.user.filter(|u| !u.is_empty()),
+    };
+    // Checked and resolved now, so that a bad one is the CLI's error before anything runs.
+    let overrides = request
+        .check()
+        .and_then(|()| request.overrides(c.status.pid))
+        .map_err(|m| DockerError(StatusCode::BAD_REQUEST, m))?;
     let n = ctx
         .docker_execs
         .next
@@ -118,11 +122,8 @@ pub async fn create(
         unit: c.name.clone(),
         container,
         docker_container: c.id.clone(),
-        request: ExecRequest {
-            cmd: req.cmd,
-            stdin: req.attach_stdin,
-            tty: req.tty,
-        },
+        request,
+        overrides,
         running: false,
         exit_code: None,
         created_ms: crate::clock::now_ms(),
@@ -192,6 +193,7 @@ pub async fn start(
                 &c,
                 &instance.container,
                 instance.request.clone(),
+                &instance.overrides,
                 tokio::io::join(tokio::io::empty(), tokio::io::sink()),
                 Wire::Docker,
                 |outcome| finish(&c, &exec_id, outcome),
@@ -207,6 +209,7 @@ pub async fn start(
                     &c,
                     &instance.container,
                     instance.request.clone(),
+                    &instance.overrides,
                     TokioIo::new(up),
                     Wire::Docker,
                     |outcome| finish(&c, &exec_id, outcome),

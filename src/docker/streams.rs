@@ -264,29 +264,36 @@ pub async fn events(
     };
     let now = crate::clock::now_ms();
     let last_seq = past.last().map_or(0, |e| e.seq);
-    let labels: HashMap<String, std::collections::BTreeMap<String, String>> = ctx.units.view(|v| {
-        v.iter()
-            .filter_map(|(n, e)| Some((n.clone(), e.unit.as_ref()?.container.labels.clone())))
-            .collect()
-    });
+    if let Some(k) = filters
+        .keys()
+        .find(|k| !EVENT_FILTERS.contains(&k.as_str()))
+    {
+        return Err(DockerError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid filter '{k}'"),
+        ));
+    }
+    let units = ctx.clone();
     let render = move |e: &crate::events::Event| -> Vec<u8> {
         let mut out = Vec::new();
         let id = docker_id(e.attributes.get("container").map(String::as_str), &e.unit);
+        // Docker's container events carry the name, the image and the labels.
+        let mut attrs = std::collections::BTreeMap::new();
+        if let Some(unit) = units.units.get(&e.unit).and_then(|u| u.unit.clone()) {
+            attrs.extend(unit.container.labels.clone());
+            attrs.insert("image".into(), super::containers::unit_image(&unit));
+        }
+        attrs.insert("name".to_owned(), e.unit.clone());
+        let from = attrs.get("image").cloned().unwrap_or_default();
         for (action, extra) in docker_actions(e) {
-            if !event_passes(&filters, &action, &e.unit, &id) {
+            let mut attrs = attrs.clone();
+            attrs.extend(extra);
+            if !event_passes(&filters, &action, &id, &attrs) {
                 continue;
-            }
-            let mut attrs = serde_json::Map::new();
-            attrs.insert("name".into(), Value::String(e.unit.clone()));
-            for (k, v) in labels.get(&e.unit).into_iter().flatten() {
-                attrs.insert(k.clone(), Value::String(v.clone()));
-            }
-            for (k, v) in extra {
-                attrs.insert(k, Value::String(v));
             }
             let nanos = u128::from(e.time_ms) * 1_000_000;
             let doc = json!({
-                "status": action, "id": id, "from": "",
+                "status": action, "id": id, "from": from,
                 "Type": "container", "Action": action,
                 "Actor": {"ID": id, "Attributes": attrs},
                 "scope": "local", "time": e.time_ms / 1000, "timeNano": nanos,
@@ -316,18 +323,62 @@ pub async fn events(
     Ok((json_type, Body::from_stream(stream)).into_response())
 }
 
-/// Docker's event filters: `type`, `container` (name or id), `event` (an action, or its
-/// prefix before `:`), `label` are applied; others pass.
-fn event_passes(f: &HashMap<String, Vec<String>>, action: &str, name: &str, id: &str) -> bool {
+/// The filter keys of `docker events` (moby's `daemon/events/filter.go`).
+const EVENT_FILTERS: &[&str] = &[
+    "config",
+    "container",
+    "daemon",
+    "event",
+    "image",
+    "label",
+    "network",
+    "node",
+    "plugin",
+    "scope",
+    "secret",
+    "service",
+    "type",
+    "volume",
+];
+
+/// Whether a container event passes Docker's event filters, as moby applies them: keys are
+/// all required, the values of a key are alternatives but for `label`, where all must hold.
+fn event_passes(
+    f: &HashMap<String, Vec<String>>,
+    action: &str,
+    id: &str,
+    attrs: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let name = attrs.get("name").map_or("", String::as_str);
+    // An image reference without its tag or digest ("busybox:1.36" is "busybox").
+    let untagged = |r: &str| -> String {
+        let r = r.split('@').next().unwrap_or(r);
+        match r.rfind(':') {
+            Some(i) if !r[i..].contains('/') => r[..i].to_owned(),
+            _ => r.to_owned(),
+        }
+    };
     f.iter().all(|(k, values)| match k.as_str() {
         "type" => values.iter().any(|v| v == "container"),
+        "scope" => values.iter().any(|v| v == "local"),
         "container" => values
             .iter()
             .any(|v| v.trim_start_matches('/') == name || id.starts_with(v.as_str())),
         "event" => values
             .iter()
             .any(|v| v == action || action.split(':').next() == Some(v.as_str())),
-        _ => true,
+        "image" => {
+            let image = attrs.get("image").map_or("", String::as_str);
+            values
+                .iter()
+                .any(|v| v == image || untagged(v) == untagged(image) && !image.is_empty())
+        }
+        "label" => super::containers::labels_match(values, attrs),
+        // A filter on another kind of object (network, volume, daemon, ...) matches a
+        // container event only by the container's id or name, as Docker's fuzzy match.
+        _ => values
+            .iter()
+            .any(|v| id.starts_with(v.as_str()) || name.starts_with(v.as_str())),
     })
 }
 

@@ -5,6 +5,7 @@
 pub mod cdi;
 pub mod host;
 pub mod seccomp;
+pub mod user;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -306,7 +307,9 @@ pub fn process(
 
     let user = match (c.user, cfg.and_then(|cfg| cfg.user().as_deref())) {
         (Some(u), _) => u,
-        (None, Some(u)) if !u.is_empty() => image_user(u, lowers)?,
+        (None, Some(u)) if !u.is_empty() => {
+            user::resolve(u, "the image's User", &user::Layers(lowers))?
+        }
         _ => User { uid: 0, gid: 0 },
     };
     Ok(Process {
@@ -394,65 +397,6 @@ pub fn exposed_ports(image: Option<&ImageConfiguration>) -> Vec<String> {
     ports.sort_by_key(key);
     ports.dedup();
     ports
-}
-
-/// The image config's `User` ("uid", "uid:gid", "name", "name:group") as numbers; names are
-/// looked up in the top-most layer that has /etc/passwd (and /etc/group).
-fn image_user(spec: &str, lowers: &[PathBuf]) -> Result<User, String> {
-    let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let lookup = |file: &str, name: &str, field: usize| -> Result<(u32, Option<u32>), String> {
-        let path = lowers
-            .iter()
-            .map(|l| l.join("etc").join(file))
-            .find(|p| p.symlink_metadata().is_ok_and(|m| m.is_file()))
-            .ok_or_else(|| {
-                format!(
-                    "the image's User {spec:?} names {name:?}, but the image has no /etc/{file}"
-                )
-            })?;
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("the image's User {spec:?}: cannot read /etc/{file}: {e}"))?;
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.first() == Some(&name) && fields.len() > 3 {
-                let id = fields[2].parse::<u32>().ok();
-                let gid = if field == 3 {
-                    fields[3].parse::<u32>().ok()
-                } else {
-                    None
-                };
-                if let Some(id) = id {
-                    return Ok((id, gid));
-                }
-            }
-        }
-        Err(format!(
-            "the image's User {spec:?}: {name:?} is not in the image's /etc/{file}"
-        ))
-    };
-    let numeric = |s: &str| -> Option<u32> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let (uid, primary) = match numeric(user) {
-        Some(uid) => (uid, None),
-        None => {
-            let (uid, gid) = lookup("passwd", user, 3)?;
-            (uid, gid)
-        }
-    };
-    let gid = match group {
-        Some(g) => match numeric(g) {
-            Some(gid) => gid,
-            None => lookup("group", g, 2)?.0,
-        },
-        None => primary.unwrap_or(0),
-    };
-    Ok(User { uid, gid })
 }
 
 /// The `linux.cgroupsPath` of the spec in the bundle file `config_json`, if it can be read.

@@ -278,7 +278,7 @@ fn logs_events_kill_and_wait_through_the_docker_cli() {
         &unit(
             "trap 'echo got-hup' HUP; echo out1; echo err1 >&2; echo out2; \
              while true; do sleep 0.2; done",
-            "[network]\nmode = \"none\"\n",
+            "[network]\nmode = \"none\"\n[container.labels]\ntier = \"web\"\n",
         ),
     );
     d.write_unit(
@@ -383,6 +383,31 @@ fn logs_events_kill_and_wait_through_the_docker_cli() {
         ],
     ));
     assert!(die.lines().any(|l| l == "short 4"), "{die}");
+    // label (all must hold) and image filters, and the attributes Docker's events carry.
+    let filtered = |filters: &[&str]| {
+        let mut args = vec!["events", "--since", &since, "--until", &until];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        args.extend(["--format", "{{.Actor.Attributes.name}} {{.From}}"]);
+        ok(&docker(&sock, &args))
+    };
+    let web = filtered(&["label=tier=web", "event=start"]);
+    assert_eq!(web.lines().collect::<Vec<_>>().len(), 1, "{web}");
+    assert!(web.starts_with("talker /"), "{web}");
+    let image = web.trim().split_once(' ').unwrap().1.to_owned();
+    assert!(filtered(&["label=tier=web", "label=tier=db"]).is_empty());
+    let by_image = filtered(&[&format!("image={image}"), "event=start"]);
+    assert!(
+        by_image.contains("talker") && by_image.contains("short"),
+        "{by_image}"
+    );
+    assert!(filtered(&["image=elsewhere:1"]).is_empty());
+    let bad = docker(&sock, &["events", "--until", &until, "--filter", "bogus=1"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("invalid filter 'bogus'"),
+        "{bad:?}"
+    );
 }
 
 #[test]
@@ -456,6 +481,32 @@ fn docker_exec_with_and_without_stdin_and_its_exit_code() {
             &["exec", "box", "sh", "-c", "sleep 1; echo late"]
         )),
         "late\n"
+    );
+    // -e, -w, -u as Docker's: the user is looked up in the container's /etc/passwd.
+    assert_eq!(
+        ok(&docker(
+            &sock,
+            &[
+                "exec",
+                "-e",
+                "EXTRA=1",
+                "-w",
+                "/tmp",
+                "-u",
+                "nobody:root",
+                "box",
+                "sh",
+                "-c",
+                "echo $EXTRA $(pwd) $(id -u):$(id -g)"
+            ]
+        )),
+        "1 /tmp 65534:0\n"
+    );
+    let ghost = docker(&sock, &["exec", "-u", "ghost", "box", "true"]);
+    assert!(
+        String::from_utf8_lossy(&ghost.stderr)
+            .contains("\"ghost\" is not in the container's /etc/passwd"),
+        "{ghost:?}"
     );
     let failing = docker(&sock, &["exec", "box", "sh", "-c", "echo oops >&2; exit 7"]);
     assert_eq!(failing.status.code(), Some(7), "{failing:?}");

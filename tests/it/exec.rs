@@ -107,6 +107,49 @@ fn exec_passes_output_exit_code_stdin_and_a_terminal() {
         text(&out.stdout)
     );
 
+    // -e, -w and -u: beside the container's environment, in another directory, as a user
+    // named in the container's /etc/passwd.
+    let out = rctl_exec(
+        &d,
+        &[
+            "-e",
+            "EXTRA=1",
+            "-w",
+            "/tmp",
+            "-u",
+            "nobody",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "echo $EXTRA $PATH $(pwd) $(id -u):$(id -g)",
+        ],
+        None,
+    );
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (
+            Some(0),
+            "1 /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /tmp 65534:65534\n"
+                .into()
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = rctl_exec(&d, &["-u", "ghost", "box", "--", "true"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("\"ghost\" is not in the container's /etc/passwd"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = rctl_exec(&d, &["-w", "tmp", "box", "--", "true"], None);
+    assert!(
+        text(&out.stderr).contains("is not absolute"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // A command that is not there: the runtime's error, not rctl's.
     let out = rctl_exec(&d, &["box", "--", "/no/such/command"], None);
     assert_ne!(out.status.code(), Some(0));
