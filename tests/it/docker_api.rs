@@ -934,3 +934,73 @@ fn docker_logs_follow_ends_at_the_exit_even_when_the_policy_restarts() {
             >= 2
     });
 }
+
+#[test]
+fn docker_events_follows_a_unit_file_edit_live() {
+    use std::io::BufRead;
+    let (d, sock, _) = daemon();
+    d.write_unit(
+        "web",
+        &unit("exec sleep 1000", "[network]\nmode = \"none\"\n"),
+    );
+    d.wait_state("web", "running", 20 * SEC);
+    let before = ok(&docker(&sock, &["inspect", "-f", "{{.Id}}", "web"]));
+    let cfg = tempfile::tempdir().unwrap();
+    let mut follower = Command::new(docker_bin())
+        .arg("--config")
+        .arg(cfg.path())
+        .arg("-H")
+        .arg(format!("unix://{}", sock.display()))
+        .args([
+            "events",
+            "--filter",
+            "container=web",
+            "--format",
+            "{{.Action}} {{.ID}}",
+        ])
+        .env_remove("DOCKER_HOST")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The CLI is following before the edit is saved.
+    std::thread::sleep(SEC);
+    d.write_unit(
+        "web",
+        &unit("exec sleep 1001", "[network]\nmode = \"none\"\n"),
+    );
+    let deadline = std::time::Instant::now() + 30 * SEC;
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.starts_with("start ")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let after = ok(&docker(&sock, &["inspect", "-f", "{{.Id}}", "web"]));
+    let (before, after) = (before.trim(), after.trim());
+    assert_ne!(before, after, "the edit recreates the container");
+    // The old instance stops, the new one is created and started, each under its own id.
+    let want = [
+        format!("stop {before}"),
+        format!("create {after}"),
+        format!("start {after}"),
+    ];
+    let at = |w: &String| seen.iter().position(|l| l == w);
+    let positions: Vec<_> = want.iter().map(at).collect();
+    assert!(
+        positions.iter().all(Option::is_some) && positions.windows(2).all(|p| p[0] < p[1]),
+        "{want:?} in order in {seen:?}"
+    );
+}
