@@ -39,6 +39,8 @@ pub struct Context {
     pub tag: String,
     /// The Docker API's exec instances.
     pub docker_execs: crate::docker::exec::Registry,
+    /// Image updates: what each following unit is to run, and how its last update went.
+    pub updates: crate::update::Updates,
     /// Where CDI specs are read (`[daemon] cdi_spec_dirs`).
     pub cdi_dirs: Vec<PathBuf>,
     /// The last generation handed out: generations are unique across the daemon's units, so
@@ -108,6 +110,8 @@ pub struct Settings {
     pub keep_removed: std::time::Duration,
     /// `[daemon] live_restore`: read at shutdown.
     pub live_restore: bool,
+    /// `[update]`: image updates on or off, and the default interval between checks.
+    pub update: crate::config::file::Update,
 }
 
 impl Settings {
@@ -117,6 +121,7 @@ impl Settings {
             log_limits: file.logs.limits,
             keep_removed: file.logs.keep_removed,
             live_restore: file.live_restore,
+            update: file.update,
         }
     }
 }
@@ -139,6 +144,7 @@ impl Context {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let tag = crate::config::root_tag(&paths.root);
         let volumes = crate::volume::Volumes::new(paths.volumes.clone());
+        let updates = crate::update::Updates::open(&paths.root);
         Context {
             cgroups: crate::cgroup::Layout::new(cgroup_driver, &tag),
             tag,
@@ -157,6 +163,7 @@ impl Context {
             last_generation: std::sync::atomic::AtomicU64::new(0),
             cdi_dirs: crate::spec::cdi::DEFAULT_DIRS.map(PathBuf::from).to_vec(),
             docker_execs: Default::default(),
+            updates,
             scans: crate::desired::owner::channel().0,
             queue: crate::reconcile::Queue::default(),
             units: UnitTable::default(),

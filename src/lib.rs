@@ -65,5 +65,6 @@ pub mod spec;
 pub mod store;
 pub mod table;
 pub mod unit;
+pub mod update;
 pub mod volume;
 pub mod watch;

@@ -69,6 +69,11 @@ pub fn users(ctx: &Context, image: &Image) -> Vec<String> {
         let names_it = e.unit.as_ref().is_some_and(|u| {
             matches!(&u.container.source, Source::Image { reference, .. } if *reference == image.name)
         });
+        // What image updates run, try or would roll back to, by digest.
+        let updates_keep = ctx
+            .updates
+            .get(name)
+            .is_some_and(|s| crate::update::kept_names(&s).contains(&image.name));
         let leftover = e.unit.is_none()
             && e.record
                 .as_ref()
@@ -78,7 +83,7 @@ pub fn users(ctx: &Context, image: &Image) -> Vec<String> {
                         .iter()
                         .any(|m| m.starts_with(ctx.paths.container(id)))
                 });
-        if names_it || leftover {
+        if names_it || updates_keep || leftover {
             out.push(name.clone());
         }
     }

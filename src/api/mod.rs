@@ -11,4 +11,5 @@ pub mod server;
 pub mod stats;
 pub mod tcp;
 pub mod types;
+pub mod update;
 pub mod volumes;

@@ -31,6 +31,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/daemon", get(daemon))
         .merge(super::images::routes())
         .merge(super::volumes::routes())
+        .merge(super::update::routes())
         .merge(super::logs::routes())
         .fallback(super::access::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -132,6 +133,13 @@ pub fn status_of(ctx: &Context, name: &str, e: &Entry) -> UnitStatus {
         held: r.is_some_and(|r| r.hold),
         description: e.unit.as_ref().and_then(|u| u.description.clone()),
         container_id: r.and_then(|r| r.container_id.clone()),
+        image_digest: r.and_then(|r| r.image_digest.clone()),
+        update: ctx.updates.view(
+            name,
+            e.unit
+                .as_ref()
+                .is_some_and(|u| crate::update::run::followed(u).is_some()),
+        ),
         image: image.clone(),
         pull: image
             .filter(|_| state == RecState::Pulling.as_str())

@@ -49,6 +49,12 @@ pub struct UnitStatus {
     /// The image the unit names (normalized), for image units.
     #[serde(default)]
     pub image: Option<String>,
+    /// The digest the container's image reference resolved to.
+    #[serde(default)]
+    pub image_digest: Option<String>,
+    /// Image updates (`[update]`): what runs, what was tried, how it went.
+    #[serde(default)]
+    pub update: Option<crate::update::View>,
     /// While `pulling`: how far the pull is.
     #[serde(default)]
     pub pull: Option<crate::image::progress::Counts>,

@@ -39,6 +39,17 @@ pub struct FileConfig {
     pub api: Api,
     /// `[daemon] cdi_spec_dirs`: where CDI device specs are read, later ones winning.
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// `[update]`: image updates, daemon-wide.
+    pub update: Update,
+}
+
+/// `[update]` of the daemon config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update {
+    /// `enabled = false` stops every unit's image updates (trials in progress still end).
+    pub enabled: bool,
+    /// `check`: between two looks at a tag, for units that set none.
+    pub check: Duration,
 }
 
 /// `[api]`: TCP listeners (none by default), with mutual TLS unless `insecure` says otherwise.
@@ -137,6 +148,10 @@ impl Default for FileConfig {
             cgroup_driver: None,
             cdi_spec_dirs: crate::spec::cdi::DEFAULT_DIRS.map(PathBuf::from).to_vec(),
             api: Api::default(),
+            update: Update {
+                enabled: true,
+                check: crate::unit::update::DEFAULT_CHECK,
+            },
         }
     }
 }
@@ -189,6 +204,15 @@ struct Raw {
     daemon: Option<RawDaemon>,
     #[serde(default)]
     api: Option<RawApi>,
+    #[serde(default)]
+    update: Option<RawUpdate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    enabled: Option<bool>,
+    check: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -466,6 +490,24 @@ impl FileConfig {
                     ));
                 }
                 config.logs.keep_removed = d;
+            }
+        }
+        if let Some(u) = raw.update {
+            if let Some(e) = u.enabled {
+                config.update.enabled = e;
+            }
+            if let Some(v) = u.check {
+                let d = parse_duration(v.get_ref()).map_err(|m| at(Some(v.span()), m))?;
+                if d < crate::unit::update::MIN_CHECK {
+                    return Err(at(
+                        Some(v.span()),
+                        format!(
+                            "check must be at least {}s: a registry is not polled more often",
+                            crate::unit::update::MIN_CHECK.as_secs()
+                        ),
+                    ));
+                }
+                config.update.check = d;
             }
         }
         Ok(config)

@@ -17,6 +17,45 @@ fn ago(ts: &str) -> String {
     format!(" ({} ago)", humantime::format_duration(d))
 }
 
+/// One line of a unit's image updates: what is being tried or where it is held, what the
+/// registry says, and how the last update ended.
+fn update_line(u: &crate::update::View) -> String {
+    let st = &u.state;
+    let mut parts = Vec::new();
+    if let Some(t) = &st.trial {
+        parts.push(format!("trying {} (from {})", t.candidate, t.from));
+    } else if st.pinned {
+        parts.push(format!(
+            "held on {} by rctl rollback",
+            st.target.as_deref().unwrap_or("?")
+        ));
+    }
+    if let Some(r) = &u.registry {
+        parts.push(format!("registry {r}"));
+    }
+    if let Some(l) = &st.last {
+        parts.push(if l.ok {
+            format!("last: updated to {}", l.digest)
+        } else {
+            format!(
+                "last: update-failed: {} ({})",
+                l.reason.as_deref().unwrap_or("failed"),
+                l.digest
+            )
+        });
+    }
+    if let Some(r) = &st.rejected {
+        parts.push(format!("rejected {r}"));
+    }
+    if let Some(e) = &u.error {
+        parts.push(format!("error: {e}"));
+    }
+    if parts.is_empty() {
+        parts.push("follows its tag; not looked up yet".into());
+    }
+    parts.join("; ")
+}
+
 /// The `rctl status` block for one unit, in the spirit of `systemctl status`.
 pub fn status(s: &UnitStatus, usage: Option<&crate::cgroup::Usage>, log: &str) -> String {
     let mut out = String::new();
@@ -74,6 +113,12 @@ pub fn status(s: &UnitStatus, usage: Option<&crate::cgroup::Usage>, log: &str) -
     }
     if let Some(image) = &s.image {
         out.push_str(&format!("      Image: {image}\n"));
+    }
+    if let Some(d) = &s.image_digest {
+        out.push_str(&format!("     Digest: {d}\n"));
+    }
+    if let Some(u) = &s.update {
+        out.push_str(&format!("     Update: {}\n", update_line(u)));
     }
     if let Some(p) = &s.pull {
         out.push_str(&format!("    Pulling: {}\n", progress(p)));

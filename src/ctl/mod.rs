@@ -112,6 +112,27 @@ pub enum Command {
     },
     /// Rescan the units directory now.
     Reload,
+    /// Image updates: say what the registry's tags would change (the default), update now
+    /// (`--now`), or clear a rejected digest and a rollback's hold and update (`--retry`).
+    Update {
+        /// The units (default: every unit with `[update] policy = "registry"`).
+        units: Vec<String>,
+        /// Only say what would change (the default).
+        #[arg(long, conflicts_with_all = ["now", "retry"])]
+        check: bool,
+        /// Look at the registry and roll out what changed now.
+        #[arg(long)]
+        now: bool,
+        /// Try again a digest that failed its gate, and end a rollback's hold.
+        #[arg(long)]
+        retry: bool,
+    },
+    /// Go back to the image digest the unit ran before, and stay there until `rctl update
+    /// --retry UNIT`.
+    Rollback {
+        /// The unit.
+        unit: String,
+    },
     /// Stop the daemon, as SIGTERM does (containers keep running unless `live_restore =
     /// false`); answered once it is on its way out.
     Shutdown {
@@ -244,6 +265,38 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Start { unit } => intent(&client, &unit, "start").await,
         Command::Stop { unit } => intent(&client, &unit, "stop").await,
         Command::Restart { unit } => intent(&client, &unit, "restart").await,
+        Command::Update {
+            units,
+            check: _,
+            now,
+            retry,
+        } => {
+            let req = crate::api::update::UpdateRequest { units, now, retry };
+            client
+                .post_json::<Vec<crate::api::update::UpdateCheck>>("/v1/update", &req)
+                .await
+                .map(|checks| {
+                    for c in checks {
+                        println!(
+                            "{}\t{}\trunning {}\tregistry {}\t{}",
+                            c.unit,
+                            c.image,
+                            c.running.as_deref().unwrap_or("-"),
+                            c.registry.as_deref().unwrap_or("-"),
+                            c.status
+                        );
+                    }
+                })
+        }
+        Command::Rollback { unit } => client
+            .post::<crate::update::State>(&format!("/v1/rollback/{}", enc(&unit)))
+            .await
+            .map(|s| {
+                println!(
+                    "{unit}: rolling back to {}; held there until `rctl update --retry {unit}`",
+                    s.target.as_deref().unwrap_or("?")
+                )
+            }),
         Command::Reload => client.post::<Reloaded>("/v1/reload").await.map(|r| {
             if r.changed.is_empty() {
                 println!("no changes");

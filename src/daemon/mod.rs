@@ -355,6 +355,8 @@ pub async fn run(
     }
     // After the scan: before it, every unit's logs look like a removed unit's.
     tasks.spawn(crate::logs::retention::run(ctx.clone(), stop.clone()));
+    // Image updates (units with `[update] policy = "registry"`); idle when there are none.
+    tasks.spawn(crate::update::run::run(ctx.clone()));
     // The reconciler has a token of its own: at shutdown it finishes before containers are
     // stopped, and nothing restarts what is stopped then.
     let reconciler_stop = stop.child_token();

@@ -198,6 +198,7 @@ mod tests {
                 name: format!("example.com/{name}:latest"),
                 manifest: md,
                 config: cd,
+                digest: None,
                 layers: vec![Layer {
                     blob: d,
                     diff_id: d,

@@ -202,6 +202,7 @@ fn image_of(
         name,
         manifest: manifest_digest,
         config: config_digest,
+        digest: None,
         layers,
         stored_ms: crate::clock::now_ms(),
     })

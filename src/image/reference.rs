@@ -32,6 +32,16 @@ pub fn parse(input: &str) -> Result<Reference, Error> {
     Ok(r)
 }
 
+/// `name` (normalized) pinned to `digest`: `127.0.0.1:5000/app:1` is `127.0.0.1:5000/app@DIGEST`.
+pub fn by_digest(name: &str, digest: &super::digest::Digest) -> String {
+    let repo = name.split('@').next().unwrap_or(name);
+    let repo = match repo.rfind(':') {
+        Some(i) if !repo[i..].contains('/') => &repo[..i],
+        _ => repo,
+    };
+    format!("{repo}@{digest}")
+}
+
 /// The registry host to connect to (Docker Hub's API lives on another name than its refs).
 pub fn api_host(r: &Reference) -> &str {
     r.resolve_registry()
@@ -52,6 +62,21 @@ pub fn is_loopback(registry: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinned_to_a_digest() {
+        let d = super::super::digest::Digest::of(b"x");
+        for name in [
+            "127.0.0.1:5000/app:1",
+            "127.0.0.1:5000/app",
+            &format!(
+                "127.0.0.1:5000/app@{}",
+                super::super::digest::Digest::of(b"y")
+            ),
+        ] {
+            assert_eq!(by_digest(name, &d), format!("127.0.0.1:5000/app@{d}"));
+        }
+    }
 
     #[test]
     fn normalization_table() {

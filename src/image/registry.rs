@@ -104,6 +104,21 @@ pub enum Error {
         /// The start of the registry's error body.
         body: String,
     },
+    /// The registry asks to slow down (HTTP 429 or 503), perhaps saying for how long.
+    #[error("registry {registry}: {repository}: {what}: HTTP {status}: too many requests{}",
+        retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default())]
+    Throttled {
+        /// The registry host.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// What was asked for.
+        what: String,
+        /// 429 or 503.
+        status: u16,
+        /// Its `Retry-After`, in seconds.
+        retry_after: Option<Duration>,
+    },
     /// The registry refused the credentials (or wants some and none are configured).
     #[error(
         "registry {registry}: {repository}: authentication failed (HTTP {status}){hint}: {body}"
@@ -373,6 +388,37 @@ impl Client {
             auth: Mutex::new(HashMap::new()),
             blob_locks: crate::keyed::Keyed::default(),
         })
+    }
+
+    /// The digest `reference`'s tag names now (an index's, or a manifest's), from one HEAD
+    /// request: nothing is downloaded. A registry that sends no `Docker-Content-Digest` is
+    /// asked with a GET, and the manifest hashed.
+    pub async fn resolve(&self, reference: &Reference) -> Result<Digest, Error> {
+        let registry = reference.registry();
+        let host = api_host(reference);
+        let target = Target {
+            registry,
+            host,
+            repository: reference.repository(),
+            route: self.route(registry, host)?,
+        };
+        let by = reference.tag().unwrap_or("latest").to_string();
+        let url = target.url(&format!("manifests/{by}"));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT));
+        let what = format!("manifest {by}");
+        let resp = self
+            .call(http::Method::HEAD, &target, &url, &headers, &what)
+            .await?;
+        let named = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok());
+        match named {
+            Some(d) => Ok(d),
+            None => self.manifest(&target, &by, None).await.map(|(_, d, _)| d),
+        }
     }
 
     /// Pulls `reference` for `want` into `store`: manifest(s), config and layers, each verified.
@@ -1114,6 +1160,18 @@ impl Client {
         headers: &HeaderMap,
         what: &str,
     ) -> Result<hyper::Response<Incoming>, Error> {
+        self.call(http::Method::GET, t, url, headers, what).await
+    }
+
+    /// One request, answering an auth challenge once; an error status is an error.
+    async fn call(
+        &self,
+        method: http::Method,
+        t: &Target<'_>,
+        url: &str,
+        headers: &HeaderMap,
+        what: &str,
+    ) -> Result<hyper::Response<Incoming>, Error> {
         let key = format!("{}/{}", t.host, t.repository);
         let mut challenged = false;
         loop {
@@ -1123,10 +1181,26 @@ impl Client {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&key)
                 .cloned();
-            let resp = self.send(t, url, headers, auth.as_ref()).await?;
+            let resp = self.send(&method, t, url, headers, auth.as_ref()).await?;
             let status = resp.status();
             if status.is_success() {
                 return Ok(resp);
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                let retry_after = resp
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                return Err(Error::Throttled {
+                    registry: t.registry.to_string(),
+                    repository: t.repository.to_string(),
+                    what: what.to_string(),
+                    status: status.as_u16(),
+                    retry_after,
+                });
             }
             let challenge = resp
                 .headers()
@@ -1235,7 +1309,9 @@ impl Client {
             .transpose()
             .map_err(|_| token_err("credentials are not a valid header".into()))?;
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        let resp = self.send(t, &url, &headers, auth.as_ref()).await?;
+        let resp = self
+            .send(&http::Method::GET, t, &url, &headers, auth.as_ref())
+            .await?;
         let status = resp.status();
         if !status.is_success() {
             let body = self.error_body(resp).await;
@@ -1264,9 +1340,11 @@ impl Client {
             .map_err(|_| token_err("the token is not a valid header".into()))
     }
 
-    /// One GET, following redirects; credentials go only to the registry's own host.
+    /// One request (GET or HEAD), following redirects; credentials go only to the registry's
+    /// own host.
     async fn send(
         &self,
+        method: &http::Method,
         t: &Target<'_>,
         url: &str,
         headers: &HeaderMap,
@@ -1275,7 +1353,7 @@ impl Client {
         let mut uri: Uri = url.parse().map_err(|_| self.url_err(t, url))?;
         let origin = uri.authority().cloned();
         for _ in 0..=MAX_REDIRECTS {
-            let mut req = Request::get(uri.clone());
+            let mut req = Request::builder().method(method.clone()).uri(uri.clone());
             if let Some(h) = req.headers_mut() {
                 h.extend(headers.clone());
                 if let Some(a) = auth.filter(|_| uri.authority() == origin.as_ref()) {

@@ -237,11 +237,30 @@ impl Images {
             name: image.to_string(),
             manifest: pulled.manifest_digest,
             config: pulled.config_digest,
+            digest: Some(pulled.index_digest.unwrap_or(pulled.manifest_digest)),
             layers,
             stored_ms: crate::clock::now_ms(),
         };
         self.store.put(&record)?;
         Ok(record)
+    }
+
+    /// Records the stored image `name` also under `name@DIGEST` (what it resolved to), so that
+    /// this exact image stays at hand, and runs again without the network, after its tag has
+    /// moved on (image updates roll back to it). The pinned name, or None if `name` is not
+    /// stored.
+    pub fn keep_by_digest(&self, name: &str) -> Result<Option<String>, Error> {
+        let Some(stored) = self.store.get(name)? else {
+            return Ok(None);
+        };
+        let pinned = reference::by_digest(name, &stored.resolved());
+        if pinned != name && self.store.get(&pinned)?.is_none() {
+            self.store.put(&Image {
+                name: pinned.clone(),
+                ..stored
+            })?;
+        }
+        Ok(Some(pinned))
     }
 
     /// Imports an OCI layout or `docker save` archive (blocking: call off the async threads,

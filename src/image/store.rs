@@ -33,6 +33,11 @@ pub struct Layer {
 }
 
 impl Image {
+    /// The digest its reference resolved to (the manifest's for an older record or an import).
+    pub fn resolved(&self) -> Digest {
+        self.digest.unwrap_or(self.manifest)
+    }
+
     /// Its layers as the snapshotter wants them, bottom first.
     pub fn layer_refs(&self) -> Vec<super::snapshot::LayerRef> {
         self.layers
@@ -54,6 +59,10 @@ pub struct Image {
     pub manifest: Digest,
     /// The config blob.
     pub config: Digest,
+    /// What the reference resolved to in its registry (the index's digest for a multi-platform
+    /// image, else the manifest's); None for an import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
     /// Layers, bottom first.
     pub layers: Vec<Layer>,
     /// When it was stored (ms since the epoch).
@@ -137,6 +146,7 @@ mod tests {
             name: name.into(),
             manifest: Digest::of(b"m"),
             config: Digest::of(b"c"),
+            digest: None,
             layers: vec![Layer {
                 blob: Digest::of(b"l"),
                 diff_id: Digest::of(b"d"),

@@ -24,6 +24,8 @@ pub struct Prepared {
     pub lowers: Vec<PathBuf>,
     /// Its HEALTHCHECK, if its (Docker) config has one.
     pub health: Option<crate::health::ImageHealth>,
+    /// What its reference resolved to in the registry.
+    pub digest: crate::image::digest::Digest,
 }
 
 fn fail(image: &str, reason: impl std::fmt::Display) -> Error {
@@ -122,5 +124,6 @@ pub async fn prepare(ctx: &Arc<Context>, fetched: Fetched) -> Result<Prepared, E
         config,
         lowers,
         health: crate::health::image_health(&config_bytes),
+        digest: record.resolved(),
     })
 }

@@ -29,6 +29,8 @@ pub struct Started {
     pub network: Option<Joined>,
     /// Its image's HEALTHCHECK.
     pub image_health: Option<crate::health::ImageHealth>,
+    /// The digest its image reference resolved to (an image unit).
+    pub image_digest: Option<String>,
 }
 
 /// Starts container instance `id` of `unit`. On error nothing of it runs or stays mounted.
@@ -83,6 +85,7 @@ pub async fn start(
     })?;
     let exposed_ports = crate::spec::exposed_ports(config);
     let image_health = image.as_ref().and_then(|p| p.health.clone());
+    let image_digest = image.as_ref().map(|p| p.digest.to_string());
     let c2 = ctx.clone();
     let u2 = unit.clone();
     let id2 = id.to_string();
@@ -107,6 +110,7 @@ pub async fn start(
             exposed_ports,
             network,
             image_health,
+            image_digest,
         }),
         Err(error) => match cleanup::instance(ctx, id, cleanup::Depth::Unmount).await {
             Ok(()) => Err(error),

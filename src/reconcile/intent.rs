@@ -14,6 +14,9 @@ pub enum Intent {
     Restart,
     /// Start if down and not held: a unit that wants or requires this one is starting.
     PullIn,
+    /// Image updates chose another digest: what failed on the old one is forgotten (count,
+    /// backoff, error), and a unit that is down and not held starts at once on the new one.
+    NewImage,
 }
 
 impl Intent {
@@ -42,6 +45,19 @@ pub fn apply(r: &mut Record, intent: Intent) {
             let down = matches!(
                 r.state,
                 State::Pending | State::Exited | State::Stopped | State::Failed
+            );
+            if !r.hold && down {
+                r.start_requested = true;
+            }
+        }
+        Intent::NewImage => {
+            r.restarts = 0;
+            r.backoff_step = 0;
+            r.clear_restart();
+            r.error = None;
+            let down = matches!(
+                r.state,
+                State::Pending | State::Exited | State::Failed | State::Restarting
             );
             if !r.hold && down {
                 r.start_requested = true;

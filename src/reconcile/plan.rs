@@ -75,6 +75,8 @@ pub struct Input<'a> {
     pub required_stopped: bool,
     /// Its container's health check says unhealthy.
     pub unhealthy: bool,
+    /// The image digest image updates chose for it (`update::Updates::target`).
+    pub image_target: Option<&'a str>,
 }
 
 /// Decides the next action for one unit.
@@ -106,6 +108,15 @@ fn decide(input: Input<'_>) -> Action {
         .spec_hash
         .as_deref()
         .is_some_and(|h| h != unit.spec_hash)
+    {
+        return Action::Recreate;
+    }
+    // Image updates chose another digest than the container runs: a new container on it.
+    if input.alive
+        && !record.hold
+        && input
+            .image_target
+            .is_some_and(|t| record.image_digest.as_deref() != Some(t))
     {
         return Action::Recreate;
     }
@@ -164,6 +175,49 @@ mod tests {
     use super::*;
     use crate::unit::{Container, Network, Policy, Resources, Restart, Source, User};
 
+    #[test]
+    fn a_new_image_digest_recreates_a_running_container() {
+        let u = unit("h", true);
+        let mut r = Record::new("web", 0);
+        r.state = State::Running;
+        r.spec_hash = Some("h".into());
+        r.image_digest = Some("sha256:old".into());
+        fn input<'a>(
+            u: &'a Unit,
+            r: &'a Record,
+            target: Option<&'a str>,
+            alive: bool,
+        ) -> Input<'a> {
+            Input {
+                unit: Some(u),
+                record: Some(r),
+                alive,
+                now_ms: 0,
+                boot_ms: 0,
+                join: Join::NotNeeded,
+                blocked: false,
+                required_stopped: false,
+                unhealthy: false,
+                image_target: target,
+            }
+        }
+        assert_eq!(
+            plan(input(&u, &r, Some("sha256:new"), true)),
+            Action::Recreate
+        );
+        assert_eq!(
+            plan(input(&u, &r, Some("sha256:old"), true)),
+            Action::Idle(None)
+        );
+        assert_eq!(plan(input(&u, &r, None, true)), Action::Idle(None));
+        // Held: stays stopped; not alive: the next start takes the new digest anyway.
+        r.hold = true;
+        assert_eq!(
+            plan(input(&u, &r, Some("sha256:new"), true)),
+            Action::Stop { hold: true }
+        );
+    }
+
     fn unit(hash: &str, autostart: bool) -> Unit {
         Unit {
             name: "web".into(),
@@ -206,6 +260,7 @@ mod tests {
             },
             autostart,
             logs: Default::default(),
+            update: Default::default(),
             spec_hash: hash.into(),
         }
     }
@@ -423,6 +478,7 @@ mod tests {
                 blocked: false,
                 required_stopped: false,
                 unhealthy: false,
+                image_target: None,
             });
             assert_eq!(got, want, "{name}");
         }
@@ -440,6 +496,7 @@ mod tests {
             blocked: false,
             required_stopped: false,
             unhealthy: false,
+            image_target: None,
         }
     }
 
@@ -548,6 +605,7 @@ mod tests {
                 blocked,
                 required_stopped,
                 unhealthy: false,
+                image_target: None,
             });
             assert_eq!(got, want, "{name}");
         }
@@ -681,6 +739,7 @@ mod tests {
                 blocked: false,
                 required_stopped: false,
                 unhealthy: false,
+                image_target: None,
             });
             assert_eq!(got, want, "{name}");
         }

@@ -129,6 +129,7 @@ pub async fn steps(
             })
             .await?
         };
+        let image_target = unit.as_deref().and_then(|u| image_target(ctx, u));
         let action = plan(Input {
             unit: unit.as_deref(),
             record: record.as_ref(),
@@ -143,6 +144,7 @@ pub async fn steps(
                 .and_then(|r| r.container_id.as_deref())
                 .and_then(|id| ctx.health.get(id))
                 .is_some_and(|h| h.status == crate::health::Status::Unhealthy),
+            image_target: image_target.as_deref(),
         });
         if action != Action::Idle(None) {
             tracing::debug!(?action, "reconcile step");
@@ -195,6 +197,14 @@ pub async fn steps(
         step?;
     }
     Ok(Some(RETRY))
+}
+
+/// The digest image updates chose for `unit`'s image, if they chose one.
+pub fn image_target(ctx: &Context, unit: &crate::unit::Unit) -> Option<String> {
+    match &unit.container.source {
+        crate::unit::Source::Image { reference, .. } => ctx.updates.target(&unit.name, reference),
+        crate::unit::Source::Rootfs(_) => None,
+    }
 }
 
 /// Whether the units directory is refused now (then nothing is removed for its sake).

@@ -131,6 +131,9 @@ pub struct Record {
     /// the daemon).
     #[serde(default)]
     pub image_health: Option<crate::health::ImageHealth>,
+    /// The digest the current container's image reference resolved to (an image unit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
     /// Digest of the secrets the container was given (see `Unit::secret_digest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_digest: Option<String>,
@@ -169,6 +172,7 @@ impl Record {
             waiting_for: None,
             image_health: None,
             exit_reason: None,
+            image_digest: None,
             secret_digest: None,
         }
     }

@@ -20,6 +20,7 @@ pub mod secrets;
 mod security;
 pub mod sources;
 pub mod trust;
+pub mod update;
 mod validate;
 
 pub use knobs::{Device, Names, Ulimit};
@@ -72,6 +73,8 @@ pub struct Unit {
     pub autostart: bool,
     /// `[logs]`: the unit's log limits (not part of the spec hash).
     pub logs: Logs,
+    /// `[update]`: whether and how its image follows its tag (not part of the spec hash).
+    pub update: update::Update,
     /// Hex SHA-256 of the container-defining parts (container, mounts, network, resources).
     pub spec_hash: String,
 }

@@ -43,6 +43,7 @@ const TABLES: &[&str] = &[
     "secret",
     "install",
     "logs",
+    "update",
 ];
 
 /// What the operator wrote. A table that failed to deserialize is `None` and named in `broken`.
@@ -70,6 +71,8 @@ pub struct UnitFile {
     pub install: Option<Spanned<InstallSection>>,
     /// `[logs]`.
     pub logs: Option<Spanned<LogsSection>>,
+    /// `[update]`.
+    pub update: Option<Spanned<UpdateSection>>,
     /// Tables present but not deserializable; "missing" checks skip them.
     pub broken: Vec<&'static str>,
 }
@@ -275,6 +278,20 @@ pub struct InstallSection {
     pub autostart: Option<bool>,
 }
 
+/// `[update]`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSection {
+    /// "registry" or "none".
+    pub policy: Option<Spanned<String>>,
+    /// Between two looks at the tag.
+    pub check: Option<Spanned<String>>,
+    /// "healthy" or "running:DURATION".
+    pub gate: Option<Spanned<String>>,
+    /// How long the gate may take.
+    pub timeout: Option<Spanned<String>>,
+}
+
 /// `[logs]`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -470,6 +487,7 @@ pub fn parse_sources(
             }
             "install" => file.install = section(value, "install", &mut file.broken, &mut problems),
             "logs" => file.logs = section(value, "logs", &mut file.broken, &mut problems),
+            "update" => file.update = section(value, "update", &mut file.broken, &mut problems),
             other => {
                 let is_table = matches!(value.get_ref(), DeValue::Table(_))
                     || value
@@ -548,6 +566,7 @@ fn unknown_top_level(key: &str, is_table: bool) -> (String, Option<&'static str>
             &["policy", "max_retries", "delay", "max_delay", "reset_after"][..],
         ),
         ("[install]", &["autostart"][..]),
+        ("[update]", &["policy", "check", "gate", "timeout"][..]),
         (
             "[health]",
             &[

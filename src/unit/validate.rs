@@ -109,6 +109,11 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
     let logs = super::logs::validate(raw.logs, &mut c.problems);
     let security = super::security::validate(raw.security, &mut c.problems);
     let secrets = super::secrets::validate(raw.secrets, file, &mut c.problems);
+    let update = super::update::validate(
+        raw.update,
+        container.as_ref().map(|c| &c.source),
+        &mut c.problems,
+    );
 
     match (container, mounts, network, resources, restart, deps, health) {
         (
@@ -140,6 +145,7 @@ pub fn validate(name: &str, file: &Path, raw: UnitFile) -> Result<Unit, Vec<Prob
                 secret_digest: None,
                 autostart,
                 logs,
+                update,
                 spec_hash,
             })
         }

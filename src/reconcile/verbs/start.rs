@@ -12,6 +12,21 @@ use crate::restart::{self, Outcome};
 use crate::store::{Record, State};
 use crate::unit::Unit;
 
+/// `unit` running its image pinned to `digest` (from the store if it is there).
+fn pinned_to(unit: &Arc<Unit>, digest: &str) -> Option<Arc<Unit>> {
+    let crate::unit::Source::Image { reference, .. } = &unit.container.source else {
+        return None;
+    };
+    let d = digest.parse().ok()?;
+    let mut u = (**unit).clone();
+    u.container.source = crate::unit::Source::Image {
+        reference: crate::image::reference::by_digest(reference, &d),
+        // A digest names the same bytes forever: the stored copy is it.
+        pull: crate::unit::PullPolicy::Missing,
+    };
+    Some(Arc::new(u))
+}
+
 /// Runs the start pipeline and records the result; a failure goes through the policy.
 pub async fn start(
     ctx: &Arc<Context>,
@@ -22,9 +37,14 @@ pub async fn start(
 ) -> Result<(), pipeline::Error> {
     let now = now_ms();
     let mut r = record.unwrap_or_else(|| Record::new(&unit.name, now));
-    // A restart reuses the instance (and its writable layer); a new spec gets a new one.
+    // The digest image updates chose: the unit runs its image pinned to it (stored, so no
+    // network is needed to go back to one that ran before).
+    let target = crate::reconcile::steps::image_target(ctx, unit);
+    let same_image = target.is_none() || target == r.image_digest;
+    // A restart reuses the instance (and its writable layer); a new spec or a new image gets
+    // a new one.
     let id = match (&r.container_id, &r.spec_hash) {
-        (Some(id), Some(h)) if *h == unit.spec_hash => id.clone(),
+        (Some(id), Some(h)) if *h == unit.spec_hash && same_image => id.clone(),
         _ => {
             // Unique across the unit's lifetimes too (a record is forgotten when its file goes,
             // and the old instance may still be cleaned up in the background).
@@ -58,7 +78,9 @@ pub async fn start(
         }
     };
     let superseded = nudge.superseded(ctx, unit);
-    let result = pipeline::start::start(ctx, unit, &id, join, &on_pull, superseded).await;
+    let pinned = target.as_deref().and_then(|t| pinned_to(unit, t));
+    let run = pinned.as_ref().unwrap_or(unit);
+    let result = pipeline::start::start(ctx, run, &id, join, &on_pull, superseded).await;
     let now = now_ms();
     r.start_requested = false;
     r.restart_requested = false;
@@ -76,6 +98,7 @@ pub async fn start(
             r.network = started.network;
             r.shared_network = join.cloned();
             r.image_health = started.image_health;
+            r.image_digest = started.image_digest;
             r.secret_digest = unit.secret_digest.clone();
             r.stop_timeout_ms = Some(unit.container.stop_timeout.as_millis() as u64);
             r.error = None;
