@@ -58,5 +58,7 @@ mod stats;
 mod tcp_api;
 #[path = "it/templates.rs"]
 mod templates;
+#[path = "it/update.rs"]
+mod update;
 #[path = "it/watching.rs"]
 mod watching;

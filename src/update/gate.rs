@@ -67,14 +67,16 @@ pub fn verdict(
             && r.started_at_ms.is_some_and(|t| t >= trial.started_ms);
         if on_candidate {
             let ran = now_ms.saturating_sub(r.started_at_ms.unwrap_or(now_ms));
+            // Unhealthy fails whatever the gate: a `running:` gate only waits longer.
+            if seen.checked && seen.health == Some(Health::Unhealthy) {
+                return Verdict::Fail("its health check says unhealthy".into());
+            }
             match gate {
-                Gate::Healthy if seen.checked => match seen.health {
-                    Some(Health::Healthy) => return Verdict::Pass,
-                    Some(Health::Unhealthy) => {
-                        return Verdict::Fail("its health check says unhealthy".into())
+                Gate::Healthy if seen.checked => {
+                    if seen.health == Some(Health::Healthy) {
+                        return Verdict::Pass;
                     }
-                    _ => {}
-                },
+                }
                 Gate::Healthy => {
                     if ran >= ms(UNCHECKED_RUN) {
                         return Verdict::Pass;
@@ -143,7 +145,7 @@ mod tests {
         let mut exited_before = record(State::Exited, "sha256:old", T0 - 100);
         exited_before.exit_code = Some(0);
         let thirty = Gate::Running(Duration::from_secs(30));
-        let cases: [Case; 10] = [
+        let cases: [Case; 11] = [
             (
                 &running,
                 Some(Health::Healthy),
@@ -186,6 +188,14 @@ mod tests {
                 Verdict::Pass,
             ),
             (&running, None, false, thirty, T0 + 30_500, Verdict::Pass),
+            (
+                &running,
+                Some(Health::Unhealthy),
+                true,
+                thirty,
+                T0 + 6000,
+                Verdict::Fail("its health check says unhealthy".into()),
+            ),
             // Still the old container: wait, until the timeout.
             (&old, None, false, thirty, T0 + 59_000, Verdict::Wait),
             (

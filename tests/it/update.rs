@@ -1,0 +1,165 @@
+//! Image updates against a real registry on 127.0.0.1: v1 runs; v2 (healthy) is kept; v3
+//! (unhealthy after 5 s) is rolled back to v2 with the registry stopped; v4 (fails to start)
+//! is rolled back too. Each step is seen in `rctl status` and `rctl events`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::*;
+use crate::image::push_image;
+use crate::registry::{Compression, Image, Layer, Registry, TarBuilder};
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// Busybox with `/app/run` holding `script`, run as the image's command.
+fn version(script: &str) -> Image {
+    let mut img = Image::busybox();
+    img.layers.push(Layer::from_tar(
+        TarBuilder::new()
+            .dir("app")
+            .file_mode(
+                "app/run",
+                0o755,
+                format!("#!/bin/sh\n{script}\n").as_bytes(),
+            )
+            .finish(),
+        Compression::Gzip,
+    ));
+    img.config = json!({
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": ["/app/run"],
+    });
+    img
+}
+
+fn digest(d: &Daemon) -> String {
+    d.status("app").expect("app loaded")["image_digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn update_now(d: &Daemon) {
+    let out = d.rctl(&["update", "--now", "app"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn updates_are_kept_when_healthy_and_rolled_back_when_not() {
+    let reg = Registry::start();
+    let image = push_image(
+        &reg,
+        "app:latest",
+        &version("echo v1; touch /tmp/ok; exec sleep 1000"),
+    );
+    let d = Daemon::start();
+    d.write_unit(
+        "app",
+        &format!(
+            "[container]\nimage = \"{image}\"\nstop_signal = \"KILL\"\n\
+             [health]\ncmd = [\"test\", \"-f\", \"/tmp/ok\"]\ninterval = \"1s\"\nretries = 1\n\
+             [restart]\npolicy = \"always\"\ndelay = \"200ms\"\n\
+             [update]\npolicy = \"registry\"\ncheck = \"1h\"\ngate = \"running:8s\"\ntimeout = \"40s\"\n"
+        ),
+    );
+    d.wait_state("app", "running", 30 * SEC);
+    let v1 = digest(&d);
+    assert!(v1.starts_with("sha256:"), "{v1}");
+    // Nothing new: a check changes nothing.
+    let check = String::from_utf8_lossy(&d.rctl(&["update", "--check"]).stdout).into_owned();
+    assert!(check.contains("up to date"), "{check}");
+
+    // v2, healthy: kept once it ran 8 s.
+    push_image(
+        &reg,
+        "app:latest",
+        &version("echo v2; touch /tmp/ok; exec sleep 1000"),
+    );
+    let check = String::from_utf8_lossy(&d.rctl(&["update", "--check", "app"]).stdout).into_owned();
+    assert!(check.contains("would update"), "{check}");
+    update_now(&d);
+    wait_until(60 * SEC, "v2 kept", || {
+        d.status("app")
+            .is_some_and(|s| s["update"]["state"]["last"]["ok"] == true)
+    });
+    let v2 = digest(&d);
+    assert_ne!(v1, v2);
+    let s = d.status("app").unwrap();
+    assert_eq!(s["state"], "running", "{s:#}");
+    assert_eq!(s["update"]["state"]["previous"], v1.as_str(), "{s:#}");
+    let logs = String::from_utf8_lossy(&d.rctl(&["logs", "app"]).stdout).into_owned();
+    assert!(logs.contains("v2"), "{logs}");
+
+    // v3 turns unhealthy after 5 s: rolled back to v2, with the registry stopped.
+    push_image(
+        &reg,
+        "app:latest",
+        &version("echo v3; touch /tmp/ok; sleep 5; rm /tmp/ok; exec sleep 1000"),
+    );
+    update_now(&d);
+    wait_until(30 * SEC, "v3 on trial", || {
+        d.status("app").is_some_and(|s| {
+            s["update"]["state"]["trial"].is_object() && s["state"] == "running" && {
+                let now = s["image_digest"].as_str().unwrap_or_default();
+                now != v2 && now != v1
+            }
+        })
+    });
+    let v3 = digest(&d);
+    let registry = nix::unistd::Pid::from_raw(reg.pid() as i32);
+    nix::sys::signal::kill(registry, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    wait_until(40 * SEC, "v3 rolled back", || {
+        d.status("app").is_some_and(|s| {
+            s["update"]["state"]["last"]["ok"] == false
+                && s["state"] == "running"
+                && s["image_digest"] == v2.as_str()
+        })
+    });
+    let s = d.status("app").unwrap();
+    assert_eq!(s["update"]["state"]["rejected"], v3.as_str(), "{s:#}");
+    let reason = s["update"]["state"]["last"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("unhealthy"), "{s:#}");
+    nix::sys::signal::kill(registry, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let text = String::from_utf8_lossy(&d.rctl(&["status", "app"]).stdout).into_owned();
+    assert!(text.contains("update-failed"), "{text}");
+
+    // v4 cannot start: rolled back as well.
+    push_image(&reg, "app:latest", &{
+        let mut v4 = version("exec sleep 1000");
+        v4.config = json!({"Cmd": ["/app/missing"]});
+        v4
+    });
+    update_now(&d);
+    wait_until(40 * SEC, "v4 rolled back", || {
+        d.status("app").is_some_and(|s| {
+            let last = &s["update"]["state"]["last"];
+            last["ok"] == false
+                && last["digest"] != v3.as_str()
+                && s["state"] == "running"
+                && s["image_digest"] == v2.as_str()
+        })
+    });
+    let events =
+        String::from_utf8_lossy(&d.rctl(&["events", "--since", "5m", "--until", "0s"]).stdout)
+            .into_owned();
+    for want in ["update", "update-done", "update-failed", "rollback"] {
+        assert!(
+            events
+                .lines()
+                .any(|l| l.split_whitespace().any(|w| w == want)),
+            "{want} not in {events}"
+        );
+    }
+
+    // rctl rollback: back to v1, held there.
+    let out = d.rctl(&["rollback", "app"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_until(30 * SEC, "rolled back to v1", || {
+        d.status("app")
+            .is_some_and(|s| s["state"] == "running" && s["image_digest"] == v1.as_str())
+    });
+    assert_eq!(d.status("app").unwrap()["update"]["state"]["pinned"], true);
+}
