@@ -871,6 +871,11 @@ fn top_networks_volumes_and_system_df() {
         ),
     );
     d.wait_state("db", "running", 20 * SEC);
+    // `running` is recorded when runc's start returns, which can be before the init has
+    // exec'd the command (ps then shows `runc init`).
+    wait_until(10 * SEC, "the command to run", || {
+        ok(&docker(&sock, &["top", "db"])).contains("sleep 1001")
+    });
     let top = ok(&docker(&sock, &["top", "db"]));
     assert!(top.lines().next().unwrap().contains("PID"), "{top}");
     assert!(
