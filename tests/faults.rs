@@ -28,3 +28,10 @@ mod disk_full;
 
 #[path = "faults/scans.rs"]
 mod scans;
+
+#[path = "it/registry.rs"]
+#[allow(dead_code)]
+mod registry;
+
+#[path = "faults/updates.rs"]
+mod updates;

@@ -111,8 +111,10 @@ fn decide(input: Input<'_>) -> Action {
     {
         return Action::Recreate;
     }
-    // Image updates chose another digest than the container runs: a new container on it.
-    if input.alive
+    // Image updates chose another digest than the container instance was made for: a new
+    // instance on it, the old one retired (running or not: a crash-looping one keeps its
+    // rootfs mounted between its restarts).
+    if record.container_id.is_some()
         && !record.hold
         && input
             .image_target
@@ -182,6 +184,7 @@ mod tests {
         r.state = State::Running;
         r.spec_hash = Some("h".into());
         r.image_digest = Some("sha256:old".into());
+        r.container_id = Some("rcd-t-web-1".into());
         fn input<'a>(
             u: &'a Unit,
             r: &'a Record,
@@ -210,7 +213,14 @@ mod tests {
             Action::Idle(None)
         );
         assert_eq!(plan(input(&u, &r, None, true)), Action::Idle(None));
-        // Held: stays stopped; not alive: the next start takes the new digest anyway.
+        // Not alive (between restarts): its instance is retired all the same.
+        let mut waiting = r.clone();
+        waiting.state = State::Restarting;
+        assert_eq!(
+            plan(input(&u, &waiting, Some("sha256:new"), false)),
+            Action::Recreate
+        );
+        // Held: stays stopped.
         r.hold = true;
         assert_eq!(
             plan(input(&u, &r, Some("sha256:new"), true)),

@@ -198,6 +198,7 @@ async fn judge(ctx: &Arc<Context>, name: &str, unit: &Unit, mut state: State, tr
                 );
                 ctx.events
                     .emit(name, "rollback", &[("digest", trial.from.clone())]);
+                crate::failpoint::hit_for("update-rolling-back", name);
                 ctx.queue.tell(name, Intent::NewImage);
             }
         }
@@ -339,6 +340,7 @@ async fn begin(
     tracing::info!(%candidate, "image update: pulling");
     ctx.events
         .emit(name, "update-pull", &[("digest", digest.to_string())]);
+    crate::failpoint::hit_for("update-pulling", name);
     let pin = ctx.images.pin(&candidate);
     let pulled = ctx.images.pull(&candidate, &pin).await;
     ctx.images.unpin(pin).await;
@@ -353,6 +355,7 @@ async fn begin(
     if !put(ctx, name, state.clone()).await {
         return Err("the update state could not be written".into());
     }
+    crate::failpoint::hit_for("update-trial", name);
     tracing::info!(from = %current, to = %digest, "image update: trying the new image");
     ctx.events.emit(
         name,

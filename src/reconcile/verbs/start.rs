@@ -57,6 +57,11 @@ pub async fn start(
     };
     r.container_id = Some(id.clone());
     r.spec_hash = Some(unit.spec_hash.clone());
+    // The digest the instance is made for, known before the start succeeds: a start that
+    // fails on it is not taken for one on another digest.
+    if target.is_some() {
+        r.image_digest = target.clone();
+    }
     r.set_state(State::Starting, now);
     r.shim_pid = None;
     r.shim_start = None;
