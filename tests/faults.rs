@@ -30,7 +30,6 @@ mod disk_full;
 mod scans;
 
 #[path = "it/registry.rs"]
-#[allow(dead_code)]
 mod registry;
 
 #[path = "faults/updates.rs"]
