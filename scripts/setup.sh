@@ -8,13 +8,14 @@
 # test of the shipped unit file runs `systemd-analyze verify`), and faketime (the fault test
 # that sets the daemon's wall clock back and forward, through libfaketime), and ca-certificates
 # (the system CA store the daemon trusts registries through; a test reads Debian's), and
-# catatonit (the init of units with `init = true`), procps (`ps`, which the Docker API's `top` runs), and a docker CLI (the Docker API tests run
+# catatonit (the init of units with `init = true`), procps (`ps`, which the Docker API's `top` runs),
+# e2fsprogs and mount (the image collection test's loop-mounted ext4 store), and a docker CLI (the Docker API tests run
 # the real client; Debian's docker.io where the machine has none, its daemon left stopped). Extra
 # package names may be given as arguments. Last, the Docker SDK for Python in a venv (below).
 # Idempotent: installs only what is missing.
 set -eu
 need=""
-for pkg in runc busybox-static docker-registry skopeo zstd openssl umoci containernetworking-plugins iptables nftables systemd faketime ca-certificates catatonit procps "$@"; do
+for pkg in runc busybox-static docker-registry skopeo zstd openssl umoci containernetworking-plugins iptables nftables systemd faketime ca-certificates catatonit procps e2fsprogs mount "$@"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then

@@ -112,6 +112,8 @@ pub struct Settings {
     pub live_restore: bool,
     /// `[update]`: image updates on or off, and the default interval between checks.
     pub update: crate::config::file::Update,
+    /// `[images] gc_high`, `gc_low`.
+    pub image_gc: crate::image::threshold::Thresholds,
 }
 
 impl Settings {
@@ -122,6 +124,7 @@ impl Settings {
             keep_removed: file.logs.keep_removed,
             live_restore: file.live_restore,
             update: file.update,
+            image_gc: file.image_gc,
         }
     }
 }

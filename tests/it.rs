@@ -28,6 +28,8 @@ mod health;
 mod image;
 #[path = "it/image_cmd.rs"]
 mod image_cmd;
+#[path = "it/image_gc.rs"]
+mod image_gc;
 #[path = "it/knobs.rs"]
 mod knobs;
 #[path = "it/layers.rs"]

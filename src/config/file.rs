@@ -41,6 +41,8 @@ pub struct FileConfig {
     pub cdi_spec_dirs: Vec<PathBuf>,
     /// `[update]`: image updates, daemon-wide.
     pub update: Update,
+    /// `[images] gc_high`, `gc_low`: collection by the stores' disk usage.
+    pub image_gc: crate::image::threshold::Thresholds,
 }
 
 /// `[update]` of the daemon config.
@@ -152,6 +154,7 @@ impl Default for FileConfig {
                 enabled: true,
                 check: crate::unit::update::DEFAULT_CHECK,
             },
+            image_gc: crate::image::threshold::Thresholds::default(),
         }
     }
 }
@@ -268,6 +271,9 @@ struct RawRegistries {
 struct RawImages {
     max_layer_size: Option<Spanned<String>>,
     max_layer_entries: Option<Spanned<i64>>,
+    gc_high: Option<Spanned<String>>,
+    gc_low: Option<Spanned<String>>,
+    gc_min_age: Option<Spanned<String>>,
 }
 
 impl FileConfig {
@@ -339,6 +345,30 @@ impl FileConfig {
                         at(Some(v.span()), "max_layer_entries must be above 0".into())
                     })?;
                 config.layer_limits.max_entries = n;
+            }
+            let percent = |v: &Spanned<String>| {
+                crate::image::threshold::parse_percent(v.get_ref())
+                    .map_err(|m| at(Some(v.span()), m))
+            };
+            if let Some(v) = &i.gc_high {
+                config.image_gc.high = percent(v)?;
+            }
+            if let Some(v) = &i.gc_low {
+                config.image_gc.low = percent(v)?;
+            }
+            if let Some(v) = &i.gc_min_age {
+                config.image_gc.min_age =
+                    parse_duration(v.get_ref()).map_err(|m| at(Some(v.span()), m))?;
+            }
+            if config.image_gc.low >= config.image_gc.high {
+                let span = i.gc_low.as_ref().or(i.gc_high.as_ref()).map(Spanned::span);
+                return Err(at(
+                    span,
+                    format!(
+                        "gc_low ({}%) must be below gc_high ({}%)",
+                        config.image_gc.low, config.image_gc.high
+                    ),
+                ));
             }
         }
         if let Some(n) = raw.network {
@@ -622,6 +652,22 @@ mod tests {
     }
 
     #[test]
+    fn image_collection_and_update_settings() {
+        let c = parse("").unwrap();
+        assert_eq!((c.image_gc.high, c.image_gc.low), (85, 80));
+        assert!(c.update.enabled);
+        let c = parse(
+            "[images]\ngc_high = \"90%\"\ngc_low = \"60\"\ngc_min_age = \"1s\"\n\
+             [update]\nenabled = false\ncheck = \"30m\"\n",
+        )
+        .unwrap();
+        assert_eq!((c.image_gc.high, c.image_gc.low), (90, 60));
+        assert_eq!(c.image_gc.min_age, Duration::from_secs(1));
+        assert!(!c.update.enabled);
+        assert_eq!(c.update.check, Duration::from_secs(1800));
+    }
+
+    #[test]
     fn a_tcp_listener_needs_mutual_tls_or_an_explicit_insecure() {
         assert_eq!(parse("").map(|c| c.api.listen.len()), Ok(0));
         let e = parse("[api]\nlisten = [\"127.0.0.1:2376\"]\n").unwrap_err();
@@ -842,6 +888,18 @@ mod tests {
             (
                 "[logs]\nmax_file = 2\n",
                 "/etc/rcd/rcd.toml:2:1: unknown field `max_file`",
+            ),
+            (
+                "[images]\ngc_high = \"70%\"\ngc_low = \"75%\"\n",
+                "/etc/rcd/rcd.toml:3:10: gc_low (75%) must be below gc_high (70%)",
+            ),
+            (
+                "[images]\ngc_high = \"lots\"\n",
+                "/etc/rcd/rcd.toml:2:11: \"lots\" is not a percentage",
+            ),
+            (
+                "[update]\ncheck = \"1s\"\n",
+                "/etc/rcd/rcd.toml:2:9: check must be at least 10s",
             ),
         ] {
             let got = parse(text).unwrap_err();

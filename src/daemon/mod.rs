@@ -1,6 +1,7 @@
 //! The daemon: recovers state, scans the units directory, re-adopts running shims, then runs the
 //! watcher, the reconciler and the API until shutdown. Containers outlive it (live restore).
 
+mod image_gc;
 pub mod logging;
 mod recover;
 pub mod reload;
@@ -357,6 +358,7 @@ pub async fn run(
     tasks.spawn(crate::logs::retention::run(ctx.clone(), stop.clone()));
     // Image updates (units with `[update] policy = "registry"`); idle when there are none.
     tasks.spawn(crate::update::run::run(ctx.clone()));
+    tasks.spawn(image_gc::run(ctx.clone()));
     // The reconciler has a token of its own: at shutdown it finishes before containers are
     // stopped, and nothing restarts what is stopped then.
     let reconciler_stop = stop.child_token();

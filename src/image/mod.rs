@@ -16,4 +16,5 @@ pub mod registry;
 pub mod service;
 pub mod snapshot;
 pub mod store;
+pub mod threshold;
 pub mod tls;

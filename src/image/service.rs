@@ -101,6 +101,12 @@ pub struct Images {
     /// What pulls in flight (and starts on their way to the shared lock) hold on to.
     pins: Pins,
     pulls: crate::keyed::Keyed<String, InFlight>,
+    /// When a start last used each image (ms since the epoch), for collection by threshold.
+    last_used: Mutex<HashMap<String, u64>>,
+    /// Where the stores are: its filesystem's usage decides collection by threshold.
+    dir: PathBuf,
+    /// Wakes the threshold collector: a pull stored something.
+    pub stored: tokio::sync::Notify,
     /// The credentials file, and what it was (mtime, size, inode) when last read.
     auth_file: Mutex<PathBuf>,
     auth_seen: Mutex<Option<(SystemTime, u64, u64)>>,
@@ -123,6 +129,9 @@ impl Images {
             gc: Arc::new(RwLock::new(())),
             pins: Pins::default(),
             pulls: crate::keyed::Keyed::default(),
+            last_used: Mutex::default(),
+            dir: dir.clone(),
+            stored: tokio::sync::Notify::new(),
             auth_seen: Mutex::new(stamp(&file.registries.auth_file)),
             auth_file: Mutex::new(file.registries.auth_file.clone()),
         })
@@ -242,6 +251,7 @@ impl Images {
             stored_ms: crate::clock::now_ms(),
         };
         self.store.put(&record)?;
+        self.stored.notify_one();
         Ok(record)
     }
 
@@ -307,6 +317,66 @@ impl Images {
             self.store.remove(image)?;
         }
         self.sweep().await
+    }
+
+    /// Notes that a start uses `image` now (collection by threshold removes the least recently
+    /// used first).
+    pub fn touch(&self, image: &str) {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(image.to_owned(), crate::clock::now_ms());
+    }
+
+    /// Collection by threshold: nothing while the stores' filesystem is under `t.high` per
+    /// cent full; else the least recently used images that no pull or start pins and that
+    /// `keep` does not keep are removed, one at a time with what only they referenced, until
+    /// it is at most `t.low` per cent full.
+    pub async fn collect(
+        &self,
+        t: super::threshold::Thresholds,
+        keep: impl Fn(&Image) -> bool,
+    ) -> Result<Pruned, Error> {
+        let full = |dir: &Path| {
+            super::threshold::usage(dir).map_err(|source| {
+                Error::Store(store::Error {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            })
+        };
+        if t.high >= 100 || full(&self.dir)? < f64::from(t.high) {
+            return Ok(Pruned::default());
+        }
+        let _held = self.exclusive().await;
+        let last_used = self
+            .last_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut out = Pruned::default();
+        let now = crate::clock::now_ms();
+        let victims =
+            super::threshold::victims(self.store.list()?, &last_used, keep, now, t.min_age);
+        for image in victims {
+            if full(&self.dir)? <= f64::from(t.low) {
+                break;
+            }
+            {
+                let pinned = self.pins.lock();
+                if pinned.image(&image.name) {
+                    continue;
+                }
+                self.store.remove(&image.name)?;
+            }
+            out.images.push(image.name);
+            let swept = self.sweep().await?;
+            out.swept.blobs += swept.blobs;
+            out.swept.snapshots += swept.snapshots;
+            out.swept.partials += swept.partials;
+            out.swept.bytes += swept.bytes;
+        }
+        Ok(out)
     }
 
     /// Removes every image that no pull or start pins and that `keep` (asked under the lock, as

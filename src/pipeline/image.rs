@@ -75,6 +75,7 @@ pub async fn fetch(
             images.pull(image, &pin).await.map_err(|e| fail(image, e))?
         }
     };
+    images.touch(image);
     Ok(Fetched {
         image: image.to_string(),
         record,
