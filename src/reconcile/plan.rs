@@ -29,8 +29,9 @@ pub enum Action {
     /// It should start, but what it joins does not run: wait (it is looked at again when
     /// that starts).
     Wait,
-    /// It runs, but the container whose network it shares now runs in another namespace:
-    /// stop it and start it again there (not a restart by policy).
+    /// It runs, but the container whose network it shares now runs in another namespace, or a
+    /// unit it requires runs a new container: stop it and start it again (not a restart by
+    /// policy), as systemd's `Requires=` restarts a unit with the one it requires.
     Rejoin,
     /// It runs, but a unit it requires was stopped or removed: stop it, and wait for that
     /// unit to be back.
@@ -77,6 +78,9 @@ pub struct Input<'a> {
     pub unhealthy: bool,
     /// The image digest image updates chose for it (`update::Updates::target`).
     pub image_target: Option<&'a str>,
+    /// A unit it requires runs another container than when this one started (it was
+    /// recreated: its file changed, or its image was updated).
+    pub required_replaced: bool,
 }
 
 /// Decides the next action for one unit.
@@ -143,7 +147,7 @@ fn decide(input: Input<'_>) -> Action {
             Action::Unhealthy(on_unhealthy)
         } else if record.restart_requested {
             Action::Stop { hold: false }
-        } else if moved {
+        } else if moved || input.required_replaced {
             Action::Rejoin
         } else if unit.secret_digest.is_some() && record.secret_digest != unit.secret_digest {
             Action::Secrets
@@ -202,6 +206,7 @@ mod tests {
                 required_stopped: false,
                 unhealthy: false,
                 image_target: target,
+                required_replaced: false,
             }
         }
         assert_eq!(
@@ -213,6 +218,10 @@ mod tests {
             Action::Idle(None)
         );
         assert_eq!(plan(input(&u, &r, None, true)), Action::Idle(None));
+        // A unit it requires got a new container: stopped and started again.
+        let mut bound = input(&u, &r, Some("sha256:old"), true);
+        bound.required_replaced = true;
+        assert_eq!(plan(bound), Action::Rejoin);
         // Not alive (between restarts): its instance is retired all the same.
         let mut waiting = r.clone();
         waiting.state = State::Restarting;
@@ -489,6 +498,7 @@ mod tests {
                 required_stopped: false,
                 unhealthy: false,
                 image_target: None,
+                required_replaced: false,
             });
             assert_eq!(got, want, "{name}");
         }
@@ -507,6 +517,7 @@ mod tests {
             required_stopped: false,
             unhealthy: false,
             image_target: None,
+            required_replaced: false,
         }
     }
 
@@ -616,6 +627,7 @@ mod tests {
                 required_stopped,
                 unhealthy: false,
                 image_target: None,
+                required_replaced: false,
             });
             assert_eq!(got, want, "{name}");
         }
@@ -750,6 +762,7 @@ mod tests {
                 required_stopped: false,
                 unhealthy: false,
                 image_target: None,
+                required_replaced: false,
             });
             assert_eq!(got, want, "{name}");
         }

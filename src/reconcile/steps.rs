@@ -145,6 +145,7 @@ pub async fn steps(
                 .and_then(|id| ctx.health.get(id))
                 .is_some_and(|h| h.status == crate::health::Status::Unhealthy),
             image_target: image_target.as_deref(),
+            required_replaced: record.as_ref().is_some_and(|r| required_replaced(ctx, r)),
         });
         if action != Action::Idle(None) {
             tracing::debug!(?action, "reconcile step");
@@ -197,6 +198,15 @@ pub async fn steps(
         step?;
     }
     Ok(Some(RETRY))
+}
+
+/// Whether a unit `r`'s unit requires runs, now, another container than when `r` started.
+fn required_replaced(ctx: &Context, r: &Record) -> bool {
+    r.required.iter().any(|(name, id)| {
+        ctx.units.get(name).and_then(|e| e.record).is_some_and(|o| {
+            o.state == crate::store::State::Running && o.container_id.as_deref() != Some(id)
+        })
+    })
 }
 
 /// The digest image updates chose for `unit`'s image, if they chose one.

@@ -131,6 +131,10 @@ pub struct Record {
     /// the daemon).
     #[serde(default)]
     pub image_health: Option<crate::health::ImageHealth>,
+    /// The container each unit this one `requires` ran when this one started: a required
+    /// unit whose container is replaced since (recreated, updated) has this one start again.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub required: std::collections::BTreeMap<String, String>,
     /// The digest the current container's image reference resolved to (an image unit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
@@ -172,6 +176,7 @@ impl Record {
             waiting_for: None,
             image_health: None,
             exit_reason: None,
+            required: Default::default(),
             image_digest: None,
             secret_digest: None,
         }

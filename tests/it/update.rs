@@ -41,7 +41,11 @@ fn digest(d: &Daemon) -> String {
 }
 
 fn update_now(d: &Daemon) {
-    let out = d.rctl(&["update", "--now", "app"]);
+    update_unit_now(d, "app");
+}
+
+fn update_unit_now(d: &Daemon, unit: &str) {
+    let out = d.rctl(&["update", "--now", unit]);
     assert!(out.status.success(), "{out:?}");
 }
 
@@ -162,4 +166,45 @@ fn updates_are_kept_when_healthy_and_rolled_back_when_not() {
             .is_some_and(|s| s["state"] == "running" && s["image_digest"] == v1.as_str())
     });
     assert_eq!(d.status("app").unwrap()["update"]["state"]["pinned"], true);
+}
+
+#[test]
+fn a_unit_that_requires_an_updated_one_is_restarted_after_it() {
+    let reg = Registry::start();
+    let image = push_image(&reg, "db:latest", &version("echo v1; exec sleep 1000"));
+    let d = Daemon::start();
+    d.write_unit(
+        "db",
+        &format!(
+            "[container]\nimage = \"{image}\"\nstop_signal = \"KILL\"\n[network]\nmode = \"none\"\n\
+             [update]\npolicy = \"registry\"\ncheck = \"1h\"\ngate = \"running:2s\"\n"
+        ),
+    );
+    d.write_unit(
+        "web",
+        &format!(
+            "[unit]\nafter = [\"db\"]\nrequires = [\"db\"]\n{}",
+            unit(
+                "exec sleep 1000",
+                "stop_signal = \"KILL\"\n[network]\nmode = \"none\"\n"
+            )
+        ),
+    );
+    let db = pid_of(&d.wait_state("db", "running", 30 * SEC));
+    let web = pid_of(&d.wait_state("web", "running", 30 * SEC));
+    push_image(&reg, "db:latest", &version("echo v2; exec sleep 1000"));
+    update_unit_now(&d, "db");
+    let db2 = d.wait_new_pid("db", db, 30 * SEC);
+    let web2 = d.wait_new_pid("web", web, 30 * SEC);
+    assert!(pid_alive(db2) && pid_alive(web2));
+    let (db_s, web_s) = (d.status("db").unwrap(), d.status("web").unwrap());
+    assert!(
+        web_s["started_at"].as_str() >= db_s["started_at"].as_str(),
+        "web started again after db: {web_s:#} {db_s:#}"
+    );
+    assert_eq!(web_s["restarts"], 0, "not a restart by policy");
+    wait_until(20 * SEC, "v2 kept", || {
+        d.status("db")
+            .is_some_and(|s| s["update"]["state"]["last"]["ok"] == true)
+    });
 }

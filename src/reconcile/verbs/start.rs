@@ -104,6 +104,12 @@ pub async fn start(
             r.shared_network = join.cloned();
             r.image_health = started.image_health;
             r.image_digest = started.image_digest;
+            r.required = unit
+                .deps
+                .requires
+                .iter()
+                .filter_map(|n| Some((n.clone(), ctx.units.get(n)?.record?.container_id?)))
+                .collect();
             r.secret_digest = unit.secret_digest.clone();
             r.stop_timeout_ms = Some(unit.container.stop_timeout.as_millis() as u64);
             r.error = None;
