@@ -226,6 +226,15 @@ async fn retag(ctx: &Arc<Context>, image: &str, digest: &str) {
     .await;
 }
 
+/// How long to leave a tag alone after `failures` failed looks in a row and this one: 30 s,
+/// doubling, at most `check`; and never less than the registry's `Retry-After`.
+fn wait_after_failure(failures: u32, check: Duration, retry_after: Option<Duration>) -> Duration {
+    let backoff = FIRST_BACKOFF
+        .saturating_mul(1 << failures.min(10))
+        .min(check);
+    retry_after.map_or(backoff, |r| r.max(backoff))
+}
+
 /// When the next look is due: `check` from now, give or take a tenth (so that units set
 /// alike do not all ask at once).
 fn next_look(now: u64, check: Duration) -> u64 {
@@ -259,12 +268,10 @@ async fn look(ctx: &Arc<Context>, name: &str, mut state: State, check: Duration)
         }
         Err((error, retry_after)) => {
             tracing::warn!("image update: looking up {}: {error}", state.image);
-            let backoff = FIRST_BACKOFF
-                .saturating_mul(1 << seen.failures.min(10))
-                .min(check);
+            seen.next_ms =
+                now + wait_after_failure(seen.failures, check, retry_after).as_millis() as u64;
             seen.failures += 1;
             seen.error = Some(error);
-            seen.next_ms = now + retry_after.unwrap_or(backoff).max(backoff).as_millis() as u64;
             ctx.updates.set_seen(name, seen);
             return;
         }
@@ -364,4 +371,33 @@ async fn begin(
     );
     ctx.queue.tell(name, Intent::NewImage);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_looks_back_off_and_honour_retry_after() {
+        let hour = Duration::from_secs(3600);
+        let secs = |n| Duration::from_secs(n);
+        assert_eq!(wait_after_failure(0, hour, None), secs(30));
+        assert_eq!(wait_after_failure(1, hour, None), secs(60));
+        assert_eq!(wait_after_failure(5, hour, None), secs(960));
+        assert_eq!(wait_after_failure(20, hour, None), hour);
+        // Never more often than the unit's own check.
+        assert_eq!(wait_after_failure(3, secs(60), None), secs(60));
+        // The registry's Retry-After wins when it asks for longer.
+        assert_eq!(wait_after_failure(0, hour, Some(secs(7200))), secs(7200));
+        assert_eq!(wait_after_failure(2, hour, Some(secs(5))), secs(120));
+    }
+
+    #[test]
+    fn looks_are_spread_around_the_check() {
+        let check = Duration::from_secs(1000);
+        for _ in 0..100 {
+            let next = next_look(0, check);
+            assert!((950_000..=1_050_000).contains(&next), "{next}");
+        }
+    }
 }

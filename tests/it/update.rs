@@ -208,3 +208,68 @@ fn a_unit_that_requires_an_updated_one_is_restarted_after_it() {
             .is_some_and(|s| s["update"]["state"]["last"]["ok"] == true)
     });
 }
+
+#[test]
+fn a_registry_that_says_retry_after_is_left_alone_that_long() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // A registry that answers everything with 429 and Retry-After: an hour.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let counted = heads.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    if buf[..n].starts_with(b"HEAD ") {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let answer = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3600\r\n\
+                                  Content-Length: 0\r\n\r\n";
+                    if conn.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let d = Daemon::start();
+    d.write_unit(
+        "app",
+        &format!(
+            "[container]\nimage = \"127.0.0.1:{port}/app:latest\"\n\
+             [update]\npolicy = \"registry\"\ncheck = \"10s\"\n"
+        ),
+    );
+    wait_until(10 * SEC, "the first look", || {
+        heads.load(Ordering::SeqCst) >= 1
+    });
+    wait_until(10 * SEC, "its error shown", || {
+        d.status("app").is_some_and(|s| {
+            s["update"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("too many requests (retry after 3600s)"))
+        })
+    });
+    // Past the unit's own check (10 s): not asked again.
+    std::thread::sleep(12 * SEC);
+    assert_eq!(heads.load(Ordering::SeqCst), 1);
+    // An operator's `rctl update --now` asks all the same.
+    let out = d.rctl(&["update", "--now", "app"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("too many requests"),
+        "{out:?}"
+    );
+    wait_until(10 * SEC, "the asked look", || {
+        heads.load(Ordering::SeqCst) >= 3
+    });
+}
