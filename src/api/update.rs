@@ -16,7 +16,8 @@ use crate::reconcile::intent::Intent;
 use crate::update::run::followed;
 use crate::update::{Outcome, State as UpdateState};
 
-/// `POST /v1/update`.
+/// `POST /v1/update`: with `now` or `retry` the updater is asked to look (the answer does not
+/// wait for it); else each unit's tag is looked up here and nothing changes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UpdateRequest {
     /// The units (none: every unit that follows its tag).
@@ -94,34 +95,39 @@ async fn update(
             .get(&unit)
             .and_then(|e| e.record)
             .and_then(|r| r.image_digest);
-        let registry = match crate::image::reference::parse(&image) {
-            Ok(r) => ctx
-                .images
-                .client()
-                .resolve(&r)
-                .await
-                .map(|d| d.to_string())
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        // Asked to act: the updater looks (one HEAD a unit); only a check asks here.
+        let registry = if req.now || req.retry {
+            Ok(ctx.updates.seen(&unit).digest.unwrap_or_default())
+        } else {
+            match crate::image::reference::parse(&image) {
+                Ok(r) => ctx
+                    .images
+                    .client()
+                    .resolve(&r)
+                    .await
+                    .map(|d| d.to_string())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
         };
         let status = match (&registry, &state) {
-            (Err(e), _) => e.clone(),
-            (Ok(_), Some(s)) if s.trial.is_some() => "updating".into(),
-            (Ok(_), Some(s)) if s.pinned => {
+            (_, Some(s)) if s.trial.is_some() => "updating".into(),
+            (_, Some(s)) if s.pinned && !req.retry => {
                 "pinned (rctl rollback; rctl update --retry clears it)".into()
             }
+            (_, _) if req.now || req.retry => "asked: the updater looks now".into(),
+            (Err(e), _) => e.clone(),
             (Ok(d), _) if running.as_ref() == Some(d) => "up to date".into(),
             (Ok(d), Some(s)) if s.rejected.as_ref() == Some(d) => {
                 "rejected (failed its gate)".into()
             }
-            (Ok(_), _) if req.now || req.retry => "updating".into(),
             (Ok(_), _) => "would update".into(),
         };
         out.push(UpdateCheck {
             unit,
             image,
             running,
-            registry: registry.ok(),
+            registry: registry.ok().filter(|d| !d.is_empty()),
             status,
         });
     }

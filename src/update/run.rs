@@ -257,7 +257,8 @@ async fn look(ctx: &Arc<Context>, name: &str, mut state: State, check: Duration)
         }),
         Err(e) => Err((e.to_string(), None)),
     };
-    seen.checked_ms = now;
+    // When the answer came: what a check cycle is timed by.
+    seen.checked_ms = crate::clock::now_ms();
     let digest = match resolved {
         Ok(d) => {
             seen.failures = 0;
