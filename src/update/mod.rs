@@ -263,3 +263,59 @@ pub fn kept_names(state: &State) -> Vec<String> {
     .map(|d| crate::image::reference::by_digest(&whole, &d))
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_keeps_what_runs_is_tried_and_would_be_rolled_back_to() {
+        let d = |c: u8| format!("sha256:{}", format!("{c:02x}").repeat(32));
+        let state = State {
+            image: "127.0.0.1:5000/app:1".into(),
+            target: Some(d(1)),
+            previous: Some(d(2)),
+            trial: Some(Trial {
+                candidate: d(1),
+                from: d(3),
+                started_ms: 0,
+            }),
+            rejected: Some(d(4)),
+            ..State::default()
+        };
+        let kept = kept_names(&state);
+        for c in [1, 2, 3] {
+            assert!(
+                kept.contains(&format!("127.0.0.1:5000/app@{}", d(c))),
+                "{kept:?}"
+            );
+        }
+        assert!(
+            !kept.iter().any(|k| k.ends_with(&d(4))),
+            "a rejected digest is not kept"
+        );
+    }
+
+    #[test]
+    fn states_survive_a_daemon_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let updates = Updates::open(dir.path());
+        let state = State {
+            image: "127.0.0.1:5000/app:1".into(),
+            target: Some("sha256:aa".into()),
+            pinned: true,
+            ..State::default()
+        };
+        updates.put("web", state.clone()).unwrap();
+        let again = Updates::open(dir.path());
+        assert_eq!(again.get("web"), Some(state));
+        assert_eq!(
+            again.target("web", "127.0.0.1:5000/app:1"),
+            Some("sha256:aa".into())
+        );
+        // Another image named in the file: the state is not its.
+        assert_eq!(again.target("web", "127.0.0.1:5000/other:1"), None);
+        again.forget("web");
+        assert_eq!(Updates::open(dir.path()).get("web"), None);
+    }
+}

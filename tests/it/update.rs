@@ -130,6 +130,13 @@ fn updates_are_kept_when_healthy_and_rolled_back_when_not() {
     let text = String::from_utf8_lossy(&d.rctl(&["status", "app"]).stdout).into_owned();
     assert!(text.contains("update-failed"), "{text}");
 
+    // v3 was rejected: asked again, nothing is tried while the tag still names it.
+    update_now(&d);
+    std::thread::sleep(3 * SEC);
+    let s = d.status("app").unwrap();
+    assert!(s["update"]["state"]["trial"].is_null(), "{s:#}");
+    assert_eq!(s["image_digest"], v2.as_str(), "{s:#}");
+
     // v4 cannot start: rolled back as well.
     push_image(&reg, "app:latest", &{
         let mut v4 = version("exec sleep 1000");
@@ -166,6 +173,20 @@ fn updates_are_kept_when_healthy_and_rolled_back_when_not() {
             .is_some_and(|s| s["state"] == "running" && s["image_digest"] == v1.as_str())
     });
     assert_eq!(d.status("app").unwrap()["update"]["state"]["pinned"], true);
+    // Held there: a look changes nothing until --retry, which tries v4 again (and, as it
+    // still cannot start, goes back to v1).
+    update_now(&d);
+    std::thread::sleep(2 * SEC);
+    assert_eq!(d.status("app").unwrap()["image_digest"], v1.as_str());
+    let retried_at = d.last_seq();
+    assert!(d.rctl(&["update", "--retry", "app"]).status.success());
+    wait_until(40 * SEC, "v4 tried again and rolled back", || {
+        d.actions_after(retried_at, "app")
+            .contains(&"update-failed".to_string())
+            && d.status("app")
+                .is_some_and(|s| s["state"] == "running" && s["image_digest"] == v1.as_str())
+    });
+    assert_eq!(d.status("app").unwrap()["update"]["state"]["pinned"], false);
 }
 
 #[test]
