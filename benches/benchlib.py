@@ -12,6 +12,7 @@ import re
 import select
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,22 @@ def work_dir(args, prefix):
     work = tempfile.mkdtemp(prefix=prefix, dir=base)
     os.chmod(work, 0o755)
     return work, os.path.basename(work).split(".", 1)[1].lower()
+
+
+def med(xs):
+    """A sample as the benchmarks print it: "median (min-max)", whole milliseconds."""
+    return "%.0f (%.0f-%.0f)" % (statistics.median(xs), min(xs), max(xs))
+
+
+def rcd_shutdown(bin_dir, sock, proc):
+    """Stops an rcd daemon with its containers (`rctl shutdown --stop-containers`), killing it
+    if it has not ended within two minutes."""
+    subprocess.run([os.path.join(bin_dir, "rctl"), "--socket", sock, "shutdown",
+                    "--stop-containers"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def wait_until(cond, what, within=30.0, every=0.01):

@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import benchlib  # noqa: E402
-from benchlib import log, run, wait_until  # noqa: E402
+from benchlib import log, med, run, wait_until  # noqa: E402
 
 MKROOTFS = os.path.join(REPO, "tests", "fixtures", "mkrootfs.sh")
 
@@ -99,9 +99,6 @@ class Canned:
         self.server.close()
 
 
-def med(xs):
-    return "%.0f (%.0f-%.0f)" % (statistics.median(xs), min(xs), max(xs))
-
 
 class Rcd:
     def __init__(self, work, bin_dir, rootfs, count, docker):
@@ -142,13 +139,7 @@ class Rcd:
         return (utime + stime) * 1000 / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
-        # Stops the daemon; the containers are stopped by `rctl shutdown --stop-containers`.
-        subprocess.run([os.path.join(self.bin, "rctl"), "--socket", self.sock, "shutdown",
-                        "--stop-containers"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            self.proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        benchlib.rcd_shutdown(self.bin, self.sock, self.proc)
 
 
 def main():

@@ -32,7 +32,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from benchlib import log, run, wait_until  # noqa: E402
+import benchlib  # noqa: E402
+from benchlib import log, med, run, wait_until  # noqa: E402
 
 MKROOTFS = os.path.join(REPO, "tests", "fixtures", "mkrootfs.sh")
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
@@ -199,12 +200,7 @@ class Rcd:
         return [json.loads(l) for l in out.splitlines() if l.strip()]
 
     def stop(self):
-        subprocess.run([os.path.join(self.bin, "rctl"), "--socket", self.sock, "shutdown",
-                        "--stop-containers"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            self.proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        benchlib.rcd_shutdown(self.bin, self.sock, self.proc)
 
 
 def tree(root):
@@ -231,9 +227,6 @@ def ms(rfc):
         datetime.datetime.strptime(rfc.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S%z")
     return int(t.timestamp() * 1000)
 
-
-def med(xs):
-    return "%.0f (%.0f-%.0f)" % (statistics.median(xs), min(xs), max(xs))
 
 
 def main():

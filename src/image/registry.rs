@@ -390,18 +390,23 @@ impl Client {
         })
     }
 
-    /// The digest `reference`'s tag names now (an index's, or a manifest's), from one HEAD
-    /// request: nothing is downloaded. A registry that sends no `Docker-Content-Digest` is
-    /// asked with a GET, and the manifest hashed.
-    pub async fn resolve(&self, reference: &Reference) -> Result<Digest, Error> {
+    /// Where `reference` lives, and how to reach it.
+    fn target<'r>(&self, reference: &'r Reference) -> Result<Target<'r>, Error> {
         let registry = reference.registry();
         let host = api_host(reference);
-        let target = Target {
+        Ok(Target {
             registry,
             host,
             repository: reference.repository(),
             route: self.route(registry, host)?,
-        };
+        })
+    }
+
+    /// The digest `reference`'s tag names now (an index's, or a manifest's), from one HEAD
+    /// request: nothing is downloaded. A registry that sends no `Docker-Content-Digest` is
+    /// asked with a GET, and the manifest hashed.
+    pub async fn resolve(&self, reference: &Reference) -> Result<Digest, Error> {
+        let target = self.target(reference)?;
         let by = reference.tag().unwrap_or("latest").to_string();
         let url = target.url(&format!("manifests/{by}"));
         let mut headers = HeaderMap::new();
@@ -468,14 +473,8 @@ impl Client {
                 p.blob(d);
             }
         };
-        let registry = reference.registry();
-        let host = api_host(reference);
-        let target = Target {
-            registry,
-            host,
-            repository: reference.repository(),
-            route: self.route(registry, host)?,
-        };
+        let target = self.target(reference)?;
+        let registry = target.registry;
         let bad_digest = |source| Error::BadDigest {
             registry: registry.to_string(),
             repository: target.repository.to_string(),

@@ -6,37 +6,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::harness::*;
 use crate::invariants::{settle_and_check, Want};
-use crate::registry::{Compression, Image, Layer, OciLayout, Registry, TarBuilder};
+use crate::registry::{app_image, Registry};
 
 const SEC: Duration = Duration::from_secs(1);
 
 /// Pushes busybox with `/app/run` holding `script` (the image's command) as `app:latest`.
 fn push(reg: &Registry, script: &str) {
-    let mut img = Image::busybox();
-    img.layers.push(Layer::from_tar(
-        TarBuilder::new()
-            .dir("app")
-            .file_mode(
-                "app/run",
-                0o755,
-                format!("#!/bin/sh\n{script}\n").as_bytes(),
-            )
-            .finish(),
-        Compression::Gzip,
-    ));
-    img.config = json!({
-        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-        "Cmd": ["/app/run"],
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let layout = OciLayout::create(&dir.path().join("layout"));
-    let desc = layout.add_image(&img);
-    layout.tag("latest", &desc);
-    reg.push_layout(&layout.dir, "app:latest");
+    reg.push_image("app:latest", &app_image(script));
 }
 
 fn status(d: &Daemon) -> serde_json::Value {

@@ -254,12 +254,7 @@ const RETRY: &str =
 
 /// Pushes `image` to `reg` as `reference` (`name:tag`); returns what a unit names.
 pub fn push_image(reg: &Registry, reference: &str, image: &Image) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = OciLayout::create(&dir.path().join("layout"));
-    let desc = layout.add_image(image);
-    layout.tag("latest", &desc);
-    reg.push_layout(&layout.dir, reference);
-    reg.image(reference)
+    reg.push_image(reference, image)
 }
 
 /// An image of one crafted layer for this host (it never gets as far as running).

@@ -535,6 +535,28 @@ impl OciLayout {
     }
 }
 
+/// Busybox with `/app/run` holding `script` (a shell script), which is the image's command: one
+/// image a version, for the image update tests.
+pub fn app_image(script: &str) -> Image {
+    let mut img = Image::busybox();
+    img.layers.push(Layer::from_tar(
+        TarBuilder::new()
+            .dir("app")
+            .file_mode(
+                "app/run",
+                0o755,
+                format!("#!/bin/sh\n{script}\n").as_bytes(),
+            )
+            .finish(),
+        Compression::Gzip,
+    ));
+    img.config = json!({
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": ["/app/run"],
+    });
+    img
+}
+
 /// Builds at `dir` an OCI layout holding busybox for this host, tagged `latest`; returns the
 /// layout and the manifest's descriptor.
 pub fn busybox_oci_layout(dir: &Path) -> (OciLayout, Descriptor) {
@@ -1113,6 +1135,17 @@ impl Registry {
     /// the one named as the reference's tag. Returns the pushed top-level manifest's digest.
     pub fn push_layout(&self, layout: &Path, reference: &str) -> String {
         self.push(layout, reference, Format::Oci)
+    }
+
+    /// Pushes `image` as `reference` (`name:tag`) through a layout of its own; returns what a
+    /// unit names (`127.0.0.1:PORT/name:tag`).
+    pub fn push_image(&self, reference: &str, image: &Image) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = OciLayout::create(&dir.path().join("layout"));
+        let desc = layout.add_image(image);
+        layout.tag("latest", &desc);
+        self.push_layout(&layout.dir, reference);
+        self.image(reference)
     }
 
     /// As `push_layout`, converted to Docker v2 schema 2.

@@ -4,34 +4,12 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::harness::*;
 use crate::image::push_image;
-use crate::registry::{Compression, Image, Layer, Registry, TarBuilder};
+use crate::registry::{app_image, Registry};
+use serde_json::json;
 
 const SEC: Duration = Duration::from_secs(1);
-
-/// Busybox with `/app/run` holding `script`, run as the image's command.
-fn version(script: &str) -> Image {
-    let mut img = Image::busybox();
-    img.layers.push(Layer::from_tar(
-        TarBuilder::new()
-            .dir("app")
-            .file_mode(
-                "app/run",
-                0o755,
-                format!("#!/bin/sh\n{script}\n").as_bytes(),
-            )
-            .finish(),
-        Compression::Gzip,
-    ));
-    img.config = json!({
-        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-        "Cmd": ["/app/run"],
-    });
-    img
-}
 
 fn digest(d: &Daemon) -> String {
     d.status("app").expect("app loaded")["image_digest"]
@@ -55,7 +33,7 @@ fn updates_are_kept_when_healthy_and_rolled_back_when_not() {
     let image = push_image(
         &reg,
         "app:latest",
-        &version("echo v1; touch /tmp/ok; exec sleep 1000"),
+        &app_image("echo v1; touch /tmp/ok; exec sleep 1000"),
     );
     let d = Daemon::start();
     d.write_unit(
@@ -78,7 +56,7 @@ fn updates_are_kept_when_healthy_and_rolled_back_when_not() {
     push_image(
         &reg,
         "app:latest",
-        &version("echo v2; touch /tmp/ok; exec sleep 1000"),
+        &app_image("echo v2; touch /tmp/ok; exec sleep 1000"),
     );
     let check = String::from_utf8_lossy(&d.rctl(&["update", "--check", "app"]).stdout).into_owned();
     assert!(check.contains("would update"), "{check}");
@@ -99,7 +77,7 @@ fn updates_are_kept_when_healthy_and_rolled_back_when_not() {
     push_image(
         &reg,
         "app:latest",
-        &version("echo v3; touch /tmp/ok; sleep 5; rm /tmp/ok; exec sleep 1000"),
+        &app_image("echo v3; touch /tmp/ok; sleep 5; rm /tmp/ok; exec sleep 1000"),
     );
     update_now(&d);
     wait_until(30 * SEC, "v3 on trial", || {
@@ -139,7 +117,7 @@ fn updates_are_kept_when_healthy_and_rolled_back_when_not() {
 
     // v4 cannot start: rolled back as well.
     push_image(&reg, "app:latest", &{
-        let mut v4 = version("exec sleep 1000");
+        let mut v4 = app_image("exec sleep 1000");
         v4.config = json!({"Cmd": ["/app/missing"]});
         v4
     });
@@ -192,7 +170,7 @@ fn updates_are_kept_when_healthy_and_rolled_back_when_not() {
 #[test]
 fn a_unit_that_requires_an_updated_one_is_restarted_after_it() {
     let reg = Registry::start();
-    let image = push_image(&reg, "db:latest", &version("echo v1; exec sleep 1000"));
+    let image = push_image(&reg, "db:latest", &app_image("echo v1; exec sleep 1000"));
     let d = Daemon::start();
     d.write_unit(
         "db",
@@ -213,7 +191,7 @@ fn a_unit_that_requires_an_updated_one_is_restarted_after_it() {
     );
     let db = pid_of(&d.wait_state("db", "running", 30 * SEC));
     let web = pid_of(&d.wait_state("web", "running", 30 * SEC));
-    push_image(&reg, "db:latest", &version("echo v2; exec sleep 1000"));
+    push_image(&reg, "db:latest", &app_image("echo v2; exec sleep 1000"));
     update_unit_now(&d, "db");
     let db2 = d.wait_new_pid("db", db, 30 * SEC);
     let web2 = d.wait_new_pid("web", web, 30 * SEC);
