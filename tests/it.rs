@@ -54,6 +54,8 @@ mod restore;
 mod service;
 #[path = "it/shared_net.rs"]
 mod shared_net;
+#[path = "it/signals.rs"]
+mod signals;
 #[path = "it/stats.rs"]
 mod stats;
 #[path = "it/tcp_api.rs"]

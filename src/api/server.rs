@@ -32,6 +32,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(super::images::routes())
         .merge(super::volumes::routes())
         .merge(super::update::routes())
+        .merge(super::process::routes())
         .merge(super::logs::routes())
         .fallback(super::access::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(

@@ -376,6 +376,28 @@ fn columns<const N: usize>(header: [String; N], rows: &[[String; N]]) -> String 
     out
 }
 
+/// `rctl top`: one line a process.
+pub fn top(list: &[crate::api::process::Process]) -> String {
+    let mut out = format!(
+        "{:>8} {:>8} {:>8} {:>6} {:>2} {:>9} {:>9}  {}\n",
+        "PID", "CPID", "PPID", "UID", "S", "RSS", "CPU", "COMMAND"
+    );
+    for p in list {
+        out.push_str(&format!(
+            "{:>8} {:>8} {:>8} {:>6} {:>2} {:>9} {:>9}  {}\n",
+            p.pid,
+            p.container_pid.map_or("-".into(), |c| c.to_string()),
+            p.ppid,
+            p.uid,
+            p.state,
+            bytes(p.rss),
+            format!("{}.{:02}s", p.cpu_ms / 1000, (p.cpu_ms % 1000) / 10),
+            p.command
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

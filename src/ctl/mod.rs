@@ -110,8 +110,31 @@ pub enum Command {
         /// The unit.
         unit: String,
     },
-    /// Rescan the units directory now.
-    Reload,
+    /// Rescan the units directory now; with a unit, send its `reload_signal` to its container
+    /// instead (a proxy re-reads its config without a restart).
+    Reload {
+        /// The unit to signal (none: rescan the units directory).
+        unit: Option<String>,
+    },
+    /// Send a signal to a unit's container, as `docker kill`: SIGKILL (the default) or the
+    /// container's stop signal stops it and holds it stopped; another signal is delivered to
+    /// its processes and changes nothing else.
+    Kill {
+        /// The signal (`HUP`, `SIGUSR1`, `10`).
+        #[arg(long, short, default_value = "KILL")]
+        signal: String,
+        /// The unit.
+        unit: String,
+    },
+    /// The processes of a unit's container: host and container pids, user, state, memory, CPU
+    /// time, command.
+    Top {
+        /// The unit.
+        unit: String,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Image updates: say what the registry's tags would change (the default), update now
     /// (`--now`), or clear a rejected digest and a rollback's hold and update (`--retry`).
     Update {
@@ -297,13 +320,46 @@ pub async fn run(cli: Cli) -> i32 {
                     s.target.as_deref().unwrap_or("?")
                 )
             }),
-        Command::Reload => client.post::<Reloaded>("/v1/reload").await.map(|r| {
+        Command::Reload { unit: None } => client.post::<Reloaded>("/v1/reload").await.map(|r| {
             if r.changed.is_empty() {
                 println!("no changes");
             } else {
                 println!("changed: {}", r.changed.join(", "));
             }
         }),
+        Command::Reload { unit: Some(unit) } => client
+            .post::<crate::api::process::Signalled>(&format!("/v1/units/{}/reload", enc(&unit)))
+            .await
+            .map(|s| println!("{}: {} sent", s.unit, s.signal)),
+        Command::Kill { signal, unit } => client
+            .post::<crate::api::process::Signalled>(&format!(
+                "/v1/units/{}/kill?signal={}",
+                enc(&unit),
+                enc(&signal)
+            ))
+            .await
+            .map(|s| match s.sent {
+                crate::api::process::Sent::Held => {
+                    println!(
+                        "{}: {}: stopped, held (rctl start runs it again)",
+                        s.unit, s.signal
+                    )
+                }
+                crate::api::process::Sent::Delivered => println!("{}: {} sent", s.unit, s.signal),
+            }),
+        Command::Top { unit, output } => client
+            .get::<Vec<crate::api::process::Process>>(&format!("/v1/units/{}/top", enc(&unit)))
+            .await
+            .map(|list| {
+                if output == Output::Json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&list).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", format::top(&list));
+                }
+            }),
         Command::Shutdown { stop_containers } => {
             let path = if stop_containers {
                 "/v1/shutdown?containers=stop"

@@ -425,34 +425,8 @@ pub async fn kill(
             ),
         ));
     }
-    let raw = q.get("signal").cloned().unwrap_or_else(|| "KILL".into());
-    let signal = crate::unit::parse_signal(&raw).map_err(|e| {
-        DockerError(
-            StatusCode::BAD_REQUEST,
-            format!("invalid signal {raw:?}: {e}"),
-        )
-    })?;
-    let name = signal.as_str().to_owned();
-    let stop_signal = c
-        .unit
-        .as_ref()
-        .and_then(|u| u.container.stop_signal.clone())
-        .unwrap_or_else(|| "SIGTERM".into());
-    if name == "SIGKILL" || name == stop_signal {
-        crate::api::server::apply_intent(&ctx, &c.name, "stop").await?;
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    let Some(runtime_id) = c.status.container_id.clone() else {
-        return Err(DockerError(
-            StatusCode::CONFLICT,
-            format!("{} has no container", c.name),
-        ));
-    };
-    let c2 = ctx.clone();
-    tokio::task::spawn_blocking(move || c2.runtime.kill(&runtime_id, &name, true))
-        .await
-        .map_err(|e| DockerError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| DockerError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    // As rctl kill: SIGKILL or the stop signal is a held stop, another is delivered.
+    crate::api::process::signal(&ctx, &c.name, q.get("signal").map(String::as_str)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -257,6 +257,7 @@ mod tests {
                 user: Some(User { uid: 0, gid: 0 }),
                 hostname: "web".into(),
                 stop_signal: Some("SIGTERM".into()),
+                reload_signal: None,
                 stop_timeout: Duration::from_secs(10),
                 env_files: vec![],
                 labels: Default::default(),

@@ -203,6 +203,9 @@ pub struct Container {
     /// Normalized signal name ("SIGTERM"). Unset (None) only in an image unit that leaves it to
     /// the image's StopSignal; a rootfs unit's default is SIGTERM.
     pub stop_signal: Option<String>,
+    /// `rctl reload UNIT` sends this (normalized, "SIGHUP"); not part of the spec hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload_signal: Option<String>,
     /// Time between the stop signal and SIGKILL, default 10s.
     #[serde(with = "humantime_serde_shim")]
     pub stop_timeout: Duration,

@@ -115,6 +115,8 @@ pub struct ContainerSection {
     pub hostname: Option<Spanned<String>>,
     /// Signal name or number.
     pub stop_signal: Option<Spanned<Scalar>>,
+    /// Signal name or number, sent by `rctl reload UNIT`.
+    pub reload_signal: Option<Spanned<Scalar>>,
     /// Duration.
     pub stop_timeout: Option<Spanned<Scalar>>,
     /// Env files, Docker's `.env` syntax, merged under `env`.
@@ -609,6 +611,7 @@ const CONTAINER_KEYS: &[&str] = &[
     "hostname",
     "stop_signal",
     "stop_timeout",
+    "reload_signal",
     "env_file",
     "labels",
     "read_only",

@@ -1281,3 +1281,31 @@ fn effective_unit_names_each_value_origin() {
     let again = parse("web", &web, &text);
     assert!(again.is_ok(), "{again:?}\n{text}");
 }
+
+#[test]
+fn reload_signal_is_checked_and_not_part_of_the_spec() {
+    let base = "[container]\nrootfs = \"/r\"\ncommand = [\"sh\"]\n";
+    let parse = |extra: &str| super::parse("u", Path::new("/u/u.toml"), &format!("{base}{extra}"));
+    let plain = parse("").unwrap();
+    let hup = parse("reload_signal = \"HUP\"\n").unwrap();
+    assert_eq!(plain.container.reload_signal, None);
+    assert_eq!(hup.container.reload_signal.as_deref(), Some("SIGHUP"));
+    assert_eq!(
+        parse("reload_signal = 10\n")
+            .unwrap()
+            .container
+            .reload_signal
+            .as_deref(),
+        Some("SIGUSR1")
+    );
+    assert_eq!(plain.spec_hash, hup.spec_hash);
+    for bad in ["\"KILL\"", "\"SIGSTOP\"", "\"WHAT\""] {
+        let err = parse(&format!("reload_signal = {bad}\n"))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("invalid reload_signal"),
+            "{bad}: {err:?}"
+        );
+    }
+}

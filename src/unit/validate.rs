@@ -470,6 +470,36 @@ impl Checker {
         };
 
         let stop_timeout = self.duration(s.stop_timeout.as_ref(), DEFAULT_STOP_TIMEOUT);
+        // Delivered, never a stop: SIGKILL and SIGSTOP cannot be what a reload asks for.
+        let reload_signal = match s.reload_signal {
+            None => Some(None),
+            Some(sig) => {
+                let parsed = match sig.get_ref() {
+                    Scalar::Text(t) => quantity::parse_signal(t),
+                    Scalar::Int(n) => i32::try_from(*n)
+                        .ok()
+                        .and_then(quantity::signal_from_number)
+                        .ok_or_else(|| quantity::SIGNAL_SHAPE.to_owned()),
+                }
+                .and_then(|s| match s.as_str() {
+                    "SIGKILL" | "SIGSTOP" => Err(format!(
+                        "{} cannot be caught, so it reloads nothing",
+                        s.as_str()
+                    )),
+                    _ => Ok(s),
+                });
+                match parsed {
+                    Ok(signal) => Some(Some(signal.as_str().to_owned())),
+                    Err(reason) => {
+                        self.err(
+                            sig.span(),
+                            format!("invalid reload_signal {}: {reason}", sig.get_ref()),
+                        );
+                        None
+                    }
+                }
+            }
+        };
 
         let before = self.problems.len();
         let p = &mut self.problems;
@@ -502,6 +532,7 @@ impl Checker {
             user: user?,
             hostname: hostname?,
             stop_signal: stop_signal?,
+            reload_signal: reload_signal?,
             stop_timeout: stop_timeout?,
             env_files,
             labels,
