@@ -125,6 +125,10 @@ pub struct Health {
     pub disable: bool,
     /// The probe's argv (a shell string becomes `["/bin/sh", "-c", string]`).
     pub cmd: Option<Vec<String>>,
+    /// Or an HTTP or TCP probe the daemon makes from inside the container's network
+    /// namespace (`http`, `tcp`): no exec, no shell needed in the image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Option<NetProbe>,
     /// Time between probes.
     #[serde(with = "humantime_serde_shim::option")]
     pub interval: Option<Duration>,
@@ -141,6 +145,79 @@ pub struct Health {
     pub start_interval: Option<Duration>,
     /// What to do once unhealthy.
     pub on_unhealthy: OnUnhealthy,
+}
+
+/// `[health] http` or `tcp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetProbe {
+    /// A GET of `path` from `addr`, with `Host: host`; 200 to 399 is healthy.
+    Http {
+        /// Where to connect.
+        addr: std::net::SocketAddr,
+        /// The Host header (as written in the URL).
+        host: String,
+        /// The path and query.
+        path: String,
+    },
+    /// A connect to this address.
+    Tcp(std::net::SocketAddr),
+}
+
+/// Parses `[health] http`: `http://IP[:PORT][/PATH]` (`localhost` is 127.0.0.1; no names:
+/// the probe runs in the container's namespace, without its resolver).
+pub fn parse_http_probe(url: &str) -> Result<NetProbe, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("must start with http:// (https is not probed)")?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = socket_addr(hostport, 80)?;
+    Ok(NetProbe::Http {
+        addr,
+        host: hostport.to_owned(),
+        path: path.to_owned(),
+    })
+}
+
+/// Parses `[health] tcp`: `IP:PORT` (`localhost:PORT` is 127.0.0.1).
+pub fn parse_tcp_probe(text: &str) -> Result<NetProbe, String> {
+    if !text.contains(':') || text.ends_with(':') {
+        return Err("must be IP:PORT (e.g. \"127.0.0.1:5432\")".into());
+    }
+    socket_addr(text, 0).map(NetProbe::Tcp)
+}
+
+/// `IP[:PORT]`, `[IPv6][:PORT]` or `localhost[:PORT]`; `default` when the port is left out.
+fn socket_addr(text: &str, default: u16) -> Result<std::net::SocketAddr, String> {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p))
+            if !h.is_empty() && !p.contains(']') && (h.starts_with('[') || !h.contains(':')) =>
+        {
+            (h, Some(p))
+        }
+        _ => (text, None),
+    };
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("invalid port {p:?}"))?,
+        None if default > 0 => default,
+        None => return Err("a port is needed".into()),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = if host == "localhost" {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        host.parse().map_err(|_| {
+            format!("{host:?} is not an IP address (the probe does not resolve names)")
+        })?
+    };
+    Ok(std::net::SocketAddr::new(ip, port))
 }
 
 /// `[health] on_unhealthy`.

@@ -212,6 +212,10 @@ pub struct RestartSection {
 pub struct HealthSection {
     /// The probe: a shell string or an argv.
     pub cmd: Option<Spanned<HealthCmd>>,
+    /// Or an HTTP GET the daemon makes: `http://IP:PORT/PATH`.
+    pub http: Option<Spanned<String>>,
+    /// Or a TCP connect the daemon makes: `IP:PORT`.
+    pub tcp: Option<Spanned<String>>,
     /// Time between probes.
     pub interval: Option<Spanned<Scalar>>,
     /// Time a probe may take.
@@ -573,6 +577,8 @@ fn unknown_top_level(key: &str, is_table: bool) -> (String, Option<&'static str>
             "[health]",
             &[
                 "cmd",
+                "http",
+                "tcp",
                 "interval",
                 "timeout",
                 "retries",

@@ -1309,3 +1309,29 @@ fn reload_signal_is_checked_and_not_part_of_the_spec() {
         );
     }
 }
+
+#[test]
+fn http_and_tcp_probes_are_one_probe_at_a_time() {
+    let base = "[container]\nrootfs = \"/r\"\ncommand = [\"sh\"]\n[health]\n";
+    let parse = |extra: &str| super::parse("u", Path::new("/u/u.toml"), &format!("{base}{extra}"));
+    let u = parse("http = \"http://127.0.0.1:8080/healthz\"\n").unwrap();
+    assert!(matches!(u.health.net, Some(NetProbe::Http { .. })));
+    assert_eq!(u.health.cmd, None);
+    let u = parse("tcp = \"127.0.0.1:5432\"\n").unwrap();
+    assert!(matches!(u.health.net, Some(NetProbe::Tcp(_))));
+    for (bad, says) in [
+        (
+            "cmd = \"true\"\nhttp = \"http://127.0.0.1/\"",
+            "one probe at a time",
+        ),
+        (
+            "http = \"http://127.0.0.1/\"\ntcp = \"127.0.0.1:1\"",
+            "one probe at a time",
+        ),
+        ("tcp = \"127.0.0.1:1\"\ndisable = true", "contradict"),
+        ("http = \"http://web/\"", "not an IP address"),
+    ] {
+        let err = parse(&format!("{bad}\n")).map(|_| ()).unwrap_err();
+        assert!(format!("{err:?}").contains(says), "{bad}: {err:?}");
+    }
+}

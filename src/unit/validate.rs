@@ -1187,6 +1187,39 @@ impl Checker {
                 }
             }
         };
+        // An HTTP or TCP probe instead of cmd: one kind of probe, and not with disable.
+        let mut net = None;
+        for (value, key, parse) in [
+            (
+                &section.http,
+                "http",
+                super::parse_http_probe as fn(&str) -> Result<_, _>,
+            ),
+            (&section.tcp, "tcp", super::parse_tcp_probe),
+        ] {
+            let Some(v) = value else { continue };
+            match parse(v.get_ref()) {
+                Err(reason) => {
+                    self.err(
+                        v.span(),
+                        format!("invalid {key} {:?}: {reason}", v.get_ref()),
+                    );
+                    ok = false;
+                }
+                Ok(_) if cmd.is_some() || net.is_some() => {
+                    self.err(v.span(), "one probe at a time: cmd, http or tcp");
+                    ok = false;
+                }
+                Ok(_) if disable => {
+                    self.err(
+                        v.span(),
+                        format!("{key} and disable = true contradict each other"),
+                    );
+                    ok = false;
+                }
+                Ok(p) => net = Some(p),
+            }
+        }
         let mut positive = |c: &mut Self, v: Option<&Spanned<Scalar>>, key: &str| {
             let d = v.and_then(|v| c.duration(Some(v), Duration::ZERO));
             match (v, d) {
@@ -1244,6 +1277,7 @@ impl Checker {
         ok.then_some(super::Health {
             disable,
             cmd,
+            net,
             interval,
             timeout,
             retries,

@@ -305,3 +305,45 @@ fn probes_in_flight_cost_the_daemon_no_thread_each() {
     // The old way took three or four threads per probe in flight (over 60 here).
     assert!(most < idle + UNITS, "{most} threads (idle: {idle})");
 }
+
+/// A root filesystem with busybox's binary only (no shell, no applet links) and /etc/passwd:
+/// nothing in it could run a probe command.
+fn distroless(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("distroless");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy(rootfs().join("bin/busybox"), root.join("bin/busybox")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/nonexistent\n").unwrap();
+    root
+}
+
+#[test]
+fn http_and_tcp_probes_need_nothing_in_the_image() {
+    let d = Daemon::start();
+    let root = distroless(d.dir.path());
+    let httpd = |probe: &str| {
+        format!(
+            "[container]\nrootfs = {:?}\ncommand = [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/etc\"]\n\
+             stop_signal = \"KILL\"\n[network]\nmode = \"none\"\n\
+             [health]\n{probe}\ninterval = \"500ms\"\nretries = 1\n",
+            root.display().to_string()
+        )
+    };
+    d.write_unit("web", &httpd("http = \"http://127.0.0.1:8080/passwd\""));
+    d.write_unit("port", &httpd("tcp = \"127.0.0.1:8080\""));
+    d.write_unit("broken", &httpd("http = \"http://localhost:8080/nope\""));
+    d.write_unit("closed", &httpd("tcp = \"127.0.0.1:9999\""));
+    let web = wait_health(&d, "web", "healthy", 20 * SEC);
+    assert!(web["log"].to_string().contains("200 OK"), "{web:#}");
+    wait_health(&d, "port", "healthy", 20 * SEC);
+    let broken = wait_health(&d, "broken", "unhealthy", 20 * SEC);
+    assert!(
+        broken["log"].to_string().contains("GET /nope"),
+        "{broken:#}"
+    );
+    let closed = wait_health(&d, "closed", "unhealthy", 20 * SEC);
+    assert!(closed["log"].to_string().contains("refused"), "{closed:#}");
+    // The probes ran in the containers' own namespaces: the host's 127.0.0.1:8080 is not
+    // theirs (nothing listens there on the host, or it is something else).
+    assert_eq!(d.status("web").unwrap()["state"], "running");
+}

@@ -4,6 +4,8 @@
 //! probe that outlives its timeout is killed with every process it started. The state lives
 //! beside the container (`<container dir>/health.json`), so a daemon restart continues it.
 
+pub mod net;
+
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -76,8 +78,11 @@ pub fn image_health(config_json: &[u8]) -> Option<ImageHealth> {
 /// A health check as it runs: every value settled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
-    /// The argv run in the container.
+    /// The argv run in the container (empty for an HTTP or TCP probe).
     pub cmd: Vec<String>,
+    /// An HTTP or TCP probe the daemon makes in the container's network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<crate::unit::NetProbe>,
     /// Time between probes.
     pub interval: Duration,
     /// Time a probe may take.
@@ -104,10 +109,16 @@ pub fn resolve(unit: &Health, image: Option<&ImageHealth>) -> Option<Probe> {
         }
         _ => None,
     });
-    let cmd = unit.cmd.clone().or(image_cmd)?;
+    // The unit's own probe, of whatever kind, replaces the image's.
+    let (cmd, net) = match (&unit.net, &unit.cmd) {
+        (Some(net), _) => (Vec::new(), Some(net.clone())),
+        (None, Some(cmd)) => (cmd.clone(), None),
+        (None, None) => (image_cmd?, None),
+    };
     let pick = |u: Option<Duration>, i: Option<Duration>, d: Duration| u.or(i).unwrap_or(d);
     Some(Probe {
         cmd,
+        net,
         interval: pick(
             unit.interval,
             image.and_then(|i| i.interval),
@@ -527,7 +538,10 @@ pub fn spawn_monitor(
             if current_probe(&ctx, &name, &id, started_ms, image.as_ref()).is_none() {
                 break;
             }
-            let check = ctx.health.probe(&ctx.runtime, &id, &probe, &dir).await;
+            let check = match &probe.net {
+                Some(net) => self::net::check(init_pid(&ctx, &name), net, probe.timeout).await,
+                None => ctx.health.probe(&ctx.runtime, &id, &probe, &dir).await,
+            };
             // A probe that outlived its run (stopped, or restarted under the same id while it
             // waited or ran) says nothing of the run that follows.
             if current_probe(&ctx, &name, &id, started_ms, image.as_ref()).is_none() {
@@ -570,6 +584,11 @@ pub fn spawn_monitor(
             () = cancel.cancelled() => {}
         }
     });
+}
+
+/// The host pid of unit `name`'s container's first process.
+fn init_pid(ctx: &Context, name: &str) -> Option<i32> {
+    ctx.units.get(name)?.record?.pid
 }
 
 /// The probe for the run of container `id` of unit `name` started at `started_ms`, while it
@@ -644,6 +663,7 @@ fi
     fn probe(argv: &[&str], timeout: Duration) -> Probe {
         Probe {
             cmd: argv.iter().map(|a| a.to_string()).collect(),
+            net: None,
             interval: Duration::from_secs(1),
             timeout,
             retries: 1,
