@@ -468,6 +468,92 @@ pub fn usage_at(root: &Path, cgroups_path: &str) -> Usage {
     }
 }
 
+/// One block device's I/O by a container's cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceIo {
+    /// The device's major number.
+    pub major: u64,
+    /// Its minor number.
+    pub minor: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+}
+
+/// The block I/O of the cgroup at `cgroups_path`, a device a row (v2's `io.stat`, v1's
+/// `blkio.throttle.io_service_bytes`); devices with nothing read or written left out.
+pub fn io(cgroups_path: &str) -> Vec<DeviceIo> {
+    io_at(Path::new(ROOT), cgroups_path)
+}
+
+/// `io`, with the cgroup filesystems under `root`.
+pub fn io_at(root: &Path, cgroups_path: &str) -> Vec<DeviceIo> {
+    let rel = relative_dir(cgroups_path);
+    let mut out: Vec<DeviceIo> = Vec::new();
+    let mut add = |dev: &str, read: u64, write: u64| {
+        let Some((major, minor)) = dev.split_once(':') else {
+            return;
+        };
+        let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else {
+            return;
+        };
+        match out
+            .iter_mut()
+            .find(|d| (d.major, d.minor) == (major, minor))
+        {
+            Some(d) => {
+                d.read_bytes += read;
+                d.write_bytes += write;
+            }
+            None => out.push(DeviceIo {
+                major,
+                minor,
+                read_bytes: read,
+                write_bytes: write,
+            }),
+        }
+    };
+    if root.join("cgroup.controllers").exists() {
+        // `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0`
+        let text = std::fs::read_to_string(root.join(&rel).join("io.stat")).unwrap_or_default();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let Some(dev) = words.next() else { continue };
+            let (mut r, mut w) = (0, 0);
+            for kv in words {
+                match kv.split_once('=') {
+                    Some(("rbytes", v)) => r = v.parse().unwrap_or(0),
+                    Some(("wbytes", v)) => w = v.parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            add(dev, r, w);
+        }
+    } else {
+        // `8:0 Read 1`, `8:0 Write 2`, ..., `Total 3`
+        let text = std::fs::read_to_string(
+            root.join("blkio")
+                .join(&rel)
+                .join("blkio.throttle.io_service_bytes"),
+        )
+        .unwrap_or_default();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let [dev, op, v] = f[..] {
+                let v = v.parse().unwrap_or(0);
+                match op {
+                    "Read" => add(dev, v, 0),
+                    "Write" => add(dev, 0, v),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out.retain(|d| d.read_bytes > 0 || d.write_bytes > 0);
+    out
+}
+
 /// A file holding one number (`max`, v2's "no limit", is None).
 fn number(text: &str) -> Option<u64> {
     text.trim().parse().ok()
@@ -832,5 +918,35 @@ mod tests {
         );
         assert_eq!(usage_at(v1.path(), c).memory_limit, None);
         assert_eq!(usage_at(v1.path(), "/gone"), Usage::default());
+    }
+
+    #[test]
+    fn block_io_from_v1_and_v2() {
+        let c = "rcd-ab/rcd-ab-web-1";
+        let v2 = tempfile::tempdir().expect("tempdir");
+        write(v2.path(), "", "cgroup.controllers", "io memory\n");
+        write(
+            v2.path(),
+            c,
+            "io.stat",
+            "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n\
+             8:16 rbytes=0 wbytes=0 rios=0 wios=0 dbytes=0 dios=0\n",
+        );
+        let want = vec![DeviceIo {
+            major: 8,
+            minor: 0,
+            read_bytes: 4096,
+            write_bytes: 8192,
+        }];
+        assert_eq!(io_at(v2.path(), c), want);
+        let v1 = tempfile::tempdir().expect("tempdir");
+        write(
+            v1.path(),
+            &format!("blkio/{c}"),
+            "blkio.throttle.io_service_bytes",
+            "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Total 12288\nTotal 12288\n",
+        );
+        assert_eq!(io_at(v1.path(), c), want);
+        assert!(io_at(v1.path(), "/gone").is_empty());
     }
 }

@@ -19,6 +19,12 @@ pub struct UnitUsage {
     pub container_id: String,
     /// What its cgroup says.
     pub usage: Usage,
+    /// Its network namespace's interfaces (loopback left out; none with the host's network).
+    #[serde(default)]
+    pub net: Vec<crate::network::counters::Interface>,
+    /// Its cgroup's block I/O, a device a row.
+    #[serde(default)]
+    pub io: Vec<crate::cgroup::DeviceIo>,
 }
 
 /// The filter.
@@ -33,12 +39,17 @@ pub async fn stats(
     State(ctx): State<Arc<Context>>,
     Query(q): Query<StatsQuery>,
 ) -> Json<Vec<UnitUsage>> {
-    let running: Vec<(String, String)> = ctx.units.view(|v| {
+    // Each running container, with its init's pid when its network is its own.
+    let running: Vec<(String, String, Option<i32>)> = ctx.units.view(|v| {
         v.iter()
             .filter(|(n, _)| q.unit.as_ref().is_none_or(|u| u == *n))
             .filter_map(|(n, e)| {
                 let r = e.record.as_ref().filter(|r| r.state == RecState::Running)?;
-                Some((n.clone(), r.container_id.clone()?))
+                let host = e
+                    .unit
+                    .as_ref()
+                    .is_some_and(|u| u.network.mode == crate::unit::NetworkMode::Host);
+                Some((n.clone(), r.container_id.clone()?, r.pid.filter(|_| !host)))
             })
             .collect()
     });
@@ -46,10 +57,17 @@ pub async fn stats(
     let out = tokio::task::spawn_blocking(move || {
         running
             .into_iter()
-            .map(|(name, id)| UnitUsage {
-                usage: crate::cgroup::usage(&c.cgroups_path(&id)),
-                name,
-                container_id: id,
+            .map(|(name, id, pid)| {
+                let cg = c.cgroups_path(&id);
+                UnitUsage {
+                    usage: crate::cgroup::usage(&cg),
+                    net: pid
+                        .map(crate::network::counters::interfaces)
+                        .unwrap_or_default(),
+                    io: crate::cgroup::io(&cg),
+                    name,
+                    container_id: id,
+                }
             })
             .collect()
     })

@@ -1,5 +1,5 @@
 //! `rctl stats [UNIT...] [-o json]`: each running container's CPU (over one second), memory
-//! and pids, from its cgroup; Docker's `stats --no-stream`.
+//! and pids, from its cgroup, its network and block I/O; Docker's `stats --no-stream`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,6 +18,10 @@ struct Row {
     cpu_percent: Option<f64>,
     #[serde(flatten)]
     usage: crate::cgroup::Usage,
+    /// Its network namespace's interfaces (none with the host's network).
+    net: Vec<crate::network::counters::Interface>,
+    /// Its block I/O, a device a row.
+    io: Vec<crate::cgroup::DeviceIo>,
 }
 
 /// Samples twice, a second apart, and prints the table (or JSON).
@@ -43,6 +47,8 @@ pub async fn run(client: &Client, units: Vec<String>, json: bool) -> Result<(), 
                 container_id: u.container_id,
                 cpu_percent,
                 usage: u.usage,
+                net: u.net,
+                io: u.io,
             }
         })
         .collect();
@@ -54,8 +60,8 @@ pub async fn run(client: &Client, units: Vec<String>, json: bool) -> Result<(), 
         return Ok(());
     }
     println!(
-        "{:<24} {:>7} {:>24} {:>6}",
-        "UNIT", "CPU %", "MEM USAGE / LIMIT", "PIDS"
+        "{:<24} {:>7} {:>24} {:>6} {:>21} {:>21}",
+        "UNIT", "CPU %", "MEM USAGE / LIMIT", "PIDS", "NET I/O", "BLOCK I/O"
     );
     for r in rows {
         let mem = match (r.usage.memory_bytes, r.usage.memory_limit) {
@@ -67,7 +73,24 @@ pub async fn run(client: &Client, units: Vec<String>, json: bool) -> Result<(), 
         };
         let cpu = r.cpu_percent.map_or("-".into(), |c| format!("{c:.2}"));
         let pids = r.usage.pids.map_or("-".into(), |p| p.to_string());
-        println!("{:<24} {:>7} {:>24} {:>6}", r.name, cpu, mem, pids);
+        let pair =
+            |a: u64, b: u64| format!("{} / {}", super::format::bytes(a), super::format::bytes(b));
+        let net = if r.net.is_empty() {
+            "-".to_owned()
+        } else {
+            pair(
+                r.net.iter().map(|i| i.rx_bytes).sum(),
+                r.net.iter().map(|i| i.tx_bytes).sum(),
+            )
+        };
+        let io = pair(
+            r.io.iter().map(|d| d.read_bytes).sum(),
+            r.io.iter().map(|d| d.write_bytes).sum(),
+        );
+        println!(
+            "{:<24} {:>7} {:>24} {:>6} {:>21} {:>21}",
+            r.name, cpu, mem, pids, net, io
+        );
     }
     Ok(())
 }

@@ -34,8 +34,10 @@ struct Sample {
     memory: u64,
     limit: u64,
     pids: u64,
-    /// Interface name → (rx bytes, rx packets, tx bytes, tx packets).
-    nets: Vec<(String, [u64; 4])>,
+    /// Its network namespace's interfaces.
+    nets: Vec<crate::network::counters::Interface>,
+    /// Its cgroup's block I/O.
+    io: Vec<crate::cgroup::DeviceIo>,
 }
 
 /// The host's CPU time, all CPUs, in nanoseconds (`/proc/stat`'s first line).
@@ -59,39 +61,17 @@ fn system_ns() -> u64 {
         .map_or(0, |jiffies| jiffies * (1_000_000_000 / tick))
 }
 
-/// The interfaces of the network namespace of `pid` (loopback left out).
-fn nets(pid: Option<i32>) -> Vec<(String, [u64; 4])> {
-    let Some(pid) = pid else { return Vec::new() };
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/dev")) else {
-        return Vec::new();
-    };
-    text.lines()
-        .skip(2)
-        .filter_map(|l| {
-            let (name, rest) = l.split_once(':')?;
-            let name = name.trim();
-            if name == "lo" {
-                return None;
-            }
-            let v: Vec<u64> = rest
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            Some((
-                name.to_owned(),
-                [*v.first()?, *v.get(1)?, *v.get(8)?, *v.get(9)?],
-            ))
-        })
-        .collect()
-}
-
 fn sample(ctx: &Context, c: &Container) -> Sample {
-    let usage = c
+    let cg = c
         .status
         .container_id
         .as_ref()
-        .map(|id| crate::cgroup::usage(&ctx.cgroups_path(id)))
-        .unwrap_or_default();
+        .map(|id| ctx.cgroups_path(id));
+    let usage = cg.as_deref().map(crate::cgroup::usage).unwrap_or_default();
+    let host = c
+        .unit
+        .as_ref()
+        .is_some_and(|u| u.network.mode == crate::unit::NetworkMode::Host);
     Sample {
         read: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
         cpu_ns: usage.cpu_usec.unwrap_or(0) * 1000,
@@ -99,7 +79,13 @@ fn sample(ctx: &Context, c: &Container) -> Sample {
         memory: usage.memory_bytes.unwrap_or(0),
         limit: usage.memory_limit.unwrap_or_else(super::system::mem_total),
         pids: usage.pids.unwrap_or(0),
-        nets: nets(c.status.pid),
+        nets: c
+            .status
+            .pid
+            .filter(|_| !host)
+            .map(crate::network::counters::interfaces)
+            .unwrap_or_default(),
+        io: cg.as_deref().map(crate::cgroup::io).unwrap_or_default(),
     }
 }
 
@@ -124,19 +110,28 @@ fn document(c: &Container, now: &Sample, pre: Option<&Sample>) -> Value {
     let networks: serde_json::Map<String, Value> = now
         .nets
         .iter()
-        .map(|(n, [rxb, rxp, txb, txp])| {
+        .map(|i| {
             (
-                n.clone(),
-                json!({"rx_bytes": rxb, "rx_packets": rxp, "rx_errors": 0, "rx_dropped": 0,
-                       "tx_bytes": txb, "tx_packets": txp, "tx_errors": 0, "tx_dropped": 0}),
+                i.name.clone(),
+                json!({"rx_bytes": i.rx_bytes, "rx_packets": i.rx_packets, "rx_errors": 0, "rx_dropped": 0,
+                       "tx_bytes": i.tx_bytes, "tx_packets": i.tx_packets, "tx_errors": 0, "tx_dropped": 0}),
             )
+        })
+        .collect();
+    // Docker's shape: a row per device and operation.
+    let io: Vec<Value> = now
+        .io
+        .iter()
+        .flat_map(|d| {
+            [("read", d.read_bytes), ("write", d.write_bytes)]
+                .map(|(op, v)| json!({"major": d.major, "minor": d.minor, "op": op, "value": v}))
         })
         .collect();
     json!({
         "read": now.read,
         "preread": pre.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), |p| p.read.clone()),
         "pids_stats": {"current": now.pids},
-        "blkio_stats": {"io_service_bytes_recursive": null, "io_serviced_recursive": null},
+        "blkio_stats": {"io_service_bytes_recursive": io, "io_serviced_recursive": null},
         "num_procs": 0,
         "storage_stats": {},
         "cpu_stats": cpu(Some(now)),

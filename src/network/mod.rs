@@ -6,6 +6,7 @@
 pub mod attach;
 pub mod bridge;
 pub mod cni;
+pub mod counters;
 pub mod files;
 pub mod names;
 pub mod netns;

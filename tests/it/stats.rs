@@ -20,8 +20,16 @@ fn stats_show_cpu_memory_and_pids_from_the_cgroup() {
         ),
     );
     d.write_unit("idle", &unit("exec sleep 1000", "stop_signal = \"KILL\"\n"));
+    d.write_unit(
+        "writer",
+        &unit(
+            "dd if=/dev/zero of=/var/blob bs=1M count=4 oflag=direct 2>/dev/null; exec sleep 1000",
+            "stop_signal = \"KILL\"\n[network]\nmode = \"none\"\n",
+        ),
+    );
     d.wait_state("busy", "running", 20 * SEC);
     d.wait_state("idle", "running", 20 * SEC);
+    d.wait_state("writer", "running", 20 * SEC);
     let out = d.rctl(&["stats", "--output", "json"]);
     assert!(
         out.status.success(),
@@ -43,6 +51,18 @@ fn stats_show_cpu_memory_and_pids_from_the_cgroup() {
     assert_eq!(busy["memory_limit"], 32 * 1024 * 1024, "{busy:#}");
     assert!(busy["memory_bytes"].as_u64().unwrap_or(0) > 0, "{busy:#}");
     assert!(busy["pids"].as_u64().unwrap_or(0) >= 2, "{busy:#}");
+    // Bridged: its interface's counters; `mode = "none"`: no interface but loopback.
+    assert!(
+        busy["net"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|i| i["name"] == "eth0")),
+        "{busy:#}"
+    );
+    assert_eq!(row("writer")["net"], serde_json::json!([]));
+    // Block I/O, a device a row, from the cgroup (what the kernel accounts there: this
+    // sandbox's kernel accounts none to cgroups, so only the shape is checked here; the
+    // parsing of v1's and v2's files is tested in cgroup.rs).
+    assert!(row("writer")["io"].is_array(), "{:#}", row("writer"));
     let idle = row("idle");
     assert!(
         idle["cpu_percent"].as_f64().unwrap_or(100.0) < 5.0,
@@ -52,6 +72,10 @@ fn stats_show_cpu_memory_and_pids_from_the_cgroup() {
     let text = String::from_utf8_lossy(&d.rctl(&["stats", "busy"]).stdout).to_string();
     assert!(
         text.starts_with("UNIT") && text.contains("busy") && !text.contains("idle"),
+        "{text}"
+    );
+    assert!(
+        text.contains("NET I/O") && text.contains("BLOCK I/O"),
         "{text}"
     );
     let text = String::from_utf8_lossy(&d.rctl(&["status", "busy"]).stdout).to_string();
