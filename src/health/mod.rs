@@ -83,6 +83,9 @@ pub struct Probe {
     /// An HTTP or TCP probe the daemon makes in the container's network namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<crate::unit::NetProbe>,
+    /// A probe that must pass before this one runs (`[health.startup]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<Box<Probe>>,
     /// Time between probes.
     pub interval: Duration,
     /// Time a probe may take.
@@ -109,16 +112,32 @@ pub fn resolve(unit: &Health, image: Option<&ImageHealth>) -> Option<Probe> {
         }
         _ => None,
     });
-    // The unit's own probe, of whatever kind, replaces the image's.
-    let (cmd, net) = match (&unit.net, &unit.cmd) {
-        (Some(net), _) => (Vec::new(), Some(net.clone())),
-        (None, Some(cmd)) => (cmd.clone(), None),
-        (None, None) => (image_cmd?, None),
+    // The unit's own probe, of whatever kind, replaces the image's. A startup probe alone
+    // makes a check too: the container is healthy once it passes.
+    let startup = unit.startup.as_ref().map(|st| {
+        Box::new(Probe {
+            cmd: st.cmd.clone().unwrap_or_default(),
+            net: st.net.clone(),
+            startup: None,
+            interval: st.interval,
+            timeout: st.timeout,
+            retries: st.retries,
+            start_period: Duration::ZERO,
+            start_interval: st.interval,
+        })
+    });
+    let (cmd, net) = match (&unit.net, &unit.cmd, image_cmd) {
+        (Some(net), _, _) => (Vec::new(), Some(net.clone())),
+        (None, Some(cmd), _) => (cmd.clone(), None),
+        (None, None, Some(cmd)) => (cmd, None),
+        (None, None, None) if startup.is_some() => (Vec::new(), None),
+        (None, None, None) => return None,
     };
     let pick = |u: Option<Duration>, i: Option<Duration>, d: Duration| u.or(i).unwrap_or(d);
     Some(Probe {
         cmd,
         net,
+        startup,
         interval: pick(
             unit.interval,
             image.and_then(|i| i.interval),
@@ -187,6 +206,9 @@ pub struct HealthState {
     pub failing_streak: u32,
     /// The last results, oldest first.
     pub log: VecDeque<Check>,
+    /// Its startup probe passed (`[health.startup]`): the other probe runs.
+    #[serde(default)]
+    pub started: bool,
 }
 
 impl Default for HealthState {
@@ -195,6 +217,7 @@ impl Default for HealthState {
             status: Status::Starting,
             failing_streak: 0,
             log: VecDeque::new(),
+            started: false,
         }
     }
 }
@@ -209,6 +232,30 @@ impl HealthState {
             self.status = Status::Healthy;
         } else if in_start_period && self.status == Status::Starting {
             // Docker's rule: a failure in the start period counts only after a first success.
+        } else {
+            self.failing_streak += 1;
+            if self.failing_streak >= retries {
+                self.status = Status::Unhealthy;
+            }
+        }
+        self.log.push_back(check);
+        while self.log.len() > KEEP {
+            self.log.pop_front();
+        }
+        self.status != before
+    }
+
+    /// Takes in one result of the startup probe, `retries` failures in a row of which make the
+    /// container unhealthy; a success lets the other probe run (or, with none, is healthy).
+    /// Returns whether the status changed.
+    pub fn observe_startup(&mut self, check: Check, retries: u32, main: bool) -> bool {
+        let before = self.status;
+        if check.exit_code == 0 {
+            self.started = true;
+            self.failing_streak = 0;
+            if !main {
+                self.status = Status::Healthy;
+            }
         } else {
             self.failing_streak += 1;
             if self.failing_streak >= retries {
@@ -533,14 +580,25 @@ pub fn spawn_monitor(
         while let Some(probe) = current_probe(&ctx, &name, &id, started_ms, image.as_ref()) {
             let grace =
                 |now: u64| now.saturating_sub(started_ms) < probe.start_period.as_millis() as u64;
-            let wait = state.next_in(&probe, grace(crate::clock::now_ms()));
+            // Until the startup probe passes, it runs alone, at its own interval.
+            let startup = probe.startup.as_deref().filter(|_| !state.started);
+            let main = !probe.cmd.is_empty() || probe.net.is_some();
+            if startup.is_none() && !main {
+                // A startup probe alone, passed: nothing more to probe.
+                break;
+            }
+            let wait = match startup {
+                Some(st) => st.interval,
+                None => state.next_in(&probe, grace(crate::clock::now_ms())),
+            };
             tokio::time::sleep(wait).await;
             if current_probe(&ctx, &name, &id, started_ms, image.as_ref()).is_none() {
                 break;
             }
-            let check = match &probe.net {
-                Some(net) => self::net::check(init_pid(&ctx, &name), net, probe.timeout).await,
-                None => ctx.health.probe(&ctx.runtime, &id, &probe, &dir).await,
+            let active = startup.unwrap_or(&probe);
+            let check = match &active.net {
+                Some(net) => self::net::check(init_pid(&ctx, &name), net, active.timeout).await,
+                None => ctx.health.probe(&ctx.runtime, &id, active, &dir).await,
             };
             // A probe that outlived its run (stopped, or restarted under the same id while it
             // waited or ran) says nothing of the run that follows.
@@ -552,7 +610,10 @@ pub fn spawn_monitor(
             if check.exit_code != 0 {
                 tracing::debug!(container = %id, exit_code = check.exit_code, output = %check.output.trim(), "health probe failed");
             }
-            let changed = state.observe(check, in_grace, probe.retries);
+            let changed = match startup {
+                Some(st) => state.observe_startup(check, st.retries, main),
+                None => state.observe(check, in_grace, probe.retries),
+            };
             ctx.health
                 .set(&id, started_ms, state.clone(), &dir, changed)
                 .await;
@@ -615,6 +676,28 @@ fn current_probe(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_startup_probe_passes_once_or_fails_its_retries() {
+        let mut s = HealthState::default();
+        assert!(!s.observe_startup(check(1), 3, true));
+        assert!(!s.observe_startup(check(1), 3, true));
+        assert!(!s.started);
+        // Passed: the other probe runs; the verdict is still to come.
+        assert!(!s.observe_startup(check(0), 3, true));
+        assert!(s.started && s.status == Status::Starting && s.failing_streak == 0);
+        // Without another probe, passing it is healthy.
+        let mut alone = HealthState::default();
+        assert!(alone.observe_startup(check(0), 3, false));
+        assert_eq!(alone.status, Status::Healthy);
+        // Its retries used up: unhealthy.
+        let mut never = HealthState::default();
+        for _ in 0..2 {
+            assert!(!never.observe_startup(check(1), 3, true));
+        }
+        assert!(never.observe_startup(check(1), 3, true));
+        assert_eq!(never.status, Status::Unhealthy);
+    }
+
     fn check(code: i32) -> Check {
         Check {
             start_ms: 0,
@@ -664,6 +747,7 @@ fi
         Probe {
             cmd: argv.iter().map(|a| a.to_string()).collect(),
             net: None,
+            startup: None,
             interval: Duration::from_secs(1),
             timeout,
             retries: 1,

@@ -129,6 +129,10 @@ pub struct Health {
     /// namespace (`http`, `tcp`): no exec, no shell needed in the image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub net: Option<NetProbe>,
+    /// `[health.startup]`: a probe that must pass before the others run (Kubernetes'
+    /// startupProbe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup: Option<Startup>,
     /// Time between probes.
     #[serde(with = "humantime_serde_shim::option")]
     pub interval: Option<Duration>,
@@ -145,6 +149,30 @@ pub struct Health {
     pub start_interval: Option<Duration>,
     /// What to do once unhealthy.
     pub on_unhealthy: OnUnhealthy,
+}
+
+/// Between two startup probes when `[health.startup]` sets none.
+pub const DEFAULT_STARTUP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long one startup probe may take when it sets none.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Startup probes that may fail in a row when it sets none: about a minute to start.
+pub const DEFAULT_STARTUP_RETRIES: u32 = 60;
+
+/// `[health.startup]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Startup {
+    /// An argv run in the container...
+    pub cmd: Option<Vec<String>>,
+    /// ...or an HTTP or TCP probe the daemon makes.
+    pub net: Option<NetProbe>,
+    /// Between two probes.
+    #[serde(with = "humantime_serde_shim")]
+    pub interval: Duration,
+    /// How long one may take.
+    #[serde(with = "humantime_serde_shim")]
+    pub timeout: Duration,
+    /// Failures in a row that make the container unhealthy.
+    pub retries: u32,
 }
 
 /// `[health] http` or `tcp`.

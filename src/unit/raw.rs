@@ -216,6 +216,8 @@ pub struct HealthSection {
     pub http: Option<Spanned<String>>,
     /// Or a TCP connect the daemon makes: `IP:PORT`.
     pub tcp: Option<Spanned<String>>,
+    /// `[health.startup]`: a probe that must pass before the others run.
+    pub startup: Option<Spanned<StartupSection>>,
     /// Time between probes.
     pub interval: Option<Spanned<Scalar>>,
     /// Time a probe may take.
@@ -230,6 +232,24 @@ pub struct HealthSection {
     pub disable: Option<Spanned<bool>>,
     /// What to do once unhealthy.
     pub on_unhealthy: Option<Spanned<String>>,
+}
+
+/// `[health.startup]`: Kubernetes' startup probe.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartupSection {
+    /// The probe: a shell string or an argv.
+    pub cmd: Option<Spanned<HealthCmd>>,
+    /// Or an HTTP GET the daemon makes.
+    pub http: Option<Spanned<String>>,
+    /// Or a TCP connect the daemon makes.
+    pub tcp: Option<Spanned<String>>,
+    /// Time between its probes.
+    pub interval: Option<Spanned<Scalar>>,
+    /// Time one probe may take.
+    pub timeout: Option<Spanned<Scalar>>,
+    /// Failures in a row that make the container unhealthy.
+    pub retries: Option<Spanned<Integer>>,
 }
 
 /// `cmd = "curl -f localhost"` (run with `/bin/sh -c`) or `cmd = ["curl", "-f", "localhost"]`.
@@ -579,6 +599,7 @@ fn unknown_top_level(key: &str, is_table: bool) -> (String, Option<&'static str>
                 "cmd",
                 "http",
                 "tcp",
+                "startup",
                 "interval",
                 "timeout",
                 "retries",

@@ -1335,3 +1335,31 @@ fn http_and_tcp_probes_are_one_probe_at_a_time() {
         assert!(format!("{err:?}").contains(says), "{bad}: {err:?}");
     }
 }
+
+#[test]
+fn a_startup_probe_needs_a_probe_and_has_defaults() {
+    let base = "[container]\nrootfs = \"/r\"\ncommand = [\"sh\"]\n[health]\ncmd = \"true\"\n";
+    let parse = |extra: &str| super::parse("u", Path::new("/u/u.toml"), &format!("{base}{extra}"));
+    let u = parse("[health.startup]\ntcp = \"127.0.0.1:80\"\n").unwrap();
+    let st = u.health.startup.unwrap();
+    assert_eq!((st.interval, st.retries), (Duration::from_secs(1), 60));
+    assert!(st.net.is_some() && st.cmd.is_none());
+    let u = parse("[health.startup]\ncmd = \"test -f /ready\"\ninterval = \"2s\"\nretries = 5\n")
+        .unwrap();
+    let st = u.health.startup.unwrap();
+    assert_eq!((st.interval, st.retries), (Duration::from_secs(2), 5));
+    for (bad, says) in [
+        ("[health.startup]\ninterval = \"1s\"\n", "needs a probe"),
+        (
+            "[health.startup]\ntcp = \"127.0.0.1:80\"\nretries = 0\n",
+            "at least 1",
+        ),
+        (
+            "[health.startup]\ntcp = \"127.0.0.1:80\"\nperiod = \"1s\"\n",
+            "unknown",
+        ),
+    ] {
+        let err = parse(bad).map(|_| ()).unwrap_err();
+        assert!(format!("{err:?}").contains(says), "{bad}: {err:?}");
+    }
+}

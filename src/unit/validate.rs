@@ -1158,68 +1158,11 @@ impl Checker {
     fn health(&mut self, section: raw::HealthSection) -> Option<super::Health> {
         let mut ok = true;
         let disable = section.disable.as_ref().is_some_and(|d| *d.get_ref());
-        let cmd = match section.cmd {
-            None => None,
-            Some(cmd) => {
-                let span = cmd.span();
-                let argv = match cmd.into_inner() {
-                    raw::HealthCmd::Shell(line) if line.trim().is_empty() => Err(
-                        "cmd must not be empty (to turn the image's check off, set disable = true)",
-                    ),
-                    raw::HealthCmd::Shell(line) => Ok(vec!["/bin/sh".into(), "-c".into(), line]),
-                    raw::HealthCmd::Exec(argv) if argv.first().is_none_or(|a| a.is_empty()) => {
-                        Err("cmd must start with a program")
-                    }
-                    raw::HealthCmd::Exec(argv) => Ok(argv),
-                };
-                match argv {
-                    Ok(argv) if disable => {
-                        self.err(span, "cmd and disable = true contradict each other");
-                        ok = false;
-                        Some(argv)
-                    }
-                    Ok(argv) => Some(argv),
-                    Err(message) => {
-                        self.err(span, message);
-                        ok = false;
-                        None
-                    }
-                }
-            }
-        };
-        // An HTTP or TCP probe instead of cmd: one kind of probe, and not with disable.
-        let mut net = None;
-        for (value, key, parse) in [
-            (
-                &section.http,
-                "http",
-                super::parse_http_probe as fn(&str) -> Result<_, _>,
-            ),
-            (&section.tcp, "tcp", super::parse_tcp_probe),
-        ] {
-            let Some(v) = value else { continue };
-            match parse(v.get_ref()) {
-                Err(reason) => {
-                    self.err(
-                        v.span(),
-                        format!("invalid {key} {:?}: {reason}", v.get_ref()),
-                    );
-                    ok = false;
-                }
-                Ok(_) if cmd.is_some() || net.is_some() => {
-                    self.err(v.span(), "one probe at a time: cmd, http or tcp");
-                    ok = false;
-                }
-                Ok(_) if disable => {
-                    self.err(
-                        v.span(),
-                        format!("{key} and disable = true contradict each other"),
-                    );
-                    ok = false;
-                }
-                Ok(p) => net = Some(p),
-            }
-        }
+        let (cmd, net) =
+            self.probe_kind(section.cmd, &section.http, &section.tcp, disable, &mut ok);
+        let startup = section
+            .startup
+            .and_then(|st| self.startup(st.into_inner(), disable, &mut ok));
         let mut positive = |c: &mut Self, v: Option<&Spanned<Scalar>>, key: &str| {
             let d = v.and_then(|v| c.duration(Some(v), Duration::ZERO));
             match (v, d) {
@@ -1278,12 +1221,150 @@ impl Checker {
             disable,
             cmd,
             net,
+            startup,
             interval,
             timeout,
             retries,
             start_period,
             start_interval,
             on_unhealthy,
+        })
+    }
+
+    /// A probe's kind: `cmd`, or `http` or `tcp` (one at a time, none with `disable`).
+    /// Problems are reported and clear `ok`.
+    fn probe_kind(
+        &mut self,
+        cmd: Option<Spanned<raw::HealthCmd>>,
+        http: &Option<Spanned<String>>,
+        tcp: &Option<Spanned<String>>,
+        disable: bool,
+        ok: &mut bool,
+    ) -> (Option<Vec<String>>, Option<super::NetProbe>) {
+        let cmd = match cmd {
+            None => None,
+            Some(cmd) => {
+                let span = cmd.span();
+                let argv = match cmd.into_inner() {
+                    raw::HealthCmd::Shell(line) if line.trim().is_empty() => Err(
+                        "cmd must not be empty (to turn the image's check off, set disable = true)",
+                    ),
+                    raw::HealthCmd::Shell(line) => Ok(vec!["/bin/sh".into(), "-c".into(), line]),
+                    raw::HealthCmd::Exec(argv) if argv.first().is_none_or(|a| a.is_empty()) => {
+                        Err("cmd must start with a program")
+                    }
+                    raw::HealthCmd::Exec(argv) => Ok(argv),
+                };
+                match argv {
+                    Ok(argv) if disable => {
+                        self.err(span, "cmd and disable = true contradict each other");
+                        *ok = false;
+                        Some(argv)
+                    }
+                    Ok(argv) => Some(argv),
+                    Err(message) => {
+                        self.err(span, message);
+                        *ok = false;
+                        None
+                    }
+                }
+            }
+        };
+        let mut net = None;
+        for (value, key, parse) in [
+            (
+                http,
+                "http",
+                super::parse_http_probe as fn(&str) -> Result<_, _>,
+            ),
+            (tcp, "tcp", super::parse_tcp_probe),
+        ] {
+            let Some(v) = value else { continue };
+            match parse(v.get_ref()) {
+                Err(reason) => {
+                    self.err(
+                        v.span(),
+                        format!("invalid {key} {:?}: {reason}", v.get_ref()),
+                    );
+                    *ok = false;
+                }
+                Ok(_) if cmd.is_some() || net.is_some() => {
+                    self.err(v.span(), "one probe at a time: cmd, http or tcp");
+                    *ok = false;
+                }
+                Ok(_) if disable => {
+                    self.err(
+                        v.span(),
+                        format!("{key} and disable = true contradict each other"),
+                    );
+                    *ok = false;
+                }
+                Ok(p) => net = Some(p),
+            }
+        }
+        (cmd, net)
+    }
+
+    /// `[health.startup]`: Kubernetes' startup probe.
+    fn startup(
+        &mut self,
+        st: raw::StartupSection,
+        disable: bool,
+        ok: &mut bool,
+    ) -> Option<super::Startup> {
+        let (cmd, net) = self.probe_kind(st.cmd, &st.http, &st.tcp, disable, ok);
+        if cmd.is_none() && net.is_none() {
+            self.err(TOP, "[health.startup] needs a probe: cmd, http or tcp");
+            *ok = false;
+            return None;
+        }
+        let mut positive = |c: &mut Self, v: Option<&Spanned<Scalar>>, key: &str, d: Duration| {
+            let got = c.duration(v, d);
+            match (v, got) {
+                (Some(v), Some(d)) if d.is_zero() => {
+                    c.err(v.span(), format!("startup {key} must be more than 0"));
+                    *ok = false;
+                    None
+                }
+                (_, None) => {
+                    *ok = false;
+                    None
+                }
+                (_, d) => d,
+            }
+        };
+        let interval = positive(
+            self,
+            st.interval.as_ref(),
+            "interval",
+            super::DEFAULT_STARTUP_INTERVAL,
+        )?;
+        let timeout = positive(
+            self,
+            st.timeout.as_ref(),
+            "timeout",
+            super::DEFAULT_STARTUP_TIMEOUT,
+        )?;
+        let retries = match &st.retries {
+            None => super::DEFAULT_STARTUP_RETRIES,
+            Some(r) => match u32::try_from(r.get_ref().0) {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    self.err(
+                        r.span(),
+                        format!("startup retries must be at least 1 (got {})", r.get_ref().0),
+                    );
+                    *ok = false;
+                    return None;
+                }
+            },
+        };
+        Some(super::Startup {
+            cmd,
+            net,
+            interval,
+            timeout,
+            retries,
         })
     }
 

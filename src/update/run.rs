@@ -146,8 +146,12 @@ async fn judge(ctx: &Arc<Context>, name: &str, unit: &Unit, mut state: State, tr
         .and_then(|r| r.container_id.as_deref())
         .and_then(|id| ctx.health.get(id))
         .map(|h| h.status);
-    let checked = !unit.health.disable
-        && (unit.health.cmd.is_some() || record.as_ref().is_some_and(|r| r.image_health.is_some()));
+    let h = &unit.health;
+    let checked = !h.disable
+        && (h.cmd.is_some()
+            || h.net.is_some()
+            || h.startup.is_some()
+            || record.as_ref().is_some_and(|r| r.image_health.is_some()));
     let seen = Observed {
         record: record.as_ref(),
         health,

@@ -347,3 +347,38 @@ fn http_and_tcp_probes_need_nothing_in_the_image() {
     // theirs (nothing listens there on the host, or it is something else).
     assert_eq!(d.status("web").unwrap()["state"], "running");
 }
+
+#[test]
+fn a_startup_probe_holds_the_other_back_until_it_passes() {
+    let d = Daemon::start();
+    // httpd comes up after 2 s; the startup probe waits for its port, then the http probe runs.
+    d.write_unit(
+        "slow",
+        &unit(
+            "sleep 2; exec httpd -f -p 8080 -h /etc",
+            "stop_signal = \"KILL\"\n[network]\nmode = \"none\"\n\
+             [health]\nhttp = \"http://127.0.0.1:8080/passwd\"\ninterval = \"500ms\"\nretries = 1\n\
+             [health.startup]\ntcp = \"127.0.0.1:8080\"\ninterval = \"300ms\"\nretries = 30\n",
+        ),
+    );
+    // Never comes up: unhealthy after the startup probe's retries.
+    d.write_unit(
+        "never",
+        &unit(
+            "exec sleep 1000",
+            "stop_signal = \"KILL\"\n[network]\nmode = \"none\"\n\
+             [health]\nhttp = \"http://127.0.0.1:8080/\"\n\
+             [health.startup]\ntcp = \"127.0.0.1:8080\"\ninterval = \"200ms\"\nretries = 3\n",
+        ),
+    );
+    let h = wait_health(&d, "slow", "healthy", 30 * SEC);
+    let log = h["log"].to_string();
+    // The startup probe's refusals first, then the http probe's answer.
+    assert!(log.contains("refused") && log.contains("200 OK"), "{h:#}");
+    let h = wait_health(&d, "never", "unhealthy", 30 * SEC);
+    assert!(h["failing_streak"].as_u64() >= Some(3), "{h:#}");
+    assert!(
+        !h["log"].to_string().contains("GET"),
+        "the http probe never ran: {h:#}"
+    );
+}
