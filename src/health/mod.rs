@@ -561,7 +561,9 @@ pub fn spawn_monitor(
     let ctx = ctx.clone();
     let name = name.to_string();
     let id = id.to_string();
-    let span = tracing::info_span!("unit", unit = %name);
+    // A root span: the monitor outlives the reconcile that started it, whose span it would
+    // otherwise repeat (`unit{unit=web}:unit{unit=web}`).
+    let span = tracing::info_span!(parent: None, "unit", unit = %name);
     let (tasks, cancel) = (ctx.tasks.clone(), ctx.cancel.clone());
     let monitor = async move {
         let dir = ctx.paths.container(&id);

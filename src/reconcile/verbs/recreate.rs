@@ -24,7 +24,12 @@ pub async fn recreate(
             r.state,
             State::Running | State::Restarting | State::Starting | State::Pulling
         );
-    tracing::info!("unit changed; recreating its container");
+    // The spec as it ran, or only the image's digest (image updates) that changed.
+    if unit.is_some_and(|u| r.spec_hash.as_deref() == Some(u.spec_hash.as_str())) {
+        tracing::info!("its image digest changed; recreating its container");
+    } else {
+        tracing::info!("unit changed; recreating its container");
+    }
     stop_container(ctx, unit, &mut r, Depth::Retire).await?;
     r.container_id = None;
     r.spec_hash = None;
