@@ -445,25 +445,7 @@ impl Checker {
         };
 
         let stop_signal = match s.stop_signal {
-            Some(sig) => {
-                let parsed = match sig.get_ref() {
-                    Scalar::Text(t) => quantity::parse_signal(t),
-                    Scalar::Int(n) => i32::try_from(*n)
-                        .ok()
-                        .and_then(quantity::signal_from_number)
-                        .ok_or_else(|| quantity::SIGNAL_SHAPE.to_owned()),
-                };
-                match parsed {
-                    Ok(signal) => Some(Some(signal.as_str().to_owned())),
-                    Err(reason) => {
-                        self.err(
-                            sig.span(),
-                            format!("invalid signal {}: {reason}", sig.get_ref()),
-                        );
-                        None
-                    }
-                }
-            }
+            Some(sig) => self.signal(&sig, "signal", |_| Ok(())).map(Some),
             // An image unit leaves it to the image's StopSignal (Docker's rule), known only at start.
             None if is_image => Some(None),
             None => Some(Some("SIGTERM".to_owned())),
@@ -473,32 +455,14 @@ impl Checker {
         // Delivered, never a stop: SIGKILL and SIGSTOP cannot be what a reload asks for.
         let reload_signal = match s.reload_signal {
             None => Some(None),
-            Some(sig) => {
-                let parsed = match sig.get_ref() {
-                    Scalar::Text(t) => quantity::parse_signal(t),
-                    Scalar::Int(n) => i32::try_from(*n)
-                        .ok()
-                        .and_then(quantity::signal_from_number)
-                        .ok_or_else(|| quantity::SIGNAL_SHAPE.to_owned()),
-                }
-                .and_then(|s| match s.as_str() {
-                    "SIGKILL" | "SIGSTOP" => Err(format!(
-                        "{} cannot be caught, so it reloads nothing",
-                        s.as_str()
-                    )),
-                    _ => Ok(s),
-                });
-                match parsed {
-                    Ok(signal) => Some(Some(signal.as_str().to_owned())),
-                    Err(reason) => {
-                        self.err(
-                            sig.span(),
-                            format!("invalid reload_signal {}: {reason}", sig.get_ref()),
-                        );
-                        None
+            Some(sig) => self
+                .signal(&sig, "reload_signal", |name| match name {
+                    "SIGKILL" | "SIGSTOP" => {
+                        Err(format!("{name} cannot be caught, so it reloads nothing"))
                     }
-                }
-            }
+                    _ => Ok(()),
+                })
+                .map(Some),
         };
 
         let before = self.problems.len();
@@ -1366,6 +1330,34 @@ impl Checker {
             timeout,
             retries,
         })
+    }
+
+    /// A signal key (a name or a number), normalized (`"SIGTERM"`), or None with the problem
+    /// reported as "invalid {what} ...". `allowed` refuses a signal the key cannot take.
+    fn signal(
+        &mut self,
+        sig: &Spanned<Scalar>,
+        what: &str,
+        allowed: impl Fn(&str) -> Result<(), String>,
+    ) -> Option<String> {
+        let parsed = match sig.get_ref() {
+            Scalar::Text(t) => quantity::parse_signal(t),
+            Scalar::Int(n) => i32::try_from(*n)
+                .ok()
+                .and_then(quantity::signal_from_number)
+                .ok_or_else(|| quantity::SIGNAL_SHAPE.to_owned()),
+        }
+        .and_then(|s| allowed(s.as_str()).map(|()| s.as_str().to_owned()));
+        match parsed {
+            Ok(name) => Some(name),
+            Err(reason) => {
+                self.err(
+                    sig.span(),
+                    format!("invalid {what} {}: {reason}", sig.get_ref()),
+                );
+                None
+            }
+        }
     }
 
     /// A duration key, or its default when absent.
