@@ -38,6 +38,8 @@ mod layers;
 mod lifecycle;
 #[path = "it/logs.rs"]
 mod logs;
+#[path = "it/metrics.rs"]
+mod metrics;
 #[path = "it/native_net.rs"]
 mod native_net;
 #[path = "it/policy.rs"]

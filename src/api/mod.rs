@@ -7,6 +7,7 @@ pub mod events;
 pub mod exec;
 pub mod images;
 pub mod logs;
+pub mod metrics;
 pub mod process;
 pub mod server;
 pub mod stats;

@@ -29,6 +29,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/reload", post(reload))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/daemon", get(daemon))
+        .route("/metrics", get(super::metrics::metrics))
         .merge(super::images::routes())
         .merge(super::volumes::routes())
         .merge(super::update::routes())

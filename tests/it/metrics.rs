@@ -1,0 +1,133 @@
+//! `/metrics` on the socket: Prometheus' text format, checked by Prometheus' own `promtool`
+//! (Debian's `prometheus` package, which `scripts/setup.sh` installs), scraped before and
+//! after a crash, an OOM kill and an unhealthy turn.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn scrape(d: &Daemon) -> String {
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "10", "--unix-socket"])
+        .arg(&d.socket)
+        .arg("http://rcd/metrics")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `promtool check metrics`: the exposition parses and follows Prometheus' naming rules.
+fn promtool(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; `sh scripts/setup.sh` installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The value of the sample `name{labels}` (labels as written, in order).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_follow_a_crash_an_oom_and_an_unhealthy_turn() {
+    let d = Daemon::start();
+    d.write_unit(
+        "steady",
+        &unit("touch /tmp/ok; exec sleep 1000", "stop_signal = \"KILL\"\n[health]\ncmd = \"test -f /tmp/ok\"\ninterval = \"300ms\"\nretries = 1\n"),
+    );
+    d.wait_state("steady", "running", 20 * SEC);
+    wait_until(10 * SEC, "steady healthy", || {
+        scrape(&d).contains("rcd_unit_health{unit=\"steady\",status=\"healthy\"} 1")
+    });
+    let before = scrape(&d);
+    promtool(&before);
+    assert_eq!(
+        value(&before, "rcd_unit_state{unit=\"steady\",state=\"running\"}"),
+        Some(1.0)
+    );
+    assert!(
+        value(&before, "rcd_container_pids{unit=\"steady\"}") >= Some(1.0),
+        "{before}"
+    );
+    assert!(
+        value(&before, "rcd_container_memory_bytes{unit=\"steady\"}") > Some(0.0),
+        "{before}"
+    );
+
+    // A crash, an OOM kill, an unhealthy turn.
+    d.write_unit(
+        "crash",
+        &unit(
+            "sleep 0.3; exit 3",
+            "[restart]\npolicy = \"always\"\ndelay = \"100ms\"\n",
+        ),
+    );
+    d.write_unit(
+        "hog",
+        &unit(
+            "exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+            "[resources]\nmemory = \"16M\"\n[restart]\npolicy = \"on-failure\"\nmax_retries = 1\ndelay = \"100ms\"\n",
+        ),
+    );
+    assert!(d
+        .rctl(&["exec", "steady", "--", "rm", "/tmp/ok"])
+        .status
+        .success());
+    d.wait_state("hog", "failed", 30 * SEC);
+    wait_until(20 * SEC, "the crash restarted twice", || {
+        value(&scrape(&d), "rcd_unit_restarts_total{unit=\"crash\"}") >= Some(2.0)
+    });
+    wait_until(10 * SEC, "steady unhealthy", || {
+        scrape(&d).contains("rcd_unit_health{unit=\"steady\",status=\"unhealthy\"} 1")
+    });
+    let after = scrape(&d);
+    promtool(&after);
+    assert_eq!(
+        value(&after, "rcd_unit_state{unit=\"hog\",state=\"failed\"}"),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        value(&after, "rcd_unit_last_exit_oom{unit=\"hog\"}"),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        value(&after, "rcd_unit_last_exit_code{unit=\"hog\"}"),
+        Some(137.0),
+        "{after}"
+    );
+    assert_eq!(
+        value(&after, "rcd_unit_restarts_total{unit=\"hog\"}"),
+        Some(1.0),
+        "{after}"
+    );
+    assert!(
+        value(&after, "rcd_container_cpu_seconds_total{unit=\"steady\"}")
+            >= value(&before, "rcd_container_cpu_seconds_total{unit=\"steady\"}"),
+        "{after}"
+    );
+}
