@@ -71,6 +71,9 @@ pub struct Api {
     pub docker_socket: Option<PathBuf>,
     /// `docker_read_only_socket`: the Docker Engine API's GET routes only, for monitoring tools.
     pub docker_read_only_socket: Option<PathBuf>,
+    /// `metrics_listen`: `/metrics` alone over plain HTTP, on a loopback address only (the
+    /// mutual-TLS listeners of `listen` serve it too).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `[logs]`.
@@ -228,6 +231,7 @@ struct RawApi {
     insecure: Option<bool>,
     docker_socket: Option<Spanned<String>>,
     docker_read_only_socket: Option<Spanned<String>>,
+    metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -428,6 +432,31 @@ impl FileConfig {
                     config.api.docker_read_only_socket = Some(path);
                 }
             }
+        }
+        if let Some(v) = raw.api.as_ref().and_then(|a| a.metrics_listen.as_ref()) {
+            let addr: std::net::SocketAddr = v
+                .get_ref()
+                .trim_start_matches("tcp://")
+                .parse()
+                .map_err(|_| {
+                    at(
+                        Some(v.span()),
+                        format!(
+                            "metrics_listen: {:?} is not an address and port (127.0.0.1:9101)",
+                            v.get_ref()
+                        ),
+                    )
+                })?;
+            if !addr.ip().is_loopback() {
+                return Err(at(
+                    Some(v.span()),
+                    format!(
+                        "metrics_listen: {addr} is not a loopback address: plain HTTP is only for this host; \
+                         a listener of `listen` (mutual TLS) serves /metrics to others"
+                    ),
+                ));
+            }
+            config.api.metrics_listen = Some(addr);
         }
         if let Some(a) = raw.api {
             for (value, slot) in [
@@ -896,6 +925,10 @@ mod tests {
             (
                 "[images]\ngc_high = \"lots\"\n",
                 "/etc/rcd/rcd.toml:2:11: \"lots\" is not a percentage",
+            ),
+            (
+                "[api]\nmetrics_listen = \"0.0.0.0:9101\"\n",
+                "/etc/rcd/rcd.toml:2:18: metrics_listen: 0.0.0.0:9101 is not a loopback address",
             ),
             (
                 "[update]\ncheck = \"1s\"\n",

@@ -274,6 +274,23 @@ pub async fn run(
         })
     };
 
+    // /metrics alone, in plain HTTP on a loopback address, when the config asks for it.
+    if let Some(addr) = config.file.api.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Runtime(format!("metrics_listen {addr}: {e}")))?;
+        tracing::info!(%addr, "metrics listening (plain HTTP, loopback)");
+        let router = axum::Router::new()
+            .route("/metrics", axum::routing::get(crate::api::metrics::metrics))
+            .with_state(ctx.clone());
+        let mstop = stop.clone();
+        tasks.spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { mstop.cancelled().await })
+                .await;
+        });
+    }
+
     // The Docker Engine API, on sockets of its own when the config asks for them.
     for (path, read_only) in [
         (config.file.api.docker_socket.clone(), false),

@@ -53,7 +53,17 @@ fn value(text: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn metrics_follow_a_crash_an_oom_and_an_unhealthy_turn() {
-    let d = Daemon::start();
+    let mut d = Daemon::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    d.write_config(
+        "",
+        &format!("[api]\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+    );
+    d.spawn();
     d.write_unit(
         "steady",
         &unit("touch /tmp/ok; exec sleep 1000", "stop_signal = \"KILL\"\n[health]\ncmd = \"test -f /tmp/ok\"\ninterval = \"300ms\"\nretries = 1\n"),
@@ -64,6 +74,17 @@ fn metrics_follow_a_crash_an_oom_and_an_unhealthy_turn() {
     });
     let before = scrape(&d);
     promtool(&before);
+    // The same over plain HTTP on the loopback listener, for a Prometheus on this host.
+    let tcp = Command::new("curl")
+        .args(["-sf", "--max-time", "10"])
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .unwrap();
+    let tcp = String::from_utf8_lossy(&tcp.stdout).into_owned();
+    assert!(
+        tcp.contains("rcd_unit_state{unit=\"steady\",state=\"running\"} 1"),
+        "{tcp}"
+    );
     assert_eq!(
         value(&before, "rcd_unit_state{unit=\"steady\",state=\"running\"}"),
         Some(1.0)
