@@ -63,6 +63,47 @@ struct Unit {
     io: Vec<crate::cgroup::DeviceIo>,
 }
 
+/// What one unit shows, read now: its record's figures and its running container's.
+fn read(
+    c: &Context,
+    (name, r, valid, host): &(String, Option<crate::store::Record>, bool, bool),
+) -> Unit {
+    let state = match (r, valid) {
+        (Some(r), _) => r.state.as_str(),
+        (None, false) => "invalid",
+        (None, true) => RecState::Pending.as_str(),
+    };
+    let running = r
+        .as_ref()
+        .filter(|r| r.state == RecState::Running)
+        .and_then(|r| Some((r.container_id.clone()?, r.pid)));
+    let health = running
+        .as_ref()
+        .and_then(|(id, _)| c.health.get(id))
+        .map(|h| h.status.as_str());
+    let cg = running.as_ref().map(|(id, _)| c.cgroups_path(id));
+    Unit {
+        state,
+        restarts: r.as_ref().map_or(0, |r| r.restarts),
+        exit_code: r.as_ref().and_then(|r| r.exit_code),
+        exit_oom: r
+            .as_ref()
+            .is_some_and(|r| r.exit_reason.as_deref() == Some("oom")),
+        held: r.as_ref().is_some_and(|r| r.hold),
+        health,
+        update_ok: c.updates.get(name).and_then(|s| s.last).map(|l| l.ok),
+        usage: cg.as_deref().map(crate::cgroup::usage),
+        net: running
+            .as_ref()
+            .and_then(|(_, pid)| *pid)
+            .filter(|_| !host)
+            .map(crate::network::counters::interfaces)
+            .unwrap_or_default(),
+        io: cg.as_deref().map(crate::cgroup::io).unwrap_or_default(),
+        name: name.clone(),
+    }
+}
+
 /// `GET /metrics`.
 pub async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     let listed: Vec<(String, Option<crate::store::Record>, bool, bool)> = ctx.units.view(|t| {
@@ -77,46 +118,21 @@ pub async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
             .collect()
     });
     let c = ctx.clone();
+    // The cgroup and /proc reads of many containers, spread over the cores (a thousand units
+    // read one after another take longer than a scrape should).
     let units: Vec<Unit> = tokio::task::spawn_blocking(move || {
-        listed
-            .into_iter()
-            .map(|(name, r, valid, host)| {
-                let state = match (&r, valid) {
-                    (Some(r), _) => r.state.as_str(),
-                    (None, false) => "invalid",
-                    (None, true) => RecState::Pending.as_str(),
-                };
-                let running = r
-                    .as_ref()
-                    .filter(|r| r.state == RecState::Running)
-                    .and_then(|r| Some((r.container_id.clone()?, r.pid)));
-                let health = running
-                    .as_ref()
-                    .and_then(|(id, _)| c.health.get(id))
-                    .map(|h| h.status.as_str());
-                let cg = running.as_ref().map(|(id, _)| c.cgroups_path(id));
-                Unit {
-                    state,
-                    restarts: r.as_ref().map_or(0, |r| r.restarts),
-                    exit_code: r.as_ref().and_then(|r| r.exit_code),
-                    exit_oom: r
-                        .as_ref()
-                        .is_some_and(|r| r.exit_reason.as_deref() == Some("oom")),
-                    held: r.as_ref().is_some_and(|r| r.hold),
-                    health,
-                    update_ok: c.updates.get(&name).and_then(|s| s.last).map(|l| l.ok),
-                    usage: cg.as_deref().map(crate::cgroup::usage),
-                    net: running
-                        .as_ref()
-                        .and_then(|(_, pid)| *pid)
-                        .filter(|_| !host)
-                        .map(crate::network::counters::interfaces)
-                        .unwrap_or_default(),
-                    io: cg.as_deref().map(crate::cgroup::io).unwrap_or_default(),
-                    name,
-                }
-            })
-            .collect()
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = listed.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = listed
+                .chunks(chunk)
+                .map(|part| scope.spawn(|| part.iter().map(|u| read(&c, u)).collect::<Vec<_>>()))
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|p| p.join().unwrap_or_default())
+                .collect()
+        })
     })
     .await
     .unwrap_or_default();
