@@ -145,6 +145,11 @@ pub async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     )
 }
 
+/// A block device as its label names it (`8:0`).
+fn device(d: &crate::cgroup::DeviceIo) -> String {
+    format!("{}:{}", d.major, d.minor)
+}
+
 /// The exposition of `units`.
 fn render(units: &[Unit]) -> String {
     let mut out = String::new();
@@ -280,44 +285,39 @@ fn render(units: &[Unit]) -> String {
         "Processes in the container.",
         &|u| u.pids.map(|v| v.to_string()),
     );
-    for (name, help, rx) in [
+    // Counters a row per interface or device: the label that tells the rows apart, and them.
+    type Rows = fn(&Unit) -> Vec<(String, u64)>;
+    let net: [(&str, &str, Rows); 2] = [
         (
             "rcd_container_network_receive_bytes_total",
             "Bytes received on the container's interfaces.",
-            true,
+            |u| u.net.iter().map(|i| (i.name.clone(), i.rx_bytes)).collect(),
         ),
         (
             "rcd_container_network_transmit_bytes_total",
             "Bytes sent on the container's interfaces.",
-            false,
+            |u| u.net.iter().map(|i| (i.name.clone(), i.tx_bytes)).collect(),
         ),
-    ] {
-        let mut f = family(&mut out, name, "counter", help);
-        for (u, _) in &running {
-            for i in &u.net {
-                let v = if rx { i.rx_bytes } else { i.tx_bytes };
-                f.sample(name, &[("unit", &u.name), ("interface", &i.name)], v);
-            }
-        }
-    }
-    for (name, help, read) in [
+    ];
+    let io: [(&str, &str, Rows); 2] = [
         (
             "rcd_container_block_read_bytes_total",
             "Bytes the container's cgroup read from block devices.",
-            true,
+            |u| u.io.iter().map(|d| (device(d), d.read_bytes)).collect(),
         ),
         (
             "rcd_container_block_write_bytes_total",
             "Bytes the container's cgroup wrote to block devices.",
-            false,
+            |u| u.io.iter().map(|d| (device(d), d.write_bytes)).collect(),
         ),
-    ] {
-        let mut f = family(&mut out, name, "counter", help);
-        for (u, _) in &running {
-            for d in &u.io {
-                let dev = format!("{}:{}", d.major, d.minor);
-                let v = if read { d.read_bytes } else { d.write_bytes };
-                f.sample(name, &[("unit", &u.name), ("device", &dev)], v);
+    ];
+    for (key, families) in [("interface", net), ("device", io)] {
+        for (name, help, rows) in families {
+            let mut f = family(&mut out, name, "counter", help);
+            for (u, _) in &running {
+                for (label, v) in rows(u) {
+                    f.sample(name, &[("unit", &u.name), (key, &label)], v);
+                }
             }
         }
     }

@@ -70,7 +70,7 @@ struct KillQuery {
 }
 
 /// The running container of unit `name`: its runtime id and the signal it stops with.
-fn running(ctx: &Context, name: &str) -> Result<(String, String, Option<i32>), ApiError> {
+fn running(ctx: &Context, name: &str) -> Result<(String, String), ApiError> {
     let e = ctx.units.get(name).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
@@ -94,7 +94,7 @@ fn running(ctx: &Context, name: &str) -> Result<(String, String, Option<i32>), A
                 .and_then(|u| u.container.stop_signal.clone())
         })
         .unwrap_or_else(|| "SIGTERM".into());
-    Ok((id, stop, r.pid))
+    Ok((id, stop))
 }
 
 /// Sends `signal` (default SIGKILL) to unit `name`'s running container, as `docker kill`:
@@ -104,7 +104,7 @@ pub async fn signal(
     name: &str,
     signal: Option<&str>,
 ) -> Result<Signalled, ApiError> {
-    let (id, stop, _) = running(ctx, name)?;
+    let (id, stop) = running(ctx, name)?;
     let raw = signal.unwrap_or("KILL");
     let parsed = crate::unit::parse_signal(raw).map_err(|e| {
         ApiError(
@@ -162,7 +162,7 @@ async fn reload(
     State(ctx): State<Arc<Context>>,
     Path(name): Path<String>,
 ) -> Result<Json<Signalled>, ApiError> {
-    let (id, _, _) = running(&ctx, &name)?;
+    let (id, _) = running(&ctx, &name)?;
     let sig = ctx
         .units
         .get(&name)
@@ -181,7 +181,7 @@ async fn top(
     State(ctx): State<Arc<Context>>,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<Process>>, ApiError> {
-    let (id, _, _) = running(&ctx, &name)?;
+    let (id, _) = running(&ctx, &name)?;
     let cg = ctx.cgroups_path(&id);
     let list = tokio::task::spawn_blocking(move || processes(&crate::cgroup::pids(&cg)))
         .await
