@@ -5,7 +5,8 @@
 # registries' throwaway certificates), umoci (benches/pull.sh unpacks with it), and
 # containernetworking-plugins + iptables (bridge networking: the CNI plugins in /usr/lib/cni and
 # the iptables they run), nftables (the leak test reads `nft list ruleset`), and systemd (the
-# test of the shipped unit file runs `systemd-analyze verify`), and faketime (the fault test
+# test of the shipped unit file runs `systemd-analyze verify`; the journald driver's test runs a
+# systemd-journald of its own in a mount namespace), and faketime (the fault test
 # that sets the daemon's wall clock back and forward, through libfaketime), and ca-certificates
 # (the system CA store the daemon trusts registries through; a test reads Debian's), and
 # catatonit (the init of units with `init = true`), procps (`ps`, which the Docker API's `top` runs),

@@ -43,6 +43,8 @@ pub struct Context {
     pub updates: crate::update::Updates,
     /// Where CDI specs are read (`[daemon] cdi_spec_dirs`).
     pub cdi_dirs: Vec<PathBuf>,
+    /// journald's native socket, for containers with the journald log driver.
+    pub journal_socket: PathBuf,
     /// The last generation handed out: generations are unique across the daemon's units, so
     /// container ids are unique even where two unit names read the same in one (`a@b`, `a_b`).
     last_generation: std::sync::atomic::AtomicU64,
@@ -108,6 +110,8 @@ pub struct Settings {
     pub log_limits: crate::logs::Limits,
     /// How long the logs of a removed unit are kept (`[logs] keep_removed`).
     pub keep_removed: std::time::Duration,
+    /// The log driver of units that set none (`[logs] driver`): from the next start.
+    pub log_driver: crate::logs::journal::Driver,
     /// `[daemon] live_restore`: read at shutdown.
     pub live_restore: bool,
     /// `[update]`: image updates on or off, and the default interval between checks.
@@ -122,6 +126,7 @@ impl Settings {
         Settings {
             log_limits: file.logs.limits,
             keep_removed: file.logs.keep_removed,
+            log_driver: file.logs.driver,
             live_restore: file.live_restore,
             update: file.update,
             image_gc: file.image_gc,
@@ -165,6 +170,7 @@ impl Context {
             // Replaced by the daemon's own; a context without a scan owner never scans.
             last_generation: std::sync::atomic::AtomicU64::new(0),
             cdi_dirs: crate::spec::cdi::DEFAULT_DIRS.map(PathBuf::from).to_vec(),
+            journal_socket: PathBuf::from(crate::logs::journal::DEFAULT_SOCKET),
             docker_execs: Default::default(),
             updates,
             scans: crate::desired::owner::channel().0,

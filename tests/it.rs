@@ -30,6 +30,8 @@ mod image;
 mod image_cmd;
 #[path = "it/image_gc.rs"]
 mod image_gc;
+#[path = "it/journald.rs"]
+mod journald;
 #[path = "it/knobs.rs"]
 mod knobs;
 #[path = "it/layers.rs"]

@@ -35,10 +35,25 @@ struct Args {
     /// Log files kept, the current one included.
     #[arg(long, default_value_t = rcd::logs::DEFAULT_MAX_FILES)]
     log_max_files: u32,
+    /// Send the container's output to journald too, at this socket.
+    #[arg(long)]
+    journal_socket: Option<PathBuf>,
+    /// The unit, for the journal's fields.
+    #[arg(long, requires = "journal_socket")]
+    journal_unit: Option<String>,
+    /// The image reference, for the journal's fields.
+    #[arg(long, requires = "journal_socket")]
+    journal_image: Option<String>,
 }
 
 fn main() {
     let a = Args::parse();
+    let journal = a.journal_socket.map(|socket| rcd::logs::journal::Target {
+        socket,
+        unit: a.journal_unit.unwrap_or_else(|| a.id.clone()),
+        container_id: a.id.clone(),
+        image: a.journal_image,
+    });
     let code = rcd::shim::process::run(rcd::shim::Options {
         id: a.id,
         bundle: a.bundle,
@@ -51,6 +66,7 @@ fn main() {
             max_size: a.log_max_size,
             max_files: a.log_max_files,
         },
+        journal,
     });
     std::process::exit(code);
 }

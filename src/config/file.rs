@@ -83,6 +83,10 @@ pub struct Logs {
     pub limits: crate::logs::Limits,
     /// How long the logs of a removed unit are kept after their last write.
     pub keep_removed: Duration,
+    /// The driver of units that set none.
+    pub driver: crate::logs::journal::Driver,
+    /// journald's native socket, for the journald driver.
+    pub journal_socket: PathBuf,
 }
 
 /// `[network]`.
@@ -148,6 +152,8 @@ impl Default for FileConfig {
             logs: Logs {
                 limits: crate::logs::Limits::default(),
                 keep_removed: crate::logs::DEFAULT_KEEP_REMOVED,
+                driver: crate::logs::journal::Driver::File,
+                journal_socket: PathBuf::from(crate::logs::journal::DEFAULT_SOCKET),
             },
             live_restore: true,
             cgroup_driver: None,
@@ -248,6 +254,8 @@ struct RawLogs {
     max_size: Option<Spanned<String>>,
     max_files: Option<Spanned<i64>>,
     keep_removed: Option<Spanned<String>>,
+    driver: Option<Spanned<String>>,
+    journal_socket: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -549,6 +557,22 @@ impl FileConfig {
                     ));
                 }
                 config.logs.keep_removed = d;
+            }
+            if let Some(v) = l.driver {
+                config.logs.driver = crate::logs::journal::Driver::parse(v.get_ref())
+                    .map_err(|m| at(Some(v.span()), m))?;
+            }
+            if let Some(v) = l.journal_socket {
+                if !v.get_ref().starts_with('/') {
+                    return Err(at(
+                        Some(v.span()),
+                        format!(
+                            "journal_socket must be an absolute path (got {:?})",
+                            v.get_ref()
+                        ),
+                    ));
+                }
+                config.logs.journal_socket = PathBuf::from(v.get_ref());
             }
         }
         if let Some(u) = raw.update {

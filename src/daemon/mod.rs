@@ -199,6 +199,7 @@ pub async fn run(
     );
     ctx.intent_timeout = config.intent_timeout;
     ctx.cdi_dirs = config.file.cdi_spec_dirs.clone();
+    ctx.journal_socket = config.file.logs.journal_socket.clone();
     ctx.scans = scans;
     ctx.set_settings(crate::context::Settings::of(&config.file));
     let ctx = Arc::new(ctx);

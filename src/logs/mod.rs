@@ -10,10 +10,12 @@
 //! - [`writer`]: the shim's side, bounded and never blocking the container (see its doc).
 //! - [`rotate`]: file names (`web.log`, `web.log.1`, ...) and the size-rotating file.
 //! - [`read`]: reading back: tail across rotated files, filters, following across rotations.
+//! - [`journal`]: the journald driver, sending what the writer wrote on to journald too.
 //! - [`drops`]: the daemon's copy of the shims' dropped-line counts, for status.
 //! - [`retention`]: logs of removed units, kept until pruned or old enough.
 
 pub mod drops;
+pub mod journal;
 pub mod read;
 pub mod retention;
 pub mod rotate;

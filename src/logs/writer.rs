@@ -50,6 +50,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use super::journal::{Feed, Target};
 use super::rotate::Rotator;
 use super::{Limits, MAX_LINE};
 
@@ -75,10 +76,17 @@ pub struct Dropped {
     pub stdout: u64,
     /// Dropped from stderr.
     pub stderr: u64,
+    /// Written to the file but not given to journald (the journald driver only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub journal: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Dropped {
-    /// Both streams.
+    /// Both streams, from the file.
     pub fn total(&self) -> u64 {
         self.stdout + self.stderr
     }
@@ -134,6 +142,8 @@ struct Shared {
     ready: Condvar,
     dropped: [AtomicU64; 2],
     changed: SyncSender<()>,
+    /// Entries the journald driver dropped (none without it).
+    journal_dropped: Option<Arc<AtomicU64>>,
 }
 
 impl Shared {
@@ -182,6 +192,10 @@ impl Shared {
         Dropped {
             stdout: self.dropped[0].load(Ordering::Relaxed),
             stderr: self.dropped[1].load(Ordering::Relaxed),
+            journal: self
+                .journal_dropped
+                .as_ref()
+                .map_or(0, |d| d.load(Ordering::Relaxed)),
         }
     }
 }
@@ -189,23 +203,26 @@ impl Shared {
 /// A running log writer: its threads and what they share.
 pub struct Logger {
     shared: Arc<Shared>,
-    writer: JoinHandle<Rotator>,
+    writer: JoinHandle<(Rotator, Option<Feed>)>,
     /// Disconnected when the writer returns (it holds the only sender).
     writer_done: Receiver<()>,
     counts_file: PathBuf,
 }
 
 /// Starts the threads: readers of `stdout` and `stderr`, the writer to `log` (the open
-/// current file at `path`) and the counter writing to `counts_file`.
+/// current file at `path`), the counter writing to `counts_file`, and with `journal` the
+/// sender to journald of what the writer wrote.
 pub fn start(
     path: PathBuf,
     log: File,
     limits: Limits,
     counts_file: PathBuf,
+    journal: Option<Target>,
     stdout: std::io::PipeReader,
     stderr: std::io::PipeReader,
 ) -> Logger {
     let (changed, rx) = sync_channel(1);
+    let feed = journal.map(|t| super::journal::start(&t, changed.clone()));
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
             open: 2,
@@ -214,6 +231,7 @@ pub fn start(
         ready: Condvar::new(),
         dropped: [AtomicU64::new(0), AtomicU64::new(0)],
         changed,
+        journal_dropped: feed.as_ref().map(Feed::dropped),
     });
     for (input, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
         let s = shared.clone();
@@ -224,7 +242,8 @@ pub fn start(
     let (done, writer_done) = channel::<()>();
     let writer = std::thread::spawn(move || {
         let _done = done;
-        write_loop(&s, rotator)
+        let rotator = write_loop(&s, rotator, feed.as_ref());
+        (rotator, feed)
     });
     let s = shared.clone();
     let file = counts_file.clone();
@@ -250,7 +269,15 @@ impl Logger {
             Err(RecvTimeoutError::Disconnected)
         );
         let error = if finished {
-            self.writer.join().ok().and_then(|r| r.last_error)
+            match self.writer.join() {
+                Ok((rotator, feed)) => {
+                    // The container is gone and the file written: what journald has not taken
+                    // within a second more is left.
+                    let journal = feed.and_then(|f| f.finish(Duration::from_secs(1)));
+                    rotator.last_error.or(journal)
+                }
+                Err(_) => None,
+            }
         } else {
             let mut q = self.shared.lock();
             q.abandoned = true;
@@ -313,7 +340,7 @@ fn timestamp() -> String {
     humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
 }
 
-fn write_loop(shared: &Shared, mut out: Rotator) -> Rotator {
+fn write_loop(shared: &Shared, mut out: Rotator, journal: Option<&Feed>) -> Rotator {
     let mut q = shared.lock();
     loop {
         let Some(batch) = q.batches.pop_front() else {
@@ -326,12 +353,19 @@ fn write_loop(shared: &Shared, mut out: Rotator) -> Rotator {
             continue;
         };
         drop(q);
-        if let Err(lost) = out.write(&batch.data) {
-            shared.drop_records(batch.stream, lost);
+        let len = batch.data.len();
+        match out.write(&batch.data) {
+            Err(lost) => shared.drop_records(batch.stream, lost),
+            // Only what the file holds goes on, so the journal never has a line the file lacks.
+            Ok(()) => {
+                if let Some(feed) = journal {
+                    feed.offer(batch.data, batch.records);
+                }
+            }
         }
         q = shared.lock();
         let s = batch.stream as usize;
-        q.bytes[s] = q.bytes[s].saturating_sub(batch.data.len());
+        q.bytes[s] = q.bytes[s].saturating_sub(len);
     }
 }
 
@@ -512,7 +546,15 @@ mod tests {
         let (out_r, mut out_w) = std::io::pipe().unwrap();
         let (err_r, mut err_w) = std::io::pipe().unwrap();
         let counts = dir.path().join(DROPPED_FILE);
-        let logger = start(path.clone(), file, Limits::default(), counts, out_r, err_r);
+        let logger = start(
+            path.clone(),
+            file,
+            Limits::default(),
+            counts,
+            None,
+            out_r,
+            err_r,
+        );
         for i in 0..2000 {
             writeln!(out_w, "out {i}").unwrap();
             if i % 10 == 0 {
@@ -567,7 +609,15 @@ mod tests {
         let (out_r, mut out_w) = std::io::pipe().unwrap();
         let (err_r, err_w) = std::io::pipe().unwrap();
         let counts = dir.path().join(DROPPED_FILE);
-        let logger = start(path, file, Limits::default(), counts.clone(), out_r, err_r);
+        let logger = start(
+            path,
+            file,
+            Limits::default(),
+            counts.clone(),
+            None,
+            out_r,
+            err_r,
+        );
         let started = Instant::now();
         let line = [b'x'; 99];
         for _ in 0..200_000 {

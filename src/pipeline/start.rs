@@ -287,8 +287,25 @@ fn prepare_and_launch(
         log: ctx.paths.log(&unit.name),
         dir,
         log_limits: unit.logs.limits(ctx.settings().log_limits),
+        journal: journal_target(ctx, unit, id),
     };
     let launched = shim::launch::launch(&ctx.shim, &opts, ctx.start_timeout)?;
     drop(held_netns);
     Ok((launched, network))
+}
+
+/// Where the container's output goes besides its file: journald's socket and the fields of
+/// its entries, when the unit (or, failing that, the daemon's config) says `journald`.
+fn journal_target(ctx: &Context, unit: &Unit, id: &str) -> Option<crate::logs::journal::Target> {
+    use crate::logs::journal::{Driver, Target};
+    let driver = unit.logs.driver.unwrap_or(ctx.settings().log_driver);
+    (driver == Driver::Journald).then(|| Target {
+        socket: ctx.journal_socket.clone(),
+        unit: unit.name.clone(),
+        container_id: id.to_string(),
+        image: match &unit.container.source {
+            Source::Image { reference, .. } => Some(reference.clone()),
+            Source::Rootfs(_) => None,
+        },
+    })
 }

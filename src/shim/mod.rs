@@ -42,6 +42,8 @@ pub struct Options {
     /// When the log file rotates and how many files are kept (fixed for this container's
     /// life: a changed limit applies at the next start).
     pub log_limits: crate::logs::Limits,
+    /// The journald driver's destination: None for the file alone.
+    pub journal: Option<crate::logs::journal::Target>,
 }
 
 impl Options {
@@ -68,6 +70,13 @@ impl Options {
         ] {
             args.push(flag.into());
             args.push(value.to_string().into());
+        }
+        if let Some(j) = &self.journal {
+            args.extend(["--journal-socket".into(), j.socket.clone().into_os_string()]);
+            args.extend(["--journal-unit".into(), j.unit.clone().into()]);
+            if let Some(image) = &j.image {
+                args.extend(["--journal-image".into(), image.into()]);
+            }
         }
         args
     }

@@ -95,6 +95,12 @@ pub fn run(opts: Options) -> i32 {
                     dropped.stdout, dropped.stderr
                 ));
             }
+            if dropped.journal > 0 {
+                log_shim(&format!(
+                    "log: {} lines in the log file did not reach journald",
+                    dropped.journal
+                ));
+            }
             // Deleted before the exit is recorded: an exit file means the runtime no longer
             // knows the container, so the daemon can restart it without a delete of its own.
             if let Err(e) = runtime.delete(&opts.id) {
@@ -176,6 +182,7 @@ fn start(opts: &Options, runtime: &Runtime) -> Result<(Pid, logs::writer::Logger
         log,
         opts.log_limits,
         dropped,
+        opts.journal.clone(),
         out_r,
         err_r,
     );

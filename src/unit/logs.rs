@@ -1,19 +1,21 @@
-//! `[logs]` of a unit file: the raw section in, the unit's own log limits out (unset keys take
-//! the daemon's defaults at start). Not part of the spec hash: a changed limit recreates
-//! nothing and applies at the container's next start.
+//! `[logs]` of a unit file: the raw section in, the unit's own log limits and driver out (unset
+//! keys take the daemon's defaults at start). Not part of the spec hash: a changed limit or
+//! driver recreates nothing and applies at the container's next start.
 
 use serde::Serialize;
 use serde_spanned::Spanned;
 
 use super::raw::{LogsSection, Problem};
 
-/// `[logs]`: the unit's log limits; None takes the daemon's `[logs]` default.
+/// `[logs]`: the unit's log limits and driver; None takes the daemon's `[logs]` default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Logs {
     /// Bytes a log file may reach before it is rotated.
     pub max_size: Option<u64>,
     /// Files kept, the current one included.
     pub max_files: Option<u32>,
+    /// `file`, or `journald` for the file and journald.
+    pub driver: Option<crate::logs::journal::Driver>,
 }
 
 impl Logs {
@@ -48,9 +50,15 @@ pub(super) fn validate(section: Option<Spanned<LogsSection>>, problems: &mut Vec
             .map_err(|reason| problems.push(Problem::new(v.span(), reason)))
             .ok()
     });
+    let driver = section.driver.and_then(|v| {
+        crate::logs::journal::Driver::parse(v.get_ref())
+            .map_err(|reason| problems.push(Problem::new(v.span(), reason)))
+            .ok()
+    });
     Logs {
         max_size,
         max_files,
+        driver,
     }
 }
 

@@ -326,6 +326,8 @@ pub struct LogsSection {
     pub max_size: Option<Spanned<Scalar>>,
     /// Files kept, the current one included.
     pub max_files: Option<Spanned<Integer>>,
+    /// `file` or `journald`.
+    pub driver: Option<Spanned<String>>,
 }
 
 /// A number, integer or float (`cpus = 1` and `cpus = 1.0` are the same), with
@@ -609,7 +611,7 @@ fn unknown_top_level(key: &str, is_table: bool) -> (String, Option<&'static str>
                 "on_unhealthy",
             ][..],
         ),
-        ("[logs]", &["max_size", "max_files"][..]),
+        ("[logs]", &["max_size", "max_files", "driver"][..]),
         ("[unit]", &["description", "after", "requires", "wants"][..]),
     ]
     .iter()
