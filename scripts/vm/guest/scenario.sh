@@ -5,7 +5,7 @@
 #   phase 1: the .deb installed (1); units run: an imported image on the bridge with a published
 #            port, a rootfs unit (2); cgroup v2 limits, stats, OOM, systemd's view (3); live
 #            restore through `systemctl restart` and `kill -9`, a stop without live restore (4);
-#            the journal (5); the watchdog (6); one unit per row of the boot table; reboot.
+#            the journal, the journald log driver (5); the watchdog (6); one unit per row of the boot table; reboot.
 #   phase 2: after the boot: rcd started by itself, every unit as the boot table says, start
 #            order, restart counts, nothing stale from the previous boot (7); a purge (8).
 # A failed check never stops the run: everything is recorded, then the phase ends.
@@ -283,6 +283,32 @@ journal_fields() {
   journalctl -b -u rcd RCD_UNIT=web --no-pager -o cat | tee /dev/stderr | grep -q . &&
     [ "$(journalctl -b -u rcd RCD_UNIT=web -o json | jq -r .RCD_UNIT | sort -u)" = web ]
 }
+write_jlog() {
+  put_unit jlog <<'EOF'
+[container]
+rootfs = "/srv/rcd/busybox"
+command = ["sh", "-c", "echo jlog-out; echo jlog-err >&2; exec sleep 1000000"]
+stop_signal = "KILL"
+
+[network]
+mode = "none"
+
+[logs]
+driver = "journald"
+EOF
+}
+# The container's own lines, by its unit, each with its stream's priority; in the file too.
+jlog_in_journal() {
+  journalctl -b RCD_UNIT=jlog CONTAINER_NAME=jlog -o json --no-pager |
+    jq -r '"\(.PRIORITY) \(.MESSAGE) \(._SYSTEMD_UNIT)"' | sort | tee /dev/stderr >"$VM_OUT/jlog"
+  grep -qx "3 jlog-err rcd.service" "$VM_OUT/jlog" && grep -qx "6 jlog-out rcd.service" "$VM_OUT/jlog"
+}
+jlog_in_file() {
+  out=$(rctl logs jlog)
+  echo "$out"
+  echo "$out" | grep -qx jlog-out && echo "$out" | grep -qx jlog-err
+}
+jlog_gone() { [ -z "$(field jlog state)" ]; }
 watchdog_said() { journalctl -b -u rcd --no-pager | grep -i "watchdog timeout"; }
 reloaded_live_restore() {
   journalctl -b -u rcd --no-pager -o cat | grep "config reloaded: applied .*live_restore"
@@ -425,6 +451,13 @@ phase1() {
 
   note "5. the journal"
   check "journalctl -u rcd RCD_UNIT=web finds the unit's lines" journal_fields
+  write_jlog
+  check "a unit with [logs] driver = \"journald\" runs" wait_until 120 "jlog running" is_state jlog running
+  check "journalctl RCD_UNIT=jlog finds the container's own lines, priority by stream" \
+    wait_until 30 "jlog's lines in the journal" jlog_in_journal
+  check "rctl logs still reads them from the file (dual logging)" jlog_in_file
+  rm -f "$U/jlog.toml"
+  check "the journald unit removed" wait_until 60 "jlog gone" jlog_gone
 
   note "6. the watchdog"
   mkdir -p /etc/systemd/system/rcd.service.d
