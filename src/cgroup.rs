@@ -425,6 +425,10 @@ pub struct Usage {
     pub memory_bytes: Option<u64>,
     /// The memory limit, bytes (None: none).
     pub memory_limit: Option<u64>,
+    /// The most memory it used, bytes (v2's `memory.peak`, from kernel 5.19; v1's
+    /// `memory.max_usage_in_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_peak: Option<u64>,
     /// CPU time used, microseconds.
     pub cpu_usec: Option<u64>,
     /// Processes (tasks) in it.
@@ -448,6 +452,7 @@ pub fn usage_at(root: &Path, cgroups_path: &str) -> Usage {
         return Usage {
             memory_bytes: read("memory.current").and_then(|s| number(&s)),
             memory_limit: read("memory.max").and_then(|s| number(&s)),
+            memory_peak: read("memory.peak").and_then(|s| number(&s)),
             cpu_usec: read("cpu.stat").and_then(|s| keyed(&s, "usage_usec")),
             pids: read("pids.current").and_then(|s| number(&s)),
             oom_kills: read("memory.events").and_then(|s| keyed(&s, "oom_kill")),
@@ -460,6 +465,7 @@ pub fn usage_at(root: &Path, cgroups_path: &str) -> Usage {
         memory_limit: read("memory", "memory.limit_in_bytes")
             .and_then(|s| number(&s))
             .filter(|&l| l < NO_LIMIT),
+        memory_peak: read("memory", "memory.max_usage_in_bytes").and_then(|s| number(&s)),
         cpu_usec: read("cpuacct", "cpuacct.usage")
             .and_then(|s| number(&s))
             .map(|ns| ns / 1000),
@@ -852,6 +858,7 @@ mod tests {
             "usage_usec 2500\nuser_usec 2000\nsystem_usec 500\n",
         );
         write(v2.path(), c, "pids.current", "3\n");
+        write(v2.path(), c, "memory.peak", "2097152\n");
         write(
             v2.path(),
             c,
@@ -863,6 +870,7 @@ mod tests {
             Usage {
                 memory_bytes: Some(1048576),
                 memory_limit: None,
+                memory_peak: Some(2097152),
                 cpu_usec: Some(2500),
                 pids: Some(3),
                 oom_kills: Some(1),
@@ -900,11 +908,18 @@ mod tests {
             "7000000\n",
         );
         write(v1.path(), &format!("pids/{c}"), "pids.current", "1\n");
+        write(
+            v1.path(),
+            &format!("memory/{c}"),
+            "memory.max_usage_in_bytes",
+            "8192\n",
+        );
         assert_eq!(
             usage_at(v1.path(), "/rcd-ab/rcd-ab-web-1"),
             Usage {
                 memory_bytes: Some(4096),
                 memory_limit: Some(16 << 20),
+                memory_peak: Some(8192),
                 cpu_usec: Some(7000),
                 pids: Some(1),
                 oom_kills: Some(2),

@@ -54,6 +54,7 @@ pub mod health;
 pub mod image;
 pub mod keyed;
 pub mod logs;
+pub mod meters;
 pub mod network;
 pub mod pipeline;
 pub mod reconcile;

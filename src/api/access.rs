@@ -55,7 +55,15 @@ pub async fn log_requests(req: Request, next: Next) -> Response {
         .map(|p| p.0.to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // The route's pattern, not the path: a label's values must stay few.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let began = std::time::Instant::now();
     let response = next.run(req).await;
+    crate::meters::get().requested(method.as_str(), &route, began.elapsed());
     let status = response.status().as_u16();
     let (uid, pid) = peer.map_or((None, None), |p| (Some(p.uid), p.pid));
     if method == Method::GET {

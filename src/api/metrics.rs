@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus' text exposition format (0.0.4), for every unit and its running
 //! container: state, restarts, last exit code, OOM kills, health, holds and the last image
-//! update; CPU, memory, pids, network and block I/O from the cgroup and the netns.
+//! update; CPU, memory, pids, network and block I/O from the cgroup and the netns; and the
+//! daemon's own figures (`crate::meters`).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -141,7 +142,7 @@ pub async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&units),
+        render(&units, ctx.queue.depth()),
     )
 }
 
@@ -150,8 +151,9 @@ fn device(d: &crate::cgroup::DeviceIo) -> String {
     format!("{}:{}", d.major, d.minor)
 }
 
-/// The exposition of `units`.
-fn render(units: &[Unit]) -> String {
+/// The exposition of `units`, then of the daemon's figures (`queued`: the reconciler's queue
+/// depth).
+fn render(units: &[Unit], queued: usize) -> String {
     let mut out = String::new();
     let mut f = family(&mut out, "rcd_units", "gauge", "Units loaded.");
     f.sample("rcd_units", &[], units.len());
@@ -280,6 +282,13 @@ fn render(units: &[Unit]) -> String {
     );
     per(
         &mut out,
+        "rcd_container_memory_max_bytes",
+        "gauge",
+        "The most memory the container's cgroup has used (its high-water mark).",
+        &|u| u.memory_peak.map(|v| v.to_string()),
+    );
+    per(
+        &mut out,
         "rcd_container_pids",
         "gauge",
         "Processes in the container.",
@@ -321,6 +330,8 @@ fn render(units: &[Unit]) -> String {
             }
         }
     }
+    let names: Vec<&str> = units.iter().map(|u| u.name.as_str()).collect();
+    crate::meters::get().render(&mut out, queued, &names);
     out
 }
 
@@ -342,6 +353,7 @@ mod tests {
             usage: Some(crate::cgroup::Usage {
                 memory_bytes: Some(4096),
                 memory_limit: None,
+                memory_peak: Some(8192),
                 cpu_usec: Some(1_500_000),
                 pids: Some(3),
                 oom_kills: Some(0),
@@ -349,13 +361,15 @@ mod tests {
             net: vec![],
             io: vec![],
         }];
-        let text = render(&units);
+        let text = render(&units, 3);
         for line in [
             "# TYPE rcd_unit_restarts_total counter",
             "rcd_unit_state{unit=\"we\\\"b\",state=\"running\"} 1",
             "rcd_unit_restarts_total{unit=\"we\\\"b\"} 2",
             "rcd_container_cpu_seconds_total{unit=\"we\\\"b\"} 1.500000",
             "rcd_unit_health{unit=\"we\\\"b\",status=\"healthy\"} 1",
+            "rcd_reconcile_queue_depth 3",
+            "# TYPE rcd_unit_start_duration_seconds histogram",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }

@@ -1019,6 +1019,7 @@ impl Client {
                     continue;
                 };
                 count(data.len() as i64);
+                crate::meters::get().received(data.len() as u64);
                 if let Err(e) = std::io::Write::write_all(ingest, &data) {
                     // More than announced: nothing of it is worth resuming.
                     let _ = ingest.restart();

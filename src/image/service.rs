@@ -200,7 +200,12 @@ impl Images {
         // Leaves the map however this ends, a start that gave up on its pull included.
         let flight = self.pulls.enter(&image.to_string());
         let _turn = flight.turn.lock().await;
-        self.pull_now(image, &r, &flight.progress, pin).await
+        let pulled = self.pull_now(image, &r, &flight.progress, pin).await;
+        crate::meters::get().pulled(match pulled {
+            Ok(_) => crate::meters::Outcome::Ok,
+            Err(_) => crate::meters::Outcome::Failed,
+        });
+        pulled
     }
 
     async fn pull_now(

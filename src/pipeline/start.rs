@@ -45,6 +45,7 @@ pub async fn start(
     on_pull: &(dyn Fn() + Send + Sync),
     superseded: impl std::future::Future<Output = ()>,
 ) -> Result<Started, Error> {
+    let began = std::time::Instant::now();
     // Step 4: image. Nothing of the instance exists yet, so a failure here needs no rollback,
     // and giving up midway leaves only what a pull may resume.
     tokio::pin!(superseded);
@@ -104,14 +105,17 @@ pub async fn start(
         Err(e) => Err(e),
     };
     match result {
-        Ok((launched, network)) => Ok(Started {
-            launched,
-            stop_signal,
-            exposed_ports,
-            network,
-            image_health,
-            image_digest,
-        }),
+        Ok((launched, network)) => {
+            crate::meters::get().started(&unit.name, began.elapsed());
+            Ok(Started {
+                launched,
+                stop_signal,
+                exposed_ports,
+                network,
+                image_health,
+                image_digest,
+            })
+        }
         Err(error) => match cleanup::instance(ctx, id, cleanup::Depth::Unmount).await {
             Ok(()) => Err(error),
             Err(rollback) => Err(Error::Rollback {

@@ -49,7 +49,17 @@ pub async fn run(ctx: Arc<Context>, resync: Duration, cancel: CancellationToken)
     let work = move |name: String, intents: Vec<intent::Intent>, nudge: Arc<steps::Nudge>| {
         let ctx = ctx.clone();
         let span = tracing::info_span!("unit", unit = %name);
-        async move { steps::reconcile(&ctx, &name, &intents, &nudge).await }.instrument(span)
+        async move {
+            let began = std::time::Instant::now();
+            let next = steps::reconcile(&ctx, &name, &intents, &nudge).await;
+            let outcome = match next {
+                scheduler::Next::Failed => crate::meters::Outcome::Failed,
+                _ => crate::meters::Outcome::Ok,
+            };
+            crate::meters::get().reconciled(began.elapsed(), outcome);
+            next
+        }
+        .instrument(span)
     };
     scheduler::run(queue, options(resync), keys, work, cancel).await;
 }

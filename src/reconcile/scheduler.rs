@@ -128,6 +128,11 @@ impl<R: PartialEq> Queue<R> {
         }
     }
 
+    /// Keys waiting for a run (a key runs once however often it was asked for).
+    pub fn depth(&self) -> usize {
+        self.pending().keys.len()
+    }
+
     /// Asks for a look at `key`.
     pub fn poke(&self, key: &str) {
         Self::mark(&mut self.pending(), key);

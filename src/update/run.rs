@@ -172,6 +172,7 @@ async fn judge(ctx: &Arc<Context>, name: &str, unit: &Unit, mut state: State, tr
                 at_ms: now,
             });
             if put(ctx, name, state.clone()).await {
+                crate::meters::get().updated(name, true);
                 retag(ctx, &state.image, &trial.candidate).await;
                 ctx.events.emit(
                     name,
@@ -195,6 +196,7 @@ async fn judge(ctx: &Arc<Context>, name: &str, unit: &Unit, mut state: State, tr
                 at_ms: now,
             });
             if put(ctx, name, state).await {
+                crate::meters::get().updated(name, false);
                 ctx.events.emit(
                     name,
                     "update-failed",

@@ -481,6 +481,18 @@ impl Daemon {
     }
 
     /// Waits until `name` is in `state`; returns its status.
+    /// A scrape of `/metrics` on the socket.
+    pub fn scrape(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "10", "--unix-socket"])
+            .arg(&self.socket)
+            .arg("http://rcd/metrics")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn wait_state(&self, name: &str, state: &str, within: Duration) -> Value {
         let mut last = None;
         let deadline = Instant::now() + within;
@@ -614,6 +626,12 @@ pub fn mounts_under(root: &Path) -> Vec<String> {
 }
 
 /// Polls `cond` every 20 ms until it holds; panics with `what` after `within`.
+/// The value of the sample `name{labels}` (labels as written, in order) in a scrape.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {

@@ -66,6 +66,16 @@ fn pulls_runs_shares_layers_and_cleans_up() {
         logs(&d, "a").contains("from-image")
     });
     assert!(cmdline(pid).contains("sleep 1000"), "{}", cmdline(pid));
+    let metrics = d.scrape();
+    assert_eq!(
+        sample(&metrics, "rcd_image_pulls_total{result=\"ok\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "rcd_image_pull_bytes_total") > Some(100_000.0),
+        "{metrics}"
+    );
 
     // One snapshot directory per chain id (busybox has one layer), shared by a second unit.
     let snapshots = d.root.join("images/snapshots");

@@ -11,14 +11,7 @@ use crate::harness::*;
 const SEC: Duration = Duration::from_secs(1);
 
 fn scrape(d: &Daemon) -> String {
-    let out = Command::new("curl")
-        .args(["-sf", "--max-time", "10", "--unix-socket"])
-        .arg(&d.socket)
-        .arg("http://rcd/metrics")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap()
+    d.scrape()
 }
 
 /// `promtool check metrics`: the exposition parses and follows Prometheus' naming rules.
@@ -45,10 +38,8 @@ fn promtool(text: &str) {
     );
 }
 
-/// The value of the sample `name{labels}` (labels as written, in order).
 fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    sample(text, series)
 }
 
 #[test]
@@ -97,6 +88,30 @@ fn metrics_follow_a_crash_an_oom_and_an_unhealthy_turn() {
         value(&before, "rcd_container_memory_bytes{unit=\"steady\"}") > Some(0.0),
         "{before}"
     );
+    assert!(
+        value(&before, "rcd_container_memory_max_bytes{unit=\"steady\"}")
+            >= value(&before, "rcd_container_memory_bytes{unit=\"steady\"}"),
+        "{before}"
+    );
+    // The daemon's own figures.
+    assert_eq!(
+        value(
+            &before,
+            "rcd_unit_start_duration_seconds_count{unit=\"steady\"}"
+        ),
+        Some(1.0),
+        "{before}"
+    );
+    assert!(
+        value(&before, "rcd_reconcile_duration_seconds_count") >= Some(1.0),
+        "{before}"
+    );
+    assert!(
+        value(&before, "rcd_reconcile_queue_depth").is_some(),
+        "{before}"
+    );
+    let scrapes = "rcd_api_request_duration_seconds_count{method=\"GET\",route=\"/metrics\"}";
+    assert!(value(&before, scrapes) >= Some(1.0), "{before}");
 
     // A crash, an OOM kill, an unhealthy turn.
     d.write_unit(
@@ -118,9 +133,15 @@ fn metrics_follow_a_crash_an_oom_and_an_unhealthy_turn() {
         .status
         .success());
     d.wait_state("hog", "failed", 30 * SEC);
-    wait_until(20 * SEC, "the crash restarted twice", || {
-        value(&scrape(&d), "rcd_unit_restarts_total{unit=\"crash\"}") >= Some(2.0)
-    });
+    wait_until(
+        20 * SEC,
+        "the crash restarted twice, each start timed",
+        || {
+            let m = scrape(&d);
+            value(&m, "rcd_unit_restarts_total{unit=\"crash\"}") >= Some(2.0)
+                && value(&m, "rcd_unit_start_duration_seconds_count{unit=\"crash\"}") >= Some(3.0)
+        },
+    );
     wait_until(10 * SEC, "steady unhealthy", || {
         scrape(&d).contains("rcd_unit_health{unit=\"steady\",status=\"unhealthy\"} 1")
     });
@@ -151,4 +172,28 @@ fn metrics_follow_a_crash_an_oom_and_an_unhealthy_turn() {
             >= value(&before, "rcd_container_cpu_seconds_total{unit=\"steady\"}"),
         "{after}"
     );
+    // Every start of the crashing unit timed; the reconciles and the scrapes counted on.
+    assert!(
+        value(
+            &after,
+            "rcd_unit_start_duration_seconds_count{unit=\"crash\"}"
+        ) >= Some(3.0),
+        "{after}"
+    );
+    assert_eq!(
+        value(
+            &after,
+            "rcd_unit_start_duration_seconds_bucket{unit=\"crash\",le=\"+Inf\"}"
+        ),
+        value(
+            &after,
+            "rcd_unit_start_duration_seconds_count{unit=\"crash\"}"
+        ),
+    );
+    for series in ["rcd_reconcile_duration_seconds_count", scrapes] {
+        assert!(
+            value(&after, series) > value(&before, series),
+            "{series}: {after}"
+        );
+    }
 }

@@ -142,6 +142,12 @@ fn updates_are_kept_when_healthy_and_rolled_back_when_not() {
             "{want} not in {events}"
         );
     }
+    // The same three outcomes in /metrics: v2 kept, v3 and v4 rolled back.
+    let metrics = d.scrape();
+    for (result, n) in [("kept", 1.0), ("rolled_back", 2.0)] {
+        let series = format!("rcd_unit_updates_total{{unit=\"app\",result=\"{result}\"}}");
+        assert_eq!(sample(&metrics, &series), Some(n), "{metrics}");
+    }
 
     // rctl rollback: back to v1, held there.
     let out = d.rctl(&["rollback", "app"]);
