@@ -10,6 +10,10 @@ stdout as fast as `yes | head` can, then `END`, then tells the FIFO it is done a
   rcd         rcd's shim, the unit's log without rotation (`[logs] max_size = "1G"`)
   rcd-rot     rcd's shim with the default rotation (10 MiB x 3 files: about ten rotations
               per 100 MB)
+  rcd-journald  as rcd, with `[logs] driver = "journald"`: every line to the file and to a
+              systemd-journald of the benchmark's own (started in a mount namespace with a
+              tmpfs over /run, its rate limit off: RateLimitIntervalSec=0), which rcd reaches
+              through /proc/PID/root
   podman      podman run -d with conmon's k8s-file log (CRI format, as rcd's), no size limit
   podman-rot  the same with `--log-opt max-size=10mb` (conmon starts the file over when full)
 
@@ -23,6 +27,8 @@ Measured per round, from the go (CLOCK_MONOTONIC, this process):
   rss         the shim's or conmon's peak resident memory (VmHWM) at the end
   lines       the records in the log afterwards (without rotation), and for rcd the lines
               it counted as dropped (`rctl status`): every line is accounted for
+  journal     (rcd-journald) the container's entries in the journal afterwards, the lines the
+              shim counted as not given to journald, and journald's own CPU time
 The producer alone (the same busybox `yes | head` into /dev/null, on the host) is the floor.
 
 Rounds are interleaved (each round runs every scenario once, in an order rotated per round);
@@ -51,7 +57,8 @@ MKROOTFS = os.path.join(REPO, "tests", "fixtures", "mkrootfs.sh")
 # 99 bytes and the newline.
 LINE = ("0123456789abcdefghijklmnopqrstuvwxyz" * 3)[:99]
 WAIT = 60.0
-SCENARIOS = ("rcd", "rcd-rot", "podman", "podman-rot")
+SCENARIOS = ("rcd", "rcd-rot", "rcd-journald", "podman", "podman-rot")
+JOURNALD = "/lib/systemd/systemd-journald"
 
 
 def wait_until(cond, what, within=WAIT, every=0.01):
@@ -159,6 +166,7 @@ class Bench:
         self.socket = os.path.join(self.work, "rcd.sock")
         self.config = os.path.join(self.work, "rcd.toml")
         self.daemon = None
+        self.journald = None
         self.podman_names = []
         self.units_up = []
         self.results = {}
@@ -175,10 +183,14 @@ class Bench:
         run(["sh", MKROOTFS, self.rootfs])
         self.go = Fifo(self.ready, "go.fifo")
         self.events = Fifo(self.ready, "events.fifo")
+        if "rcd-journald" in self.args.scenarios:
+            self.start_journald()
         with open(self.config, "w") as f:
             # No network is used; a bridge of this run's own keeps clear of any other.
             f.write('[network]\nbridge = "rcdlb%s"\nsubnet = "10.199.77.0/24"\n'
                     % self.tag[:6])
+            if self.journald is not None:
+                f.write('[logs]\njournal_socket = "%s"\n' % self.journal_socket())
         env = dict(os.environ)
         env.setdefault("RCD_LOG", "warn")
         self.daemon_log = open(os.path.join(self.work, "rcd.log"), "ab")
@@ -190,6 +202,29 @@ class Bench:
         wait_until(lambda: self.rctl(["list"], check=False).returncode == 0, "rcd to answer",
                    within=10)
         log("rcd running (pid %d)" % self.daemon.pid)
+
+    def start_journald(self):
+        """A systemd-journald of the benchmark's own: volatile, without rate limit."""
+        script = ("set -e; mount -t tmpfs tmpfs /run; mkdir -p /run/systemd/journal "
+                  "/run/systemd/journald.conf.d; "
+                  "printf '[Journal]\\nStorage=volatile\\nRateLimitIntervalSec=0\\n' "
+                  "> /run/systemd/journald.conf.d/bench.conf; "
+                  "if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi; "
+                  "exec " + JOURNALD)
+        self.journald = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: os.path.exists(self.journal_socket()), "journald's socket",
+                   within=10)
+        log("systemd-journald running (pid %d)" % self.journald.pid)
+
+    def journal_socket(self):
+        return "/proc/%d/root/run/systemd/journal/socket" % self.journald.pid
+
+    def journal_entries(self, name):
+        out = run(["nsenter", "-t", str(self.journald.pid), "-m", "journalctl",
+                   "--no-pager", "-o", "cat", "CONTAINER_NAME=" + name]).stdout
+        return out.count(b"\n")
 
     def rctl(self, args, check=True):
         return run([os.path.join(self.bin, "rctl"), "--socket", self.socket] + args,
@@ -251,9 +286,11 @@ class Bench:
                 return int(e)
         raise RuntimeError("no shim for %s" % container_id)
 
-    def sc_rcd(self, i, rotate):
-        name = "lb-%s%d" % ("r" if rotate else "n", i)
+    def sc_rcd(self, i, rotate, journald=False):
+        name = "lb-%s%d" % ("r" if rotate else "j" if journald else "n", i)
         limits = "" if rotate else '\n[logs]\nmax_size = "1G"\nmax_files = 1\n'
+        if journald:
+            limits += 'driver = "journald"\n'
         text = ('[container]\nrootfs = {rootfs}\ncommand = ["sh", "-c", {script}]\n'
                 'stop_timeout = "0s"\n\n[[mount]]\nsource = {ready}\ntarget = "/ready"\n'
                 '\n[network]\nmode = "none"\n{limits}').format(
@@ -274,10 +311,27 @@ class Bench:
         wait_until(running, "unit %s running" % name)
         pid = self.shim_pid(st["s"]["container_id"])
         log_path = os.path.join(self.root, "logs", name + ".log")
+        jcpu0 = cpu_seconds(self.journald.pid) if journald else None
         r = self.measure(name, pid, [log_path])
         r["dropped"] = (self.status(name) or {}).get("logs_dropped", 0)
         if not rotate:
             r["records"], r["partial"] = count_records([log_path])
+        if journald:
+            # The shim's sender may still be at it: wait until the journal stops growing.
+            last, seen = -1, self.journal_entries(name)
+            while seen != last:
+                time.sleep(1)
+                last, seen = seen, self.journal_entries(name)
+            jcpu1 = cpu_seconds(self.journald.pid)
+            r["journal"] = seen
+            r["journald_cpu_s"] = (jcpu1[0] + jcpu1[1]) - (jcpu0[0] + jcpu0[1])
+            counts = os.path.join(self.root, "containers", st["s"]["container_id"],
+                                  "log-dropped.json")
+            try:
+                with open(counts) as f:
+                    r["journal_dropped"] = json.load(f).get("journal", 0)
+            except OSError:
+                r["journal_dropped"] = 0
         self.remove_unit(name)
         return r
 
@@ -325,6 +379,8 @@ class Bench:
                     r = self.sc_rcd(i, False)
                 elif k == "rcd-rot":
                     r = self.sc_rcd(i, True)
+                elif k == "rcd-journald":
+                    r = self.sc_rcd(i, False, journald=True)
                 elif k == "podman":
                     r = self.sc_podman(i, False)
                 else:
@@ -336,7 +392,10 @@ class Bench:
                         r["produced_s"], r["cpu_s"], r["user_s"], r["sys_s"], r["rss_kib"],
                         "  records %d (+%d partial) dropped %d" % (
                             r["records"], r["partial"], r["dropped"])
-                        if "records" in r else "  dropped %d" % r["dropped"]))
+                        if "records" in r else "  dropped %d" % r["dropped"]) +
+                    ("  journal %d entries, %d not sent, journald cpu %.2fs" % (
+                        r["journal"], r["journal_dropped"], r["journald_cpu_s"])
+                     if "journal" in r else ""))
             floors.append(self.floor())
         self.report(floors)
 
@@ -356,6 +415,19 @@ class Bench:
             print("%-11s %12.0f %9.3f %10.3f %9.2f %6.2f %6.2f %12.3f %9d %s" % (
                 k, n / med("logged_s"), med("logged_s"), med("produced_s"), med("cpu_s"),
                 med("user_s"), med("sys_s"), med("cpu_s") / n * 1e6, med("rss_kib"), acc))
+        js = self.results.get("rcd-journald", [])
+        if js:
+            print("rcd-journald: journal entries per round %s (median %d), not sent %s; "
+                  "journald CPU median %.2f s" % (
+                      ", ".join(str(r["journal"]) for r in js),
+                      statistics.median(r["journal"] for r in js),
+                      ", ".join(str(r["journal_dropped"]) for r in js),
+                      statistics.median(r["journald_cpu_s"] for r in js)))
+            base = self.results.get("rcd", [])
+            if base:
+                ratio = (statistics.median(r["logged_s"] for r in base) /
+                         statistics.median(r["logged_s"] for r in js))
+                print("rcd-journald / rcd lines/s: %.2f" % ratio)
         print("%-11s %12.0f %9.3f   (the producer alone, host, into /dev/null)" % (
             "floor", n / statistics.median(floors), statistics.median(floors)))
         if self.args.json:
@@ -377,6 +449,9 @@ class Bench:
                 self.daemon.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.daemon.kill()
+        if self.journald is not None:
+            self.journald.kill()
+            self.journald.wait()
         run(["ip", "link", "del", "rcdlb" + self.tag[:6]], check=False)
         if not self.args.keep:
             # rcd's containers are gone (units removed); its directories may hold mounts only

@@ -194,24 +194,24 @@ impl Meters {
         );
         self.reconciles
             .render(out, "rcd_reconcile_duration_seconds", "");
-        head(
+        let single = |out: &mut String, name: &str, kind: &str, help: &str, value: u64| {
+            head(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        };
+        single(
             out,
             "rcd_reconcile_failures_total",
             "counter",
             "Reconciles that failed (each is retried after its backoff).",
+            self.reconcile_failures.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "rcd_reconcile_failures_total {}",
-            self.reconcile_failures.load(Ordering::Relaxed)
-        );
-        head(
+        single(
             out,
             "rcd_reconcile_queue_depth",
             "gauge",
             "Units waiting for a reconcile.",
+            queued as u64,
         );
-        let _ = writeln!(out, "rcd_reconcile_queue_depth {queued}");
         head(
             out,
             "rcd_api_request_duration_seconds",
@@ -245,16 +245,12 @@ impl Meters {
                 n.load(Ordering::Relaxed)
             );
         }
-        head(
+        single(
             out,
             "rcd_image_pull_bytes_total",
             "counter",
             "Bytes read from registries (blobs already stored are not fetched).",
-        );
-        let _ = writeln!(
-            out,
-            "rcd_image_pull_bytes_total {}",
-            self.pulled_bytes.load(Ordering::Relaxed)
+            self.pulled_bytes.load(Ordering::Relaxed),
         );
         head(
             out,

@@ -28,11 +28,7 @@ impl Family<'_> {
                 if i > 0 {
                     self.out.push(',');
                 }
-                let v = v
-                    .replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n");
-                let _ = write!(self.out, "{k}=\"{v}\"");
+                let _ = write!(self.out, "{k}=\"{}\"", crate::meters::escape(v));
             }
             self.out.push('}');
         }
