@@ -34,6 +34,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(super::volumes::routes())
         .merge(super::update::routes())
         .merge(super::process::routes())
+        .merge(super::copy::routes())
         .merge(super::logs::routes())
         .fallback(super::access::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(
