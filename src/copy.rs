@@ -160,7 +160,7 @@ pub fn open_dir_in_root(root: BorrowedFd<'_>, path: &str) -> Result<OwnedFd, Err
             // The kernel's answer when a rename raced the lookup; the contract is to retry.
             Err(Errno::AGAIN) => continue,
             Ok(fd) => Ok(fd),
-            Err(e) => Err(errno(e, path, "opening the directory")),
+            Err(e) => Err(from_errno(e, path, "opening the directory")),
         };
     }
 }
@@ -176,7 +176,7 @@ pub fn locate(root: BorrowedFd<'_>, path: &str) -> Result<(OwnedFd, OsString), E
 /// What `name` in `dir` is, not following a symlink there; `shown` names it in errors.
 pub fn stat(dir: BorrowedFd<'_>, name: &OsStr, shown: &str) -> Result<PathStat, Error> {
     let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(|e| errno(e, shown, "stat"))?;
+        .map_err(|e| from_errno(e, shown, "stat"))?;
     let kind = match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => "file",
         FileType::Directory => "dir",
@@ -185,7 +185,7 @@ pub fn stat(dir: BorrowedFd<'_>, name: &OsStr, shown: &str) -> Result<PathStat, 
     };
     let link_target = if kind == "symlink" {
         let target = rustix::fs::readlinkat(dir, name, Vec::new())
-            .map_err(|e| errno(e, shown, "reading the link"))?;
+            .map_err(|e| from_errno(e, shown, "reading the link"))?;
         String::from_utf8_lossy(target.as_bytes()).into_owned()
     } else {
         String::new()
@@ -263,7 +263,7 @@ impl<W: Write> Walk<W> {
         let shown = at.display().to_string();
         let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Err(Errno::NOENT) if !top => return Ok(()),
-            r => r.map_err(|e| errno(e, &shown, "stat"))?,
+            r => r.map_err(|e| from_errno(e, &shown, "stat"))?,
         };
         let mut header = tar::Header::new_gnu();
         header.set_mode(st.st_mode & 0o7777);
@@ -284,7 +284,7 @@ impl<W: Write> Walk<W> {
                 let target = match rustix::fs::readlinkat(dir, name, std::mem::take(&mut self.buf))
                 {
                     Err(Errno::NOENT) if !top => return Ok(()),
-                    r => r.map_err(|e| errno(e, &shown, "reading the link"))?,
+                    r => r.map_err(|e| from_errno(e, &shown, "reading the link"))?,
                 };
                 header.set_entry_type(tar::EntryType::Symlink);
                 let target = OsStr::from_bytes(target.as_bytes());
@@ -297,9 +297,9 @@ impl<W: Write> Walk<W> {
                 let fd = match open_nofollow(dir, name, OFlags::empty()) {
                     Err(Errno::NOENT) if !top => return Ok(()),
                     Err(Errno::LOOP) => return Ok(()),
-                    r => r.map_err(|e| errno(e, &shown, "opening the file"))?,
+                    r => r.map_err(|e| from_errno(e, &shown, "opening the file"))?,
                 };
-                let st = rustix::fs::fstat(&fd).map_err(|e| errno(e, &shown, "stat"))?;
+                let st = rustix::fs::fstat(&fd).map_err(|e| from_errno(e, &shown, "stat"))?;
                 if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
                     return Ok(());
                 }
@@ -318,15 +318,15 @@ impl<W: Write> Walk<W> {
                 let fd = match open_nofollow(dir, name, OFlags::DIRECTORY) {
                     Err(Errno::NOENT) if !top => return Ok(()),
                     Err(Errno::LOOP | Errno::NOTDIR) => return Ok(()),
-                    r => r.map_err(|e| errno(e, &shown, "opening the directory"))?,
+                    r => r.map_err(|e| from_errno(e, &shown, "opening the directory"))?,
                 };
                 header.set_entry_type(tar::EntryType::Directory);
                 self.builder
                     .append_data(&mut header, &at, io::empty())
                     .map_err(io("writing the archive"))?;
                 let mut names = Vec::new();
-                for entry in Dir::read_from(&fd).map_err(|e| errno(e, &shown, "listing"))? {
-                    let entry = entry.map_err(|e| errno(e, &shown, "listing"))?;
+                for entry in Dir::read_from(&fd).map_err(|e| from_errno(e, &shown, "listing"))? {
+                    let entry = entry.map_err(|e| from_errno(e, &shown, "listing"))?;
                     let n = entry.file_name().to_bytes();
                     if n != b"." && n != b".." {
                         names.push(OsString::from(OsStr::from_bytes(n)));
@@ -411,7 +411,9 @@ fn open_nofollow(dir: BorrowedFd<'_>, name: &OsStr, extra: OFlags) -> rustix::io
     )
 }
 
-fn errno(e: Errno, path: &str, op: &'static str) -> Error {
+/// An `openat`-family error on `path` while doing `op`: missing and not-a-directory are
+/// told apart, since the API answers them with their own status.
+pub fn from_errno(e: Errno, path: &str, op: &'static str) -> Error {
     match e {
         Errno::NOENT => Error::NotFound { path: path.into() },
         Errno::NOTDIR => Error::NotDir { path: path.into() },

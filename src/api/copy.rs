@@ -63,12 +63,12 @@ async fn stat(
     let pid = super::process::running_pid(&ctx, &name)?;
     let path = copy::clean(&q.path);
     let unit = name.clone();
-    blocking(move || {
+    super::server::blocking(move || {
         let root = root_of(pid, &unit)?;
         let (dir, base) = copy::locate(root.as_fd(), &path).map_err(|e| copy_error(&unit, e))?;
         copy::stat(dir.as_fd(), &base, &path).map_err(|e| copy_error(&unit, e))
     })
-    .await
+    .await?
     .map(Json)
 }
 
@@ -85,13 +85,13 @@ async fn read(
     let top = q.top.unwrap_or_else(|| copy::split(&path).1.to_owned());
     copy::check_name(&top).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let (unit, shown) = (name.clone(), path.clone());
-    let (dir, base) = blocking(move || {
+    let (dir, base) = super::server::blocking(move || {
         let root = root_of(pid, &unit)?;
         let (dir, base) = copy::locate(root.as_fd(), &path).map_err(|e| copy_error(&unit, e))?;
         copy::stat(dir.as_fd(), &base, &path).map_err(|e| copy_error(&unit, e))?;
         Ok((dir, base))
     })
-    .await?;
+    .await??;
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
     let span = tracing::info_span!("copy", unit = %name);
     tokio::task::spawn_blocking(move || {
@@ -133,12 +133,13 @@ async fn write(
     let mut reader = tokio_util::io::SyncIoBridge::new(reader);
     let unit = name.clone();
     let span = tracing::info_span!("copy", unit = %name);
-    blocking(move || {
+    super::server::blocking(move || {
         let _span = span.enter();
         let applied = (|| {
             let root = root_of(pid, &unit)?;
-            let target = Target::in_root(root, &path, owner)
-                .map_err(|e| copy_error(&unit, errno_error(e, &path)))?;
+            let target = Target::in_root(root, &path, owner).map_err(|e| {
+                copy_error(&unit, copy::from_errno(e, &path, "opening the directory"))
+            })?;
             layer::apply(&mut reader, target, &Limits::default())
                 .map_err(|e| apply_error(&unit, &path, e))
         })();
@@ -157,17 +158,8 @@ async fn write(
             }
         }
     })
-    .await
+    .await?
     .map(Json)
-}
-
-/// Runs blocking file work off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
 /// The container's root; its init gone since the record said running is a 409.
@@ -178,18 +170,6 @@ fn root_of(pid: i32, unit: &str) -> Result<std::os::fd::OwnedFd, ApiError> {
             format!("unit {unit} is not running (its init, pid {pid}, is gone: {e})"),
         )
     })
-}
-
-fn errno_error(e: rustix::io::Errno, path: &str) -> copy::Error {
-    match e {
-        rustix::io::Errno::NOENT => copy::Error::NotFound { path: path.into() },
-        rustix::io::Errno::NOTDIR => copy::Error::NotDir { path: path.into() },
-        e => copy::Error::Io {
-            path: path.into(),
-            op: "opening the directory",
-            source: e.into(),
-        },
-    }
 }
 
 /// A copy error as the API answers it, the unit before the path (`web:/etc/x: ...`).

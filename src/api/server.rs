@@ -53,6 +53,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Runs blocking work (files, /proc) off the async workers; its own result comes back whole,
+/// a panic in it is a 500.
+pub async fn blocking<T: Send + 'static, E: Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<Result<T, E>, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
 fn unknown(name: &str) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
