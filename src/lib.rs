@@ -32,6 +32,7 @@
 //! daemon's tasks share), [`reconcile`], [`restart`], [`pipeline`], [`image`], [`rootfs`],
 //! [`network`], [`spec`], [`cgroup`], [`runtime`], [`bounded`] (every external command with a
 //! deadline), [`shim`], [`health`], [`logs`], [`events`], [`store`], [`clock`], [`api`],
+//! [`copy`] (`rctl cp`'s walk and path rules),
 //! [`ctl`], [`config`], and the wiring: [`daemon`] (start, recovery, tasks, shutdown), which
 //! no other module imports.
 #![deny(unsafe_code)]
@@ -44,6 +45,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod convert;
+pub mod copy;
 pub mod ctl;
 pub mod daemon;
 pub mod desired;

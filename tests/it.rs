@@ -14,6 +14,8 @@ mod check;
 mod cni;
 #[path = "it/convert.rs"]
 mod convert;
+#[path = "it/copy.rs"]
+mod copy;
 #[path = "it/deps.rs"]
 mod deps;
 #[path = "it/docker_api.rs"]

@@ -288,6 +288,25 @@ impl Client {
         decode(resp).await
     }
 
+    /// PUT a body streamed from `chunks` (a tar stream), decoding a JSON answer.
+    pub async fn put_stream<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        chunks: impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + Sync + 'static,
+    ) -> Result<T, Error> {
+        let frames = futures_util::StreamExt::map(chunks, |r| r.map(hyper::body::Frame::data));
+        let body = BodyExt::boxed(StreamBody::new(frames));
+        let resp = self
+            .send_body(Method::PUT, path, Some("application/x-tar"), body)
+            .await?;
+        decode(resp).await
+    }
+
+    /// GET, returning the body to read as it arrives (a tar stream).
+    pub async fn get_body(&self, path: &str) -> Result<Incoming, Error> {
+        Ok(self.send(Method::GET, path).await?.into_body())
+    }
+
     /// GET, returning the body as text.
     pub async fn get_text(&self, path: &str) -> Result<String, Error> {
         let resp = self.send(Method::GET, path).await?;

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod client;
+pub mod copy;
 pub mod events;
 pub mod exec;
 pub mod images;

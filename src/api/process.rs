@@ -10,8 +10,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::server::ApiError;
-use crate::context::Context;
-use crate::store::State as RecState;
+use crate::context::{Context, Entry};
+use crate::store::{Record, State as RecState};
 
 /// What a signal did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,22 +69,45 @@ struct KillQuery {
     signal: Option<String>,
 }
 
-/// The running container of unit `name`: its runtime id and the signal it stops with.
-fn running(ctx: &Context, name: &str) -> Result<(String, String), ApiError> {
+/// The running container of unit `name`: its entry and record, or why there is none (the
+/// unit is not loaded: 404; not running: 409).
+fn running_entry(ctx: &Context, name: &str) -> Result<(Entry, Record), ApiError> {
     let e = ctx.units.get(name).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,
             format!("unit {name:?} is not loaded"),
         )
     })?;
-    let r = e.record.as_ref().filter(|r| r.state == RecState::Running);
-    let Some((id, r)) = r.and_then(|r| Some((r.container_id.clone()?, r))) else {
-        let state = e.record.as_ref().map_or("pending", |r| r.state.as_str());
-        return Err(ApiError(
+    match e
+        .record
+        .clone()
+        .filter(|r| r.state == RecState::Running && r.container_id.is_some())
+    {
+        Some(r) => Ok((e, r)),
+        None => {
+            let state = e.record.as_ref().map_or("pending", |r| r.state.as_str());
+            Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("unit {name} is not running (it is {state})"),
+            ))
+        }
+    }
+}
+
+/// The host pid of unit `name`'s running container's init.
+pub(super) fn running_pid(ctx: &Context, name: &str) -> Result<i32, ApiError> {
+    let (_, r) = running_entry(ctx, name)?;
+    r.pid.ok_or_else(|| {
+        ApiError(
             StatusCode::CONFLICT,
-            format!("unit {name} is not running (it is {state})"),
-        ));
-    };
+            format!("unit {name} is running but its init's pid is not known yet"),
+        )
+    })
+}
+
+/// The running container of unit `name`: its runtime id and the signal it stops with.
+fn running(ctx: &Context, name: &str) -> Result<(String, String), ApiError> {
+    let (e, r) = running_entry(ctx, name)?;
     let stop = r
         .stop_signal
         .clone()
@@ -94,7 +117,7 @@ fn running(ctx: &Context, name: &str) -> Result<(String, String), ApiError> {
                 .and_then(|u| u.container.stop_signal.clone())
         })
         .unwrap_or_else(|| "SIGTERM".into());
-    Ok((id, stop))
+    Ok((r.container_id.unwrap_or_default(), stop))
 }
 
 /// Sends `signal` (default SIGKILL) to unit `name`'s running container, as `docker kill`:

@@ -34,6 +34,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(super::volumes::routes())
         .merge(super::update::routes())
         .merge(super::process::routes())
+        .merge(super::copy::routes())
         .merge(super::logs::routes())
         .fallback(super::access::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -50,6 +51,16 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
+}
+
+/// Runs blocking work (files, /proc) off the async workers; its own result comes back whole,
+/// a panic in it is a 500.
+pub async fn blocking<T: Send + 'static, E: Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<Result<T, E>, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 fn unknown(name: &str) -> ApiError {

@@ -53,10 +53,7 @@ fn users(ctx: &Context, name: &str) -> Vec<String> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(api_error)
+    super::server::blocking(f).await?.map_err(api_error)
 }
 
 async fn list(State(ctx): State<Arc<Context>>) -> Result<Json<Vec<VolumeInfo>>, ApiError> {

@@ -2,6 +2,7 @@
 //! and what the operator reads.
 
 mod convert;
+mod copy;
 mod events;
 mod exec;
 mod format;
@@ -28,7 +29,8 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// The daemon could not be reached.
     pub const NO_DAEMON: i32 = 3;
-    /// A named unit is not loaded, or a named image is not stored.
+    /// A named unit is not loaded, a named image is not stored, or `rctl cp`'s path is not in
+    /// the container.
     pub const UNKNOWN_UNIT: i32 = 4;
 }
 
@@ -37,7 +39,8 @@ const EXIT_CODES: &str = "Exit codes:
   1  the request failed (a unit failed to start, `check` found problems, ...)
   2  bad usage
   3  the daemon could not be reached (is rcd running? see --socket / RCD_SOCKET)
-  4  a named unit is not loaded, or a named image is not stored";
+  4  a named unit is not loaded, a named image is not stored, or rctl cp's path is not in the
+     container";
 
 /// rctl: control rcd, the file-driven container daemon.
 #[derive(Parser, Debug)]
@@ -126,6 +129,11 @@ pub enum Command {
         /// The unit.
         unit: String,
     },
+    /// Copy files between a unit's running container and the host, as `docker cp`: `rctl cp
+    /// UNIT:PATH DEST` or `rctl cp SRC UNIT:PATH`; `-` is a tar stream on stdout or stdin.
+    /// Directories are copied whole, symlinks as symlinks; paths in the container resolve
+    /// inside it, never on the host.
+    Cp(copy::CpArgs),
     /// The processes of a unit's container: host and container pids, user, state, memory, CPU
     /// time, command.
     Top {
@@ -381,6 +389,7 @@ pub async fn run(cli: Cli) -> i32 {
                 })
         }
         Command::Logs(args) => logs::run(&client, args).await,
+        Command::Cp(args) => return copy::run(&client, args).await,
         Command::Image { command } => image::run(&client, command).await,
         Command::Volume { command } => volume::run(&client, command).await,
         Command::Completions { shell } => {
@@ -457,14 +466,19 @@ pub async fn run(cli: Cli) -> i32 {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("rctl: {e}");
-            match e {
-                ClientError::Connect { .. } => exit::NO_DAEMON,
-                ClientError::Status { code, .. } if code == hyper::StatusCode::NOT_FOUND => {
-                    exit::UNKNOWN_UNIT
-                }
-                _ => exit::FAILED,
-            }
+            exit_for(&e)
         }
+    }
+}
+
+/// The exit code for a failed request.
+fn exit_for(e: &ClientError) -> i32 {
+    match e {
+        ClientError::Connect { .. } => exit::NO_DAEMON,
+        ClientError::Status { code, .. } if *code == hyper::StatusCode::NOT_FOUND => {
+            exit::UNKNOWN_UNIT
+        }
+        _ => exit::FAILED,
     }
 }
 

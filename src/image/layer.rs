@@ -1,5 +1,6 @@
 //! Layer unpacking: an untrusted OCI/Docker layer tar stream (gzip, zstd or plain) in, a
-//! directory ready to be an overlayfs lower layer and the layer's DiffID out.
+//! directory ready to be an overlayfs lower layer and the layer's DiffID out. The same engine
+//! applies `rctl cp`'s archives inside a running container ([`Target::in_root`]).
 //!
 //! Containment does not rest on path checks: every parent directory is opened with
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)` relative to a
@@ -189,9 +190,95 @@ pub enum Error {
 ///
 /// On error `dest` holds partial output and the caller must remove it (`remove_dir_all` does
 /// not follow symlinks, so that is safe). The work is blocking; call it off the async runtime.
-pub fn unpack(mut input: impl Read, dest: &Path, limits: &Limits) -> Result<Unpacked, Error> {
-    let root = open_dest(dest)?;
+pub fn unpack(input: impl Read, dest: &Path, limits: &Limits) -> Result<Unpacked, Error> {
+    let root = Rc::new(open_dest(dest)?);
+    let target = Target {
+        base: Rc::clone(&root),
+        dest: root,
+        prefix: Vec::new(),
+        resolve: ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
+        whiteouts: true,
+        owner: None,
+    };
+    apply(input, target, limits)
+}
 
+/// Where an archive's entries go and how their paths resolve: a layer into its own empty
+/// directory, or `rctl cp`'s archive into a directory of a running container.
+pub struct Target {
+    /// The base of every resolution: the layer directory, or the container's root.
+    base: Rc<OwnedFd>,
+    /// The directory the entries go in (the archive's `./`).
+    dest: Rc<OwnedFd>,
+    /// `dest`'s path below `base`, as given (empty: `base` itself).
+    prefix: Vec<u8>,
+    /// How paths resolve below `base`.
+    resolve: ResolveFlags,
+    /// `.wh.` entries become overlayfs whiteouts (layers) or stay plain files (a copy).
+    whiteouts: bool,
+    /// Every entry's owner, instead of the archive's.
+    owner: Option<(Uid, Gid)>,
+}
+
+impl Target {
+    /// Entries go in the directory `path` of the tree rooted at `root` (a container's
+    /// `/proc/<pid>/root`), every path resolved as if `root` were `/` (`RESOLVE_IN_ROOT`), so
+    /// a symlink in the tree, absolute or climbing, never leads out of it. `.wh.` names are
+    /// plain files; `owner` replaces the archive's ownership when given. Fails with the
+    /// `openat2` error when `path` is not a directory there.
+    pub fn in_root(
+        root: OwnedFd,
+        path: &str,
+        owner: Option<(u32, u32)>,
+    ) -> rustix::io::Result<Target> {
+        let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+        let prefix = path.trim_start_matches('/').as_bytes().to_vec();
+        let dest = if prefix.is_empty() {
+            rustix::io::dup(&root)?
+        } else {
+            resolve_at(root.as_fd(), &prefix, false, resolve)?
+        };
+        Ok(Target {
+            base: Rc::new(root),
+            dest: Rc::new(dest),
+            prefix,
+            resolve,
+            whiteouts: false,
+            owner: owner.map(|(u, g)| (Uid::from_raw(u), Gid::from_raw(g))),
+        })
+    }
+
+    /// Entries go in the directory `dir` and stay below it: a parent that leads out through a
+    /// symlink fails the entry (`RESOLVE_BENEATH`, as for layers). `.wh.` names are plain
+    /// files; `owner` replaces the archive's ownership when given. For `rctl cp` on the host.
+    pub fn beneath(dir: OwnedFd, owner: Option<(u32, u32)>) -> Target {
+        let dir = Rc::new(dir);
+        Target {
+            base: Rc::clone(&dir),
+            dest: dir,
+            prefix: Vec::new(),
+            resolve: ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            whiteouts: false,
+            owner: owner.map(|(u, g)| (Uid::from_raw(u), Gid::from_raw(g))),
+        }
+    }
+
+    /// Opens the directory `path` (below `dest`), following symlinks as `resolve` allows,
+    /// but not in the last component when `nofollow` is set.
+    fn open(&self, path: &[u8], nofollow: bool) -> rustix::io::Result<OwnedFd> {
+        if self.prefix.is_empty() {
+            return resolve_at(self.base.as_fd(), path, nofollow, self.resolve);
+        }
+        let mut full = self.prefix.clone();
+        full.push(b'/');
+        full.extend_from_slice(path);
+        resolve_at(self.base.as_fd(), &full, nofollow, self.resolve)
+    }
+}
+
+/// Applies the tar stream `input` (gzip, zstd or plain) to `target`, with [`unpack`]'s rules
+/// (less the whiteouts and ownership where `target` says so). The work is blocking.
+pub fn apply(mut input: impl Read, target: Target, limits: &Limits) -> Result<Unpacked, Error> {
     let mut magic = [0u8; 6];
     let got = read_prefix(&mut input, &mut magic).map_err(|source| Error::Read {
         at: "at the start".into(),
@@ -229,7 +316,7 @@ pub fn unpack(mut input: impl Read, dest: &Path, limits: &Limits) -> Result<Unpa
         exceeded: false,
     });
     let mut unpacker = Unpacker {
-        root: Rc::new(root),
+        target,
         limits,
         entries: 0,
         last: None,
@@ -357,8 +444,8 @@ struct Meta {
 
 /// The state of one unpack.
 struct Unpacker<'l> {
-    /// The destination, the base of every resolution.
-    root: Rc<OwnedFd>,
+    /// Where entries go and how their paths resolve.
+    target: Target,
     limits: &'l Limits,
     entries: u64,
     /// The last entry seen, for locating stream errors.
@@ -415,63 +502,95 @@ impl Unpacker<'_> {
             if !kind.is_dir() {
                 return Err(rejected(
                     &name,
-                    "only a directory may stand for the layer root",
+                    "only a directory may stand for the destination itself",
                 ));
             }
-            let meta = meta(&mut entry, &name)?;
-            let root = Rc::clone(&self.root);
+            let meta = self.meta(&mut entry, &name)?;
+            let root = Rc::clone(&self.target.dest);
             apply_fd(root.as_fd(), &meta, &name)?;
             self.dir_times.push((Vec::new(), meta.times));
             return Ok(());
         };
+        if self.target.whiteouts {
+            return self.layer_entry(entry, parents, base, &name);
+        }
+        self.plain_entry(entry, parents, base, &name)
+    }
+
+    /// What a layer's `.wh.` names mean (aufs bookkeeping, opaque directories, whiteouts);
+    /// any other entry is a plain one.
+    fn layer_entry<R: Read>(
+        &mut self,
+        mut entry: tar::Entry<'_, R>,
+        parents: &[&[u8]],
+        base: &[u8],
+        name: &str,
+    ) -> Result<(), Error> {
         if parents.iter().any(|c| c.starts_with(AUFS_META_PREFIX))
             || (base.starts_with(AUFS_META_PREFIX) && base != OPAQUE_MARKER)
         {
             return Ok(());
         }
         if base == OPAQUE_MARKER {
-            let dir = self.parent(parents, &name, true)?;
+            let dir = self.parent(parents, name, true)?;
             return rustix::fs::fsetxattr(
                 dir.as_fd(),
                 OVERLAY_OPAQUE_XATTR,
                 b"y",
                 XattrFlags::empty(),
             )
-            .map_err(io_err(&name, "setting trusted.overlay.opaque"));
+            .map_err(io_err(name, "setting trusted.overlay.opaque"));
         }
         if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX) {
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
-                return Err(rejected(&name, "whiteout of an invalid name"));
+                return Err(rejected(name, "whiteout of an invalid name"));
             }
-            let meta = meta(&mut entry, &name)?;
-            return self.whiteout(parents, hidden, &meta, &name);
+            let meta = meta(&mut entry, name)?;
+            return self.whiteout(parents, hidden, &meta, name);
         }
+        self.plain_entry(entry, parents, base, name)
+    }
 
-        let meta = meta(&mut entry, &name)?;
+    /// A file, directory, link or fifo.
+    fn plain_entry<R: Read>(
+        &mut self,
+        mut entry: tar::Entry<'_, R>,
+        parents: &[&[u8]],
+        base: &[u8],
+        name: &str,
+    ) -> Result<(), Error> {
+        let meta = self.meta(&mut entry, name)?;
+        let kind = entry.header().entry_type();
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                self.file(parents, base, &mut entry, &meta, &name)
+                self.file(parents, base, &mut entry, &meta, name)
             }
-            T::Directory => self.dir(parents, base, &meta, &name),
+            T::Directory => self.dir(parents, base, &meta, name),
             T::Symlink => {
-                let target = self.link_target(&entry, &name)?;
-                self.symlink(parents, base, &target, &meta, &name)
+                let target = self.link_target(&entry, name)?;
+                self.symlink(parents, base, &target, &meta, name)
             }
             T::Link => {
-                let target = self.link_target(&entry, &name)?;
-                self.hardlink(parents, base, &target, &name)
+                let target = self.link_target(&entry, name)?;
+                self.hardlink(parents, base, &target, name)
             }
-            T::Fifo => self.fifo(parents, base, &meta, &name),
-            T::Char | T::Block => Err(rejected(
-                &name,
-                "device nodes are not allowed in image layers",
-            )),
+            T::Fifo => self.fifo(parents, base, &meta, name),
+            T::Char | T::Block => Err(rejected(name, "device nodes are not allowed")),
             other => Err(rejected(
-                &name,
+                name,
                 &format!("unsupported tar member type {:?}", other.as_byte() as char),
             )),
         }
+    }
+
+    /// The entry's metadata, with the target's owner in place of the archive's if it has one.
+    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta, Error> {
+        let mut meta = meta(entry, name)?;
+        if let Some((uid, gid)) = self.target.owner {
+            (meta.uid, meta.gid) = (uid, gid);
+        }
+        Ok(meta)
     }
 
     fn path_limit(&self) -> Error {
@@ -508,7 +627,7 @@ impl Unpacker<'_> {
         create: bool,
     ) -> Result<Rc<OwnedFd>, Error> {
         if parents.is_empty() {
-            return Ok(Rc::clone(&self.root));
+            return Ok(Rc::clone(&self.target.dest));
         }
         let joined = parents.join(&b'/');
         if let Some((path, fd)) = &self.cache {
@@ -516,7 +635,7 @@ impl Unpacker<'_> {
                 return Ok(Rc::clone(fd));
             }
         }
-        let fd = match open_beneath(self.root.as_fd(), &joined, false) {
+        let fd = match self.target.open(&joined, false) {
             Ok(fd) => fd,
             Err(Errno::NOENT) if create => self.create_parents(parents, name)?,
             Err(e) => return Err(resolve_error(e, &joined, name, "its parent")),
@@ -533,7 +652,7 @@ impl Unpacker<'_> {
             if !creating {
                 // Re-resolve from dest: an existing prefix may contain a (contained) symlink.
                 let prefix = parents[..=i].join(&b'/');
-                match open_beneath(self.root.as_fd(), &prefix, false) {
+                match self.target.open(&prefix, false) {
                     Ok(fd) => {
                         current = Some(fd);
                         continue;
@@ -544,7 +663,7 @@ impl Unpacker<'_> {
             }
             let at = match &current {
                 Some(fd) => fd.as_fd(),
-                None => self.root.as_fd(),
+                None => self.target.dest.as_fd(),
             };
             match rustix::fs::mkdirat(at, comp, Mode::from_raw_mode(0o755)) {
                 Ok(()) => {}
@@ -573,7 +692,7 @@ impl Unpacker<'_> {
         }
         match current {
             Some(fd) => Ok(fd),
-            None => rustix::io::dup(self.root.as_fd()).map_err(io_err(name, "dup")),
+            None => rustix::io::dup(self.target.dest.as_fd()).map_err(io_err(name, "dup")),
         }
     }
 
@@ -863,9 +982,9 @@ impl Unpacker<'_> {
         for (path, times) in std::mem::take(&mut self.dir_times) {
             let name = String::from_utf8_lossy(&path).into_owned();
             let fd = if path.is_empty() {
-                Rc::clone(&self.root)
+                Rc::clone(&self.target.dest)
             } else {
-                match open_beneath(self.root.as_fd(), &path, true) {
+                match self.target.open(&path, true) {
                     Ok(fd) => Rc::new(fd),
                     // Replaced by a later non-directory entry, whose own times were applied (or,
                     // though replacement rules forbid it, now behind a symlink leading out).
@@ -879,24 +998,24 @@ impl Unpacker<'_> {
     }
 }
 
-/// Opens a directory below `root`; the kernel refuses (EXDEV) any resolution that would leave
-/// it, whether by `..`, an absolute symlink or a relative symlink climbing out. Symlinks that
-/// stay inside are followed in every component but the last when `nofollow` is set.
-fn open_beneath(root: BorrowedFd<'_>, path: &[u8], nofollow: bool) -> rustix::io::Result<OwnedFd> {
+/// Opens the directory `path` below `root` with `resolve`: with `RESOLVE_BENEATH` the kernel
+/// refuses (EXDEV) any resolution that would leave it, whether by `..`, an absolute symlink or
+/// a relative symlink climbing out; with `RESOLVE_IN_ROOT` such a resolution stays inside, as
+/// if `root` were `/`. Symlinks are followed in every component but the last when `nofollow`
+/// is set.
+fn resolve_at(
+    root: BorrowedFd<'_>,
+    path: &[u8],
+    nofollow: bool,
+    resolve: ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
     let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     if nofollow {
         flags |= OFlags::NOFOLLOW;
     }
     loop {
-        match rustix::fs::openat2(
-            root,
-            path,
-            flags,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
-        ) {
-            // The kernel's answer when a rename raced the lookup; nothing renames here, but
-            // the contract is to retry.
+        match rustix::fs::openat2(root, path, flags, Mode::empty(), resolve) {
+            // The kernel's answer when a rename raced the lookup; the contract is to retry.
             Err(Errno::AGAIN) => continue,
             r => return r,
         }
