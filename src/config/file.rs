@@ -917,7 +917,19 @@ mod tests {
         assert_eq!(c.logs.limits.max_size, 1 << 20);
         assert_eq!(c.logs.limits.max_files, 5);
         assert_eq!(c.logs.keep_removed, Duration::from_secs(2 * 86400));
+        assert_eq!(c.logs.driver, crate::logs::journal::Driver::File);
+        let c = parse("[logs]\ndriver = \"journald\"\njournal_socket = \"/j/s\"\n").unwrap();
+        assert_eq!(c.logs.driver, crate::logs::journal::Driver::Journald);
+        assert_eq!(c.logs.journal_socket, Path::new("/j/s"));
         for (text, want) in [
+            (
+                "[logs]\ndriver = \"syslog\"\n",
+                "/etc/rcd/rcd.toml:2:10: unknown log driver \"syslog\"",
+            ),
+            (
+                "[logs]\njournal_socket = \"j\"\n",
+                "/etc/rcd/rcd.toml:2:18: journal_socket must be an absolute path",
+            ),
             (
                 "[logs]\nmax_size = \"1k\"\n",
                 "/etc/rcd/rcd.toml:2:12: max_size must be at least 64K",
