@@ -44,7 +44,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -144,6 +144,8 @@ struct Shared {
     changed: SyncSender<()>,
     /// Entries the journald driver dropped (none without it).
     journal_dropped: Option<Arc<AtomicU64>>,
+    /// Bytes waiting for the file, both streams: the journald sender holds back while any do.
+    backlog: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -172,6 +174,7 @@ impl Shared {
             return;
         }
         q.bytes[s] += batch.data.len();
+        self.backlog.fetch_add(batch.data.len(), Ordering::Relaxed);
         // Behind a busy writer, reads join the last batch of their stream: fewer, larger
         // writes (the writer has already taken the batch it is writing off the queue).
         match q.batches.back_mut() {
@@ -222,7 +225,8 @@ pub fn start(
     stderr: std::io::PipeReader,
 ) -> Logger {
     let (changed, rx) = sync_channel(1);
-    let feed = journal.map(|t| super::journal::start(&t, changed.clone()));
+    let backlog = Arc::new(AtomicUsize::new(0));
+    let feed = journal.map(|t| super::journal::start(&t, changed.clone(), backlog.clone()));
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
             open: 2,
@@ -232,6 +236,7 @@ pub fn start(
         dropped: [AtomicU64::new(0), AtomicU64::new(0)],
         changed,
         journal_dropped: feed.as_ref().map(Feed::dropped),
+        backlog,
     });
     for (input, stream) in [(stdout, Stream::Stdout), (stderr, Stream::Stderr)] {
         let s = shared.clone();
@@ -366,6 +371,7 @@ fn write_loop(shared: &Shared, mut out: Rotator, journal: Option<&Feed>) -> Rota
         q = shared.lock();
         let s = batch.stream as usize;
         q.bytes[s] = q.bytes[s].saturating_sub(len);
+        shared.backlog.fetch_sub(len, Ordering::Relaxed);
     }
 }
 
