@@ -14,10 +14,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 # containernetworking-plugins, iptables); dbus as on a standard Debian install (systemd recommends it);
 # busybox-static for fixtures and debugging, kmod (modprobe for the CNI plugins' iptables),
 # procps (ps, pgrep), util-linux (setpriv, mount), e2fsprogs (fsck of / and of the test disk),
-# jq (the scenario reads rctl's JSON).
+# jq (the scenario reads rctl's JSON), curl (it scrapes /metrics on the socket).
 packages="systemd systemd-sysv udev dbus linux-image-cloud-amd64 initramfs-tools iproute2
 runc containernetworking-plugins iptables libc6 nftables
-busybox-static ca-certificates kmod procps util-linux e2fsprogs jq"
+busybox-static ca-certificates kmod procps util-linux e2fsprogs jq curl"
 
 # The Debian mirror(s) the host's apt uses, and nothing else: third-party repositories in the
 # same sources (Google Cloud, NodeSource, ...) are left out by keeping only bookworm's own

@@ -227,6 +227,15 @@ stats_v2() {
   rctl stats lim -o json | tee /dev/stderr | jq -e '.[0] | .memory_limit == 67108864 and
     .memory_bytes > 0 and .pids >= 1 and .cpu_usec != null' >/dev/null
 }
+# /metrics on the socket, from cgroup v2: the limit, the high-water mark (memory.peak), CPU.
+metrics_v2() {
+  m=$(curl -sf --unix-socket /run/rcd/rcd.sock http://rcd/metrics)
+  echo "$m" | grep 'unit="lim"'
+  echo "$m" | grep -qx 'rcd_container_memory_limit_bytes{unit="lim"} 67108864' &&
+    echo "$m" | grep -q '^rcd_container_memory_max_bytes{unit="lim"} [1-9]' &&
+    echo "$m" | grep -q '^rcd_container_cpu_seconds_total{unit="lim"} ' &&
+    echo "$m" | grep -q '^rcd_unit_start_duration_seconds_count{unit="lim"} 1$'
+}
 scope_known() { # ID
   systemctl status --no-pager "$1.scope" || true
   systemctl is-active -q "$1.scope" && [ "$(systemctl show -p Slice --value "$1.scope")" = rcd.slice ]
@@ -425,6 +434,7 @@ phase1() {
   check "cpus = 0.5 is cpu.max" file_is "/sys/fs/cgroup$lim_cg/cpu.max" "50000 100000"
   check "pids = 100 is pids.max" file_is "/sys/fs/cgroup$lim_cg/pids.max" 100
   check "rctl stats shows the v2 figures" stats_v2
+  check "/metrics shows the v2 figures: limit, high-water mark, CPU, start latency" metrics_v2
   check "systemd knows the scope: active, in rcd.slice" scope_known "$lim_id"
   check "systemd-cgls shows the containers under rcd.slice" cgls_slice "$lim_id"
   check "systemd-cgls shows only shims (no container) in rcd.service" cgls_service
