@@ -60,16 +60,21 @@ async fn stat(
     Path(name): Path<String>,
     Query(q): Query<CopyQuery>,
 ) -> Result<Json<PathStat>, ApiError> {
-    let pid = super::process::running_pid(&ctx, &name)?;
-    let path = copy::clean(&q.path);
-    let unit = name.clone();
+    stat_path(&ctx, &name, &q.path).await.map(Json)
+}
+
+/// What `path` in unit `name`'s running container is, its last component not followed (also
+/// the Docker API's archive stat).
+pub async fn stat_path(ctx: &Context, name: &str, path: &str) -> Result<PathStat, ApiError> {
+    let pid = super::process::running_pid(ctx, name)?;
+    let path = copy::clean(path);
+    let unit = name.to_string();
     super::server::blocking(move || {
         let root = root_of(pid, &unit)?;
         let (dir, base) = copy::locate(root.as_fd(), &path).map_err(|e| copy_error(&unit, e))?;
         copy::stat(dir.as_fd(), &base, &path).map_err(|e| copy_error(&unit, e))
     })
     .await?
-    .map(Json)
 }
 
 /// A tar stream of a path in unit `name`'s container, made while it is sent. The path is
@@ -80,16 +85,27 @@ async fn read(
     Path(name): Path<String>,
     Query(q): Query<CopyQuery>,
 ) -> Result<Response, ApiError> {
-    let pid = super::process::running_pid(&ctx, &name)?;
-    let path = copy::clean(&q.path);
-    let top = q.top.unwrap_or_else(|| copy::split(&path).1.to_owned());
+    send(&ctx, &name, &q.path, q.top).await.map(|(_, r)| r)
+}
+
+/// [`read`]'s work, also the Docker API's: the path's stat and the answer streaming its tar
+/// (its top entry named `top`, by default the path's last component).
+pub async fn send(
+    ctx: &Context,
+    name: &str,
+    path: &str,
+    top: Option<String>,
+) -> Result<(PathStat, Response), ApiError> {
+    let pid = super::process::running_pid(ctx, name)?;
+    let path = copy::clean(path);
+    let top = top.unwrap_or_else(|| copy::split(&path).1.to_owned());
     copy::check_name(&top).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let (unit, shown) = (name.clone(), path.clone());
-    let (dir, base) = super::server::blocking(move || {
+    let (unit, shown) = (name.to_string(), path.clone());
+    let (dir, base, stat) = super::server::blocking(move || {
         let root = root_of(pid, &unit)?;
         let (dir, base) = copy::locate(root.as_fd(), &path).map_err(|e| copy_error(&unit, e))?;
-        copy::stat(dir.as_fd(), &base, &path).map_err(|e| copy_error(&unit, e))?;
-        Ok((dir, base))
+        let stat = copy::stat(dir.as_fd(), &base, &path).map_err(|e| copy_error(&unit, e))?;
+        Ok((dir, base, stat))
     })
     .await??;
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
@@ -112,6 +128,7 @@ async fn read(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         ))
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        .map(|r| (stat, r))
 }
 
 /// Applies the tar stream in the body in the directory `path` of unit `name`'s container,
@@ -125,13 +142,27 @@ async fn write(
     Query(q): Query<CopyQuery>,
     body: Body,
 ) -> Result<Json<Copied>, ApiError> {
-    let pid = super::process::running_pid(&ctx, &name)?;
-    let path = copy::clean(&q.path);
-    let owner = (!q.keep_owner).then_some((0, 0));
+    receive(&ctx, &name, &q.path, q.keep_owner, body)
+        .await
+        .map(Json)
+}
+
+/// [`write`]'s work, also the Docker API's: the tar stream `body` applied in the directory
+/// `path`, owned by the container's root unless `keep_owner`.
+pub async fn receive(
+    ctx: &Context,
+    name: &str,
+    path: &str,
+    keep_owner: bool,
+    body: Body,
+) -> Result<Copied, ApiError> {
+    let pid = super::process::running_pid(ctx, name)?;
+    let path = copy::clean(path);
+    let owner = (!keep_owner).then_some((0, 0));
     let reader =
         tokio_util::io::StreamReader::new(body.into_data_stream().map_err(io::Error::other));
     let mut reader = tokio_util::io::SyncIoBridge::new(reader);
-    let unit = name.clone();
+    let unit = name.to_string();
     let span = tracing::info_span!("copy", unit = %name);
     super::server::blocking(move || {
         let _span = span.enter();
@@ -159,7 +190,6 @@ async fn write(
         }
     })
     .await?
-    .map(Json)
 }
 
 /// The container's root; its init gone since the record said running is a 409.

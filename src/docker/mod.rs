@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use crate::context::Context;
 
 mod containers;
+mod copy;
 pub mod exec;
 mod images;
 mod resources;
@@ -97,6 +98,14 @@ pub fn router(ctx: Arc<Context>, read_only: bool) -> Router {
             .route("/services", any(system::no_swarm))
             .route("/nodes", any(system::no_swarm));
     }
+    // `docker cp`: read on either socket, written only on the read-write one.
+    let archive = get(copy::read).head(copy::stat);
+    let archive = if read_only {
+        archive
+    } else {
+        archive.put(copy::write)
+    };
+    routes = routes.route("/containers/{id}/archive", archive);
     let inner = routes
         .fallback(|| async { DockerError(StatusCode::NOT_FOUND, "page not found".into()) })
         .with_state(ctx);

@@ -1009,3 +1009,66 @@ fn docker_events_follows_a_unit_file_edit_live() {
         "{want:?} in order in {seen:?}"
     );
 }
+
+#[test]
+fn docker_cp_copies_out_and_in_resolving_links_inside_the_container() {
+    let (d, rw, ro) = daemon();
+    d.write_unit(
+        "box",
+        &unit(
+            "mkdir -p /data && echo hello > /data/f && ln -s /etc/shadow /data/shadow && \
+             touch /data/ready && exec sleep 1000",
+            "stop_signal = \"KILL\"\n[network]\nmode = \"none\"\n",
+        ),
+    );
+    let pid = pid_of(&d.wait_state("box", "running", 20 * SEC));
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    wait_until(10 * SEC, "the files", || root.join("data/ready").exists());
+    let host_shadow = std::fs::read("/etc/shadow").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // Out: the directory, its link as a link (never the host's /etc/shadow).
+    let out = tmp.path().join("out");
+    ok(&docker(&ro, &["cp", "box:/data", out.to_str().unwrap()]));
+    assert_eq!(std::fs::read_to_string(out.join("f")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_link(out.join("shadow")).unwrap(),
+        PathBuf::from("/etc/shadow")
+    );
+
+    // In: a file into a directory, then onto the link, which docker follows to the container's
+    // own /etc/shadow.
+    let src = tmp.path().join("note.txt");
+    std::fs::write(&src, "from-host\n").unwrap();
+    ok(&docker(&rw, &["cp", src.to_str().unwrap(), "box:/data/"]));
+    assert_eq!(
+        std::fs::read_to_string(root.join("data/note.txt")).unwrap(),
+        "from-host\n"
+    );
+    ok(&docker(
+        &rw,
+        &["cp", src.to_str().unwrap(), "box:/data/shadow"],
+    ));
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/shadow")).unwrap(),
+        "from-host\n"
+    );
+    assert_eq!(std::fs::read("/etc/shadow").unwrap(), host_shadow);
+
+    // The read-only socket refuses the write; a stopped container is refused with the reason.
+    let refused = docker(&ro, &["cp", src.to_str().unwrap(), "box:/data/"]);
+    assert!(!refused.status.success(), "{refused:?}");
+    ok(&docker(&rw, &["stop", "box"]));
+    let stopped = docker(
+        &rw,
+        &[
+            "cp",
+            "box:/data",
+            tmp.path().join("again").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&stopped.stderr).contains("not running"),
+        "{stopped:?}"
+    );
+}
