@@ -207,9 +207,20 @@ fn copy_error(unit: &str, e: copy::Error) -> ApiError {
     let code = match &e {
         copy::Error::NotFound { .. } => StatusCode::NOT_FOUND,
         copy::Error::NotDir { .. } | copy::Error::BadName { .. } => StatusCode::BAD_REQUEST,
-        copy::Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        copy::Error::Io { source, .. } => io_status(source),
     };
     ApiError(code, format!("{unit}:{e}"))
+}
+
+/// The status of a failed file operation: the container's state (a read-only root, a full
+/// disk, a denied path) is the caller's to know, not a fault of the daemon.
+fn io_status(e: &io::Error) -> StatusCode {
+    match e.raw_os_error() {
+        Some(libc::EROFS) => StatusCode::CONFLICT,
+        Some(libc::ENOSPC | libc::EDQUOT) => StatusCode::INSUFFICIENT_STORAGE,
+        Some(libc::EACCES | libc::EPERM) => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 /// An unpacker error in `rctl cp`'s words: the archive is the client's, not a layer.
@@ -225,7 +236,7 @@ fn apply_error(unit: &str, path: &str, e: layer::Error) -> ApiError {
             format!("{at}: archive entry {entry:?} refused: {reason}"),
         ),
         layer::Error::Io { entry, op, source } => ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            io_status(&source),
             format!("{at}: archive entry {entry:?}: {op} failed: {source}"),
         ),
         layer::Error::Read { at: when, source } => ApiError(

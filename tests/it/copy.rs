@@ -294,3 +294,33 @@ fn cp_resolves_container_symlinks_inside_the_container_never_on_the_host() {
     );
     assert!(!h("x").exists());
 }
+
+#[test]
+fn cp_into_a_read_only_root_is_refused_with_the_reason() {
+    let d = Daemon::start();
+    d.write_unit(
+        "ro",
+        &unit(
+            "echo ready; while true; do sleep 1; done",
+            "read_only = true\n[network]\nmode = \"none\"\n",
+        ),
+    );
+    let pid = pid_of(&d.wait_state("ro", "running", 20 * SEC));
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("f");
+    std::fs::write(&src, "x").unwrap();
+    let out = d.rctl(&["cp", src.to_str().unwrap(), "ro:/"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("ro:/") && text(&out.stderr).contains("Read-only file system"),
+        "{out:?}"
+    );
+    assert!(!inside(pid, "/f").exists());
+    // Reading out of it works as ever.
+    ok(&d.rctl(&[
+        "cp",
+        "ro:/bin/busybox",
+        tmp.path().join("bb").to_str().unwrap(),
+    ]));
+    assert!(tmp.path().join("bb").is_file());
+}
