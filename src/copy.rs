@@ -132,15 +132,47 @@ pub fn link_destination(link: &str, target: &str) -> String {
     }
 }
 
-/// Opens a running container's root: `/proc/<pid>/root` of its init.
-pub fn container_root(pid: i32) -> io::Result<OwnedFd> {
-    let root = Path::new("/proc").join(pid.to_string()).join("root");
-    rustix::fs::open(
-        &root,
+/// Opens a running container's root: `/proc/<pid>/root` of its init, once `/proc/<pid>` is
+/// known to be in container `container_id`'s cgroup (the record's pid may have ended and been
+/// reused since it was read).
+pub fn container_root(pid: i32, container_id: &str) -> io::Result<OwnedFd> {
+    // The /proc entry pins the process: should the init end and its pid be reused, what is
+    // opened through this descriptor fails rather than reaching the new process.
+    let proc_dir = rustix::fs::open(
+        Path::new("/proc").join(pid.to_string()),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let cgroup = rustix::fs::openat(
+        &proc_dir,
+        "cgroup",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut text = String::new();
+    io::Read::read_to_string(&mut std::fs::File::from(cgroup), &mut text)?;
+    if !in_cgroup_of(&text, container_id) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("pid {pid} is no longer the init of container {container_id}"),
+        ));
+    }
+    rustix::fs::openat(
+        &proc_dir,
+        "root",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(io::Error::from)
+}
+
+/// Whether `/proc/PID/cgroup`'s `text` puts the process in container `id`'s cgroup: a path
+/// component named for it (cgroupfs) or its systemd scope.
+fn in_cgroup_of(text: &str, id: &str) -> bool {
+    let scope = format!("{id}.scope");
+    text.lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .any(|path| path.split('/').any(|c| c == id || c == scope))
 }
 
 /// Opens the directory `path` (cleaned) below `root` as if `root` were `/`: symlinks, even
@@ -428,6 +460,19 @@ pub fn from_errno(e: Errno, path: &str, op: &'static str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_counts_as_the_containers_only_in_its_cgroup() {
+        let id = "rcd-ab-web-1";
+        assert!(in_cgroup_of("0::/rcd.slice/rcd-ab-web-1.scope\n", id));
+        assert!(in_cgroup_of(
+            "4:memory:/rcd-ab/rcd-ab-web-1\n1:name=systemd:/x\n",
+            id
+        ));
+        assert!(!in_cgroup_of("0::/rcd.slice/rcd-ab-web-1-5.scope\n", id));
+        assert!(!in_cgroup_of("0::/rcd-ab/rcd-ab-web-10\n", id));
+        assert!(!in_cgroup_of("0::/user.slice/session-1.scope\n", id));
+    }
 
     #[test]
     fn paths_clean_below_the_root() {

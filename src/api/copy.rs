@@ -66,11 +66,11 @@ async fn stat(
 /// What `path` in unit `name`'s running container is, its last component not followed (also
 /// the Docker API's archive stat).
 pub async fn stat_path(ctx: &Context, name: &str, path: &str) -> Result<PathStat, ApiError> {
-    let pid = super::process::running_pid(ctx, name)?;
+    let (pid, id) = super::process::running_pid(ctx, name)?;
     let path = copy::clean(path);
     let unit = name.to_string();
     super::server::blocking(move || {
-        let root = root_of(pid, &unit)?;
+        let root = root_of(pid, &id, &unit)?;
         let (dir, base) = copy::locate(root.as_fd(), &path).map_err(|e| copy_error(&unit, e))?;
         copy::stat(dir.as_fd(), &base, &path).map_err(|e| copy_error(&unit, e))
     })
@@ -96,13 +96,13 @@ pub async fn send(
     path: &str,
     top: Option<String>,
 ) -> Result<(PathStat, Response), ApiError> {
-    let pid = super::process::running_pid(ctx, name)?;
+    let (pid, id) = super::process::running_pid(ctx, name)?;
     let path = copy::clean(path);
     let top = top.unwrap_or_else(|| copy::split(&path).1.to_owned());
     copy::check_name(&top).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let (unit, shown) = (name.to_string(), path.clone());
     let (dir, base, stat) = super::server::blocking(move || {
-        let root = root_of(pid, &unit)?;
+        let root = root_of(pid, &id, &unit)?;
         let (dir, base) = copy::locate(root.as_fd(), &path).map_err(|e| copy_error(&unit, e))?;
         let stat = copy::stat(dir.as_fd(), &base, &path).map_err(|e| copy_error(&unit, e))?;
         Ok((dir, base, stat))
@@ -156,7 +156,7 @@ pub async fn receive(
     keep_owner: bool,
     body: Body,
 ) -> Result<Copied, ApiError> {
-    let pid = super::process::running_pid(ctx, name)?;
+    let (pid, id) = super::process::running_pid(ctx, name)?;
     let path = copy::clean(path);
     let owner = (!keep_owner).then_some((0, 0));
     let reader =
@@ -167,7 +167,7 @@ pub async fn receive(
     super::server::blocking(move || {
         let _span = span.enter();
         let applied = (|| {
-            let root = root_of(pid, &unit)?;
+            let root = root_of(pid, &id, &unit)?;
             let target = Target::in_root(root, &path, owner).map_err(|e| {
                 copy_error(&unit, copy::from_errno(e, &path, "opening the directory"))
             })?;
@@ -193,8 +193,8 @@ pub async fn receive(
 }
 
 /// The container's root; its init gone since the record said running is a 409.
-fn root_of(pid: i32, unit: &str) -> Result<std::os::fd::OwnedFd, ApiError> {
-    copy::container_root(pid).map_err(|e| {
+fn root_of(pid: i32, id: &str, unit: &str) -> Result<std::os::fd::OwnedFd, ApiError> {
+    copy::container_root(pid, id).map_err(|e| {
         ApiError(
             StatusCode::CONFLICT,
             format!("unit {unit} is not running (its init, pid {pid}, is gone: {e})"),

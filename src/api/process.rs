@@ -94,10 +94,11 @@ fn running_entry(ctx: &Context, name: &str) -> Result<(Entry, Record), ApiError>
     }
 }
 
-/// The host pid of unit `name`'s running container's init.
-pub(super) fn running_pid(ctx: &Context, name: &str) -> Result<i32, ApiError> {
+/// The host pid of unit `name`'s running container's init, and the container's id.
+pub(super) fn running_pid(ctx: &Context, name: &str) -> Result<(i32, String), ApiError> {
     let (_, r) = running_entry(ctx, name)?;
-    r.pid.ok_or_else(|| {
+    let id = r.container_id.clone().unwrap_or_default();
+    r.pid.map(|pid| (pid, id)).ok_or_else(|| {
         ApiError(
             StatusCode::CONFLICT,
             format!("unit {name} is running but its init's pid is not known yet"),

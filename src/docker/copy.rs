@@ -48,11 +48,10 @@ fn header(stat: &PathStat, path: &str) -> Option<HeaderValue> {
         "file" => 0,
         _ => GO_IRREGULAR,
     };
-    let link = if stat.link_target.is_empty() || stat.link_target.starts_with('/') {
-        stat.link_target.clone()
+    let link = if stat.link_target.is_empty() {
+        String::new()
     } else {
-        let (parent, _) = crate::copy::split(path);
-        format!("{}/{}", parent.trim_end_matches('/'), stat.link_target)
+        crate::copy::link_destination(path, &stat.link_target)
     };
     let mtime = std::time::UNIX_EPOCH
         + std::time::Duration::from_secs(u64::try_from(stat.mtime).unwrap_or(0));
@@ -165,7 +164,7 @@ mod tests {
         assert_eq!(d["mtime"], "1970-01-01T00:00:00Z");
         let d = decode(&header(&stat("symlink", 0o777, "../etc/shadow"), "/a/b/x").unwrap());
         assert_eq!(d["mode"], GO_SYMLINK | 0o777);
-        assert_eq!(d["linkTarget"], "/a/b/../etc/shadow");
+        assert_eq!(d["linkTarget"], "/a/etc/shadow");
         let d = decode(&header(&stat("file", 0o4755, ""), "/bin/su").unwrap());
         assert_eq!(d["mode"], GO_SETUID | 0o755);
         assert_eq!(d["size"], 3);
