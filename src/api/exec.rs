@@ -105,9 +105,13 @@ impl ExecRequest {
         Ok(())
     }
 
-    /// The process settings for the runtime, with `user` resolved in the container whose init
-    /// is `pid`: an error names what is wrong (an unknown user, say).
-    pub fn overrides(&self, pid: Option<i32>) -> Result<crate::runtime::ExecOverrides, String> {
+    /// The process settings for the runtime, with `user` resolved in container `id`, whose
+    /// init is `pid`: an error names what is wrong (an unknown user, say).
+    pub fn overrides(
+        &self,
+        pid: Option<i32>,
+        id: &str,
+    ) -> Result<crate::runtime::ExecOverrides, String> {
         let user = match self.user.as_deref().filter(|u| !u.is_empty()) {
             None => None,
             Some(spec) => {
@@ -115,7 +119,10 @@ impl ExecRequest {
                 Some(crate::spec::user::resolve(
                     spec,
                     "exec -u",
-                    &crate::spec::user::Running(pid),
+                    &crate::spec::user::Running {
+                        pid,
+                        container_id: id,
+                    },
                 )?)
             }
         };
@@ -187,7 +194,7 @@ pub async fn exec(
     };
     let (id, pid) = id;
     let overrides = request
-        .overrides(pid)
+        .overrides(pid, &id)
         .map_err(|m| ApiError(StatusCode::BAD_REQUEST, m))?;
     tracing::info!(unit = %name, cmd = ?request.cmd, tty = request.tty, "exec");
     // Tracked: the daemon's end waits (bounded) for sessions in flight.

@@ -110,7 +110,12 @@ pub async fn create(
     // Checked and resolved now, so that a bad one is the CLI's error before anything runs.
     let overrides = request
         .check()
-        .and_then(|()| request.overrides(c.status.pid))
+        .and_then(|()| {
+            request.overrides(
+                c.status.pid,
+                c.status.container_id.as_deref().unwrap_or_default(),
+            )
+        })
         .map_err(|m| DockerError(StatusCode::BAD_REQUEST, m))?;
     let n = ctx
         .docker_execs

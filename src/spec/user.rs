@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
@@ -36,40 +36,42 @@ impl Accounts for Layers<'_> {
     }
 }
 
-/// A running container's root, seen through its init's `/proc/<pid>/root`. Symlinks resolve
-/// inside that root (`RESOLVE_IN_ROOT`), so the container cannot point the daemon at a host
-/// file.
-pub struct Running(pub i32);
+/// A running container's root, seen through its init's `/proc/<pid>/root` once that process is
+/// known to be the container's (`crate::copy::container_root`). Symlinks resolve inside that
+/// root (`RESOLVE_IN_ROOT`), so the container cannot point the daemon at a host file.
+pub struct Running<'a> {
+    /// The init's host pid.
+    pub pid: i32,
+    /// The container's runtime id.
+    pub container_id: &'a str,
+}
 
-impl Accounts for Running {
+impl Accounts for Running<'_> {
     fn whose(&self) -> &'static str {
         "the container"
     }
 
     fn read(&self, file: &str) -> Option<Result<String, String>> {
-        let root = Path::new("/proc").join(self.0.to_string()).join("root");
-        let open = || -> rustix::io::Result<std::fs::File> {
-            let dir = rustix::fs::open(
-                &root,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            let fd = rustix::fs::openat2(
-                dir.as_fd(),
-                format!("etc/{file}"),
-                OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-            )?;
-            Ok(std::fs::File::from(fd))
+        // Not the container's (any more): an error, never another process's files.
+        let dir = match crate::copy::container_root(self.pid, self.container_id) {
+            Ok(dir) => dir,
+            Err(e) => return Some(Err(e.to_string())),
         };
-        match open() {
+        let opened = rustix::fs::openat2(
+            dir.as_fd(),
+            format!("etc/{file}"),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        );
+        match opened {
             Err(rustix::io::Errno::NOENT) => None,
             Err(e) => Some(Err(std::io::Error::from(e).to_string())),
-            Ok(mut f) => {
+            Ok(fd) => {
                 let mut text = String::new();
                 Some(
-                    f.read_to_string(&mut text)
+                    std::fs::File::from(fd)
+                        .read_to_string(&mut text)
                         .map(|_| text)
                         .map_err(|e| e.to_string()),
                 )
@@ -126,18 +128,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_in_a_running_container_resolve_inside_its_root() {
-        // This test's own process stands in for a container's init: its root is the host's.
-        let pid = std::process::id() as i32;
+    fn names_are_read_only_from_the_containers_own_init() {
+        // This test's process is no container's init: a name is refused unread (the exec
+        // tests resolve names in real containers); numbers need no file.
+        let other = Running {
+            pid: std::process::id() as i32,
+            container_id: "rcd-not-this-one-1",
+        };
         assert_eq!(
-            resolve("root", "exec -u", &Running(pid)),
-            Ok(User { uid: 0, gid: 0 })
-        );
-        assert_eq!(
-            resolve("7:8", "exec -u", &Running(pid)),
+            resolve("7:8", "exec -u", &other),
             Ok(User { uid: 7, gid: 8 })
         );
-        let missing = resolve("no-such-user-rcd", "exec -u", &Running(pid));
-        assert!(missing.is_err_and(|e| e.contains("not in the container's /etc/passwd")));
+        let refused = resolve("root", "exec -u", &other);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("no longer the init of container rcd-not-this-one-1")),
+            "{refused:?}"
+        );
     }
 }
