@@ -15,6 +15,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -40,6 +41,12 @@ pub enum Error {
     BadName {
         /// The name.
         name: String,
+    },
+    /// A tree nested deeper than [`MAX_DEPTH`] directories (each level holds a descriptor).
+    #[error("{path}: nested deeper than {MAX_DEPTH} directories")]
+    TooDeep {
+        /// The directory at the limit, in the archive.
+        path: String,
     },
     /// Opening, reading or archiving failed.
     #[error("{path}: {op}: {source}")]
@@ -136,6 +143,13 @@ pub fn link_destination(link: &str, target: &str) -> String {
 /// known to be in container `container_id`'s cgroup (the record's pid may have ended and been
 /// reused since it was read).
 pub fn container_root(pid: i32, container_id: &str) -> io::Result<OwnedFd> {
+    if container_id.is_empty() {
+        // An empty id would match any cgroup path's empty first component.
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the container's id is not known",
+        ));
+    }
     // The /proc entry pins the process: should the init end and its pid be reused, what is
     // opened through this descriptor fails rather than reaching the new process.
     let proc_dir = rustix::fs::open(
@@ -180,21 +194,13 @@ fn in_cgroup_of(text: &str, id: &str) -> bool {
 pub fn open_dir_in_root(root: BorrowedFd<'_>, path: &str) -> Result<OwnedFd, Error> {
     let rel = path.trim_start_matches('/');
     let rel = if rel.is_empty() { "." } else { rel };
-    loop {
-        let opened = rustix::fs::openat2(
-            root,
-            rel,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        );
-        return match opened {
-            // The kernel's answer when a rename raced the lookup; the contract is to retry.
-            Err(Errno::AGAIN) => continue,
-            Ok(fd) => Ok(fd),
-            Err(e) => Err(from_errno(e, path, "opening the directory")),
-        };
-    }
+    crate::openat::openat2(
+        root,
+        rel,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| from_errno(e, path, "opening the directory"))
 }
 
 /// `path`'s parent opened inside `root` and its last component: what [`stat`] and [`archive`]
@@ -257,7 +263,7 @@ pub fn archive(
         builder,
         buf: Vec::new(),
     };
-    walk.entry(dir, name, PathBuf::from(top), true)
+    walk.run(dir, name, PathBuf::from(top))
         .map_err(|e| match e {
             Error::Io { path, op, source } if path == top => Error::Io {
                 path: shown.into(),
@@ -277,24 +283,79 @@ pub fn archive(
         })
 }
 
+/// How deep a copied tree may nest: far beyond real trees, and a bound on the directory
+/// descriptors a walk holds open (one a level).
+pub const MAX_DEPTH: usize = 4096;
+
 struct Walk<W: Write> {
     builder: tar::Builder<W>,
     buf: Vec<u8>,
 }
 
+/// An entry still to archive: `name` in `parent` (None: the directory the copy starts in),
+/// archived as `at`, `depth` directories below the top.
+struct Pending {
+    parent: Option<Rc<OwnedFd>>,
+    name: OsString,
+    at: PathBuf,
+    depth: usize,
+}
+
+/// A directory just archived: its descriptor and its entries' names, sorted.
+type Listing = (OwnedFd, Vec<OsString>);
+
 impl<W: Write> Walk<W> {
-    /// Archives `name` in `dir` as `at`; `top` for the root of the copy, whose absence is an
-    /// error rather than a race to ignore.
+    /// Archives `name` in `dir` as `at` and everything below it, depth first in name order.
+    /// A work list, not recursion: a tree a container nests 100,000 deep must not overflow
+    /// the stack of the daemon's thread.
+    fn run(&mut self, dir: BorrowedFd<'_>, name: &OsStr, at: PathBuf) -> Result<(), Error> {
+        let mut pending = vec![Pending {
+            parent: None,
+            name: name.to_owned(),
+            at,
+            depth: 0,
+        }];
+        while let Some(p) = pending.pop() {
+            let parent = p.parent.as_ref().map_or(dir, |fd| fd.as_fd());
+            let Some((fd, names)) = self.entry(parent, &p.name, &p.at, p.parent.is_none())? else {
+                continue;
+            };
+            if names.is_empty() {
+                continue;
+            }
+            if p.depth >= MAX_DEPTH {
+                return Err(Error::TooDeep {
+                    path: p.at.display().to_string(),
+                });
+            }
+            let fd = Rc::new(fd);
+            // Reversed: the stack pops them in name order, so the same tree gives the same
+            // archive.
+            for n in names.into_iter().rev() {
+                pending.push(Pending {
+                    parent: Some(Rc::clone(&fd)),
+                    at: p.at.join(&n),
+                    name: n,
+                    depth: p.depth + 1,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Archives `name` in `dir` as `at` alone; for a directory, returns it opened with its
+    /// entries' names. `top` for the root of the copy, whose absence is an error rather than
+    /// a race to ignore.
     fn entry(
         &mut self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
-        at: PathBuf,
+        at: &Path,
         top: bool,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Listing>, Error> {
         let shown = at.display().to_string();
         let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Err(Errno::NOENT) if !top => return Ok(()),
+            Err(Errno::NOENT) if !top => return Ok(None),
             r => r.map_err(|e| from_errno(e, &shown, "stat"))?,
         };
         let mut header = tar::Header::new_gnu();
@@ -315,25 +376,26 @@ impl<W: Write> Walk<W> {
             FileType::Symlink => {
                 let target = match rustix::fs::readlinkat(dir, name, std::mem::take(&mut self.buf))
                 {
-                    Err(Errno::NOENT) if !top => return Ok(()),
+                    Err(Errno::NOENT) if !top => return Ok(None),
                     r => r.map_err(|e| from_errno(e, &shown, "reading the link"))?,
                 };
                 header.set_entry_type(tar::EntryType::Symlink);
                 let target = OsStr::from_bytes(target.as_bytes());
                 self.builder
-                    .append_link(&mut header, &at, target)
-                    .map_err(io("writing the archive"))
+                    .append_link(&mut header, at, target)
+                    .map_err(io("writing the archive"))?;
+                Ok(None)
             }
             FileType::RegularFile => {
                 // NOFOLLOW: a file swapped for a symlink since the stat is not read through.
                 let fd = match open_nofollow(dir, name, OFlags::empty()) {
-                    Err(Errno::NOENT) if !top => return Ok(()),
-                    Err(Errno::LOOP) => return Ok(()),
+                    Err(Errno::NOENT) if !top => return Ok(None),
+                    Err(Errno::LOOP) => return Ok(None),
                     r => r.map_err(|e| from_errno(e, &shown, "opening the file"))?,
                 };
                 let st = rustix::fs::fstat(&fd).map_err(|e| from_errno(e, &shown, "stat"))?;
                 if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-                    return Ok(());
+                    return Ok(None);
                 }
                 let size = u64::try_from(st.st_size).unwrap_or(0);
                 header.set_entry_type(tar::EntryType::Regular);
@@ -343,18 +405,19 @@ impl<W: Write> Walk<W> {
                     .chain(io::repeat(0))
                     .take(size);
                 self.builder
-                    .append_data(&mut header, &at, data)
-                    .map_err(io("writing the archive"))
+                    .append_data(&mut header, at, data)
+                    .map_err(io("writing the archive"))?;
+                Ok(None)
             }
             FileType::Directory => {
                 let fd = match open_nofollow(dir, name, OFlags::DIRECTORY) {
-                    Err(Errno::NOENT) if !top => return Ok(()),
-                    Err(Errno::LOOP | Errno::NOTDIR) => return Ok(()),
+                    Err(Errno::NOENT) if !top => return Ok(None),
+                    Err(Errno::LOOP | Errno::NOTDIR) => return Ok(None),
                     r => r.map_err(|e| from_errno(e, &shown, "opening the directory"))?,
                 };
                 header.set_entry_type(tar::EntryType::Directory);
                 self.builder
-                    .append_data(&mut header, &at, io::empty())
+                    .append_data(&mut header, at, io::empty())
                     .map_err(io("writing the archive"))?;
                 let mut names = Vec::new();
                 for entry in Dir::read_from(&fd).map_err(|e| from_errno(e, &shown, "listing"))? {
@@ -364,23 +427,19 @@ impl<W: Write> Walk<W> {
                         names.push(OsString::from(OsStr::from_bytes(n)));
                     }
                 }
-                // Sorted: the same tree gives the same archive.
                 names.sort();
-                for n in names {
-                    let child = at.join(&n);
-                    self.entry(fd.as_fd(), &n, child, false)?;
-                }
-                Ok(())
+                Ok(Some((fd, names)))
             }
             FileType::Fifo => {
                 header.set_entry_type(tar::EntryType::Fifo);
                 self.builder
-                    .append_data(&mut header, &at, io::empty())
-                    .map_err(io("writing the archive"))
+                    .append_data(&mut header, at, io::empty())
+                    .map_err(io("writing the archive"))?;
+                Ok(None)
             }
             _ => {
                 tracing::debug!(path = %shown, "not copied: a socket or device node");
-                Ok(())
+                Ok(None)
             }
         }
     }
@@ -472,6 +531,8 @@ mod tests {
         assert!(!in_cgroup_of("0::/rcd.slice/rcd-ab-web-1-5.scope\n", id));
         assert!(!in_cgroup_of("0::/rcd-ab/rcd-ab-web-10\n", id));
         assert!(!in_cgroup_of("0::/user.slice/session-1.scope\n", id));
+        let me = std::process::id() as i32;
+        assert!(container_root(me, "").is_err());
     }
 
     #[test]
@@ -528,6 +589,44 @@ mod tests {
         ] {
             assert_eq!(link_destination(link, target), want, "{link} -> {target}");
         }
+    }
+
+    /// `levels` directories named `d`, one in the other, below `top`.
+    fn nest(top: &Path, levels: usize) {
+        let mut dir =
+            rustix::fs::open(top, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..levels {
+            rustix::fs::mkdirat(&dir, "d", Mode::from_raw_mode(0o755)).unwrap();
+            dir = rustix::fs::openat(&dir, "d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_deep_tree_is_archived_without_recursion_up_to_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = rustix::fs::open(
+            tmp.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        // Deeper than the stack of a recursive walk would take, within the limit.
+        std::fs::create_dir(tmp.path().join("ok")).unwrap();
+        nest(&tmp.path().join("ok"), MAX_DEPTH);
+        let mut out = Vec::new();
+        archive(root.as_fd(), OsStr::new("ok"), "ok", "ok", &mut out).unwrap();
+        let entries = tar::Archive::new(out.as_slice()).entries().unwrap().count();
+        assert_eq!(entries, MAX_DEPTH + 1);
+        // One more level is refused with an error, not a crash.
+        std::fs::create_dir(tmp.path().join("deep")).unwrap();
+        nest(&tmp.path().join("deep"), MAX_DEPTH + 1);
+        let err = archive(root.as_fd(), OsStr::new("deep"), "deep", "deep", io::sink());
+        assert!(
+            matches!(err, Err(Error::TooDeep { .. })),
+            "{:?}",
+            err.map(|_| ())
+        );
     }
 
     #[test]

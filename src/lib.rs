@@ -32,7 +32,7 @@
 //! daemon's tasks share), [`reconcile`], [`restart`], [`pipeline`], [`image`], [`rootfs`],
 //! [`network`], [`spec`], [`cgroup`], [`runtime`], [`bounded`] (every external command with a
 //! deadline), [`shim`], [`health`], [`logs`], [`events`], [`store`], [`clock`], [`api`],
-//! [`copy`] (`rctl cp`'s walk and path rules),
+//! [`copy`] (`rctl cp`'s walk and path rules), [`openat`] (untrusted paths opened in a root),
 //! [`ctl`], [`config`], and the wiring: [`daemon`] (start, recovery, tasks, shutdown), which
 //! no other module imports.
 #![deny(unsafe_code)]
@@ -58,6 +58,7 @@ pub mod keyed;
 pub mod logs;
 pub mod meters;
 pub mod network;
+pub mod openat;
 pub mod pipeline;
 pub mod reconcile;
 pub mod restart;

@@ -151,6 +151,12 @@ impl Meters {
             .observe(d);
     }
 
+    /// Unit `unit` is gone: its series go with it (a unit of the same name later starts afresh).
+    pub fn forget(&self, unit: &str) {
+        lock(&self.starts).remove(unit);
+        lock(&self.updates).remove(unit);
+    }
+
     /// A pull from a registry ended.
     pub fn pulled(&self, outcome: Outcome) {
         self.pulls[outcome as usize].fetch_add(1, Ordering::Relaxed);

@@ -46,6 +46,31 @@ impl Connected<IncomingStream<'_, UnixListener>> for Peer {
     }
 }
 
+/// Times the request for `/metrics` by method and route. Layered where the router has matched
+/// (so that `MatchedPath` is known): the label is the route's pattern, never the path, and a
+/// method outside HTTP's own is `OTHER`, so that no client can make the label values many.
+pub async fn meter_requests(req: Request, next: Next) -> Response {
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    };
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let began = std::time::Instant::now();
+    let response = next.run(req).await;
+    crate::meters::get().requested(method, &route, began.elapsed());
+    response
+}
+
 /// Logs each request with its peer: what changes something at info, what reads at debug.
 pub async fn log_requests(req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0);
@@ -55,15 +80,7 @@ pub async fn log_requests(req: Request, next: Next) -> Response {
         .map(|p| p.0.to_string());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    // The route's pattern, not the path: a label's values must stay few.
-    let route = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_string();
-    let began = std::time::Instant::now();
     let response = next.run(req).await;
-    crate::meters::get().requested(method.as_str(), &route, began.elapsed());
     let status = response.status().as_u16();
     let (uid, pid) = peer.map_or((None, None), |p| (Some(p.uid), p.pid));
     if method == Method::GET {

@@ -101,10 +101,15 @@ pub async fn send(
     let top = top.unwrap_or_else(|| copy::split(&path).1.to_owned());
     copy::check_name(&top).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let (unit, shown) = (name.to_string(), path.clone());
+    let contents = top == ".";
     let (dir, base, stat) = super::server::blocking(move || {
         let root = root_of(pid, &id, &unit)?;
         let (dir, base) = copy::locate(root.as_fd(), &path).map_err(|e| copy_error(&unit, e))?;
         let stat = copy::stat(dir.as_fd(), &base, &path).map_err(|e| copy_error(&unit, e))?;
+        if contents && stat.kind != "dir" {
+            // The contents of something that is not a directory.
+            return Err(copy_error(&unit, copy::Error::NotDir { path }));
+        }
         Ok((dir, base, stat))
     })
     .await??;
@@ -206,7 +211,9 @@ fn root_of(pid: i32, id: &str, unit: &str) -> Result<std::os::fd::OwnedFd, ApiEr
 fn copy_error(unit: &str, e: copy::Error) -> ApiError {
     let code = match &e {
         copy::Error::NotFound { .. } => StatusCode::NOT_FOUND,
-        copy::Error::NotDir { .. } | copy::Error::BadName { .. } => StatusCode::BAD_REQUEST,
+        copy::Error::NotDir { .. } | copy::Error::BadName { .. } | copy::Error::TooDeep { .. } => {
+            StatusCode::BAD_REQUEST
+        }
         copy::Error::Io { source, .. } => io_status(source),
     };
     ApiError(code, format!("{unit}:{e}"))

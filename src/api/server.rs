@@ -40,6 +40,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             super::access::MAX_BODY,
         ))
+        .layer(axum::middleware::from_fn(super::access::meter_requests))
         .layer(axum::middleware::from_fn(super::access::log_requests))
         .with_state(ctx)
 }

@@ -3,6 +3,7 @@
 //! container's side inside the container's root; this side decides, from what both paths are,
 //! which directory the archive goes in and what its top entry is called.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -27,9 +28,9 @@ pub struct CpArgs {
     #[arg(long, short)]
     pub archive: bool,
     /// `UNIT:PATH`, a host path, or `-` (a tar stream on stdin).
-    pub src: String,
+    pub src: OsString,
     /// `UNIT:PATH`, a host path, or `-` (a tar stream to stdout).
-    pub dest: String,
+    pub dest: OsString,
 }
 
 /// One side of a copy.
@@ -46,6 +47,12 @@ pub enum End {
     Local(PathBuf),
     /// `-`: a tar stream on stdin or stdout.
     Stdio,
+}
+
+/// An argument as [`parse_end`] reads it; one that is not UTF-8 can only be a host path.
+fn end_of(arg: &std::ffi::OsStr) -> End {
+    arg.to_str()
+        .map_or_else(|| End::Local(PathBuf::from(arg)), parse_end)
 }
 
 /// Reads one side as `docker cp` does: `-`; a path starting with `/` or `.` is the host's
@@ -86,7 +93,7 @@ impl From<ClientError> for Failure {
 
 /// Runs the copy; rctl's exit code.
 pub async fn run(client: &Client, args: CpArgs) -> i32 {
-    let result = match (parse_end(&args.src), parse_end(&args.dest)) {
+    let result = match (end_of(&args.src), end_of(&args.dest)) {
         (End::Unit { .. }, End::Unit { .. }) => Err(Failure::Usage(
             "copying between two containers is not supported; one side must be a host path or -"
                 .into(),
@@ -159,14 +166,15 @@ async fn follow(
 
 /// The name a host path's last component gives the archive's top entry, with the directory
 /// it is in: `/` and `dir/..` are resolved first.
-fn host_parent_and_name(path: &Path) -> io::Result<(PathBuf, String)> {
+fn host_parent_and_name(path: &Path) -> io::Result<(PathBuf, OsString)> {
     let path = match path.file_name() {
         Some(_) => path.to_path_buf(),
         None => std::fs::canonicalize(path)?,
     };
+    // Kept as bytes: a host name need not be UTF-8 to be opened.
     let name = path
         .file_name()
-        .map_or_else(|| ".".to_owned(), |n| n.to_string_lossy().into_owned());
+        .map_or_else(|| OsString::from("."), ToOwned::to_owned);
     let parent = match path.parent() {
         Some(p) if p.as_os_str().is_empty() => PathBuf::from("."),
         Some(p) => p.to_path_buf(),
@@ -254,12 +262,12 @@ async fn copy_out(
                 "the directory {shown} does not exist"
             )))
         }
-        Ok(_) => {
-            host_parent_and_name(&dest).map_err(|e| Failure::Local(format!("{shown}: {e}")))?
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            host_parent_and_name(&dest).map_err(|e| Failure::Local(format!("{shown}: {e}")))?
-        }
+        Ok(_) => host_parent_and_name(&dest)
+            .map(|(dir, name)| (dir, name.to_string_lossy().into_owned()))
+            .map_err(|e| Failure::Local(format!("{shown}: {e}")))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => host_parent_and_name(&dest)
+            .map(|(dir, name)| (dir, name.to_string_lossy().into_owned()))
+            .map_err(|e| Failure::Local(format!("{shown}: {e}")))?,
         Err(e) => return Err(Failure::Local(format!("{shown}: {e}"))),
     };
     copy::check_name(&top).map_err(|e| Failure::Local(format!("{shown}: {e}")))?;
@@ -357,7 +365,11 @@ async fn copy_in(
     let (dir, top) = match &st {
         Some(s) if s.is_dir() => (
             dest.clone(),
-            if contents { ".".into() } else { name.clone() },
+            if contents {
+                ".".into()
+            } else {
+                name.to_string_lossy().into_owned()
+            },
         ),
         Some(_) if src_meta.is_dir() => {
             return Err(Failure::Local(format!(
@@ -379,7 +391,6 @@ async fn copy_in(
     let parent_fd = open_dir(&parent)?;
     let walk = tokio::task::spawn_blocking(move || {
         let failed = tx.clone();
-        let name = std::ffi::OsString::from(name);
         let r = copy::archive(
             std::os::fd::AsFd::as_fd(&parent_fd),
             &name,
@@ -439,7 +450,11 @@ mod tests {
             ("/", "/", "."),
         ] {
             let got = host_parent_and_name(Path::new(path)).unwrap();
-            assert_eq!(got, (PathBuf::from(parent), name.to_owned()), "{path:?}");
+            assert_eq!(
+                got,
+                (PathBuf::from(parent), OsString::from(name)),
+                "{path:?}"
+            );
         }
     }
 }

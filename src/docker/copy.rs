@@ -116,7 +116,10 @@ pub async fn read(
 ) -> Result<Response, DockerError> {
     let c = running(&ctx, &id)?;
     let path = path_of(&q)?;
-    let (stat, response) = crate::api::copy::send(&ctx, &c.name, path, None).await?;
+    // `/data/.` is the directory's contents: entries named `./x`, as Docker's daemon names
+    // them, which the CLI then extracts into the destination itself.
+    let top = crate::copy::contents_of(path).then(|| ".".to_string());
+    let (stat, response) = crate::api::copy::send(&ctx, &c.name, path, top).await?;
     Ok(with_stat(&stat, path, response))
 }
 

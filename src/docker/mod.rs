@@ -106,8 +106,12 @@ pub fn router(ctx: Arc<Context>, read_only: bool) -> Router {
         archive.put(copy::write)
     };
     routes = routes.route("/containers/{id}/archive", archive);
+    // Timed in here, where the route is matched (the outer router only strips the version).
     let inner = routes
         .fallback(|| async { DockerError(StatusCode::NOT_FOUND, "page not found".into()) })
+        .layer(axum::middleware::from_fn(
+            crate::api::access::meter_requests,
+        ))
         .with_state(ctx);
     Router::new()
         .fallback_service(inner)

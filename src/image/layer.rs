@@ -1013,13 +1013,7 @@ fn resolve_at(
     if nofollow {
         flags |= OFlags::NOFOLLOW;
     }
-    loop {
-        match rustix::fs::openat2(root, path, flags, Mode::empty(), resolve) {
-            // The kernel's answer when a rename raced the lookup; the contract is to retry.
-            Err(Errno::AGAIN) => continue,
-            r => return r,
-        }
-    }
+    crate::openat::openat2(root, path, flags, resolve)
 }
 
 fn resolve_error(e: Errno, path: &[u8], name: &str, what: &str) -> Error {

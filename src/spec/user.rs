@@ -6,7 +6,7 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{OFlags, ResolveFlags};
 
 use crate::unit::User;
 
@@ -32,8 +32,37 @@ impl Accounts for Layers<'_> {
             .iter()
             .map(|l| l.join("etc").join(file))
             .find(|p| p.symlink_metadata().is_ok_and(|m| m.is_file()))?;
-        Some(std::fs::read_to_string(&path).map_err(|e| e.to_string()))
+        Some(
+            std::fs::File::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(read_capped),
+        )
     }
+}
+
+/// The most of an /etc/passwd or /etc/group that is read: far above any real one, and a bound
+/// on what an image or a container can make the daemon hold.
+const MAX_ACCOUNTS_FILE: u64 = 4 << 20;
+
+/// The text of a regular file of at most `MAX_ACCOUNTS_FILE` bytes; anything else (a fifo, a
+/// device, a huge file) is an error, never a wait or an unbounded read.
+fn read_capped(file: std::fs::File) -> Result<String, String> {
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_ACCOUNTS_FILE {
+        return Err(format!(
+            "larger than {} MiB ({} bytes)",
+            MAX_ACCOUNTS_FILE >> 20,
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_ACCOUNTS_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    Ok(text)
 }
 
 /// A running container's root, seen through its init's `/proc/<pid>/root` once that process is
@@ -57,25 +86,18 @@ impl Accounts for Running<'_> {
             Ok(dir) => dir,
             Err(e) => return Some(Err(e.to_string())),
         };
-        let opened = rustix::fs::openat2(
+        // NONBLOCK: a fifo planted as /etc/passwd must not hold the open (read_capped then
+        // refuses anything but a regular file).
+        let opened = crate::openat::openat2(
             dir.as_fd(),
-            format!("etc/{file}"),
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
+            format!("etc/{file}").as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         );
         match opened {
             Err(rustix::io::Errno::NOENT) => None,
             Err(e) => Some(Err(std::io::Error::from(e).to_string())),
-            Ok(fd) => {
-                let mut text = String::new();
-                Some(
-                    std::fs::File::from(fd)
-                        .read_to_string(&mut text)
-                        .map(|_| text)
-                        .map_err(|e| e.to_string()),
-                )
-            }
+            Ok(fd) => Some(read_capped(std::fs::File::from(fd))),
         }
     }
 }
@@ -126,6 +148,38 @@ pub fn resolve(spec: &str, what: &str, accounts: &impl Accounts) -> Result<User,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    #[test]
+    fn only_a_regular_file_of_bounded_size_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // As Running opens it: a fifo with no writer neither blocks the open nor the read.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .unwrap();
+        assert_eq!(read_capped(f).unwrap_err(), "not a regular file");
+        let big = tmp.path().join("big");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_ACCOUNTS_FILE + 1)
+            .unwrap();
+        let err = read_capped(std::fs::File::open(&big).unwrap()).unwrap_err();
+        assert!(err.starts_with("larger than 4 MiB"), "{err}");
+        std::fs::write(tmp.path().join("passwd"), "app:x:7:8::/:/bin/sh\n").unwrap();
+        let text = read_capped(std::fs::File::open(tmp.path().join("passwd")).unwrap());
+        assert_eq!(text.unwrap(), "app:x:7:8::/:/bin/sh\n");
+    }
 
     #[test]
     fn names_are_read_only_from_the_containers_own_init() {

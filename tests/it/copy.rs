@@ -3,6 +3,7 @@
 //! must resolve inside the container and never reach the host's files.
 
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -154,6 +155,20 @@ fn cp_copies_files_and_directories_out_and_in() {
     // A file onto an existing directory goes inside it.
     ok(&d.rctl(&["cp", &hs("in.txt"), "box:/srv/dir"]));
     assert!(inside(pid, "/srv/dir/in.txt").is_file());
+    // A host name that is not UTF-8 is still a name to open (its bytes, shown lossily).
+    let latin1 = host.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    std::fs::write(&latin1, "latin-1\n").unwrap();
+    let out = d
+        .rctl_command(&["cp"])
+        .arg(&latin1)
+        .arg("box:/srv/dir/cafe")
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(
+        std::fs::read_to_string(inside(pid, "/srv/dir/cafe")).unwrap(),
+        "latin-1\n"
+    );
     // A directory in, recursively.
     std::fs::create_dir_all(h("tree/sub")).unwrap();
     std::fs::write(h("tree/sub/x"), "x").unwrap();

@@ -259,6 +259,12 @@ fn the_api_answers_as_docker_does_at_every_version() {
     );
     let swarm = get("/v1.44/swarm");
     assert!(swarm.starts_with("HTTP/1.1 503"), "{swarm}");
+    // Timed in rcd's /metrics by the route's pattern (whatever the version prefix), as rcd's
+    // own API is.
+    let m = d.scrape();
+    let list = "rcd_api_request_duration_seconds_count{method=\"GET\",route=\"/containers/json\"}";
+    assert!(sample(&m, list) >= Some(4.0), "{m}");
+    assert!(m.contains("route=\"/_ping\""), "{m}");
     drop(d);
 }
 
@@ -314,7 +320,11 @@ fn logs_events_kill_and_wait_through_the_docker_cli() {
         "{stamp}"
     );
 
-    // -f ends when the container followed ends.
+    // -f ends when the container followed ends (followed once it has started: before, there
+    // is nothing to follow, as with Docker).
+    wait_until(20 * SEC, "short's first line", || {
+        String::from_utf8_lossy(&d.rctl(&["logs", "short"]).stdout).contains("first")
+    });
     let started = std::time::Instant::now();
     let follow = docker(&sock, &["logs", "-f", "short"]);
     assert_eq!(ok(&follow), "first\nlast\n");
@@ -1035,6 +1045,12 @@ fn docker_cp_copies_out_and_in_resolving_links_inside_the_container() {
         std::fs::read_link(out.join("shadow")).unwrap(),
         PathBuf::from("/etc/shadow")
     );
+    // `/data/.` is its contents: into an existing directory, not as `data/` below it.
+    let into = tmp.path().join("into");
+    std::fs::create_dir(&into).unwrap();
+    ok(&docker(&ro, &["cp", "box:/data/.", into.to_str().unwrap()]));
+    assert_eq!(std::fs::read_to_string(into.join("f")).unwrap(), "hello\n");
+    assert!(!into.join("data").exists());
 
     // In: a file into a directory, then onto the link, which docker follows to the container's
     // own /etc/shadow.

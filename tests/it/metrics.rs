@@ -196,4 +196,30 @@ fn metrics_follow_a_crash_an_oom_and_an_unhealthy_turn() {
             "{series}: {after}"
         );
     }
+    // Routes are patterns, and a method of a client's own making is OTHER: no client can
+    // make the label values many.
+    for method in ["BREW", "WHEN"] {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "10", "-X", method])
+            .arg("--unix-socket")
+            .arg(&d.socket)
+            .arg(format!("http://rcd/v1/units/{method}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let m = scrape(&d);
+    assert!(
+        value(
+            &m,
+            "rcd_api_request_duration_seconds_count{method=\"OTHER\",route=\"/v1/units/{name}\"}"
+        ) >= Some(2.0),
+        "{m}"
+    );
+    assert!(!m.contains("BREW") && !m.contains("WHEN"), "{m}");
+    // A unit removed takes its series with it.
+    std::fs::remove_file(d.units.join("crash.toml")).unwrap();
+    wait_until(20 * SEC, "crash's series gone", || {
+        !scrape(&d).contains("unit=\"crash\"")
+    });
 }

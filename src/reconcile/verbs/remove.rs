@@ -33,5 +33,6 @@ pub async fn remove(
     }
     poke_dependents(ctx, name);
     ctx.units.forget_record(name);
+    crate::meters::get().forget(name);
     Ok(())
 }
