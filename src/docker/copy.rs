@@ -53,8 +53,10 @@ fn header(stat: &PathStat, path: &str) -> Option<HeaderValue> {
     } else {
         crate::copy::link_destination(path, &stat.link_target)
     };
-    let mtime = std::time::UNIX_EPOCH
-        + std::time::Duration::from_secs(u64::try_from(stat.mtime).unwrap_or(0));
+    // A container can set any time on its files; RFC 3339 (and humantime) ends with 9999.
+    const LAST_RFC3339: u64 = 253_402_300_799;
+    let secs = u64::try_from(stat.mtime).unwrap_or(0).min(LAST_RFC3339);
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     let json = serde_json::json!({
         "name": stat.name,
         "size": stat.size,
@@ -171,5 +173,12 @@ mod tests {
         let d = decode(&header(&stat("file", 0o4755, ""), "/bin/su").unwrap());
         assert_eq!(d["mode"], GO_SETUID | 0o755);
         assert_eq!(d["size"], 3);
+        // A time past year 9999 (a container can set one) is the last RFC 3339 can say.
+        let far = PathStat {
+            mtime: 300_000_000_000,
+            ..stat("file", 0o644, "")
+        };
+        let d = decode(&header(&far, "/dev/shm/x").unwrap());
+        assert_eq!(d["mtime"], "9999-12-31T23:59:59Z");
     }
 }

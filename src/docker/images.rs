@@ -48,9 +48,11 @@ fn size(image: &Image) -> u64 {
     image.layers.iter().map(|l| l.size).sum()
 }
 
-/// The stored image `reference` names: a name (normalized as rcd does), its id
-/// (`sha256:...`) or a prefix of the id's hex.
-fn find(ctx: &Context, reference: &str) -> Result<Image, DockerError> {
+/// The stored image `reference` names: a name (normalized as rcd does), or else its id
+/// (`sha256:...`) or a prefix of the id's hex (4 digits at least). A name wins over an id
+/// prefix; a prefix of two different ids is refused, as Docker does. Also says whether the
+/// image was named by id while other names share it (`docker rmi` then refuses).
+fn find(ctx: &Context, reference: &str) -> Result<(Image, bool), DockerError> {
     let images = ctx
         .images
         .list()
@@ -58,45 +60,157 @@ fn find(ctx: &Context, reference: &str) -> Result<Image, DockerError> {
     let normalized = crate::image::reference::parse(reference)
         .map(|r| r.whole())
         .ok();
+    if let Some(i) = images.iter().find(|i| Some(&i.name) == normalized.as_ref()) {
+        return Ok((i.clone(), false));
+    }
     let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
-    images
-        .into_iter()
-        .find(|i| {
-            Some(&i.name) == normalized.as_ref()
-                || (hex.len() >= 4
-                    && i.config
-                        .to_string()
-                        .trim_start_matches("sha256:")
-                        .starts_with(hex))
+    let by_id: Vec<&Image> = images
+        .iter()
+        .filter(|i| {
+            hex.len() >= 4
+                && i.config
+                    .to_string()
+                    .trim_start_matches("sha256:")
+                    .starts_with(hex)
         })
-        .ok_or_else(|| DockerError(StatusCode::NOT_FOUND, format!("No such image: {reference}")))
+        .collect();
+    let Some(first) = by_id.first() else {
+        return Err(DockerError(
+            StatusCode::NOT_FOUND,
+            format!("No such image: {reference}"),
+        ));
+    };
+    if by_id.iter().any(|i| i.config != first.config) {
+        return Err(DockerError(
+            StatusCode::CONFLICT,
+            format!("{reference} is a prefix of more than one image id: give more of it"),
+        ));
+    }
+    Ok(((*first).clone(), by_id.len() > 1))
 }
 
-/// `GET /images/json`: `docker images`.
-pub async fn list(State(ctx): State<Arc<Context>>) -> Result<Json<Vec<Value>>, DockerError> {
+/// The filter keys `docker images` sends that rcd answers (moby's `daemon/images/images.go`
+/// has `until` too, which no CLI command sends without `--filter until=`).
+const IMAGE_FILTERS: &[&str] = &["reference", "dangling", "label", "before", "since"];
+
+/// Whether `name` (a short form, `repo:tag` or `repo@digest`) matches `pattern` as moby's
+/// `reference` filter does: a shell pattern over the whole name, or over the repository
+/// alone; `*` does not cross a `/`.
+fn reference_matches(pattern: &str, name: &str) -> bool {
+    let Ok(p) = glob::Pattern::new(pattern) else {
+        return false;
+    };
+    let opts = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    let repo = match name.split_once('@') {
+        Some((repo, _)) => repo,
+        None => match name.rfind(':') {
+            Some(i) if !name[i..].contains('/') => &name[..i],
+            _ => name,
+        },
+    };
+    p.matches_with(name, opts) || p.matches_with(repo, opts)
+}
+
+/// `GET /images/json`: `docker images`. One entry an image (a config), all its names in
+/// `RepoTags` and `RepoDigests`, as Docker's daemon answers; the CLI prints a row a tag.
+pub async fn list(
+    State(ctx): State<Arc<Context>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<Value>>, DockerError> {
+    let filters = super::containers::filters_of(&q)?;
+    if let Some(k) = filters
+        .keys()
+        .find(|k| !IMAGE_FILTERS.contains(&k.as_str()))
+    {
+        return Err(DockerError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid filter '{k}'"),
+        ));
+    }
     let images = ctx
         .images
         .list()
         .map_err(|e| DockerError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(
-        images
+    // `before`/`since` name an image; the list is of those created before or after it.
+    let created_of = |reference: &str| -> Result<u64, DockerError> {
+        let (i, _) = find(&ctx, reference)?;
+        Ok(unix_seconds(&created(&ctx, &i).1))
+    };
+    let before = match filters.get("before").and_then(|v| v.first()) {
+        Some(r) => Some(created_of(r)?),
+        None => None,
+    };
+    let since = match filters.get("since").and_then(|v| v.first()) {
+        Some(r) => Some(created_of(r)?),
+        None => None,
+    };
+    // Every stored image has a name: none is dangling.
+    if filters
+        .get("dangling")
+        .is_some_and(|v| v.iter().any(|d| d == "true" || d == "1"))
+    {
+        return Ok(Json(Vec::new()));
+    }
+    let patterns = filters.get("reference");
+    let mut by_config: std::collections::BTreeMap<String, Vec<&Image>> = Default::default();
+    for i in &images {
+        by_config.entry(i.config.to_string()).or_default().push(i);
+    }
+    let mut out = Vec::new();
+    for (id, named) in by_config {
+        let first = named[0];
+        let (config, when) = created(&ctx, first);
+        let created = unix_seconds(&when);
+        if before.is_some_and(|b| created >= b) || since.is_some_and(|s| created <= s) {
+            continue;
+        }
+        if let Some(want) = filters.get("label") {
+            let labels: std::collections::BTreeMap<String, String> =
+                serde_json::from_value(config["config"]["Labels"].clone()).unwrap_or_default();
+            if !super::containers::labels_match(want, &labels) {
+                continue;
+            }
+        }
+        let kept =
+            |name: &String| patterns.is_none_or(|ps| ps.iter().any(|p| reference_matches(p, name)));
+        let mut tags: Vec<String> = named
+            .iter()
+            .map(|i| short_name(&i.name))
+            .filter(|n| !n.contains('@'))
+            .filter(kept)
+            .collect();
+        let mut digests: Vec<String> = named
             .iter()
             .map(|i| {
-                let (config, when) = created(&ctx, i);
-                json!({
-                    "Id": i.config.to_string(),
-                    "ParentId": "",
-                    "RepoTags": [short_name(&i.name)],
-                    "RepoDigests": [format!("{}@{}", short_name(&i.name).split(':').next().unwrap_or_default(), i.manifest)],
-                    "Created": unix_seconds(&when),
-                    "Size": size(i),
-                    "SharedSize": -1,
-                    "Labels": config["config"]["Labels"].clone(),
-                    "Containers": -1,
-                })
+                let digest = i.digest.as_ref().unwrap_or(&i.manifest);
+                short_name(&crate::image::reference::by_digest(&i.name, digest))
             })
-            .collect(),
-    ))
+            .filter(kept)
+            .collect();
+        if patterns.is_some() && tags.is_empty() && digests.is_empty() {
+            continue;
+        }
+        tags.sort();
+        tags.dedup();
+        digests.sort();
+        digests.dedup();
+        out.push(json!({
+            "Id": id,
+            "ParentId": "",
+            "RepoTags": tags,
+            "RepoDigests": digests,
+            "Created": created,
+            "Size": size(first),
+            "SharedSize": -1,
+            "Labels": config["config"]["Labels"].clone(),
+            "Containers": -1,
+        }));
+    }
+    Ok(Json(out))
 }
 
 /// `GET /images/{name}/json` (names have slashes, so the route is a wildcard).
@@ -110,12 +224,12 @@ pub async fn get_image(
             format!("No such image: {rest}"),
         ));
     };
-    let i = find(&ctx, name)?;
+    let (i, _) = find(&ctx, name)?;
     let (config, when) = created(&ctx, &i);
     Ok(Json(json!({
         "Id": i.config.to_string(),
         "RepoTags": [short_name(&i.name)],
-        "RepoDigests": [format!("{}@{}", short_name(&i.name).split(':').next().unwrap_or_default(), i.manifest)],
+        "RepoDigests": [short_name(&crate::image::reference::by_digest(&i.name, i.digest.as_ref().unwrap_or(&i.manifest)))],
         "Parent": "",
         "Comment": "",
         "Created": when,
@@ -134,7 +248,16 @@ pub async fn remove(
     State(ctx): State<Arc<Context>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, DockerError> {
-    let i = find(&ctx, &name)?;
+    let (i, shared) = find(&ctx, &name)?;
+    if shared {
+        return Err(DockerError(
+            StatusCode::CONFLICT,
+            format!(
+                "conflict: unable to delete {name}: the image is stored under more than one \
+                 name; remove it by name"
+            ),
+        ));
+    }
     let c = ctx.clone();
     ctx.images
         .remove(&i.name, |stored| crate::api::images::users(&c, stored))
@@ -240,4 +363,28 @@ pub async fn prune(State(ctx): State<Arc<Context>>) -> Result<Json<Value>, Docke
         "ImagesDeleted": pruned.images.iter().map(|n| json!({"Untagged": short_name(n)})).collect::<Vec<_>>(),
         "SpaceReclaimed": pruned.swept.bytes,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_filters_match_as_mobys() {
+        for (pattern, name, want) in [
+            ("busybox", "busybox:latest", true),
+            ("busybox:latest", "busybox:latest", true),
+            ("busybox:1*", "busybox:latest", false),
+            ("busy*", "busybox:latest", true),
+            // `*` stays within a path component.
+            ("*", "traefik/whoami:v1", false),
+            ("*/*", "traefik/whoami:v1", true),
+            ("127.0.0.1:5000/spare", "127.0.0.1:5000/spare:1", true),
+            ("127.0.0.1:5000/spare:1", "127.0.0.1:5000/spare:1", true),
+            ("127.0.0.1:5000/*", "127.0.0.1:5000/spare@sha256:ab", true),
+            ("[", "busybox:latest", false),
+        ] {
+            assert_eq!(reference_matches(pattern, name), want, "{pattern} {name}");
+        }
+    }
 }

@@ -25,13 +25,17 @@ const FOLLOW_POLL: Duration = Duration::from_millis(100);
 fn unix_nanos(text: &str) -> Result<i128, DockerError> {
     let bad = || DockerError(StatusCode::BAD_REQUEST, format!("invalid time {text:?}"));
     let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
-    let secs: i128 = secs.parse().map_err(|_| bad())?;
+    // Seconds as Go's int64, so that the nanoseconds cannot overflow.
+    let secs: i64 = secs.parse().map_err(|_| bad())?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
     let mut nanos: i128 = 0;
     if !frac.is_empty() {
         let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
         nanos = digits.parse().map_err(|_| bad())?;
     }
-    Ok(secs * 1_000_000_000 + nanos)
+    Ok(i128::from(secs) * 1_000_000_000 + nanos)
 }
 
 /// A record's time (`2026-12-05T01:02:03.123456789Z`) in Unix nanoseconds.
@@ -99,7 +103,10 @@ pub async fn logs(
     let since = match q.get("since").filter(|s| !s.is_empty() && *s != "0") {
         Some(s) => {
             let n = unix_nanos(s)?;
-            Some(std::time::UNIX_EPOCH + Duration::from_nanos(n.max(0) as u64))
+            Some(
+                std::time::UNIX_EPOCH
+                    + Duration::from_nanos(u64::try_from(n.max(0)).unwrap_or(u64::MAX)),
+            )
         }
         None => None,
     };
@@ -458,5 +465,12 @@ mod tests {
         assert_eq!(unix_nanos("10.5").unwrap(), 10_500_000_000);
         assert_eq!(unix_nanos("1.000000001").unwrap(), 1_000_000_001);
         assert!(unix_nanos("x").is_err());
+        assert!(unix_nanos("1.-5").is_err());
+        // Beyond Go's int64 seconds: refused, never an overflow.
+        assert!(unix_nanos("1000000000000000000000000000000").is_err());
+        assert_eq!(
+            unix_nanos("9223372036854775807").unwrap(),
+            9_223_372_036_854_775_807_000_000_000
+        );
     }
 }

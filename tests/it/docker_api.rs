@@ -607,6 +607,44 @@ fn docker_pull_images_inspect_and_rmi_follow_rcds_rules() {
         String::from_utf8_lossy(&refused.stderr).contains("user"),
         "{refused:?}"
     );
+    // Both names are one image, as Docker lists it: one id, a row a tag; a reference filter
+    // keeps the tags it matches.
+    let rows = ok(&docker(
+        &sock,
+        &["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"],
+    ));
+    let ids: std::collections::BTreeSet<&str> =
+        rows.lines().filter_map(|l| l.split(' ').nth(1)).collect();
+    assert_eq!(ids.len(), 1, "{rows}");
+    assert_eq!(rows.lines().count(), 2, "{rows}");
+    let id = ok(&docker(&sock, &["images", "-q", &spare]));
+    let id = id.trim();
+    assert!(id.len() >= 12 && !id.contains('\n'), "{id}");
+    let only = ok(&docker(
+        &sock,
+        &[
+            "images",
+            "--filter",
+            &format!("reference={}/sp*", reg.addr),
+            "--format",
+            "{{.Repository}}",
+        ],
+    ));
+    assert_eq!(only.trim(), format!("{}/spare", reg.addr));
+    assert_eq!(
+        ok(&docker(
+            &sock,
+            &["images", "-q", "--filter", "dangling=true"]
+        )),
+        ""
+    );
+    // Its id inspects, but does not remove (say which name).
+    ok(&docker(&sock, &["image", "inspect", id]));
+    let shared = docker(&sock, &["rmi", id]);
+    assert!(
+        String::from_utf8_lossy(&shared.stderr).contains("more than one name"),
+        "{shared:?}"
+    );
     ok(&docker(&sock, &["rmi", &spare]));
     let listed = ok(&docker(&sock, &["images", "--format", "{{.Repository}}"]));
     assert!(!listed.contains("spare"), "{listed}");
