@@ -33,6 +33,7 @@
 //! [`network`], [`spec`], [`cgroup`], [`runtime`], [`bounded`] (every external command with a
 //! deadline), [`shim`], [`health`], [`logs`], [`events`], [`store`], [`clock`], [`api`],
 //! [`copy`] (`rctl cp`'s walk and path rules), [`openat`] (untrusted paths opened in a root),
+//! [`tree`] (containers' trees measured and removed without recursion),
 //! [`ctl`], [`config`], and the wiring: [`daemon`] (start, recovery, tasks, shutdown), which
 //! no other module imports.
 #![deny(unsafe_code)]
@@ -68,6 +69,7 @@ pub mod shim;
 pub mod spec;
 pub mod store;
 pub mod table;
+pub mod tree;
 pub mod unit;
 pub mod update;
 pub mod volume;

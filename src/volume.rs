@@ -93,7 +93,7 @@ impl Volumes {
         }
         std::fs::create_dir_all(&self.dir).map_err(Self::io(name, &self.dir))?;
         let tmp = self.dir.join(format!(".{name}.new{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = crate::tree::remove(&tmp);
         let data = tmp.join("_data");
         std::fs::create_dir_all(&data).map_err(Self::io(name, &data))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o701))
@@ -105,11 +105,11 @@ impl Volumes {
             Ok(()) => Ok(true),
             // Made meanwhile by another start: theirs stands.
             Err(_) if self.data(name).is_dir() => {
-                let _ = std::fs::remove_dir_all(&tmp);
+                let _ = crate::tree::remove(&tmp);
                 Ok(false)
             }
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
+                let _ = crate::tree::remove(&tmp);
                 Err(Self::io(name, &dest)(e))
             }
         }
@@ -128,8 +128,16 @@ impl Volumes {
         out
     }
 
-    /// What there is to show of volume `name`, with `used_by` the units naming it.
+    /// What there is to show of volume `name`, with `used_by` the units naming it, and its
+    /// size (a walk of its files).
     pub fn info(&self, name: &str, used_by: Vec<String>) -> Result<VolumeInfo, Error> {
+        let mut info = self.describe(name, used_by)?;
+        info.size = crate::tree::size(&info.mountpoint);
+        Ok(info)
+    }
+
+    /// [`Volumes::info`] without the size (0): no walk of the files, for listings polled often.
+    pub fn describe(&self, name: &str, used_by: Vec<String>) -> Result<VolumeInfo, Error> {
         let data = self.data(name);
         if !valid_name(name) || !data.is_dir() {
             return Err(Error::Absent(name.to_owned()));
@@ -142,7 +150,7 @@ impl Volumes {
             name: name.to_owned(),
             mountpoint: data.clone(),
             created: humantime::format_rfc3339_millis(made).to_string(),
-            size: du(&data),
+            size: 0,
             used_by,
         })
     }
@@ -156,23 +164,8 @@ impl Volumes {
         let path = self.dir.join(name);
         let gone = self.dir.join(format!(".{name}.gone{}", std::process::id()));
         std::fs::rename(&path, &gone).map_err(Self::io(name, &path))?;
-        std::fs::remove_dir_all(&gone).map_err(Self::io(name, &gone))
+        crate::tree::remove(&gone).map_err(Self::io(name, &gone))
     }
-}
-
-/// Bytes of the regular files under `dir` (not following links).
-fn du(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => du(&e.path()),
-            Ok(m) if m.is_file() => m.len(),
-            _ => 0,
-        })
-        .sum()
 }
 
 /// Docker's copy-up: the image's content at `target` inside `rootfs` (files, directories,
@@ -214,25 +207,38 @@ fn own_like(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Copies what is below `src` into `dst` with a work list, not recursion: an image's tree may
+/// nest as deep as its paths' length limit allows. Directories get their owner and mode last,
+/// once their contents are in.
 fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(src)? {
-        let entry = entry?;
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        let meta = std::fs::symlink_metadata(&from)?;
-        let t = meta.file_type();
-        if t.is_dir() {
-            std::fs::create_dir(&to)?;
-            copy_tree(&from, &to)?;
-        } else if t.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
-        } else if t.is_file() {
-            std::fs::copy(&from, &to)?;
-        } else {
-            // Devices, fifos, sockets: not data; Docker's copy skips what it cannot copy too.
-            continue;
+    let mut pending = vec![(src.to_path_buf(), dst.to_path_buf())];
+    let mut dirs = Vec::new();
+    while let Some((src, dst)) = pending.pop() {
+        for entry in std::fs::read_dir(&src)? {
+            let entry = entry?;
+            let from = entry.path();
+            let to = dst.join(entry.file_name());
+            let meta = std::fs::symlink_metadata(&from)?;
+            let t = meta.file_type();
+            if t.is_dir() {
+                std::fs::create_dir(&to)?;
+                pending.push((from, to.clone()));
+                dirs.push((to, meta));
+                continue;
+            } else if t.is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+            } else if t.is_file() {
+                std::fs::copy(&from, &to)?;
+            } else {
+                // Devices, fifos, sockets: not data; Docker's copy skips what it cannot copy
+                // too.
+                continue;
+            }
+            own_like(&to, &meta)?;
         }
-        own_like(&to, &meta)?;
+    }
+    for (dir, meta) in dirs.iter().rev() {
+        own_like(dir, meta)?;
     }
     Ok(())
 }

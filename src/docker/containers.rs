@@ -253,7 +253,9 @@ pub async fn list(
     let now = crate::clock::now_ms();
     let mut out = Vec::new();
     for c in Container::all(&ctx) {
-        if !all && c.state() != "running" {
+        // A restarting container counts as running, as in Docker (moby keeps `Running` set
+        // while it waits to restart).
+        if !all && !matches!(c.state(), "running" | "restarting") {
             continue;
         }
         if !passes(&c, &f) {
@@ -379,7 +381,7 @@ pub async fn inspect(
         "Args": args,
         "State": {
             "Status": state,
-            "Running": state == "running",
+            "Running": state == "running" || state == "restarting",
             "Paused": false,
             "Restarting": state == "restarting",
             "OOMKilled": c.status.exit_reason.as_deref() == Some("oom"),
@@ -452,9 +454,11 @@ fn file_of(ctx: &Context, reference: &str) -> String {
 
 async fn intent(ctx: &Arc<Context>, id: &str, verb: &str) -> Result<Response, DockerError> {
     let c = Container::find(ctx, id).map_err(|m| DockerError(StatusCode::NOT_FOUND, m))?;
-    let running = c.state() == "running";
-    // Docker's "nothing to do": 304, which clients count as success.
-    if (verb == "start" && running) || (verb == "stop" && !running) {
+    // Docker's "nothing to do": 304, which clients count as success. Only a container that
+    // has ended is stopped already: one restarting, pulling or starting is on its way up, and
+    // `docker stop` must hold it down as `rctl stop` does.
+    let ended = c.state() == "exited";
+    if (verb == "start" && c.state() == "running") || (verb == "stop" && ended) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     crate::api::server::apply_intent(ctx, &c.name, verb).await?;

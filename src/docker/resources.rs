@@ -62,20 +62,28 @@ pub async fn network(
         .ok_or_else(|| DockerError(StatusCode::NOT_FOUND, format!("network {id} not found")))
 }
 
-async fn volume_infos(ctx: &Arc<Context>) -> Vec<crate::volume::VolumeInfo> {
+/// Every volume; `sized` walks their files for the size (only `system df` asks: Docker's
+/// listings leave `UsageData` out, and tools poll them).
+async fn volume_infos(ctx: &Arc<Context>, sized: bool) -> Vec<crate::volume::VolumeInfo> {
     let c = ctx.clone();
     tokio::task::spawn_blocking(move || {
         c.volumes
             .names()
             .into_iter()
-            .filter_map(|n| c.volumes.info(&n, Vec::new()).ok())
+            .filter_map(|n| {
+                if sized {
+                    c.volumes.info(&n, Vec::new()).ok()
+                } else {
+                    c.volumes.describe(&n, Vec::new()).ok()
+                }
+            })
             .collect()
     })
     .await
     .unwrap_or_default()
 }
 
-fn volume_json(v: &crate::volume::VolumeInfo) -> Value {
+fn volume_json(v: &crate::volume::VolumeInfo, sized: bool) -> Value {
     json!({
         "Name": v.name,
         "Driver": "local",
@@ -84,13 +92,17 @@ fn volume_json(v: &crate::volume::VolumeInfo) -> Value {
         "Labels": {},
         "Scope": "local",
         "Options": {},
-        "UsageData": {"Size": v.size, "RefCount": -1},
+        "UsageData": if sized { json!({"Size": v.size, "RefCount": -1}) } else { Value::Null },
     })
 }
 
 /// `GET /volumes`: rcd's named volumes.
 pub async fn volumes(State(ctx): State<Arc<Context>>) -> Json<Value> {
-    let list: Vec<Value> = volume_infos(&ctx).await.iter().map(volume_json).collect();
+    let list: Vec<Value> = volume_infos(&ctx, false)
+        .await
+        .iter()
+        .map(|v| volume_json(v, false))
+        .collect();
     Json(json!({"Volumes": list, "Warnings": []}))
 }
 
@@ -99,11 +111,13 @@ pub async fn volume(
     State(ctx): State<Arc<Context>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, DockerError> {
-    volume_infos(&ctx)
+    let c = ctx.clone();
+    let n = name.clone();
+    tokio::task::spawn_blocking(move || c.volumes.describe(&n, Vec::new()).ok())
         .await
-        .iter()
-        .find(|v| v.name == name)
-        .map(|v| Json(volume_json(v)))
+        .ok()
+        .flatten()
+        .map(|v| Json(volume_json(&v, false)))
         .ok_or_else(|| DockerError(StatusCode::NOT_FOUND, format!("get {name}: no such volume")))
 }
 
@@ -145,7 +159,11 @@ pub async fn df(State(ctx): State<Arc<Context>>) -> Result<Json<Value>, DockerEr
                    "Labels": {}, "Mounts": []})
         })
         .collect();
-    let volume_docs: Vec<Value> = volume_infos(&ctx).await.iter().map(volume_json).collect();
+    let volume_docs: Vec<Value> = volume_infos(&ctx, true)
+        .await
+        .iter()
+        .map(|v| volume_json(v, true))
+        .collect();
     Ok(Json(json!({
         "LayersSize": layers,
         "Images": image_docs,

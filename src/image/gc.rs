@@ -132,7 +132,7 @@ pub fn sweep(
 
 fn remove(path: &Path) -> std::io::Result<()> {
     if path.is_dir() {
-        std::fs::remove_dir_all(path)
+        crate::tree::remove(path)
     } else {
         std::fs::remove_file(path)
     }
@@ -146,9 +146,7 @@ fn size_of(path: &Path) -> u64 {
     if !meta.is_dir() {
         return if meta.is_file() { meta.len() } else { 0 };
     }
-    std::fs::read_dir(path)
-        .map(|rd| rd.flatten().map(|e| size_of(&e.path())).sum())
-        .unwrap_or(0)
+    crate::tree::size(path)
 }
 
 #[cfg(test)]

@@ -285,11 +285,11 @@ impl Snapshots {
             chain.hex(),
             std::process::id()
         ));
-        let _ = fs::remove_dir_all(&tmp);
+        let _ = crate::tree::remove(&tmp);
         fs::create_dir(&tmp).map_err(io_err(&tmp))?;
         let result = fill(&tmp).and_then(|()| fs::rename(&tmp, &dest).map_err(io_err(&dest)));
         if let Err(e) = result {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = crate::tree::remove(&tmp);
             return Err(e);
         }
         Ok(dest)
@@ -358,7 +358,7 @@ impl Snapshots {
 
     /// Removes what [`Snapshots::detach`] moved aside; gone already is success.
     pub fn purge(&self, detached: &Path) -> Result<(), Error> {
-        match fs::remove_dir_all(detached) {
+        match crate::tree::remove(detached) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(detached)(e)),
             _ => Ok(()),
         }

@@ -78,7 +78,7 @@ pub fn instance_blocking(ctx: &Context, id: &str, depth: Depth) -> Result<(), Er
     if depth == Depth::Retire {
         ctx.networks.detach(id)?;
         let dir = ctx.paths.container(id);
-        match std::fs::remove_dir_all(&dir) {
+        match crate::tree::remove(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(Error::Instance { path: dir, source }),

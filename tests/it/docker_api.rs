@@ -204,6 +204,32 @@ fn the_docker_cli_lists_inspects_starts_and_stops_units() {
         "{stop:?}"
     );
     assert_eq!(d.wait_state("web", "running", SEC)["held"], false);
+
+    // A crash loop between two tries is running to Docker (listed by `ps`, State.Running),
+    // and `docker stop` holds it down rather than answering "already stopped".
+    d.write_unit(
+        "crashy",
+        &unit(
+            "exit 1",
+            "[network]\nmode = \"none\"\n[restart]\npolicy = \"always\"\ndelay = \"30s\"\n",
+        ),
+    );
+    d.wait_state("crashy", "restarting", 20 * SEC);
+    let ps = ok(&docker(&sock, &["ps", "--format", "{{.Names}} {{.State}}"]));
+    assert!(ps.lines().any(|l| l == "crashy restarting"), "{ps}");
+    let running = ok(&docker(
+        &sock,
+        &[
+            "inspect",
+            "--format",
+            "{{.State.Running}} {{.State.Restarting}}",
+            "crashy",
+        ],
+    ));
+    assert_eq!(running.trim(), "true true");
+    ok(&docker(&sock, &["stop", "crashy"]));
+    let s = d.wait_state("crashy", "stopped", 10 * SEC);
+    assert_eq!(s["held"], true, "{s}");
 }
 
 #[test]
@@ -951,6 +977,20 @@ fn top_networks_volumes_and_system_df() {
         &["volume", "ls", "--format", "{{.Name}} {{.Driver}}"],
     ));
     assert_eq!(vols.trim(), "dbdata local");
+    let inspected = ok(&docker(
+        &sock,
+        &[
+            "volume",
+            "inspect",
+            "--format",
+            "{{.Name}} {{.Mountpoint}}",
+            "dbdata",
+        ],
+    ));
+    assert!(inspected.starts_with("dbdata /"), "{inspected}");
+    assert!(!docker(&sock, &["volume", "inspect", "nothere"])
+        .status
+        .success());
     let df = ok(&docker(
         &sock,
         &["system", "df", "--format", "{{.Type}} {{.TotalCount}}"],
