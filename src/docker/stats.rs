@@ -179,6 +179,9 @@ pub async fn stats(
             if pre.is_some() {
                 tokio::time::sleep(STREAM_GAP).await;
             }
+            // Read afresh each time: the pid of the record asked about at first may be another
+            // process's by now. A unit gone ends the stream, as a removed container's does.
+            let c = Container::find(&ctx, &c.name).ok()?;
             let now = read(ctx.clone(), c.clone()).await;
             let doc = line(&document(&c, &now, pre.as_ref()));
             Some((Ok::<_, std::io::Error>(doc), (ctx, c, Some(now))))

@@ -18,6 +18,9 @@ use super::{query_bool, DockerError};
 use crate::context::Context;
 use crate::logs::read::{Filter, Snapshot};
 
+/// Lines of a `tail` sent in one frame batch.
+const TAIL_BATCH: usize = 512;
+
 /// How often a followed log is looked at while nothing new came.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
@@ -128,38 +131,47 @@ pub async fn logs(
     let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
     let (name, task_ctx) = (c.name.clone(), ctx.clone());
     ctx.tasks.spawn(async move {
-        let f = filter.clone();
+        let (f, head_tx) = (filter.clone(), tx.clone());
         let opened = tokio::task::spawn_blocking(move || {
             let snap = Snapshot::open(&path)?;
-            // Taken before the snapshot is read whole: what comes after it is followed.
+            // Taken before the snapshot is read: what comes after it is followed.
             let follower = if follow { Some(snap.follower()?) } else { None };
-            let head = match tail {
-                Some(n) => snap.tail(n, &f)?.into_iter().fold(Vec::new(), |mut a, l| {
-                    a.extend_from_slice(&l);
-                    a.push(b'\n');
-                    a
-                }),
-                None => {
-                    let mut fwd = snap.forward(f.clone());
-                    let mut all = Vec::new();
-                    while let Some(chunk) = fwd.next_chunk()? {
-                        all.extend_from_slice(&chunk);
-                    }
-                    all
-                }
+            // Sent as read, a block at a time: a long log never sits whole in memory, and a
+            // client gone stops the reading. False once nothing more is to be sent.
+            let send = |chunk: &[u8]| -> bool {
+                let mut out = Vec::new();
+                let open = frames(chunk, timestamps, until, &mut out);
+                (out.is_empty() || head_tx.blocking_send(out).is_ok()) && open
             };
-            Ok::<_, std::io::Error>((head, follower))
+            let mut open = true;
+            match tail {
+                Some(n) => {
+                    for batch in snap.tail(n, &f)?.chunks(TAIL_BATCH) {
+                        let mut buf = Vec::new();
+                        for line in batch {
+                            buf.extend_from_slice(line);
+                            buf.push(b'\n');
+                        }
+                        open = send(&buf);
+                        if !open {
+                            break;
+                        }
+                    }
+                }
+                None => {
+                    let mut fwd = snap.forward(f);
+                    while let Some(chunk) = fwd.next_chunk()? {
+                        open = send(&chunk);
+                        if !open {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok::<_, std::io::Error>(follower.filter(|_| open))
         })
         .await;
-        let Ok(Ok((head, follower))) = opened else {
-            return;
-        };
-        let mut out = Vec::new();
-        let open = frames(&head, timestamps, until, &mut out);
-        if !out.is_empty() && tx.send(out).await.is_err() {
-            return;
-        }
-        let (Some(mut follower), true) = (follower, open) else {
+        let Ok(Ok(Some(mut follower))) = opened else {
             return;
         };
         loop {
