@@ -52,6 +52,10 @@ pub struct Context {
     pub cgroups: crate::cgroup::Layout,
     /// Bounds concurrent starts (start work in parallel, bounded by cores).
     pub start_permits: Semaphore,
+    /// Shared while a container's runtime makes its cgroup, alone while this daemon's empty
+    /// parent cgroups are removed: runc makes the parent, then the child, and a removal in
+    /// between failed the start (`cgroup::remove_parents`).
+    pub cgroup_parents: std::sync::RwLock<()>,
     /// Asks the scan owner to read the units directory.
     pub scans: crate::desired::owner::Scans,
     /// The reconciler's inbox.
@@ -167,6 +171,7 @@ impl Context {
             networks,
             boot_id: boot_id(),
             start_permits: Semaphore::new((cores * 2).max(4)),
+            cgroup_parents: std::sync::RwLock::new(()),
             // Replaced by the daemon's own; a context without a scan owner never scans.
             last_generation: std::sync::atomic::AtomicU64::new(0),
             cdi_dirs: crate::spec::cdi::DEFAULT_DIRS.map(PathBuf::from).to_vec(),

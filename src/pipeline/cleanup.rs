@@ -41,6 +41,11 @@ pub async fn instance(ctx: &Arc<Context>, id: &str, depth: Depth) -> Result<(), 
             if let Err(e) = instance_blocking(&c, &i, Depth::Retire) {
                 tracing::warn!(container = %i, "cleanup: {e}");
             }
+            // Never while a start's runtime is making its cgroup under them.
+            let _alone = c
+                .cgroup_parents
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             crate::cgroup::remove_parents(&c.tag);
         });
     }

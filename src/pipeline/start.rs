@@ -293,7 +293,14 @@ fn prepare_and_launch(
         log_limits: unit.logs.limits(ctx.settings().log_limits),
         journal: journal_target(ctx, unit, id),
     };
-    let launched = shim::launch::launch(&ctx.shim, &opts, ctx.start_timeout)?;
+    let launched = {
+        // The runtime makes the container's cgroup (and its parent) during the launch.
+        let _cgroups = ctx
+            .cgroup_parents
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        shim::launch::launch(&ctx.shim, &opts, ctx.start_timeout)?
+    };
     drop(held_netns);
     Ok((launched, network))
 }
