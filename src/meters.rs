@@ -58,28 +58,27 @@ impl Histogram {
 
     /// Its samples (`_bucket` cumulative with `le`, `_sum`, `_count`) under `name`, each with
     /// `labels` first.
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
+    fn render(&self, f: &mut Family<'_>, name: &str, labels: &[(&str, &str)]) {
+        let bucket = format!("{name}_bucket");
+        let les: Vec<String> = (0..self.buckets.len())
+            .map(|i| {
+                self.bounds
+                    .get(i)
+                    .map_or("+Inf".to_string(), |b| b.to_string())
+            })
+            .collect();
+        let mut with_le = labels.to_vec();
         let mut total = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
+        for (b, le) in self.buckets.iter().zip(&les) {
             total += b.load(Ordering::Relaxed);
-            let le = self
-                .bounds
-                .get(i)
-                .map_or("+Inf".to_string(), |b| b.to_string());
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {total}");
+            with_le.truncate(labels.len());
+            with_le.push(("le", le));
+            f.sample(&bucket, &with_le, total);
         }
-        let braces = |s: &str| {
-            if s.is_empty() {
-                String::new()
-            } else {
-                format!("{{{s}}}")
-            }
-        };
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{} {sum:.6}", braces(labels));
+        f.sample(&format!("{name}_sum"), labels, format_args!("{sum:.6}"));
         // The count of the buckets read, so the +Inf bucket and the count always agree.
-        let _ = writeln!(out, "{name}_count{} {total}", braces(labels));
+        f.sample(&format!("{name}_count"), labels, total);
     }
 }
 
@@ -100,7 +99,8 @@ pub struct Meters {
     pulls: [AtomicU64; 2],
     pulled_bytes: AtomicU64,
     /// By method and route (`GET /v1/units/{name}`).
-    requests: Mutex<HashMap<(String, String), Histogram>>,
+    /// Keyed by method, then route: a request looks its histogram up without allocating.
+    requests: Mutex<HashMap<&'static str, HashMap<String, Histogram>>>,
     /// By unit.
     starts: Mutex<HashMap<String, Histogram>>,
     /// Image updates by unit: kept, rolled back.
@@ -133,6 +133,37 @@ pub fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One family being written in Prometheus' text format: its samples follow its HELP and TYPE
+/// lines. The one writer of the exposition, for `/metrics` and for these figures.
+pub struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    /// A sample with its labels (values escaped as the format asks).
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let _ = write!(self.out, "{name}");
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Starts family `name` of `kind` (`gauge`, `counter`, `histogram`) in `out`.
+pub fn family<'a>(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    Family { out }
+}
+
 impl Meters {
     /// One reconcile of a unit ran for `d`.
     pub fn reconciled(&self, d: Duration, outcome: Outcome) {
@@ -143,12 +174,16 @@ impl Meters {
     }
 
     /// An API request to `route` (its pattern, so that the label's values stay few) took `d`.
-    pub fn requested(&self, method: &str, route: &str, d: Duration) {
+    pub fn requested(&self, method: &'static str, route: &str, d: Duration) {
         let mut m = lock(&self.requests);
-        let key = (method.to_string(), route.to_string());
-        m.entry(key)
-            .or_insert_with(|| Histogram::new(&FAST))
-            .observe(d);
+        let routes = m.entry(method).or_default();
+        match routes.get(route) {
+            Some(h) => h.observe(d),
+            None => routes
+                .entry(route.to_string())
+                .or_insert_with(|| Histogram::new(&FAST))
+                .observe(d),
+        }
     }
 
     /// Unit `unit` is gone: its series go with it (a unit of the same name later starts afresh).
@@ -189,20 +224,16 @@ impl Meters {
     /// The exposition of the daemon's figures; `queued` is the reconciler's queue depth now and
     /// `units` the units loaded (whose start latencies are shown).
     pub fn render(&self, out: &mut String, queued: usize, units: &[&str]) {
-        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        head(
+        let mut f = family(
             out,
             "rcd_reconcile_duration_seconds",
             "histogram",
             "How long each reconcile of a unit took.",
         );
         self.reconciles
-            .render(out, "rcd_reconcile_duration_seconds", "");
+            .render(&mut f, "rcd_reconcile_duration_seconds", &[]);
         let single = |out: &mut String, name: &str, kind: &str, help: &str, value: u64| {
-            head(out, name, kind, help);
-            let _ = writeln!(out, "{name} {value}");
+            family(out, name, kind, help).sample(name, &[], value);
         };
         single(
             out,
@@ -218,38 +249,32 @@ impl Meters {
             "Units waiting for a reconcile.",
             queued as u64,
         );
-        head(
+        let name = "rcd_api_request_duration_seconds";
+        let mut f = family(
             out,
-            "rcd_api_request_duration_seconds",
+            name,
             "histogram",
             "How long the API took to answer (until the headers of a streamed answer).",
         );
-        let mut requests: Vec<_> = lock(&self.requests)
+        let requests = lock(&self.requests);
+        let mut keys: Vec<(&str, &String)> = requests
             .iter()
-            .map(|((m, r), h)| {
-                let mut s = String::new();
-                h.render(
-                    &mut s,
-                    "rcd_api_request_duration_seconds",
-                    &format!("method=\"{}\",route=\"{}\"", escape(m), escape(r)),
-                );
-                s
-            })
+            .flat_map(|(m, routes)| routes.keys().map(move |r| (*m, r)))
             .collect();
-        requests.sort();
-        requests.iter().for_each(|s| out.push_str(s));
-        head(
+        keys.sort();
+        for (method, route) in keys {
+            requests[method][route].render(&mut f, name, &[("method", method), ("route", route)]);
+        }
+        drop(requests);
+        let name = "rcd_image_pulls_total";
+        let mut f = family(
             out,
-            "rcd_image_pulls_total",
+            name,
             "counter",
             "Image pulls from registries, by result.",
         );
         for (result, n) in [("ok", &self.pulls[0]), ("error", &self.pulls[1])] {
-            let _ = writeln!(
-                out,
-                "rcd_image_pulls_total{{result=\"{result}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
+            f.sample(name, &[("result", result)], n.load(Ordering::Relaxed));
         }
         single(
             out,
@@ -258,26 +283,24 @@ impl Meters {
             "Bytes read from registries (blobs already stored are not fetched).",
             self.pulled_bytes.load(Ordering::Relaxed),
         );
-        head(
+        let name = "rcd_unit_start_duration_seconds";
+        let mut f = family(
             out,
-            "rcd_unit_start_duration_seconds",
+            name,
             "histogram",
             "How long the unit's container starts took, its image pull included.",
         );
         let starts = lock(&self.starts);
         for unit in units {
             if let Some(h) = starts.get(*unit) {
-                h.render(
-                    out,
-                    "rcd_unit_start_duration_seconds",
-                    &format!("unit=\"{}\"", escape(unit)),
-                );
+                h.render(&mut f, name, &[("unit", unit)]);
             }
         }
         drop(starts);
-        head(
+        let name = "rcd_unit_updates_total";
+        let mut f = family(
             out,
-            "rcd_unit_updates_total",
+            name,
             "counter",
             "Image updates of the unit since the daemon started, by result.",
         );
@@ -285,11 +308,7 @@ impl Meters {
         for unit in units {
             if let Some(counts) = updates.get(*unit) {
                 for (result, n) in ["kept", "rolled_back"].iter().zip(counts) {
-                    let _ = writeln!(
-                        out,
-                        "rcd_unit_updates_total{{unit=\"{}\",result=\"{result}\"}} {n}",
-                        escape(unit)
-                    );
+                    f.sample(name, &[("unit", unit), ("result", result)], n);
                 }
             }
         }
@@ -307,7 +326,11 @@ mod tests {
         h.observe(Duration::from_millis(700));
         h.observe(Duration::from_secs(500));
         let mut out = String::new();
-        h.render(&mut out, "x", "unit=\"a\"");
+        h.render(
+            &mut family(&mut out, "x", "histogram", "h"),
+            "x",
+            &[("unit", "a")],
+        );
         for line in [
             "x_bucket{unit=\"a\",le=\"0.05\"} 1",
             "x_bucket{unit=\"a\",le=\"0.5\"} 1",
@@ -320,7 +343,7 @@ mod tests {
             assert!(out.lines().any(|l| l == line), "{line} not in\n{out}");
         }
         let mut out = String::new();
-        Histogram::new(&FAST).render(&mut out, "y", "");
+        Histogram::new(&FAST).render(&mut family(&mut out, "y", "histogram", "h"), "y", &[]);
         assert!(
             out.contains("y_bucket{le=\"+Inf\"} 0\ny_sum 0.000000\ny_count 0\n"),
             "{out}"

@@ -18,15 +18,12 @@ use rustix::io::Errno;
 /// removed itself. Entries that vanish meanwhile are not errors; `path` missing is
 /// (`NotFound`, as `std::fs::remove_dir_all`).
 pub fn remove(path: &Path) -> io::Result<()> {
+    let not_a_dir = [Errno::NOTDIR, Errno::LOOP].map(|e| Some(e.raw_os_error()));
     match walk(path, &mut Remove) {
-        Err(e) if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) => {
-            std::fs::remove_file(path)
-        }
-        Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => {
-            std::fs::remove_file(path)
-        }
-        Err(e) => Err(e),
         Ok(()) => std::fs::remove_dir(path),
+        // Not a directory, or a symlink (refused by O_NOFOLLOW): the entry itself goes.
+        Err(e) if not_a_dir.contains(&e.raw_os_error()) => std::fs::remove_file(path),
+        Err(e) => Err(e),
     }
 }
 

@@ -3,7 +3,6 @@
 //! update; CPU, memory, pids, network and block I/O from the cgroup and the netns; and the
 //! daemon's own figures (`crate::meters`).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -13,35 +12,7 @@ use axum::response::IntoResponse;
 use crate::context::Context;
 use crate::store::State as RecState;
 
-/// One family being written: its samples follow its HELP and TYPE lines.
-struct Family<'a> {
-    out: &'a mut String,
-}
-
-impl Family<'_> {
-    /// A sample with its labels (values escaped as the format asks).
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        let _ = write!(self.out, "{name}");
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", crate::meters::escape(v));
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
-    }
-}
-
-/// Starts family `name` of `kind` (`gauge`, `counter`) in `out`.
-fn family<'a>(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    Family { out }
-}
+use crate::meters::family;
 
 /// What is read of one unit for a scrape.
 struct Unit {

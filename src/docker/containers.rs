@@ -490,12 +490,6 @@ pub async fn restart(
     intent(&ctx, &id, "restart").await
 }
 
-/// Reads a request's body (up to the API's limit) before it is refused: a client still
-/// writing it would see a broken pipe rather than the answer.
-async fn drain(body: axum::body::Body) {
-    let _ = axum::body::to_bytes(body, crate::api::access::MAX_BODY).await;
-}
-
 /// `POST /containers/create` (`docker run`, `docker create`): containers come from unit files.
 /// 501, so that the CLI prints the message rather than pulling and trying again.
 pub async fn refuse_create(
@@ -503,7 +497,7 @@ pub async fn refuse_create(
     Query(q): Query<HashMap<String, String>>,
     body: axum::body::Body,
 ) -> DockerError {
-    drain(body).await;
+    super::drain(body).await;
     let name = q.get("name").cloned().unwrap_or_else(|| "NAME".into());
     DockerError(
         StatusCode::NOT_IMPLEMENTED,
@@ -531,7 +525,7 @@ pub async fn refuse_change(
     uri: axum::http::Uri,
     body: axum::body::Body,
 ) -> DockerError {
-    drain(body).await;
+    super::drain(body).await;
     let id = uri
         .path()
         .strip_prefix("/containers/")

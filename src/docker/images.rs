@@ -105,13 +105,7 @@ fn reference_matches(pattern: &str, name: &str) -> bool {
         require_literal_separator: true,
         require_literal_leading_dot: false,
     };
-    let repo = match name.split_once('@') {
-        Some((repo, _)) => repo,
-        None => match name.rfind(':') {
-            Some(i) if !name[i..].contains('/') => &name[..i],
-            _ => name,
-        },
-    };
+    let repo = crate::image::reference::repository_of(name);
     p.matches_with(name, opts) || p.matches_with(repo, opts)
 }
 
@@ -162,7 +156,9 @@ pub async fn list(
     }
     let mut out = Vec::new();
     for (id, named) in by_config {
-        let first = named[0];
+        let Some(&first) = named.first() else {
+            continue;
+        };
         let (config, when) = created(&ctx, first);
         let created = unix_seconds(&when);
         if before.is_some_and(|b| created >= b) || since.is_some_and(|s| created <= s) {

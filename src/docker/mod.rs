@@ -124,6 +124,12 @@ pub fn router(ctx: Arc<Context>, read_only: bool) -> Router {
         .layer(axum::middleware::from_fn(crate::api::access::log_requests))
 }
 
+/// Reads a request's body (up to the API's limit) before it is refused: a client still
+/// writing it would see a broken pipe rather than the answer.
+pub(super) async fn drain(body: axum::body::Body) {
+    let _ = axum::body::to_bytes(body, crate::api::access::MAX_BODY).await;
+}
+
 /// Strips and checks the `/v1.xx` prefix, refuses writes on the read-only socket, and adds
 /// the headers every Docker response has.
 async fn versioned(mut req: Request, next: Next, read_only: bool) -> Response {
@@ -142,8 +148,7 @@ async fn versioned(mut req: Request, next: Next, read_only: bool) -> Response {
         }
     }
     if read_only && !matches!(*req.method(), Method::GET | Method::HEAD) {
-        // Read first: a client still writing its body would see a broken pipe, not the answer.
-        let _ = axum::body::to_bytes(req.into_body(), crate::api::access::MAX_BODY).await;
+        drain(req.into_body()).await;
         return with_headers(
             DockerError(
                 StatusCode::FORBIDDEN,

@@ -233,15 +233,9 @@ impl HealthState {
         } else if in_start_period && self.status == Status::Starting {
             // Docker's rule: a failure in the start period counts only after a first success.
         } else {
-            self.failing_streak += 1;
-            if self.failing_streak >= retries {
-                self.status = Status::Unhealthy;
-            }
+            self.failed(retries);
         }
-        self.log.push_back(check);
-        while self.log.len() > KEEP {
-            self.log.pop_front();
-        }
+        self.keep(check);
         self.status != before
     }
 
@@ -257,16 +251,26 @@ impl HealthState {
                 self.status = Status::Healthy;
             }
         } else {
-            self.failing_streak += 1;
-            if self.failing_streak >= retries {
-                self.status = Status::Unhealthy;
-            }
+            self.failed(retries);
         }
+        self.keep(check);
+        self.status != before
+    }
+
+    /// One more failure in a row; `retries` of them make the container unhealthy.
+    fn failed(&mut self, retries: u32) {
+        self.failing_streak += 1;
+        if self.failing_streak >= retries {
+            self.status = Status::Unhealthy;
+        }
+    }
+
+    /// Adds `check` to the log, which keeps the last `KEEP`.
+    fn keep(&mut self, check: Check) {
         self.log.push_back(check);
         while self.log.len() > KEEP {
             self.log.pop_front();
         }
-        self.status != before
     }
 
     /// How long to wait before the next probe.

@@ -32,14 +32,20 @@ pub fn parse(input: &str) -> Result<Reference, Error> {
     Ok(r)
 }
 
-/// `name` (normalized) pinned to `digest`: `127.0.0.1:5000/app:1` is `127.0.0.1:5000/app@DIGEST`.
-pub fn by_digest(name: &str, digest: &super::digest::Digest) -> String {
+/// The repository of a reference as written, without its tag or digest:
+/// `127.0.0.1:5000/app:1` and `127.0.0.1:5000/app@sha256:...` are `127.0.0.1:5000/app` (a
+/// colon before the last `/` is a registry's port).
+pub fn repository_of(name: &str) -> &str {
     let repo = name.split('@').next().unwrap_or(name);
-    let repo = match repo.rfind(':') {
+    match repo.rfind(':') {
         Some(i) if !repo[i..].contains('/') => &repo[..i],
         _ => repo,
-    };
-    format!("{repo}@{digest}")
+    }
+}
+
+/// `name` (normalized) pinned to `digest`: `127.0.0.1:5000/app:1` is `127.0.0.1:5000/app@DIGEST`.
+pub fn by_digest(name: &str, digest: &super::digest::Digest) -> String {
+    format!("{}@{digest}", repository_of(name))
 }
 
 /// The registry host to connect to (Docker Hub's API lives on another name than its refs).
